@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+
+
+def bench_route() -> None:
+    """Not written yet."""
+    raise NotImplementedError("bench_route")

@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+
+
+def evaluate() -> None:
+    """Not written yet."""
+    raise NotImplementedError("evaluate")

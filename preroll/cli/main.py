@@ -1,0 +1,32 @@
+"""The ``preroll`` command line: one Typer app, one module per command.
+
+Each command module keeps heavy imports (torch, sentence-transformers) inside
+the command body, so ``preroll --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from preroll.cli import bench_route, bench_schedule, bench_throughput, evaluate, feedback, predict, serve
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Predict a policy's success on prompts before rolling them out.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the shared data.")
+app.add_typer(bench_app, name="bench")
+
+app.command("predict")(predict.predict)
+app.command("eval")(evaluate.evaluate)
+app.command("serve")(serve.serve)
+app.command("feedback")(feedback.feedback)
+bench_app.command("schedule")(bench_schedule.bench_schedule)
+bench_app.command("route")(bench_route.bench_route)
+bench_app.command("throughput")(bench_throughput.bench_throughput)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+
+
+def predict() -> None:
+    """Not written yet."""
+    raise NotImplementedError("predict")

@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+
+
+def serve() -> None:
+    """Not written yet."""
+    raise NotImplementedError("serve")

@@ -1,0 +1,125 @@
+"""Read histories and query sets from JSONL, CSV and Parquet.
+
+Every row is validated; the first bad one stops the load with a
+:class:`RecordError` naming file, line and field. Nothing is dropped silently:
+a history with a hole in it would bias every prediction made from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+from preroll.data.errors import RecordError
+from preroll.data.records import Outcome, make_outcome
+
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+_CSV_NUMERIC = {"step": int, "successes": float, "attempts": float,
+                "success_rate": float, "reward": float, "weight": float}
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecordError("file not found", path=path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RecordError(f"not valid UTF-8 (byte {exc.start} of the file)", path=path, line=line) from None
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, text in enumerate(_read_text(path).splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text, parse_constant=lambda c: float("nan"))
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=lineno) from None
+        if not isinstance(row, dict):
+            raise RecordError(f"expected a JSON object, got {type(row).__name__}", path=path, line=lineno)
+        yield lineno, row
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    for row in reader:
+        lineno = reader.line_num
+        if None in row:
+            raise RecordError("more values than header columns", path=path, line=lineno)
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            if value is None or value == "":
+                continue  # an empty CSV cell means "not given"
+            conv = _CSV_NUMERIC.get(key)
+            if conv is not None:
+                try:
+                    value = conv(float(value)) if conv is int else conv(value)
+                except ValueError:
+                    raise RecordError(f"not a number: {value!r}", path=path, line=lineno, field=key) from None
+            out[key] = value
+        yield lineno, out
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise RecordError("file not found", path=path) from None
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise RecordError(f"cannot read Parquet: {exc}", path=path) from None
+    for i, row in enumerate(table.to_pylist(), start=1):
+        row = {k: v for k, v in row.items() if v is not None
+               and not (isinstance(v, float) and math.isnan(v) and k in ("policy", "id"))}
+        yield i, row
+
+
+def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, raw_row)`` for a JSONL, CSV or Parquet file.
+
+    For Parquet the "line" is the 1-based row number.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return _iter_jsonl(path)
+    if suffix == ".csv":
+        return _iter_csv(path)
+    if suffix == ".parquet":
+        return _iter_parquet(path)
+    raise RecordError(f"unsupported file type {suffix!r} (use one of {', '.join(SUPPORTED_SUFFIXES)})", path=path)
+
+
+def load_records(path: str | Path, *, reward_range: tuple[float, float] | None = None) -> list[Outcome]:
+    """Load and validate a history file into :class:`Outcome` records."""
+    records = [make_outcome(row, reward_range=reward_range, path=path, line=line)
+               for line, row in iter_rows(path)]
+    if not records:
+        raise RecordError("no records in file", path=path)
+    return records
+
+
+def load_queries(path: str | Path) -> list[dict[str, Any]]:
+    """Load query rows: each needs a non-empty text ``prompt``; other fields pass through untouched."""
+    rows = []
+    for line, row in iter_rows(path):
+        prompt = row.get("prompt")
+        if prompt is None:
+            raise RecordError("required field is missing", path=path, line=line, field="prompt")
+        if not isinstance(prompt, str):
+            raise RecordError(f"must be text, got {type(prompt).__name__}", path=path, line=line, field="prompt")
+        if not prompt.strip():
+            raise RecordError("prompt is empty", path=path, line=line, field="prompt")
+        rows.append(row)
+    if not rows:
+        raise RecordError("no query rows in file", path=path)
+    return rows

@@ -1,0 +1,1 @@
+"""preroll.model"""
