@@ -1,6 +1,110 @@
-"""Placeholder: being written."""
+"""``preroll bench schedule``: rollout allocation and the fused baseline on real rates.
+
+Heavy imports (numpy, matplotlib, the value model) happen inside the command
+so ``preroll --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import typer
 
 
-def bench_schedule() -> None:
-    """Not written yet."""
-    raise NotImplementedError("bench_schedule")
+def bench_schedule(
+    budget: list[int] = typer.Option([4, 8, 16], "--budget", help="Rollouts per batch prompt (repeat for several)."),
+    pool_factor: float = typer.Option(4.0, help="Candidate pool size as a multiple of the batch."),
+    batch_prompts: int = typer.Option(64, min=1, help="Prompts in a uniform-GRPO batch."),
+    replicates: int = typer.Option(20, min=1, help="Simulated worlds per snapshot."),
+    seed: int = typer.Option(0, help="Random seed of the whole run."),
+    predictors: str = typer.Option("oracle,noisy,history,model,constant",
+                                   help="Comma-separated: oracle, noisy, history, model, constant (no-information control)."),
+    rules: str = typer.Option("greedy,knapsack,variance,thompson", help="Comma-separated allocation rules."),
+    min_rollouts: int = typer.Option(2, min=1, help="Smallest group a rule may give a prompt."),
+    max_rollouts: int = typer.Option(64, min=1, help="Largest group a rule may give a prompt."),
+    fixed_group: bool = typer.Option(False, "--fixed-group", help="Allocating rules use groups of exactly the budget's "
+                                                              "size: prompt selection only, as uniform GRPO."),
+    noise_sd: float = typer.Option(0.2, min=0.0, help="Std of the Gaussian noise added for the 'noisy' predictor."),
+    controller_cost: float = typer.Option(0.002, min=0.0, help="MSE drop one extra rollout must buy (V_0.5 controller)."),
+    encoder: str = typer.Option("minilm", help="Value-model encoder for the 'model' predictor."),
+    head: str = typer.Option("auto", help="Value-model head for the 'model' predictor."),
+    quick: bool = typer.Option(False, "--quick", help="Small run: 3 replicates, two snapshots, budgets as given."),
+    out: Path = typer.Option(Path("runs/bench-schedule"), help="Output folder for results.json and the PNG."),
+) -> None:
+    """Compare rollout-allocation rules and predictors on the shared DAPO-Math rates."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from preroll.bench.schedule import ScheduleBenchConfig, headline, simulate, write_outputs
+
+    import shutil
+
+    console = Console(width=max(shutil.get_terminal_size((140, 24)).columns, 120))
+    cfg = ScheduleBenchConfig(
+        budgets=list(budget), pool_factor=pool_factor, batch_prompts=batch_prompts, replicates=replicates,
+        seed=seed, min_rollouts=min_rollouts, max_rollouts=max_rollouts,
+        predictors=[p.strip() for p in predictors.split(",") if p.strip()],
+        rules=[r.strip() for r in rules.split(",") if r.strip()],
+        fixed_group=fixed_group, noise_sd=noise_sd, controller_cost=controller_cost, model_encoder=encoder, model_head=head,
+        model_cache=str(out / "cache"),
+    )
+    if quick:
+        cfg.replicates = min(cfg.replicates, 3)
+        cfg.snapshots = ["Qwen3-4B-Instruct@64", "DeepSeek-R1-Distill-Qwen-1.5B@64"]
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with Progress(TextColumn("[bold]simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} worlds"),
+                  TimeElapsedColumn(), console=console, transient=True) as prog:
+        task = prog.add_task("sim", total=None)
+
+        def tick(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        result = simulate(cfg, progress=tick, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    paths = write_outputs(result, out)
+    print_tables(result, console)
+    for b in cfg.budgets:
+        best = headline(result["summary"], b)
+        if best:
+            console.print(f"budget {b}/prompt, pool {cfg.pool_factor:g}x: " + "; ".join(
+                f"{r['predictor']}: {r['rule']} {r['ratio_vs_uniform']:.2f}x uniform" for r in best))
+    console.print(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")
+
+
+def print_tables(result: dict, console) -> None:
+    """The comparison tables: allocation by (predictor, rule, budget), the
+    uniform/DAPO references, and the baseline MSEs."""
+    from rich.table import Table
+
+    s = result["summary"]
+    t = Table(title="Rollout allocation (means over simulated worlds)")
+    for col in ("predictor", "rule", "budget", "informative/1k", "x uniform", "V0 utility", "uniform V0", "wasted %"):
+        t.add_column(col, justify="left" if col in ("predictor", "rule") else "right")
+    for r in sorted(s["allocation"], key=lambda r: (r["predictor"], r["budget"], -r["informative_per_1k"])):
+        t.add_row(r["predictor"], r["rule"], str(r["budget"]),
+                  f"{r['informative_per_1k']:.1f} ± {r['informative_per_1k_se']:.1f}",
+                  f"{r['ratio_vs_uniform']:.2f}", f"{r['v0_utility']:.1f}", f"{r['uniform_v0_utility']:.1f}",
+                  f"{100 * r['wasted_share']:.1f}")
+    console.print(t)
+    u = Table(title="References: uniform GRPO and DAPO dynamic sampling")
+    for col in ("budget", "uniform informative/1k", "uniform wasted %", "DAPO extra generation", "DAPO informative/1k generated"):
+        u.add_column(col, justify="right")
+    for r in s["uniform"]:
+        u.add_row(str(r["budget"]), f"{r['informative_per_1k']:.1f}", f"{100 * r['wasted_share']:.1f}",
+                  f"{100 * r['dapo_extra']:.0f}%", f"{r['dapo_informative_per_1k']:.1f}")
+    console.print(u)
+    cfg = result["config"]
+    k0, k1 = cfg["fused_rollouts"], cfg["full_rollouts"]
+    m = Table(title=f"Baseline MSE vs true rate (V_0.5 fusion; controller {k0}..{k1} rollouts, "
+                    f"cost {cfg['controller_cost']:g})")
+    for col in ("predictor", "prior only", f"mean@{k0}", f"fused@{k0}", f"mean@{k1}", "prior rejected %",
+                "controller rollouts", "controller MSE", "mean, same rollouts"):
+        m.add_column(col, justify="right")
+    for r in s["mse"]:
+        m.add_row(r["predictor"], f"{r['mse_prior']:.4f}", f"{r['mse_mean_small']:.4f}", f"{r['mse_fused_small']:.4f}",
+                  f"{r['mse_mean_full']:.4f}", f"{100 * r['prior_rejected']:.1f}", f"{r['ctrl_rollouts']:.2f}",
+                  f"{r['mse_ctrl']:.4f}", f"{r['mse_mean_same']:.4f}")
+    console.print(m)
+    for note in result.get("notes", []):
+        console.print(f"[dim]note: {note}[/dim]")

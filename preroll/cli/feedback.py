@@ -1,6 +1,50 @@
-"""Placeholder: being written."""
+"""``preroll feedback``: add a file of graded outcomes to a model's stored history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
 
 
-def feedback() -> None:
-    """Not written yet."""
-    raise NotImplementedError("feedback")
+def feedback(
+    file: Path = typer.Argument(..., help="Record file (JSONL, CSV or Parquet) of outcomes for MODEL."),
+    model: str = typer.Option(..., "--model", "-m", help="Model (backend name) the outcomes belong to."),
+    store: Optional[Path] = typer.Option(None, "--store", help="History store (SQLite file)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="A serve config: its store is used and MODEL must be one of its backends."),
+    reward_range: Optional[tuple[float, float]] = typer.Option(
+        None, "--reward-range", help="Scale of a 'reward' column, e.g. --reward-range -1 1."),
+) -> None:
+    """Validate FILE and append it to MODEL's history in one transaction (all rows or none).
+
+    A running server picks the new outcomes up at its next refit (POST /v1/refit forces one).
+    """
+    from rich.console import Console
+
+    from preroll.data import RecordError, load_records
+    from preroll.route.store import HistoryStore
+
+    err = Console(stderr=True)
+    if (store is None) == (config is None):
+        err.print("[red]error:[/red] give exactly one of --store or --config")
+        raise typer.Exit(2)
+    try:
+        if config is not None:
+            from preroll.route.serve.config import load_config
+
+            cfg = load_config(config, check_api_keys=False)
+            if model not in cfg.backend_names:
+                err.print(f"[red]error:[/red] unknown model {model!r}; {config} configures: "
+                          f"{', '.join(cfg.backend_names)}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2)
+            store = cfg.store
+        records = load_records(file, reward_range=reward_range)
+    except RecordError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    with HistoryStore(store) as hs:
+        added = hs.add(model, records)
+        total = hs.count(model)
+    typer.echo(f"added {added} outcomes to {model!r} (history now {total}) in {store}")

@@ -1,6 +1,45 @@
-"""Placeholder: being written."""
+"""``preroll serve``: run the routing proxy (see :mod:`preroll.route.serve`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def serve() -> None:
-    """Not written yet."""
-    raise NotImplementedError("serve")
+def serve(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML file: backends, router settings, store."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. Loopback by default: the proxy has no auth."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    check_backends: Optional[bool] = typer.Option(
+        None, "--check-backends/--no-check-backends",
+        help="Refuse to start when a backend does not answer GET /models (default: the config's check_backends)."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Serve an OpenAI-compatible endpoint that routes each request to the cheapest capable backend."""
+    from rich.console import Console
+
+    from preroll.data import RecordError
+    from preroll.route.errors import RouteError
+    from preroll.route.serve.config import load_config
+
+    err = Console(stderr=True)
+    try:
+        cfg = load_config(config)
+        from preroll.route.serve.app import create_app
+
+        app = create_app(cfg, check=check_backends)
+    except (RecordError, RouteError) as exc:  # ConfigError is a RecordError
+        where = "" if getattr(exc, "path", None) else f"{config}: "  # start-up errors name the config too
+        err.print(f"[red]error:[/red] {where}{exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if host not in _LOOPBACK:
+        err.print(f"[yellow]warning:[/yellow] listening on {host}: the proxy has no authentication of its own")
+    import uvicorn
+
+    err.print(f"preroll serve: {', '.join(cfg.backend_names)} on http://{host}:{port}/v1 "
+              f"(store {cfg.store})", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

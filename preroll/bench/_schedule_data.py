@@ -1,0 +1,65 @@
+"""Real success rates for the scheduling simulator.
+
+The shared DAPO-Math release gives, per (policy, step) snapshot, 512 prompts
+with successes out of 10 rollouts. The simulator treats each prompt's true
+rate as unknown and draws it from Beta(successes + 1, failures + 1), the
+posterior under a uniform prior, rather than using k/10: a prompt seen
+0/10 may still have rate 0.05, and allocating on exact zeros would flatter
+every rule.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from preroll.data import Outcome, load_v0
+from preroll.data.paths import dapo_dir
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One (policy, step): its prompts and observed outcomes, in file order."""
+
+    policy: str
+    step: int
+    records: tuple[Outcome, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.policy}@{self.step}"
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    @property
+    def successes(self) -> np.ndarray:
+        return np.array([r.successes for r in self.records], dtype=float)
+
+    @property
+    def attempts(self) -> np.ndarray:
+        return np.array([r.attempts for r in self.records], dtype=float)
+
+    def draw_rates(self, rng: np.random.Generator) -> np.ndarray:
+        """True rates for one simulated world: Beta(s + 1, f + 1) per prompt."""
+        s, a = self.successes, self.attempts
+        return rng.beta(s + 1.0, a - s + 1.0)
+
+
+def load_snapshots(path: str | Path | None = None) -> list[Snapshot]:
+    """All (policy, step) snapshots of the shared context file, sorted by policy then step."""
+    path = Path(path) if path is not None else dapo_dir() / "context.jsonl"
+    groups: dict[tuple[str, int], list[Outcome]] = defaultdict(list)
+    for rec in load_v0(path):
+        groups[(rec.policy, rec.step)].append(rec)
+    return [Snapshot(policy, step, tuple(recs)) for (policy, step), recs in sorted(groups.items())]
+
+
+def earlier_snapshot(snap: Snapshot, snapshots: list[Snapshot]) -> Snapshot | None:
+    """The same policy's latest snapshot before ``snap`` (None at its first step)."""
+    earlier = [s for s in snapshots if s.policy == snap.policy and s.step < snap.step]
+    return max(earlier, key=lambda s: s.step) if earlier else None

@@ -1,0 +1,86 @@
+"""Where the simulator's predictions come from.
+
+(a) ``model``: the value model's prompt-disjoint cross-validated predictions
+    (``preroll.model.crossval.cross_val_predict``), a Beta per prompt;
+(b) ``history``: what a GRESO/Knapsack-RL style trainer knows, the prompt's
+    observed rate at the same policy's previous step; prompts not seen there
+    (most of them: the snapshots share ~40 prompts per pair) get that earlier
+    step's mean rate. Not defined at a policy's first step;
+(c) ``oracle``: the simulated true rate itself, the physical limit;
+    ``noisy``: the oracle plus N(0, sd) noise, clipped to [0, 1];
+``constant``: 0.5 for every prompt, i.e. no information. A control: with
+    free group sizes it spreads the budget evenly over the whole pool, which
+    already beats uniform GRPO's fixed groups on informative groups per
+    rollout; what a predictor adds is its gain over this row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from preroll.bench._schedule_data import Snapshot, earlier_snapshot
+from preroll.heads.base import BetaPrediction
+
+PREDICTORS = ("oracle", "noisy", "history", "model", "constant")
+
+
+def history_prediction(snap: Snapshot, snapshots: list[Snapshot]) -> np.ndarray | None:
+    """Previous-step rate of each prompt, else that step's mean rate."""
+    prev = earlier_snapshot(snap, snapshots)
+    if prev is None:
+        return None
+    rates = dict(zip(prev.ids, prev.successes / prev.attempts, strict=True))
+    fallback = float(np.mean(prev.successes / prev.attempts))
+    return np.array([rates.get(i, fallback) for i in snap.ids])
+
+
+def history_overlap(snap: Snapshot, snapshots: list[Snapshot]) -> int:
+    prev = earlier_snapshot(snap, snapshots)
+    return 0 if prev is None else len(set(prev.ids) & set(snap.ids))
+
+
+def load_model_predictions(snapshots: list[Snapshot], *, cache: Path | None = None,
+                           n_splits: int = 8, encoder: str = "minilm", head: str = "auto",
+                           seed: int = 0, log: Callable[[str], None] = print) -> dict[str, BetaPrediction] | None:
+    """Cross-validated value-model predictions per snapshot name, or None if
+    the value model is not available.
+
+    One CV run per policy over all its snapshots (the model reads a policy's
+    history across steps; folds are prompt-disjoint). Results are cached as
+    JSON under ``cache`` because encoding ~2,700 prompts takes minutes here.
+    """
+    key = f"cv-{encoder}-{head}-k{n_splits}-s{seed}".replace("/", "_")
+    cache_file = cache / f"{key}.json" if cache is not None else None
+    if cache_file is not None and cache_file.exists():
+        raw = json.loads(cache_file.read_text())
+        if all(s.name in raw for s in snapshots):
+            log(f"value-model predictions: reusing {cache_file}")
+            return {name: BetaPrediction(np.array(v["alpha"]), np.array(v["beta"])) for name, v in raw.items()}
+    try:
+        from preroll.model.crossval import cross_val_predict
+    except ImportError as exc:
+        log(f"value-model predictions unavailable ({exc}); predictor 'model' skipped")
+        return None
+    out: dict[str, BetaPrediction] = {}
+    for policy in sorted({s.policy for s in snapshots}):
+        snaps = [s for s in snapshots if s.policy == policy]
+        records = [r for s in snaps for r in s.records]
+        log(f"value-model predictions: {n_splits}-fold CV on {len(records)} records of {policy}")
+        pred = cross_val_predict(records, n_splits=n_splits, encoder=encoder, head=head, seed=seed)
+        alpha, beta = np.asarray(pred.alpha, float), np.asarray(pred.beta, float)
+        if alpha.shape != (len(records),):
+            raise ValueError(f"cross_val_predict returned {alpha.shape} predictions for {len(records)} records")
+        start = 0
+        for s in snaps:
+            end = start + len(s.records)
+            out[s.name] = BetaPrediction(alpha[start:end], beta[start:end])
+            start = end
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps({k: {"alpha": v.alpha.tolist(), "beta": v.beta.tolist()}
+                                          for k, v in out.items()}))
+    return out

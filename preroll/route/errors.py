@@ -1,0 +1,45 @@
+"""Routing errors, typed so a service can map each one to the right reply.
+
+A router that silently ignores an unknown model name or a missing history
+sends traffic to the wrong place without anyone noticing; every such case is
+raised here with the offending name in the message.
+"""
+
+from __future__ import annotations
+
+
+class RouteError(ValueError):
+    """Base class of every routing error (a ``ValueError``: the input is wrong)."""
+
+
+class UnknownModelError(RouteError):
+    """A model name that is not among the router's models."""
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...], *, where: str = "") -> None:
+        self.name = name
+        self.known = list(known)
+        ctx = f" ({where})" if where else ""
+        super().__init__(f"unknown model {name!r}{ctx}; the router's models are: {', '.join(map(repr, self.known))}")
+
+
+class MissingHistoryError(RouteError):
+    """A listed model has no (or an empty) history, so its success cannot be predicted."""
+
+    def __init__(self, name: str, reason: str = "no history given") -> None:
+        self.name = name
+        super().__init__(f"model {name!r}: {reason}; every routed model needs a non-empty history of outcomes")
+
+
+class NotFittedError(RouteError):
+    """``predict_proba``/``route`` called before ``fit``."""
+
+
+class RouteConfigError(RouteError):
+    """A malformed router configuration (file or dict), with the file and field at fault."""
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
+        self.path = path
+        self.field = field
+        self.reason = message
+        where = [w for w in (path, f"field '{field}'" if field else None) if w]
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)

@@ -1,0 +1,412 @@
+"""Route each prompt to the cheapest model that will get it right.
+
+The router keeps one outcome history per candidate model, predicts each
+model's success on an incoming prompt from those histories, and picks a model
+by a decision rule that trades predicted success against price (see
+:mod:`preroll.route.rules`).
+
+Why one encoder and many heads: the encoder is the expensive part (a
+transformer pass), the per-model heads are a dot product or a neighbour
+look-up. Each prompt is encoded once; the same embedding row goes to every
+model's head, so a decision costs one encoder call whatever the number of
+models.
+
+Example::
+
+    from preroll.route import ModelSpec, Router
+    router = Router(models=[ModelSpec(name="small", cost_per_call=0.1),
+                            ModelSpec(name="large", cost_per_call=1.0)],
+                    rule="utility", lam=0.2)
+    router.fit({"small": small_history, "large": large_history})
+    [d] = router.route(["What is 2 + 2?"])
+    d.model, d.p_success, d.expected_cost, d.fallback
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from preroll.data.errors import RecordError
+from preroll.data.records import Outcome, make_outcome
+from preroll.route import rules as _rules
+from preroll.route.errors import MissingHistoryError, NotFittedError, RouteConfigError, RouteError, UnknownModelError
+from preroll.route.heads import make_head
+from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
+                                 estimate_tokens)
+
+
+class Router:
+    """Pick a model per prompt from per-model outcome histories and per-model prices.
+
+    Parameters
+    ----------
+    models:
+        The candidate models (:class:`ModelSpec` or equivalent dicts), each
+        with exactly one price. Their order is the column order of
+        :meth:`predict_proba`.
+    encoder:
+        ``"minilm"`` (default), ``"lexical"``, a sentence-transformers name or
+        path, several of them joined by ``"+"`` (e.g. ``"minilm+lexical"``:
+        features side by side, see :mod:`preroll.route.features`), or an
+        :class:`~preroll.encoders.base.Encoder` instance. Shared by all models.
+    head:
+        ``"auto"`` (the mean of a logistic and a k-nearest-neighbour head, each
+        regularised by cross-validation on the model's history), ``"logistic"``,
+        ``"knn"``, or an object with ``fit(X, successes, attempts)`` and
+        ``predict(X)``; one copy per model (see :mod:`preroll.route.heads`).
+    rule:
+        Default decision rule: ``"utility"`` (maximise ``p - lam * cost``),
+        ``"threshold"`` (cheapest model with ``p >= threshold``) or ``"gain"``
+        (two models: the dearer one when ``p_strong - p_weak >= threshold``).
+    lam:
+        Quality given up per unit of cost, for the ``utility`` rule. Its scale
+        is that of your prices.
+    threshold:
+        For ``threshold``: the success probability a model must clear. For
+        ``gain``: the predicted gain in success probability that justifies
+        the dearer model.
+    cache_dir:
+        On-disk embedding cache for named encoders, passed to
+        :func:`preroll.encoders.get_encoder`: ``None`` is its default location
+        (``$PREROLL_CACHE`` or ``~/.cache/preroll``), ``False`` disables it.
+
+    Nothing is computed or validated in ``__init__`` (scikit-learn
+    convention); :meth:`fit` validates every parameter.
+    """
+
+    def __init__(self, models: Sequence[ModelSpec | Mapping[str, Any]], encoder: Any = "minilm",
+                 head: Any = "auto", rule: str = "utility", lam: float = 1.0, threshold: float = 0.8,
+                 *, cache_dir: str | Path | None | bool = None) -> None:
+        self.models = models
+        self.encoder = encoder
+        self.head = head
+        self.rule = rule
+        self.lam = lam
+        self.threshold = threshold
+        self.cache_dir = cache_dir
+
+    # ------------------------------------------------------------------ config
+
+    @classmethod
+    def from_config(cls, config: str | Path | Mapping[str, Any] | RouterConfig, *,
+                    cache_dir: str | Path | None = None) -> "Router":
+        """Build a router from a YAML/JSON file or dict (see :class:`RouterConfig`)."""
+        cfg = config if isinstance(config, RouterConfig) else RouterConfig.load(
+            dict(config) if isinstance(config, Mapping) else config)
+        return cls(models=list(cfg.models), encoder=cfg.encoder, head=cfg.head, rule=cfg.rule,
+                   lam=cfg.lam, threshold=cfg.threshold, cache_dir=cache_dir)
+
+    def _specs(self) -> list[ModelSpec]:
+        specs = []
+        if isinstance(self.models, (str, bytes)) or not isinstance(self.models, Sequence):
+            raise RouteConfigError(f"models must be a list of ModelSpec, got {type(self.models).__name__}",
+                                   field="models")
+        for i, m in enumerate(self.models):
+            if isinstance(m, ModelSpec):
+                specs.append(m)
+                continue
+            if not isinstance(m, Mapping):
+                raise RouteConfigError(f"expected a ModelSpec or a mapping, got {type(m).__name__}",
+                                       field=f"models.{i}")
+            try:
+                specs.append(ModelSpec.model_validate(dict(m)))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                loc = ".".join(str(p) for p in err.get("loc", ()))
+                raise RouteConfigError(err.get("msg", str(exc)).removeprefix("Value error, "),
+                                       field=f"models.{i}" + (f".{loc}" if loc else "")) from None
+        if not specs:
+            raise RouteConfigError("needs at least one model", field="models")
+        names = [s.name for s in specs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise RouteConfigError(f"duplicate model names: {', '.join(dup)}", field="models")
+        return specs
+
+    def _check_params(self) -> None:
+        _check_rule(self.rule)
+        _check_param("lam", self.lam, nonneg=True)
+        _check_param("threshold", self.threshold)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [s.name for s in self._specs()]
+
+    def spec(self, name: str) -> ModelSpec:
+        """The :class:`ModelSpec` of a model; :class:`UnknownModelError` for any other name."""
+        for s in self._specs():
+            if s.name == name:
+                return s
+        raise UnknownModelError(name, self.model_names)
+
+    def cost(self, name: str, n_tokens: int | None = None, *, prompt: str | None = None) -> float:
+        """Price of one call to ``name``; token-priced models need ``n_tokens`` or a ``prompt`` to estimate it."""
+        spec = self.spec(name)
+        if n_tokens is None and prompt is not None and spec.per_token:
+            n_tokens = estimate_tokens(prompt)
+        return spec.cost(n_tokens)
+
+    def costs(self, prompts: Sequence[str], n_tokens: Sequence[int] | None = None) -> np.ndarray:
+        """``(n_prompts, n_models)`` price matrix; token counts estimated from text unless given."""
+        specs = getattr(self, "specs_", None) or self._specs()
+        n = len(prompts)
+        if n_tokens is not None:
+            n_tokens = list(n_tokens)
+            if len(n_tokens) != n:
+                raise RouteError(f"n_tokens has {len(n_tokens)} entries for {n} prompts")
+        C = np.empty((n, len(specs)))
+        toks = None
+        for j, s in enumerate(specs):
+            if s.per_token:
+                if toks is None:
+                    toks = n_tokens if n_tokens is not None else [estimate_tokens(p) for p in prompts]
+                C[:, j] = [s.cost(t) for t in toks]
+            else:
+                C[:, j] = s.cost()
+        return C
+
+    # --------------------------------------------------------------------- fit
+
+    def fit(self, histories: Mapping[str, Sequence[Outcome | Mapping[str, Any]]], *,
+            show_progress: bool = False) -> "Router":
+        """Learn each model's success from its own history.
+
+        ``histories`` maps every model name to its outcome records
+        (:class:`~preroll.data.Outcome` or dicts in the record format). A model
+        without a non-empty history raises :class:`MissingHistoryError`; a
+        history for a model the router does not know raises
+        :class:`UnknownModelError`.
+        """
+        specs = self._specs()
+        self._check_params()
+        names = [s.name for s in specs]
+        if not isinstance(histories, Mapping):
+            raise RouteError(f"histories must map model name -> list of outcomes, got {type(histories).__name__}")
+        for key in histories:
+            if key not in names:
+                raise UnknownModelError(str(key), names, where="in histories")
+        tables = {}
+        for name in names:
+            if name not in histories or histories[name] is None:
+                raise MissingHistoryError(name)
+            recs = _as_outcomes(name, histories[name])
+            if not recs:
+                raise MissingHistoryError(name, "history is empty")
+            tables[name] = recs
+
+        self.encoder_ = self._resolve_encoder()
+        all_prompts = list(dict.fromkeys(r.prompt for recs in tables.values() for r in recs))
+        self.encoder_.fit(all_prompts)
+        X_all = self._encode(all_prompts, show_progress=show_progress)
+        row = {p: i for i, p in enumerate(all_prompts)}
+
+        self.heads_ = []
+        self.n_history_ = {}
+        for name in names:
+            recs = tables[name]
+            X = X_all[[row[r.prompt] for r in recs]]
+            s = np.array([r.successes for r in recs], float)
+            a = np.array([r.attempts for r in recs], float)
+            self.heads_.append(make_head(self.head).fit(X, s, a))
+            self.n_history_[name] = len(recs)
+        self.specs_ = specs
+        return self
+
+    def _resolve_encoder(self):
+        from preroll.route.features import resolve_encoder
+
+        try:
+            return resolve_encoder(self.encoder, self.cache_dir)
+        except ValueError as exc:
+            raise RouteConfigError(str(exc), field="encoder") from None
+
+    def _encode(self, prompts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        X = np.asarray(self.encoder_.encode(list(prompts), show_progress=show_progress), dtype=np.float32)
+        if X.ndim != 2 or X.shape[0] != len(prompts):
+            raise RouteError(f"encoder returned shape {X.shape} for {len(prompts)} prompts")
+        return X
+
+    # ----------------------------------------------------------------- predict
+
+    def _fitted(self) -> None:
+        if not hasattr(self, "heads_"):
+            raise NotFittedError("this Router is not fitted yet: call fit(histories) first")
+
+    def embed(self, prompts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        """The shared embedding matrix of ``prompts`` (one encoder pass for all models)."""
+        self._fitted()
+        return self._encode(_check_prompts(prompts), show_progress=show_progress)
+
+    def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
+        """Predicted success per model from precomputed embeddings (``embed``)."""
+        self._fitted()
+        X = np.asarray(X, dtype=np.float32)
+        return np.clip(np.stack([h.predict(X) for h in self.heads_], axis=1), 0.0, 1.0)
+
+    def predict_proba(self, prompts: Sequence[str]) -> np.ndarray:
+        """``(n_prompts, n_models)`` predicted success, columns in ``models`` order."""
+        return self.predict_proba_embeddings(self.embed(prompts))
+
+    # ------------------------------------------------------------------- route
+
+    def _rule_param(self, rule: str | None, lam: float | None, threshold: float | None) -> tuple[str, float]:
+        rule = self.rule if rule is None else rule
+        _check_rule(rule)
+        if rule == "utility":
+            value = self.lam if lam is None else lam
+            _check_param("lam", value, nonneg=True)
+        else:
+            value = self.threshold if threshold is None else threshold
+            _check_param("threshold", value)
+        return rule, float(value)
+
+    def _keep(self, exclude: Sequence[str]) -> np.ndarray:
+        names = [s.name for s in self.specs_]
+        if isinstance(exclude, str):
+            exclude = (exclude,)
+        for e in exclude:
+            if e not in names:
+                raise UnknownModelError(e, names, where="in exclude")
+        keep = np.array([n not in set(exclude) for n in names])
+        if not keep.any():
+            raise RouteError("every model is excluded; nothing left to route to")
+        return keep
+
+    def route(self, prompts: Sequence[str] | str, *, rule: str | None = None, lam: float | None = None,
+              threshold: float | None = None, exclude: Sequence[str] = (),
+              n_tokens: Sequence[int] | None = None) -> list[RouteDecision]:
+        """Choose a model for each prompt.
+
+        ``rule``/``lam``/``threshold`` override the router's defaults for this
+        call; ``exclude`` names models that must not be chosen (e.g. down or
+        rate-limited); ``n_tokens`` gives exact prompt token counts for
+        token-priced models (otherwise estimated, see :func:`estimate_tokens`).
+        A single string is routed as a one-prompt list.
+        """
+        self._fitted()
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        rule, param = self._rule_param(rule, lam, threshold)
+        keep = self._keep(exclude)
+        prompts = _check_prompts(prompts)
+        P = self.predict_proba(prompts)
+        C = self.costs(prompts, n_tokens)
+        return self._decide(P, C, rule, param, keep)
+
+    def route_embeddings(self, X: np.ndarray, prompts: Sequence[str], *, rule: str | None = None,
+                         lam: float | None = None, threshold: float | None = None,
+                         exclude: Sequence[str] = (), n_tokens: Sequence[int] | None = None) -> list[RouteDecision]:
+        """:meth:`route` with precomputed embeddings (prompts still price token-billed models)."""
+        self._fitted()
+        rule, param = self._rule_param(rule, lam, threshold)
+        keep = self._keep(exclude)
+        P = self.predict_proba_embeddings(X)
+        return self._decide(P, self.costs(list(prompts), n_tokens), rule, param, keep)
+
+    def _decide(self, P, C, rule, param, keep) -> list[RouteDecision]:
+        names = [s.name for s in self.specs_]
+        cols = np.flatnonzero(keep)
+        if rule == "gain" and len(cols) != 2:
+            raise RouteError(f"the 'gain' rule routes between exactly two models ({len(cols)} eligible)")
+        order = cols[_rules.rank(rule, P[:, cols], C[:, cols], param)]
+        out = []
+        for i in range(P.shape[0]):
+            ranked = [names[j] for j in order[i]]
+            out.append(RouteDecision(
+                model=ranked[0],
+                p_success={n: float(P[i, j]) for j, n in enumerate(names)},
+                expected_cost=float(C[i, order[i, 0]]),
+                fallback=ranked[1:], rule=rule, param=param))
+        return out
+
+    # ---------------------------------------------------------------- frontier
+
+    def frontier(self, prompts: Sequence[str], labels: np.ndarray, *, rule: str | None = None,
+                 grid: Sequence[float] | None = None, n_tokens: Sequence[int] | None = None,
+                 embeddings: np.ndarray | None = None) -> list[FrontierPoint]:
+        """Sweep a rule's parameter and measure cost and quality on labelled prompts.
+
+        ``labels`` is ``(n_prompts, n_models)``: 1/0 correctness or success
+        rates of every model on every prompt. ``grid`` defaults to one that
+        spans all-cheapest to all-best (:func:`rules.default_grid`).
+        """
+        self._fitted()
+        prompts = _check_prompts(prompts)
+        rule = self.rule if rule is None else rule
+        _check_rule(rule)
+        Y = _check_labels(labels, len(prompts), len(self.specs_))
+        P = self.predict_proba(prompts) if embeddings is None else self.predict_proba_embeddings(embeddings)
+        C = self.costs(prompts, n_tokens)
+        if grid is None:
+            grid = _rules.default_grid(rule, P, C)
+        return frontier_points(P, C, Y, rule, grid, [s.name for s in self.specs_])
+
+
+def frontier_points(P: np.ndarray, C: np.ndarray, Y: np.ndarray, rule: str, grid: Sequence[float],
+                    names: Sequence[str]) -> list[FrontierPoint]:
+    """Cost, quality and model shares of ``rule`` at each parameter in ``grid``."""
+    n, m = P.shape
+    rows = np.arange(n)
+    strong = _rules.strong_index(C.mean(axis=0, keepdims=True))[0]
+    pts = []
+    for g in grid:
+        pick = _rules.choose(rule, P, C, float(g))
+        counts = np.bincount(pick, minlength=m) / n
+        pts.append(FrontierPoint(param=float(g), cost=float(C[rows, pick].mean()),
+                                 quality=float(Y[rows, pick].mean()),
+                                 share={names[j]: float(counts[j]) for j in range(m)},
+                                 strong_share=float(counts[strong])))
+    return pts
+
+
+def _check_rule(rule: Any) -> None:
+    if rule not in RULES:
+        raise RouteConfigError(f"unknown rule {rule!r}; choose one of {', '.join(map(repr, RULES))}", field="rule")
+
+
+def _check_param(name: str, value: Any, *, nonneg: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or math.isnan(value):
+        raise RouteConfigError(f"must be a number, got {value!r}", field=name)
+    if nonneg and value < 0:
+        raise RouteConfigError(f"must be >= 0, got {value!r}", field=name)
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise RouteError(f"prompts must be a list of strings, got {type(prompts).__name__}")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise RouteError(f"prompt {i} must be text, got {type(p).__name__}")
+        if not p.strip():
+            raise RouteError(f"prompt {i} is empty")
+    return list(prompts)
+
+
+def _check_labels(labels: np.ndarray, n: int, m: int) -> np.ndarray:
+    Y = np.asarray(labels, dtype=float)
+    if Y.shape != (n, m):
+        raise RouteError(f"labels must have shape (n_prompts, n_models) = ({n}, {m}), got {Y.shape}")
+    if not np.all(np.isfinite(Y)) or Y.min() < 0 or Y.max() > 1:
+        raise RouteError("labels must be success indicators or rates in [0, 1]")
+    return Y
+
+
+def _as_outcomes(name: str, history: Sequence[Outcome | Mapping[str, Any]]) -> list[Outcome]:
+    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+        raise RouteError(f"history of model {name!r} must be a list of outcomes, got {type(history).__name__}")
+    out = []
+    for i, r in enumerate(history, start=1):
+        if isinstance(r, Outcome):
+            out.append(r)
+        elif isinstance(r, Mapping):
+            out.append(make_outcome(dict(r), path=f"history[{name!r}]", line=i))
+        else:
+            raise RecordError(f"expected an Outcome or a mapping, got {type(r).__name__}",
+                              path=f"history[{name!r}]", line=i)
+    return out

@@ -1,0 +1,114 @@
+"""Decision rules: from predicted success and cost to a ranking of models.
+
+Each rule takes ``P`` (n_prompts, n_models) predicted success and ``C``
+(n_prompts, n_models) cost per call, and returns ``(n_prompts, n_models)``
+model indices, best first. The first column is the routing choice, the rest
+the fallback order. Rules are pure array functions, so a parameter sweep
+(the cost-quality frontier) re-uses one prediction matrix.
+
+* ``utility``: maximise ``p - lam * cost``; ``lam`` is quality given up per
+  unit of cost. ``lam = 0`` picks the most likely model, large ``lam`` the
+  cheapest.
+* ``threshold``: the cheapest model whose predicted success is at least
+  ``threshold``; if none clears it, the most likely model (a caller asking
+  for 0.95 gets the best available rather than nothing).
+* ``gain``: RouteLLM's two-model rule: call the expensive ("strong") model
+  when its predicted gain ``p_strong - p_weak`` is at least ``threshold``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from preroll.route.errors import RouteError
+
+
+def rank_utility(P: np.ndarray, C: np.ndarray, lam: float) -> np.ndarray:
+    score = P - lam * C
+    # lexsort: last key is primary. Higher score first, then cheaper, then column order.
+    return _lexrank(-score, C)
+
+
+def rank_threshold(P: np.ndarray, C: np.ndarray, threshold: float) -> np.ndarray:
+    clears = P >= threshold
+    # Clearing models by cost (cheapest first); the rest after them, most likely first.
+    group = np.where(clears, 0.0, 1.0)
+    primary = np.where(clears, C, -P)
+    return _lexrank(group, primary, C)
+
+
+def rank_gain(P: np.ndarray, C: np.ndarray, threshold: float) -> np.ndarray:
+    if P.shape[1] != 2:
+        raise RouteError(f"the 'gain' rule routes between exactly two models (got {P.shape[1]}); "
+                         "use 'utility' or 'threshold' for more")
+    strong = strong_index(C)
+    weak = 1 - strong
+    rows = np.arange(P.shape[0])
+    gain = P[rows, strong] - P[rows, weak]
+    first = np.where(gain >= threshold, strong, weak)
+    return np.stack([first, 1 - first], axis=1)
+
+
+def strong_index(C: np.ndarray) -> np.ndarray:
+    """Per prompt, the index of the dearer model (ties: the later column)."""
+    return (C.shape[1] - 1) - np.argmax(C[:, ::-1], axis=1)
+
+
+def rank(rule: str, P: np.ndarray, C: np.ndarray, param: float) -> np.ndarray:
+    """Dispatch to a rule by name."""
+    try:
+        fn = _RULES[rule]
+    except KeyError:
+        raise RouteError(f"unknown rule {rule!r}; choose one of {', '.join(map(repr, _RULES))}") from None
+    if np.isnan(param):
+        raise RouteError(f"rule {rule!r}: parameter must be a number (got {param})")
+    return fn(P, C, float(param))
+
+
+def choose(rule: str, P: np.ndarray, C: np.ndarray, param: float) -> np.ndarray:
+    """Index of the chosen model per prompt."""
+    return rank(rule, P, C, param)[:, 0]
+
+
+def default_grid(rule: str, P: np.ndarray, C: np.ndarray, n: int = 101) -> np.ndarray:
+    """Parameters that sweep a rule from all-cheapest to all-best.
+
+    The grid follows the data (quantiles of the break-even points), so each
+    step moves a similar number of prompts and the frontier is evenly traced
+    whatever the cost units.
+    """
+    q = np.linspace(0.0, 1.0, n)
+    if rule == "utility":
+        # lam at which model i overtakes model j on a prompt: (p_i - p_j) / (c_i - c_j).
+        dp = P[:, :, None] - P[:, None, :]
+        dc = C[:, :, None] - C[:, None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            be = dp / dc
+        be = be[(dc > 0) & np.isfinite(be) & (be > 0)]
+        pts = np.quantile(be, q) if be.size else np.array([])
+        big = (pts.max() * 2 + 1.0) if pts.size else 1.0
+        return np.unique(np.concatenate([[0.0], pts, [big * 1e3]]))
+    if rule == "threshold":
+        pts = np.quantile(P.ravel(), q)
+        return np.unique(np.concatenate([[0.0], pts, [np.nextafter(1.0, 2.0)]]))
+    if rule == "gain":
+        if P.shape[1] != 2:
+            raise RouteError("the 'gain' rule routes between exactly two models")
+        s = strong_index(C)
+        rows = np.arange(P.shape[0])
+        gain = P[rows, s] - P[rows, 1 - s]
+        pts = np.quantile(gain, q)
+        return np.unique(np.concatenate([[-np.inf], pts, [np.inf]]))
+    raise RouteError(f"unknown rule {rule!r}; choose one of {', '.join(map(repr, _RULES))}")
+
+
+def _lexrank(*keys: np.ndarray) -> np.ndarray:
+    """Per row, column indices sorted by ``keys`` (first key primary), then column order."""
+    n, m = keys[0].shape
+    cols = np.broadcast_to(np.arange(m), (n, m))
+    # np.lexsort sorts by the last key first; sort along axis 1 row-wise.
+    order = np.lexsort((cols, *reversed(keys)), axis=-1)
+    return order
+
+
+_RULES = {"utility": rank_utility, "threshold": rank_threshold, "gain": rank_gain}

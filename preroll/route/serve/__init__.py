@@ -1,0 +1,21 @@
+"""``preroll serve``: an OpenAI-compatible proxy that routes each request to the cheapest capable backend.
+
+Modules: :mod:`.config` (the YAML schema), :mod:`.app` (the FastAPI app),
+:mod:`.routing` (the live router: batching, background refits),
+:mod:`.proxy` (forwarding and fallback), :mod:`.decision_log` (who answered
+what, for grading), :mod:`.stats` (counts and latencies), :mod:`.testing` (a
+small OpenAI-compatible backend for tests and load tests).
+"""
+
+from preroll.route.serve.config import ConfigError, ServeConfig, load_config
+
+__all__ = ["ConfigError", "ServeConfig", "load_config", "create_app"]
+
+
+def __getattr__(name: str):
+    # The app pulls in FastAPI and the router; the config alone should not.
+    if name == "create_app":
+        from preroll.route.serve.app import create_app
+
+        return create_app
+    raise AttributeError(name)

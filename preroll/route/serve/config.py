@@ -1,0 +1,240 @@
+"""The ``preroll serve`` YAML file: backends, router settings, history store.
+
+Example (see ``examples/serve.yaml``)::
+
+    store: preroll-history.sqlite        # relative paths are relative to this file
+    router: {encoder: minilm, head: auto, rule: utility, lam: 1.0, refit_every: 50}
+    backends:
+      - name: small
+        base_url: http://127.0.0.1:9001/v1
+        model: mixtral-8x7b              # the upstream's own model name
+        api_key_env: SMALL_API_KEY       # read from the environment, never from the file
+        cost_per_call: 0.0006
+        history: [histories/small.jsonl]
+
+Every mistake is reported as a :class:`ConfigError` naming the file, the line
+and the field (``backends[1].cost_per_call``), because a server that refuses
+to start with "validation error" sends its operator guessing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from preroll.data.errors import RecordError
+from preroll.route.specs import RuleName
+
+#: ``model`` values in a chat request that mean "let the router choose".
+ROUTE_ALIASES = ("auto", "preroll")
+
+
+class ConfigError(RecordError):
+    """A serve configuration that cannot be used (file, line and field in the message)."""
+
+
+class BackendConfig(BaseModel):
+    """One OpenAI-compatible upstream and what a call to it costs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Name clients use to pin this backend, and the history's key.")
+    base_url: str = Field(description="OpenAI-compatible API root, e.g. http://127.0.0.1:9001/v1.")
+    model: str | None = Field(default=None, description="Upstream model name; defaults to `name`.")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the API key.")
+    cost_per_call: float | None = Field(default=None, ge=0)
+    cost_per_1k_tokens: float | None = Field(default=None, ge=0)
+    output_tokens: int = Field(default=0, ge=0, description="Expected completion tokens (token pricing only).")
+    timeout_s: float = Field(default=60.0, gt=0, description="Upstream timeout before falling back.")
+    history: list[Path] = Field(default_factory=list, description="Record files imported once into the store.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("name is empty")
+        if v in ROUTE_ALIASES:
+            raise ValueError(f"{v!r} is reserved (it asks the router to choose)")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url_ok(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {v!r})")
+        return v.rstrip("/")
+
+    @field_validator("cost_per_call", "cost_per_1k_tokens")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (str, Path)) else v
+
+    @model_validator(mode="after")
+    def _one_cost(self) -> "BackendConfig":
+        if (self.cost_per_call is None) == (self.cost_per_1k_tokens is None):
+            raise ValueError("give exactly one of 'cost_per_call' or 'cost_per_1k_tokens'")
+        return self
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+
+class RouterSettings(BaseModel):
+    """Passed to :class:`preroll.route.Router`; ``refit_every`` is the server's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: str = "minilm"
+    head: str = "auto"
+    rule: RuleName = "utility"
+    lam: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    threshold: float = Field(default=0.8, allow_inf_nan=False)
+    refit_every: int = Field(default=50, ge=1, description="Refit after this many new feedback outcomes.")
+    max_batch: int = Field(default=8, ge=1, description="Most concurrent prompts routed in one router call.")
+    cache_dir: Literal[False] | Path | None = Field(
+        default=None, description="Embedding cache directory; null: $PREROLL_CACHE or ~/.cache/preroll; "
+                                  "false: none. Every routed prompt's embedding is written there.")
+
+
+class ServeConfig(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backends: list[BackendConfig] = Field(min_length=1)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    store: Path = Field(description="SQLite file holding every model's history.")
+    check_backends: bool = Field(default=True, description="Refuse to start if a backend does not answer.")
+    check_timeout_s: float = Field(default=3.0, gt=0)
+
+    @field_validator("backends")
+    @classmethod
+    def _unique_names(cls, v: list[BackendConfig]) -> list[BackendConfig]:
+        seen: set[str] = set()
+        for b in v:
+            if b.name in seen:
+                raise ValueError(f"backend name {b.name!r} appears twice")
+            seen.add(b.name)
+        return v
+
+    def backend(self, name: str) -> BackendConfig:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    @property
+    def backend_names(self) -> list[str]:
+        return [b.name for b in self.backends]
+
+    def api_keys(self, environ: Mapping[str, str] | None = None, *, source: str | Path | None = None) -> dict[str, str | None]:
+        """Each backend's API key from the environment; a named but unset variable is an error."""
+        environ = os.environ if environ is None else environ
+        keys: dict[str, str | None] = {}
+        for i, b in enumerate(self.backends):
+            if b.api_key_env is None:
+                keys[b.name] = None
+            elif not environ.get(b.api_key_env):
+                raise ConfigError(f"environment variable {b.api_key_env} is not set (backend {b.name!r})",
+                                  path=source, field=f"backends[{i}].api_key_env")
+            else:
+                keys[b.name] = environ[b.api_key_env]
+        return keys
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None,
+                check_api_keys: bool = True) -> ServeConfig:
+    """Read, validate and resolve a serve YAML file.
+
+    Relative paths (``store``, ``history``) are taken relative to the file, so
+    a config works from whatever directory the server is started in. API-key
+    variables are checked here (unless ``check_api_keys=False``, for tools
+    that only need the store), so a missing one stops start-up at once.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path=path) from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"malformed YAML: {getattr(exc, 'problem', None) or exc}", path=path,
+                          line=None if mark is None else mark.line + 1) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", path=path)
+    try:
+        config = ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err.get("loc", ()))
+        msg = err.get("msg", str(exc)).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif err.get("type") == "missing":
+            msg = "required field is missing"
+        raise ConfigError(msg, path=path, line=_line_of(root, loc), field=_dotted(loc) or None) from None
+    base = path.resolve().parent
+    config = config.model_copy(update={
+        "store": _under(base, config.store),
+        "router": config.router.model_copy(update={
+            "cache_dir": _under(base, config.router.cache_dir) if isinstance(config.router.cache_dir, Path)
+            else config.router.cache_dir}),
+        "backends": [b.model_copy(update={"history": [_under(base, h) for h in b.history]})
+                     for b in config.backends],
+    })
+    for i, b in enumerate(config.backends):
+        for j, h in enumerate(b.history):
+            if not h.is_file():
+                raise ConfigError(f"history file not found: {h}", path=path,
+                                  line=_line_of(root, ("backends", i, "history", j)),
+                                  field=f"backends[{i}].history[{j}]")
+    if check_api_keys:
+        config.api_keys(environ, source=path)
+    return config
+
+
+def _under(base: Path, p: Path) -> Path:
+    p = p.expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: Any, loc: tuple) -> int | None:
+    """1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    line = None if node is None else node.start_mark.line + 1
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == part:
+                    # An unknown key is reported at the key itself.
+                    child = v if isinstance(v, (yaml.MappingNode, yaml.SequenceNode)) else k
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line

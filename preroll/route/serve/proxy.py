@@ -1,0 +1,161 @@
+"""Forward a chat request to a backend, falling back down the router's ranking on failure.
+
+A failure is anything another backend could fix: a connection error, a
+timeout, HTTP 408/429 or 5xx. A client error from the upstream (any other
+4xx) is passed back unchanged, since a different model would refuse the same
+request. For streams the proxy waits for the upstream's first chunk before it
+commits: until then a failing backend can still be replaced; after it, the
+bytes pass straight through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator
+
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from preroll.route.serve.config import BackendConfig
+from preroll.route.serve.stats import ServeStats
+
+#: Upstream statuses worth retrying on another backend.
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+
+#: Upstream response headers that must not be copied (hop-by-hop, or describing a body we re-encode).
+_DROP_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding", "connection",
+                           "keep-alive", "date", "server"})
+
+
+class UpstreamFailure(Exception):
+    """One backend failed in a way the next backend may not."""
+
+    def __init__(self, reason: str, *, timed_out: bool = False) -> None:
+        # The reason travels in a response header: one line of printable ASCII, bounded.
+        reason = " ".join(reason.split()).encode("ascii", "replace").decode("ascii")[:200]
+        super().__init__(reason)
+        self.reason = reason
+        self.timed_out = timed_out
+
+
+def _fallback_header(hops: list[str]) -> dict[str, str]:
+    return {"x-preroll-fallback": ", ".join(hops)} if hops else {}
+
+
+class Forwarder:
+    """Sends chat requests upstream over one pooled :class:`httpx.AsyncClient`."""
+
+    def __init__(self, backends: list[BackendConfig], api_keys: dict[str, str | None], stats: ServeStats) -> None:
+        self.backends = {b.name: b for b in backends}
+        self.api_keys = api_keys
+        self.stats = stats
+        # No connection cap: queueing here would show up as spurious timeouts and fallbacks.
+        # Idle connections are dropped after 2 s, before common server keep-alive timeouts
+        # (uvicorn's is 5 s): reusing one the server is closing fails the request.
+        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
+                                                            keepalive_expiry=2.0))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def forward(self, body: dict[str, Any], ranking: list[str], *, stream: bool, pinned: bool,
+                      headers: dict[str, str]) -> Response:
+        """Try ``ranking`` in order; answer with the first backend that does not fail.
+
+        ``headers`` are added to the response (the decision's); the chosen
+        backend and any fallbacks are added here.
+        """
+        hops: list[str] = []  # "from->to; reason" per fallback
+        failures: list[str] = []
+        last_timed_out = False
+        for i, name in enumerate(ranking):
+            backend = self.backends[name]
+            try:
+                response = await (self._stream(backend, body) if stream else self._once(backend, body))
+            except UpstreamFailure as exc:
+                nxt = ranking[i + 1] if i + 1 < len(ranking) else None
+                hops.append(f"{name}->{nxt or 'none'}; {exc.reason}")
+                failures.append(f"{name}: {exc.reason}")
+                last_timed_out = exc.timed_out
+                self.stats.fallback(name, nxt)
+                continue
+            self.stats.served(name, pinned=pinned)
+            response.headers.update({**headers, "x-preroll-model": name, **_fallback_header(hops)})
+            return response
+        self.stats.error("all_backends_failed")
+        status = 504 if last_timed_out else 502
+        return JSONResponse(
+            {"error": {"message": "no backend could answer: " + "; ".join(failures),
+                       "type": "upstream_error", "code": "all_backends_failed"}},
+            status_code=status, headers={**headers, **_fallback_header(hops)})
+
+    def _request(self, backend: BackendConfig, body: dict[str, Any]) -> httpx.Request:
+        payload = {**body, "model": backend.upstream_model}
+        req_headers = {"content-type": "application/json"}
+        key = self.api_keys.get(backend.name)
+        if key:
+            req_headers["authorization"] = f"Bearer {key}"
+        return self.client.build_request("POST", f"{backend.base_url}/chat/completions", json=payload,
+                                         headers=req_headers, timeout=backend.timeout_s)
+
+    async def _once(self, backend: BackendConfig, body: dict[str, Any]) -> Response:
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(backend.timeout_s):
+                upstream = await self.client.send(self._request(backend, body))
+        except (TimeoutError, httpx.TimeoutException):
+            raise UpstreamFailure(f"timeout after {backend.timeout_s:g}s", timed_out=True) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+        self.stats.latency("upstream_ms", (time.perf_counter() - t0) * 1000)
+        if upstream.status_code in RETRYABLE_STATUS:
+            raise UpstreamFailure(f"upstream status {upstream.status_code}")
+        return Response(upstream.content, status_code=upstream.status_code, headers=_copy_headers(upstream))
+
+    async def _stream(self, backend: BackendConfig, body: dict[str, Any]) -> Response:
+        t0 = time.perf_counter()
+        upstream: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(backend.timeout_s):
+                upstream = await self.client.send(self._request(backend, body), stream=True)
+                if upstream.status_code in RETRYABLE_STATUS:
+                    await upstream.aclose()
+                    raise UpstreamFailure(f"upstream status {upstream.status_code}")
+                if upstream.status_code >= 400:  # a client error: pass its body back as it is
+                    content = await upstream.aread()
+                    await upstream.aclose()
+                    return Response(content, status_code=upstream.status_code, headers=_copy_headers(upstream))
+                chunks = upstream.aiter_bytes()
+                first = await anext(chunks, b"")
+        except UpstreamFailure:
+            raise
+        except (TimeoutError, httpx.TimeoutException):
+            if upstream is not None:
+                await upstream.aclose()
+            raise UpstreamFailure(f"timeout after {backend.timeout_s:g}s", timed_out=True) from None
+        except httpx.HTTPError as exc:
+            if upstream is not None:
+                await upstream.aclose()
+            raise UpstreamFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+        self.stats.latency("upstream_ms", (time.perf_counter() - t0) * 1000)
+        return StreamingResponse(_relay(first, chunks, upstream, self.stats), status_code=upstream.status_code,
+                                 headers=_copy_headers(upstream))
+
+
+async def _relay(first: bytes, rest: AsyncIterator[bytes], upstream: httpx.Response,
+                 stats: ServeStats) -> AsyncIterator[bytes]:
+    """Pass a stream through; a break after the first chunk can only end it early (headers are sent)."""
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    except httpx.HTTPError:
+        stats.error("stream_broken_mid_response")
+    finally:
+        await upstream.aclose()
+
+
+def _copy_headers(upstream: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_HEADERS}

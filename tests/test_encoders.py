@@ -1,0 +1,334 @@
+"""Encoders: weight integrity, agreement of load paths, lexical fit, and the embedding cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from preroll.data.paths import dapo_dir
+from preroll.encoders import (CachedEncoder, EmbeddingCacheError, Encoder, EncoderLoadError, LexicalEncoder,
+                              MiniLMEncoder, SentenceEncoder, WeightsIntegrityError, default_cache_dir, get_encoder)
+from preroll.encoders.cache import CACHE_FILENAME
+from preroll.encoders.evaluation import cold_prompt_auc
+from preroll.encoders.fingerprint import _sha256_of, file_sha256
+from preroll.encoders.minilm import BUNDLED_MINILM_SHA256, WEIGHTS_FILE, bundled_minilm_dir
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[str]:
+    """A small real sample: some English, some Chinese DAPO-Math prompts."""
+    texts = list(json.loads((dapo_dir() / "prompts.json").read_text(encoding="utf-8")).values())
+    chinese = [t for t in texts if any("\u4e00" <= c <= "\u9fff" for c in t)][:3]
+    english = [t for t in texts if t not in chinese][:9]
+    return english + chinese
+
+
+@pytest.fixture(scope="module")
+def minilm() -> MiniLMEncoder:
+    """MiniLM at a short length, fp32, loaded once for the module."""
+    encoder = MiniLMEncoder(max_length=64, quantize=False)
+    encoder.encode(["warm up"])
+    return encoder
+
+
+# -- weights integrity -----------------------------------------------------------------
+
+def _tampered_copy(tmp_path, weights: bytes | None):
+    """The bundled model directory without its 90 MB weights, plus ``weights`` as fake weights."""
+    src = bundled_minilm_dir()
+    dst = tmp_path / "model"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(WEIGHTS_FILE))
+    if weights is not None:
+        (dst / WEIGHTS_FILE).write_bytes(weights)
+    return dst
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    directory = _tampered_copy(tmp_path, b"not the released weights")
+    encoder = MiniLMEncoder(model_dir=directory, max_length=64, quantize=False)
+    with pytest.raises(WeightsIntegrityError, match="sha256") as err:
+        encoder.encode(["What is 2 + 2?"])
+    assert str(directory / WEIGHTS_FILE) in str(err.value)
+    assert "reinstall" in str(err.value)
+    with pytest.raises(WeightsIntegrityError):
+        _ = encoder.name  # no cache namespace for unverified weights either
+
+
+def test_missing_weights_are_refused(tmp_path):
+    directory = _tampered_copy(tmp_path, None)
+    with pytest.raises(WeightsIntegrityError, match="missing"):
+        MiniLMEncoder(model_dir=directory).encode(["x"])
+
+
+def test_fake_weights_pass_only_with_their_own_hash(tmp_path):
+    """The check compares against the expected hash, not against 'whatever the bundle is'."""
+    fake = b"fake weights"
+    directory = _tampered_copy(tmp_path, fake)
+    encoder = MiniLMEncoder(model_dir=directory, expected_sha256=hashlib.sha256(fake).hexdigest())
+    assert encoder.name.startswith(f"minilm-{hashlib.sha256(fake).hexdigest()[:12]}-")
+
+
+def test_weights_hash_is_computed_once_and_redone_after_a_rewrite(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 10)
+    misses = _sha256_of.cache_info().misses
+    assert file_sha256(path) == hashlib.sha256(b"a" * 10).hexdigest()
+    assert file_sha256(path) == hashlib.sha256(b"a" * 10).hexdigest()
+    assert _sha256_of.cache_info().misses == misses + 1
+    path.write_bytes(b"b" * 11)
+    assert file_sha256(path) == hashlib.sha256(b"b" * 11).hexdigest()
+
+
+def test_bundled_weights_match_the_release_hash():
+    assert file_sha256(bundled_minilm_dir() / WEIGHTS_FILE) == BUNDLED_MINILM_SHA256
+
+
+# -- neural encoders -------------------------------------------------------------------
+
+def test_minilm_vectors_shape_dtype_and_unit_norm(minilm, prompts):
+    vectors = minilm.encode(prompts)
+    assert vectors.shape == (len(prompts), 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.linalg.matrix_rank(vectors) == len(prompts)  # distinct prompts, distinct vectors
+    assert minilm.encode([]).shape == (0, 384)
+
+
+def test_minilm_name_pins_weights_and_settings(minilm):
+    assert minilm.name == f"minilm-{BUNDLED_MINILM_SHA256[:12]}-len64"
+    assert MiniLMEncoder(max_length=128, quantize=True).name == f"minilm-{BUNDLED_MINILM_SHA256[:12]}-len128-q8"
+
+
+def test_model_loaded_by_path_agrees_with_minilm(minilm, prompts):
+    by_path = get_encoder(str(bundled_minilm_dir()), cache_dir=False, max_length=64, quantize=False)
+    assert isinstance(by_path, SentenceEncoder) and not isinstance(by_path, MiniLMEncoder)
+    np.testing.assert_allclose(by_path.encode(prompts), minilm.encode(prompts), atol=1e-5)
+    assert by_path.name != minilm.name and by_path.name.endswith("-len64")
+
+
+def test_max_length_truncates_long_prompts_only(minilm, prompts):
+    longest = max(prompts, key=len)
+    short = "What is 2 + 2?"
+    tighter = MiniLMEncoder(max_length=16, quantize=False)
+    np.testing.assert_allclose(tighter.encode([short]), minilm.encode([short]), atol=1e-5)
+    assert not np.allclose(tighter.encode([longest]), minilm.encode([longest]), atol=1e-3)
+
+
+def test_missing_local_path_is_a_clear_error(tmp_path):
+    with pytest.raises(EncoderLoadError, match="does not exist"):
+        get_encoder(str(tmp_path / "no-such-model"), cache_dir=False).encode(["x"])
+
+
+def test_unknown_hub_model_says_what_to_do(monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(EncoderLoadError) as err:
+        get_encoder("preroll-tests/no-such-model", cache_dir=False).encode(["x"])
+    assert "huggingface-cli download preroll-tests/no-such-model" in str(err.value)
+    assert "local model directory" in str(err.value)
+
+
+def test_constructing_an_encoder_does_no_work(tmp_path):
+    MiniLMEncoder(model_dir=tmp_path / "absent")  # nothing checked until used
+    with pytest.raises(EncoderLoadError):
+        MiniLMEncoder(model_dir=tmp_path / "absent").encode(["x"])
+
+
+def test_invalid_settings_are_refused():
+    with pytest.raises(ValueError, match="max_length"):
+        MiniLMEncoder(max_length=0).encode(["x"])
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
+        LexicalEncoder().fit(["a b", 3])
+    with pytest.raises(ValueError, match="spec"):
+        get_encoder("  ")
+    with pytest.raises(ValueError, match="max_length"):
+        get_encoder("lexical", max_length=64)
+    with pytest.raises(ValueError, match="prompt_name"):
+        get_encoder("minilm", prompt_name="query")
+
+
+# -- lexical ---------------------------------------------------------------------------
+
+def test_lexical_refuses_to_encode_before_fit(prompts):
+    encoder = LexicalEncoder()
+    with pytest.raises(NotFittedError, match="fit"):
+        encoder.encode(prompts)
+    with pytest.raises(NotFittedError):
+        _ = encoder.name
+
+
+def test_lexical_fit_encode(prompts):
+    encoder = LexicalEncoder(n_components=8).fit(prompts)
+    vectors = encoder.encode(prompts)
+    assert vectors.shape == (len(prompts), 8) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Nearest neighbour of each fit prompt is itself.
+    assert (np.argmax(vectors @ vectors.T, axis=1) == np.arange(len(prompts))).all()
+
+
+def test_lexical_name_follows_the_fit(prompts):
+    a = LexicalEncoder(n_components=4).fit(prompts)
+    b = LexicalEncoder(n_components=4).fit(prompts)
+    c = LexicalEncoder(n_components=4).fit(prompts[:-1])
+    assert a.name == b.name != c.name
+    np.testing.assert_array_equal(a.encode(prompts), b.encode(prompts))
+
+
+def test_get_encoder_specs(tmp_path):
+    assert isinstance(get_encoder("lexical", cache_dir=tmp_path), LexicalEncoder)  # never cached
+    cached = get_encoder("minilm", cache_dir=tmp_path)
+    assert isinstance(cached, CachedEncoder) and isinstance(cached.encoder, MiniLMEncoder)
+    assert cached.path == tmp_path / CACHE_FILENAME
+    assert isinstance(get_encoder("minilm", cache_dir=False), MiniLMEncoder)
+    fake = CountingEncoder()
+    assert get_encoder(fake) is fake
+
+
+def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("PREROLL_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    assert get_encoder("minilm").path == tmp_path / "c" / CACHE_FILENAME
+    monkeypatch.delenv("PREROLL_CACHE")
+    assert default_cache_dir().parts[-2:] == (".cache", "preroll")
+
+
+# -- cache -----------------------------------------------------------------------------
+
+class CountingEncoder(Encoder):
+    """Deterministic fake: a vector derived from the text's hash; counts what it is asked to encode."""
+
+    def __init__(self, name: str = "fake-v1", dim: int = 5, fail: bool = False, nan: bool = False):
+        self.name = name
+        self.dim = dim
+        self.fail = fail
+        self.nan = nan
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts, *, show_progress=False):
+        self.calls.append(list(texts))
+        if self.fail:
+            raise RuntimeError("encoder crashed")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.sha256((self.name + text).encode()).digest()[:4], "little")
+            out[i] = np.random.default_rng(seed).normal(size=self.dim)
+        if self.nan and len(texts):
+            out[0, 0] = np.nan
+        return out
+
+    @property
+    def encoded(self) -> list[str]:
+        return [t for call in self.calls for t in call]
+
+
+def test_cache_round_trip_and_no_second_call(tmp_path):
+    fake = CountingEncoder()
+    cached = CachedEncoder(fake, tmp_path)
+    texts = ["a", "b", "c", "a"]
+    first = cached.encode(texts)
+    np.testing.assert_array_equal(first, fake.encode(texts))  # same vectors as uncached (this call counted)
+    assert sorted(fake.calls[0]) == ["a", "b", "c"]  # duplicates encoded once
+    n_calls = len(fake.calls)
+    second = cached.encode(texts)
+    assert len(fake.calls) == n_calls
+    np.testing.assert_array_equal(first, second)
+    assert second.dtype == np.float32 and second.shape == (4, 5)
+
+
+def test_cache_encodes_only_missing_texts(tmp_path):
+    fake = CountingEncoder()
+    cached = CachedEncoder(fake, tmp_path)
+    cached.encode(["a", "b"])
+    out = cached.encode(["b", "c", "a"])
+    assert fake.calls == [["a", "b"], ["c"]]
+    np.testing.assert_array_equal(out, CountingEncoder().encode(["b", "c", "a"]))
+
+
+def test_cache_survives_reopening(tmp_path):
+    cached = CachedEncoder(CountingEncoder(), tmp_path)
+    first = cached.encode(["x", "y"])
+    cached.close()
+    fresh = CountingEncoder()
+    reopened = CachedEncoder(fresh, tmp_path, memory_items=0)  # no memory layer: must come from disk
+    np.testing.assert_array_equal(reopened.encode(["y", "x"]), first[::-1])
+    assert fresh.calls == []
+    assert reopened.cached_count("fake-v1") == 2
+
+
+def test_distinct_encoder_names_do_not_collide(tmp_path):
+    a, b = CountingEncoder("model-a"), CountingEncoder("model-b")
+    va = CachedEncoder(a, tmp_path).encode(["same text"])
+    vb = CachedEncoder(b, tmp_path).encode(["same text"])
+    assert len(a.calls) == len(b.calls) == 1
+    assert not np.array_equal(va, vb)
+    np.testing.assert_array_equal(CachedEncoder(CountingEncoder("model-a"), tmp_path).encode(["same text"]), va)
+
+
+def test_failed_encode_stores_nothing_and_keeps_old_entries(tmp_path):
+    CachedEncoder(CountingEncoder(), tmp_path).encode(["kept"])
+    with pytest.raises(RuntimeError, match="crashed"):
+        CachedEncoder(CountingEncoder(fail=True), tmp_path).encode(["kept", "new"])
+    with pytest.raises(ValueError, match="NaN"):
+        CachedEncoder(CountingEncoder(nan=True), tmp_path).encode(["new"])
+    check = CachedEncoder(CountingEncoder(), tmp_path)
+    assert check.cached_count() == 1
+    np.testing.assert_array_equal(check.encode(["kept"]), CountingEncoder().encode(["kept"]))
+
+
+def test_unreadable_cache_file_is_reported_and_left_alone(tmp_path):
+    path = tmp_path / CACHE_FILENAME
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(EmbeddingCacheError, match=str(path)):
+        CachedEncoder(CountingEncoder(), tmp_path).encode(["x"])
+    assert path.read_bytes() == b"this is not a database" * 100
+
+
+def test_cache_is_an_sqlite_table_keyed_by_name_and_text_hash(tmp_path):
+    CachedEncoder(CountingEncoder(), tmp_path).encode(["hello"])
+    with sqlite3.connect(tmp_path / CACHE_FILENAME) as conn:
+        rows = conn.execute("SELECT encoder, text_sha256, dim FROM vectors").fetchall()
+    assert rows == [("fake-v1", hashlib.sha256(b"hello").hexdigest(), 5)]
+
+
+def test_cache_of_empty_input(tmp_path):
+    assert CachedEncoder(CountingEncoder(), tmp_path).encode([]).shape == (0, 5)
+
+
+# -- evaluation probe ------------------------------------------------------------------
+
+def test_cold_prompt_auc_sees_signal_and_no_signal():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=200)
+    x_signal = rng.normal(size=(200, 6)) + 2.0 * y[:, None]
+    assert cold_prompt_auc(x_signal, y) > 0.95
+    assert abs(cold_prompt_auc(rng.normal(size=(200, 6)), y) - 0.5) < 0.15
+
+
+# -- benchmark command -----------------------------------------------------------------
+
+def test_bench_throughput_command_runs_on_a_small_sample():
+    from typer.testing import CliRunner
+
+    from preroll.cli.main import app
+
+    result = CliRunner().invoke(app, ["bench", "throughput", "--encoder", "lexical", "--n-prompts", "16"])
+    assert result.exit_code == 0, result.output
+    assert "cold (empty cache)" in result.output and "cached (memory)" in result.output
+
+
+def test_bench_throughput_refuses_bad_lengths():
+    from typer.testing import CliRunner
+
+    from preroll.cli.main import app
+
+    result = CliRunner().invoke(app, ["bench", "throughput", "--sweep", "--lengths", "128,x"])
+    assert result.exit_code != 0
+    assert "comma-separated integers" in result.output
