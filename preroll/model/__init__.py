@@ -1,1 +1,1 @@
-"""preroll.model"""
+"""The value model and its evaluation."""

@@ -1,0 +1,89 @@
+"""``preroll eval``: cold-prompt CV inside each (policy, step) context plus the held-out queries.
+
+Each policy is cross-validated with its own multi-step history as context and
+(optionally) the other policies' histories as extra context; a fold's prompts
+are removed from every context so the scores are for prompts never seen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from preroll.data.v0 import load_v0
+from preroll.model.crossval import cross_val_predict
+from preroll.model.metrics import score
+from preroll.model.value_model import ValueModel
+
+
+def run_eval(data_dir: Path, *, encoder="minilm", head="auto", n_splits=8, seed=0, pool_policies=True,
+             limit: int | None = None, log=print) -> dict:
+    context = load_v0(data_dir / "context.jsonl")
+    queries = load_v0(data_dir / "queries.jsonl")
+    if limit:
+        by = defaultdict(list)
+        for r in context:
+            by[(r.policy, r.step)].append(r)
+        context = [r for rs in by.values() for r in rs[:limit]]
+    from preroll.encoders import get_encoder
+    enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    rows = []
+    for policy in sorted({r.policy for r in context}):
+        mine = [r for r in context if r.policy == policy]
+        other = [r for r in context if r.policy != policy] if pool_policies else []
+        log(f"{policy}: {n_splits}-fold prompt-disjoint CV on {len(mine)} records (+{len(other)} other-policy)")
+        pred = cross_val_predict(mine, n_splits=n_splits, encoder=enc, head=head, seed=seed, extra_context=other,
+                                 progress=lambda f, n: log(f"  fold {f}/{n}"))
+        vm = ValueModel(encoder=enc, head=head).fit(mine + other)
+        for step in sorted({r.step for r in mine}):
+            idx = [i for i, r in enumerate(mine) if r.step == step]
+            rate = np.array([mine[i].success_rate for i in idx])
+            cv = score(pred.p_success[idx], rate)
+            q = [r for r in queries if r.policy == policy and r.step == step]
+            held = score(vm.predict([r.prompt for r in q], policy=policy, step=step).p_success,
+                         np.array([r.success_rate for r in q])) if q else None
+            rows.append({"policy": policy, "step": step, "cv": cv, "heldout": held,
+                         "_pred": pred.p_success[idx].tolist(), "_rate": rate.tolist()})
+    mean = {k: float(np.nanmean([r["cv"][k] for r in rows])) for k in ("auc", "brier", "mae", "ece")}
+    held_mean = float(np.nanmean([r["heldout"]["auc"] for r in rows if r["heldout"]]))
+    return {"encoder": getattr(enc, "name", str(encoder)), "head": head, "n_splits": n_splits, "seed": seed,
+            "pool_policies": pool_policies, "rows": rows, "mean_cv": mean, "mean_heldout_auc": held_mean}
+
+
+def reliability_plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pred = np.concatenate([r["_pred"] for r in report["rows"]])
+    rate = np.concatenate([r["_rate"] for r in report["rows"]])
+    bins = np.linspace(0, 1, 11)
+    idx = np.clip(np.digitize(pred, bins) - 1, 0, 9)
+    xs = [pred[idx == b].mean() for b in range(10) if (idx == b).any()]
+    ys = [rate[idx == b].mean() for b in range(10) if (idx == b).any()]
+    ns = [(idx == b).sum() for b in range(10) if (idx == b).any()]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.scatter(xs, ys, s=np.array(ns) / 3, zorder=3, label="bins (size = prompts)")
+    ax.plot(xs, ys, "-o", ms=3)
+    ax.set_xlabel("predicted success rate (cross-validated)")
+    ax.set_ylabel("observed success rate")
+    ax.set_title(f"Reliability: {report['encoder']} / {report['head']}\nmean CV AUC {report['mean_cv']['auc']:.3f}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / "reliability.png"
+    reliability_plot(report, png)
+    js = out_dir / "report.json"
+    clean = {**report, "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in report["rows"]]}
+    js.write_text(json.dumps(clean, indent=2))
+    return js, png

@@ -1,0 +1,40 @@
+"""Gaussian-process head: kernel regression on smoothed success rates.
+
+Targets are the Beta-smoothed rates ``(s + 1) / (n + 2)``; the kernel is
+``constant * RBF + white``, with its hyper-parameters set by maximising the
+marginal likelihood on the context (no external tuning). The GP's posterior
+variance plus the fitted noise level gives the belief's spread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.distance import pdist
+from sklearn.base import BaseEstimator
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from preroll.heads.base import BetaPrediction
+
+
+class GPHead(BaseEstimator):
+    def __init__(self, length_scale: float | None = None, n_restarts: int = 2, seed: int = 0):
+        self.length_scale = length_scale
+        self.n_restarts = n_restarts
+        self.seed = seed
+
+    def fit(self, X, successes, attempts, sample_weight=None):
+        X = check_array(X, dtype=float)
+        y = (np.asarray(successes, float) + 1) / (np.asarray(attempts, float) + 2)
+        # Start the length-scale at the median pairwise distance (scale-free start).
+        ls = self.length_scale or float(np.median(pdist(X[:500]))) or 1.0
+        kernel = ConstantKernel(1.0, (1e-3, 1e2)) * RBF(ls, (ls / 100, ls * 100)) + WhiteKernel(0.5, (1e-4, 10.0))
+        self.gp_ = GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=self.n_restarts,
+                                            random_state=self.seed).fit(X, y)
+        return self
+
+    def predict(self, X) -> BetaPrediction:
+        check_is_fitted(self, "gp_")
+        mean, std = self.gp_.predict(check_array(X, dtype=float), return_std=True)
+        return BetaPrediction.from_mean_var(np.clip(mean, 1e-3, 1 - 1e-3), std ** 2)

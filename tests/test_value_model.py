@@ -1,0 +1,137 @@
+"""The value model on a small real subset of DAPO-Math, with the fast lexical encoder."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from preroll.data import load_v0
+from preroll.data.paths import dapo_dir
+from preroll.heads import GPHead, KNNBetaHead, LogisticHead, TabPFNUnavailable, make_head
+from preroll.model.crossval import cross_val_predict
+from preroll.model.value_model import ValueModel
+
+
+class HashEncoder:
+    """Tiny deterministic bag-of-words encoder so tests need no model weights."""
+
+    name = "hash-test"
+
+    def fit(self, texts):
+        return self
+
+    def encode(self, texts, show_progress=False):
+        X = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                X[i, hash(w) % 64] += 1
+        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-9)
+
+
+from preroll.encoders.base import Encoder  # noqa: E402
+
+Encoder.register(HashEncoder)
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    recs = [r for r in load_v0(dapo_dir() / "context.jsonl") if r.policy == "Qwen3-4B-Instruct"]
+    return recs[:160] + recs[512:672]  # two snapshots, step 16 and 64
+
+
+@pytest.mark.parametrize("head", [LogisticHead(), KNNBetaHead(), GPHead()])
+def test_heads_learn_a_planted_signal(head):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    p = 1 / (1 + np.exp(-2 * X[:, 0]))
+    n = np.full(300, 8.0)
+    s = rng.binomial(8, p).astype(float)
+    pred = head.fit(X[:200], s[:200], n[:200]).predict(X[200:])
+    assert roc_auc_score(p[200:] > 0.5, pred.p_success) > 0.8
+    assert np.all(pred.alpha > 0) and np.all(pred.beta > 0) and np.all(pred.std > 0)
+
+
+def test_graded_outcomes_matter():
+    """Same binarised labels, different grades: the logistic head must see the difference."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    n = np.full(200, 10.0)
+    hi = np.where(X[:, 0] > 0, 10.0, 0.0)
+    soft = np.where(X[:, 0] > 0, 6.0, 4.0)
+    p_hi = LogisticHead().fit(X, hi, n).predict(X[:1] * 0 + [[2, 0, 0]]).p_success[0]
+    p_soft = LogisticHead().fit(X, soft, n).predict(X[:1] * 0 + [[2, 0, 0]]).p_success[0]
+    assert p_hi > 0.9 and 0.5 < p_soft < 0.75
+
+
+def test_tabpfn_fails_clearly():
+    with pytest.raises(TabPFNUnavailable, match="tabpfn"):
+        make_head("tabpfn").fit(np.zeros((4, 2)), np.ones(4), np.ones(4) * 2)
+    with pytest.raises(ValueError, match="unknown head"):
+        make_head("nope")
+
+
+def test_step_shift_and_direct_evidence(qwen):
+    vm = ValueModel(encoder=HashEncoder(), head="logistic").fit(qwen)
+    texts = [r.prompt for r in qwen[:40]]
+    cold = vm.predict(["What is 2+2? completely new words zzz"] * 2, step=16).p_success
+    later = vm.predict(["What is 2+2? completely new words zzz"] * 2, step=64).p_success
+    # The policy improved from step 16 to 64 on this data; the snapshot offset must follow.
+    m16 = np.mean([r.success_rate for r in qwen if r.step == 16])
+    m64 = np.mean([r.success_rate for r in qwen if r.step == 64])
+    assert np.sign(later[0] - cold[0]) == np.sign(m64 - m16)
+    with_ev = vm.predict(texts, step=16)
+    without = vm.predict(texts, step=16, use_direct_evidence=False)
+    rates = np.array([r.success_rate for r in qwen[:40]])
+    assert np.mean(np.abs(with_ev.p_success - rates)) < np.mean(np.abs(without.p_success - rates))
+    assert np.all(with_ev.concentration > without.concentration)
+
+
+def test_predict_errors(qwen):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ValueModel().predict(["x"])
+    vm = ValueModel(encoder=HashEncoder()).fit(qwen)
+    with pytest.raises(ValueError, match="no history for policy"):
+        vm.predict(["x"], policy="other")
+    with pytest.raises(ValueError, match="empty history"):
+        ValueModel().fit([])
+
+
+def test_cross_val_is_prompt_disjoint_and_beats_chance(qwen):
+    pred = cross_val_predict(qwen, n_splits=4, encoder=HashEncoder(), head="knn")
+    assert len(pred) == len(qwen)
+    y = np.array([r.success_rate >= 0.5 for r in qwen])
+    # Cold prompts: no direct evidence, so the step-64 copy of a step-16 prompt cannot leak its outcome.
+    assert 0.5 < roc_auc_score(y, pred.p_success) < 0.95
+
+
+@pytest.mark.slow
+def test_predict_cli_contract(tmp_path):
+    recs = load_v0(dapo_dir() / "context.jsonl")[:120]
+    ctx = tmp_path / "ctx.jsonl"
+    ctx.write_text("\n".join(json.dumps({"prompt": r.prompt, "successes": r.successes, "attempts": r.attempts,
+                                         "policy": r.policy, "step": r.step}) for r in recs))
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"prompt": "Find x if 2x = 6.", "id": "a1", "extra": [1, 2]}\n{"prompt": "Compute 3+4.", "id": 2}\n')
+    out = tmp_path / "pred.jsonl"
+    res = subprocess.run([sys.executable, "-m", "preroll.cli.main", "predict", "--context", str(ctx),
+                          "--prompts", str(q), "--out", str(out), "--encoder", "lexical"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a1", 2] and rows[0]["extra"] == [1, 2]
+    assert all(0 <= r["p_success"] <= 1 and r["p_std"] > 0 for r in rows)
+
+
+def test_predict_cli_reports_bad_context(tmp_path):
+    ctx = tmp_path / "ctx.jsonl"
+    ctx.write_text('{"prompt": "a", "success_rate": 0.5}\n{"prompt": "b", "success_rate": 2}\n')
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"prompt": "a"}\n')
+    res = subprocess.run([sys.executable, "-m", "preroll.cli.main", "predict", "--context", str(ctx),
+                          "--prompts", str(q), "--out", str(tmp_path / "o.jsonl")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "line 2" in res.stderr and "success_rate" in res.stderr
+    assert not (tmp_path / "o.jsonl").exists()
