@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from preroll.data.v0 import load_v0
+from preroll.encoders import get_encoder
 from preroll.model.crossval import cross_val_predict
 from preroll.model.metrics import score
 from preroll.model.value_model import ValueModel
@@ -28,8 +29,7 @@ def run_eval(data_dir: Path, *, encoder="minilm", head="auto", n_splits=8, seed=
         for r in context:
             by[(r.policy, r.step)].append(r)
         context = [r for rs in by.values() for r in rs[:limit]]
-    from preroll.encoders import get_encoder
-    enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    enc = get_encoder(encoder)  # shared by every fold and policy: each prompt is encoded once
     rows = []
     for policy in sorted({r.policy for r in context}):
         mine = [r for r in context if r.policy == policy]

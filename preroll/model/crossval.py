@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.model_selection import GroupKFold
 
 from preroll.data.records import Outcome, OutcomeTable
+from preroll.encoders import get_encoder
 from preroll.heads.base import BetaPrediction
 from preroll.model.value_model import ValueModel
 
@@ -34,8 +35,8 @@ def cross_val_predict(records: Sequence[Outcome], *, n_splits: int = 8, encoder=
     groups = np.array([group_of[r.prompt] for r in records])
     alpha = np.empty(len(records))
     beta = np.empty(len(records))
-    from preroll.encoders import get_encoder
-    enc = encoder if not isinstance(encoder, str) else get_encoder(encoder, cache_dir=model_kw.pop("cache_dir", None))
+    # One encoder for every fold, so each prompt is encoded once.
+    enc = get_encoder(encoder, cache_dir=model_kw.pop("cache_dir", None))
     for fold, (tr, te) in enumerate(GroupKFold(n_splits=n_splits).split(records, groups=groups)):
         held = {records[i].prompt for i in te}
         ctx = [records[i] for i in tr] + [r for r in extra if r.prompt not in held]

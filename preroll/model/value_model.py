@@ -58,8 +58,7 @@ class ValueModel:
         table = records if isinstance(records, OutcomeTable) else OutcomeTable.from_records(records)
         if len(table) == 0:
             raise ValueError("cannot fit a value model on an empty history")
-        self.encoder_ = get_encoder(self.encoder, cache_dir=self.cache_dir) if not isinstance(
-            self.encoder, Encoder) else self.encoder
+        self.encoder_ = get_encoder(self.encoder, cache_dir=self.cache_dir)  # an Encoder passes through
         self.encoder_.fit(table.prompts)
         self.snapshots_ = sorted({self._snap(p, s) for p, s in zip(table.policies, table.steps)},
                                  key=lambda t: (t[0], -np.inf if np.isnan(t[1]) else t[1]))
