@@ -182,6 +182,41 @@ def test_lexical_name_follows_the_fit(prompts):
     np.testing.assert_array_equal(a.encode(prompts), b.encode(prompts))
 
 
+def test_stats_encoder_standardises_what_it_measures():
+    from preroll.encoders import TextStatsEncoder
+    from preroll.encoders.stats import STATISTICS
+
+    texts = ["Short.", "A much longer prompt with $x^2$ and 3 numbers 4 5 here.", "求解方程 x + 1 = 2 的所有实数解。",
+             "Find m/n. Please provide the value of m + n."]
+    with pytest.raises(Exception, match="not fitted"):
+        TextStatsEncoder().encode(texts)
+    enc = TextStatsEncoder().fit(texts)
+    X = enc.encode(texts)
+    assert X.shape == (4, len(STATISTICS)) and X.dtype == np.float32
+    np.testing.assert_allclose(X.mean(axis=0), 0.0, atol=1e-6)  # standardised on the fit texts
+    col = {name: i for i, name in enumerate(STATISTICS)}
+    assert X[1, col["log_chars"]] > X[0, col["log_chars"]]
+    assert X[2, col["chinese"]] == X[:, col["chinese"]].max() and X[0, col["chinese"]] < X[2, col["chinese"]]
+    assert X[3, col["answer_rewrite"]] > X[0, col["answer_rewrite"]]
+    assert enc.name.startswith("stats-") and enc.name != TextStatsEncoder().fit(texts[:2]).name
+
+
+def test_concat_keeps_raw_statistics_unnormalised(prompts):
+    from preroll.encoders import ConcatEncoder, TextStatsEncoder
+
+    stats = TextStatsEncoder().fit(prompts)
+    enc = get_encoder("lexical+stats", cache_dir=False).fit(prompts)
+    assert isinstance(enc, ConcatEncoder) and enc.name.startswith("lexical-") and "+stats-" in enc.name
+    X = enc.encode(prompts[:5])
+    lex_dim = X.shape[1] - stats.encode(prompts[:1]).shape[1]
+    np.testing.assert_allclose(np.linalg.norm(X[:, :lex_dim], axis=1), 1 / np.sqrt(2), rtol=1e-5)
+    np.testing.assert_allclose(X[:, lex_dim:], stats.encode(prompts[:5]) / np.sqrt(2), rtol=1e-5)
+    with pytest.raises(ValueError, match="no option max_length"):
+        get_encoder("stats", max_length=64)
+    # Model options go to the neural parts only, so a mixed spec accepts them.
+    assert isinstance(get_encoder("lexical+minilm", cache_dir=False, max_length=64), ConcatEncoder)
+
+
 def test_get_encoder_specs(tmp_path):
     assert isinstance(get_encoder("lexical", cache_dir=tmp_path), LexicalEncoder)  # never cached
     cached = get_encoder("minilm", cache_dir=tmp_path)

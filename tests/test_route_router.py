@@ -261,20 +261,20 @@ def test_default_encoder_end_to_end(tmp_path):
 
 
 def test_concatenated_views_keep_unit_norm_and_a_joined_name():
-    from preroll.route.features import ConcatEncoder, resolve_encoder
+    from preroll.encoders import ConcatEncoder, get_encoder
 
     enc = ConcatEncoder([CountingEncoder(), HashingEncoder()])
     X = enc.encode(["hard one", "easy two"])
     assert X.shape == (2, 2 + 512)
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
     assert enc.name == "test-counting+test-hashing"
-    assert isinstance(resolve_encoder("lexical+lexical"), ConcatEncoder)
+    assert isinstance(get_encoder("lexical+lexical"), ConcatEncoder)
     with pytest.raises(RouteConfigError, match="encoder"):
         Router(models=SPECS, encoder=3.5).fit(_history(3))
 
 
 def test_one_standard_error_rule_prefers_the_smoother_tied_candidate():
-    from preroll.route.heads import _one_se_choice
+    from preroll.heads.selection import one_se_choice as _one_se_choice
 
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 1, 400)
@@ -285,7 +285,8 @@ def test_one_standard_error_rule_prefers_the_smoother_tied_candidate():
 
 
 def test_heads_learn_graded_outcomes():
-    from preroll.route.heads import EnsembleHead, KNNHead, LogisticHead
+    from preroll.heads import EnsembleHead, LogisticHead
+    from preroll.heads import KNNBetaHead as KNNHead
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 4))
@@ -293,14 +294,14 @@ def test_heads_learn_graded_outcomes():
     att = np.full(300, 10.0)
     succ = rng.binomial(10, rate).astype(float)
     for head in (LogisticHead(), KNNHead(), EnsembleHead()):
-        p = head.fit(X, succ, att).predict(X)
+        p = head.fit(X, succ, att).predict(X).p_success
         assert np.corrcoef(p, rate)[0, 1] > 0.8, type(head).__name__
         assert np.all((p >= 0) & (p <= 1))
     assert KNNHead().fit(X, succ, att).k_ in KNNHead().ks
 
 
 def test_nearest_rows_match_a_full_sort():
-    from preroll.route.heads import _nearest, _unit_rows
+    from preroll.heads.knn import nearest as _nearest, unit_rows as _unit_rows
 
     rng = np.random.default_rng(1)
     H = _unit_rows(rng.normal(size=(500, 16)))

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from preroll.data import load_v0
 from preroll.data.paths import dapo_dir
-from preroll.heads import GPHead, KNNBetaHead, LogisticHead, TabPFNUnavailable, make_head
+from preroll.heads import EnsembleHead, GPHead, KNNBetaHead, LogisticHead, TabPFNUnavailable, make_head
 from preroll.model.crossval import cross_val_predict
 from preroll.model.value_model import ValueModel
 
@@ -42,7 +42,7 @@ def qwen():
     return recs[:160] + recs[512:672]  # two snapshots, step 16 and 64
 
 
-@pytest.mark.parametrize("head", [LogisticHead(), KNNBetaHead(), GPHead()])
+@pytest.mark.parametrize("head", [LogisticHead(), KNNBetaHead(), GPHead(), EnsembleHead()])
 def test_heads_learn_a_planted_signal(head):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 5))
@@ -52,6 +52,36 @@ def test_heads_learn_a_planted_signal(head):
     pred = head.fit(X[:200], s[:200], n[:200]).predict(X[200:])
     assert roc_auc_score(p[200:] > 0.5, pred.p_success) > 0.8
     assert np.all(pred.alpha > 0) and np.all(pred.beta > 0) and np.all(pred.std > 0)
+
+
+@pytest.mark.parametrize("head", [LogisticHead(), KNNBetaHead(), GPHead(), EnsembleHead()])
+def test_groups_share_difficulty_and_keep_their_own_base_rate(head):
+    """Two contexts, one difficulty direction, base rates far apart: each query gets its context's level."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 4))
+    g = np.repeat([0, 1], 200)
+    p = 1 / (1 + np.exp(-(2 * X[:, 0] + np.where(g == 1, 1.5, -1.5))))
+    n = np.full(400, 10.0)
+    s = rng.binomial(10, p).astype(float)
+    head.fit(X, s, n, groups=g)
+    Q = rng.normal(size=(200, 4))
+    low, high = head.predict(Q, groups=np.zeros(200, int)), head.predict(Q, groups=np.ones(200, int))
+    assert high.p_success.mean() - low.p_success.mean() > 0.25
+    for pred in (low, high):  # the shared direction still ranks prompts within a context
+        assert roc_auc_score(Q[:, 0] > 0, pred.p_success) > 0.8
+    with pytest.raises(ValueError, match="group 2 was not in the fitted history"):
+        head.predict(Q[:2], groups=np.array([0, 2]))
+    with pytest.raises(ValueError, match="groups must be"):
+        make_head(head).fit(X, s, n, groups=g[:-1])
+
+
+def test_make_head_clones_instances_and_auto_is_the_ensemble():
+    custom = LogisticHead(Cs=(0.5,))
+    copy = make_head(custom)
+    assert copy is not custom and copy.Cs == (0.5,)
+    assert isinstance(make_head("auto"), EnsembleHead)
+    with pytest.raises(ValueError, match="head must be"):
+        make_head(3)
 
 
 def test_graded_outcomes_matter():

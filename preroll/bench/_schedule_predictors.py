@@ -24,6 +24,7 @@ import numpy as np
 
 from preroll.bench._schedule_data import Snapshot, earlier_snapshot
 from preroll.heads.base import BetaPrediction
+from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
 
 PREDICTORS = ("oracle", "noisy", "history", "model", "constant")
 
@@ -44,7 +45,7 @@ def history_overlap(snap: Snapshot, snapshots: list[Snapshot]) -> int:
 
 
 def load_model_predictions(snapshots: list[Snapshot], *, cache: Path | None = None,
-                           n_splits: int = 8, encoder: str = "minilm", head: str = "auto",
+                           n_splits: int = 8, encoder: str = DEFAULT_ENCODER, head: str = DEFAULT_HEAD,
                            seed: int = 0, log: Callable[[str], None] = print) -> dict[str, BetaPrediction] | None:
     """Cross-validated value-model predictions per snapshot name, or None if
     the value model is not available.

@@ -94,9 +94,9 @@ class _MemoEncoder(Encoder):
 
 
 def resolve_encoder(encoder: Any, cache_dir: str | None) -> Encoder:
-    from preroll.route.features import resolve_encoder as resolve
+    from preroll.encoders import get_encoder
 
-    return resolve(encoder, cache_dir)
+    return get_encoder(encoder, cache_dir=cache_dir)
 
 
 def split_prompts(prompts: Sequence[str], history_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,7 @@ from preroll.bench._schedule_predictors import (
     load_model_predictions,
 )
 from preroll.heads.base import BetaPrediction
+from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.schedule import RULES, SequentialBaseline, allocate
 from preroll.schedule.fused import fuse_stats
 
@@ -64,8 +65,8 @@ class ScheduleBenchConfig:
     controller_cost: float = 0.002
     snapshots: list[str] | None = None  # names "policy@step"; None = all
     model_cache: str | None = None
-    model_encoder: str = "minilm"
-    model_head: str = "auto"
+    model_encoder: str = DEFAULT_ENCODER
+    model_head: str = DEFAULT_HEAD
     model_splits: int = 8
 
     def validate(self) -> None:

@@ -17,10 +17,10 @@ from preroll.data.v0 import load_v0
 from preroll.encoders import get_encoder
 from preroll.model.crossval import cross_val_predict
 from preroll.model.metrics import score
-from preroll.model.value_model import ValueModel
+from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD, ValueModel
 
 
-def run_eval(data_dir: Path, *, encoder="minilm", head="auto", n_splits=8, seed=0, pool_policies=True,
+def run_eval(data_dir: Path, *, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD, n_splits=8, seed=0, pool_policies=True,
              limit: int | None = None, log=print) -> dict:
     context = load_v0(data_dir / "context.jsonl")
     queries = load_v0(data_dir / "queries.jsonl")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 import typer
 
+from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+
 
 def bench_schedule(
     budget: list[int] = typer.Option([4, 8, 16], "--budget", help="Rollouts per batch prompt (repeat for several)."),
@@ -25,8 +27,8 @@ def bench_schedule(
                                                               "size: prompt selection only, as uniform GRPO."),
     noise_sd: float = typer.Option(0.2, min=0.0, help="Std of the Gaussian noise added for the 'noisy' predictor."),
     controller_cost: float = typer.Option(0.002, min=0.0, help="MSE drop one extra rollout must buy (V_0.5 controller)."),
-    encoder: str = typer.Option("minilm", help="Value-model encoder for the 'model' predictor."),
-    head: str = typer.Option("auto", help="Value-model head for the 'model' predictor."),
+    encoder: str = typer.Option(DEFAULT_ENCODER, help="Value-model encoder for the 'model' predictor."),
+    head: str = typer.Option(DEFAULT_HEAD, help="Value-model head for the 'model' predictor."),
     quick: bool = typer.Option(False, "--quick", help="Small run: 3 replicates, two snapshots, budgets as given."),
     out: Path = typer.Option(Path("runs/bench-schedule"), help="Output folder for results.json and the PNG."),
 ) -> None:

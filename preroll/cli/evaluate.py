@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 
+from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+
 
 def evaluate(
     data: Path = typer.Option(None, help="V_0-layout data folder (default: ../shared/data/dapo-math-v0)."),
-    encoder: str = typer.Option("minilm", help="minilm, lexical, or a sentence-transformers name/path."),
-    head: str = typer.Option("auto", help="auto, logistic, knn, gp, tabpfn."),
+    encoder: str = typer.Option(DEFAULT_ENCODER, help="minilm, lexical, stats, a sentence-transformers name/path, or several joined by +."),
+    head: str = typer.Option(DEFAULT_HEAD, help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
     folds: int = typer.Option(8, help="Prompt-disjoint CV folds inside each context."),
     seed: int = typer.Option(0),
     pool_policies: bool = typer.Option(True, help="Add other policies' histories to each fold's context."),

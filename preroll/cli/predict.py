@@ -11,13 +11,15 @@ from pathlib import Path
 
 import typer
 
+from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+
 
 def predict(
     context: Path = typer.Option(..., "--context", help="History file (JSONL/CSV/Parquet) in the record schema."),
     prompts: Path = typer.Option(..., "--prompts", help="Query file: rows with 'prompt' (other fields pass through)."),
     out: Path = typer.Option(..., "--out", help="Output JSONL."),
-    encoder: str = typer.Option("minilm", "--encoder"),
-    head: str = typer.Option("auto", "--head"),
+    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder"),
+    head: str = typer.Option(DEFAULT_HEAD, "--head", help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
     policy: str = typer.Option(None, help="Policy to score for (when the history holds several)."),

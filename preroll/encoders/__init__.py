@@ -4,6 +4,9 @@
 
 - ``"minilm"`` (default): bundled all-MiniLM-L6-v2, checksum-verified, offline;
 - ``"lexical"``: TF-IDF + SVD, no model at all (must be ``fit`` first);
+- ``"stats"``: standardised surface statistics (length, maths, language; ``fit`` first);
+- ``"a+b+..."`` or a list: those encoders side by side (``ConcatEncoder``), e.g.
+  ``"minilm+lexical+stats"``, the value model's default;
 - anything else: a sentence-transformers / Hugging Face model id or local directory
   (e.g. ``"Qwen/Qwen3-Embedding-0.6B"``).
 
@@ -18,18 +21,24 @@ from typing import Literal
 
 from preroll.encoders.base import Encoder
 from preroll.encoders.cache import CachedEncoder, default_cache_dir
+from preroll.encoders.concat import ConcatEncoder
 from preroll.encoders.errors import EmbeddingCacheError, EncoderLoadError, WeightsIntegrityError
 from preroll.encoders.lexical import LexicalEncoder
 from preroll.encoders.minilm import DEFAULT_MAX_LENGTH, DEFAULT_QUANTIZE, MiniLMEncoder
 from preroll.encoders.sentence import SentenceEncoder
+from preroll.encoders.stats import TextStatsEncoder
 
 __all__ = [
     "Encoder", "get_encoder", "CachedEncoder", "default_cache_dir", "MiniLMEncoder", "SentenceEncoder",
-    "LexicalEncoder", "EncoderLoadError", "WeightsIntegrityError", "EmbeddingCacheError",
+    "LexicalEncoder", "TextStatsEncoder", "ConcatEncoder", "EncoderLoadError", "WeightsIntegrityError", "EmbeddingCacheError",
 ]
 
 
-def get_encoder(spec: str | Path | Encoder = "minilm", *, cache_dir: str | Path | None | Literal[False] = None,
+#: Encoders fitted on the history's texts: cheaper to recompute than to look up, so never cached.
+_FITTED = {"lexical": LexicalEncoder, "stats": TextStatsEncoder}
+
+
+def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str | Path | None | Literal[False] = None,
                 max_length: int | None = None, quantize: bool | None = None, batch_size: int = 32,
                 num_threads: int | None = None, prompt_name: str | None = None,
                 revision: str | None = None) -> Encoder:
@@ -38,12 +47,14 @@ def get_encoder(spec: str | Path | Encoder = "minilm", *, cache_dir: str | Path 
     Parameters
     ----------
     spec:
-        ``"minilm"``, ``"lexical"``, a sentence-transformers / Hugging Face model
-        id, a local model directory, or an ``Encoder`` instance (returned as is).
+        ``"minilm"``, ``"lexical"``, ``"stats"``, a sentence-transformers / Hugging
+        Face model id, a local model directory, an ``Encoder`` instance (returned
+        as is), or several of these joined by ``"+"`` or in a list (side by side;
+        the other arguments apply to each part).
     cache_dir:
         Where vectors are cached: ``None`` uses ``$PREROLL_CACHE`` or
-        ``~/.cache/preroll``; ``False`` disables caching. Lexical vectors are
-        never cached (computing them is cheaper than looking them up).
+        ``~/.cache/preroll``; ``False`` disables caching. Lexical and stats vectors
+        are never cached (computing them is cheaper than looking them up).
     max_length:
         Tokens kept per prompt. ``None``: MiniLM's tuned default
         (``DEFAULT_MAX_LENGTH``), or another model's own limit.
@@ -58,18 +69,31 @@ def get_encoder(spec: str | Path | Encoder = "minilm", *, cache_dir: str | Path 
     """
     if isinstance(spec, Encoder):
         return spec
+    if isinstance(spec, str) and "+" in spec:
+        spec = [part.strip() for part in spec.split("+")]
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise ValueError("an empty list of encoders")
+        model_options = dict(max_length=max_length, quantize=quantize, batch_size=batch_size,
+                             num_threads=num_threads, prompt_name=prompt_name, revision=revision)
+        # The model options are for the neural parts; fitted parts have none.
+        parts = [get_encoder(part, cache_dir=cache_dir,
+                             **({} if str(part).strip().lower() in _FITTED else model_options))
+                 for part in spec]
+        return parts[0] if len(parts) == 1 else ConcatEncoder(parts)
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
-        raise ValueError(f"encoder spec must be 'minilm', 'lexical', a model name or a path (got {spec!r})")
+        raise ValueError(f"encoder spec must be 'minilm', 'lexical', 'stats', a model name, a path, or several "
+                         f"joined by '+' (got {spec!r})")
     key = str(spec).strip()
-    if key.lower() in {"lexical", "minilm"}:
+    if key.lower() in {"minilm", *_FITTED}:
         ignored = {"prompt_name": prompt_name, "revision": revision}
-        if key.lower() == "lexical":
+        if key.lower() in _FITTED:
             ignored.update(max_length=max_length, quantize=quantize)
         given = [k for k, v in ignored.items() if v is not None]
         if given:
             raise ValueError(f"encoder {key!r} has no option {', '.join(given)} (it applies to other models)")
-    if key.lower() == "lexical":
-        return LexicalEncoder()
+    if key.lower() in _FITTED:
+        return _FITTED[key.lower()]()
     if key.lower() == "minilm":
         encoder: Encoder = MiniLMEncoder(
             max_length=DEFAULT_MAX_LENGTH if max_length is None else max_length,

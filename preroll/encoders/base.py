@@ -19,6 +19,11 @@ class Encoder(ABC):
     #: Stable identifier of the model and its settings; the cache key prefix.
     name: str
 
+    #: Whether ``encode`` returns L2-normalised rows (what cosine neighbours and
+    #: :class:`~preroll.encoders.concat.ConcatEncoder` expect). Encoders of raw
+    #: statistics set it False: normalising each row would erase their signal.
+    unit_rows: bool = True
+
     def fit(self, texts: Sequence[str]) -> "Encoder":
         """Learn from the texts, for encoders that need it (lexical). Neural encoders do nothing."""
         return self

@@ -33,9 +33,3 @@ def fit_concentration(mean: np.ndarray, successes: np.ndarray, attempts: np.ndar
     res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(1e3)), method="bounded")
     return float(np.exp(res.x))
 
-
-def oof_indices(n: int, n_splits: int, seed: int) -> list[np.ndarray]:
-    """Shuffled fold assignment used by heads that tune themselves on the context."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    return [order[i::n_splits] for i in range(n_splits)]

@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from preroll.heads.base import BetaPrediction
 from preroll.heads.calibration import fit_concentration
+from preroll.heads.groups import check_groups, with_group_block
 
 
 class TabPFNUnavailable(RuntimeError):
@@ -23,7 +24,10 @@ class TabPFNHead(BaseEstimator):
     def __init__(self, model_path: str | None = None):
         self.model_path = model_path
 
-    def fit(self, X, successes, attempts, sample_weight=None):
+    def fit(self, X, successes, attempts, groups=None):
+        g = check_groups(groups, len(X))
+        self.n_groups_ = 0 if g is None else int(g.max()) + 1
+        X = with_group_block(np.asarray(X, float), g, self.n_groups_, 1.0)
         try:
             from tabpfn import TabPFNRegressor
         except ImportError:
@@ -41,7 +45,9 @@ class TabPFNHead(BaseEstimator):
         self.concentration_ = fit_concentration(self.model_.predict(np.asarray(X)), successes, attempts)
         return self
 
-    def predict(self, X) -> BetaPrediction:
+    def predict(self, X, groups=None) -> BetaPrediction:
         check_is_fitted(self, "model_")
-        mean = np.clip(self.model_.predict(np.asarray(X)), 1e-3, 1 - 1e-3)
+        X = np.asarray(X, float)
+        X = with_group_block(X, check_groups(groups, len(X), self.n_groups_), self.n_groups_, 1.0)
+        mean = np.clip(self.model_.predict(X), 1e-3, 1 - 1e-3)
         return BetaPrediction.from_mean_concentration(mean, np.full(len(mean), self.concentration_))

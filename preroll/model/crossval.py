@@ -14,10 +14,10 @@ from sklearn.model_selection import GroupKFold
 from preroll.data.records import Outcome, OutcomeTable
 from preroll.encoders import get_encoder
 from preroll.heads.base import BetaPrediction
-from preroll.model.value_model import ValueModel
+from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD, ValueModel
 
 
-def cross_val_predict(records: Sequence[Outcome], *, n_splits: int = 8, encoder="minilm", head: str = "auto",
+def cross_val_predict(records: Sequence[Outcome], *, n_splits: int = 8, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD,
                       seed: int = 0, extra_context: Sequence[Outcome] = (), progress=None,
                       **model_kw) -> BetaPrediction:
     """Out-of-fold Beta predictions aligned with ``records``.

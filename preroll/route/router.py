@@ -36,7 +36,7 @@ from preroll.data.errors import RecordError
 from preroll.data.records import Outcome, make_outcome
 from preroll.route import rules as _rules
 from preroll.route.errors import MissingHistoryError, NotFittedError, RouteConfigError, RouteError, UnknownModelError
-from preroll.route.heads import make_head
+from preroll.heads import make_head
 from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
                                  estimate_tokens)
 
@@ -53,13 +53,16 @@ class Router:
     encoder:
         ``"minilm"`` (default), ``"lexical"``, a sentence-transformers name or
         path, several of them joined by ``"+"`` (e.g. ``"minilm+lexical"``:
-        features side by side, see :mod:`preroll.route.features`), or an
+        features side by side, see :mod:`preroll.encoders.concat`), or an
         :class:`~preroll.encoders.base.Encoder` instance. Shared by all models.
     head:
         ``"auto"`` (the mean of a logistic and a k-nearest-neighbour head, each
         regularised by cross-validation on the model's history), ``"logistic"``,
-        ``"knn"``, or an object with ``fit(X, successes, attempts)`` and
-        ``predict(X)``; one copy per model (see :mod:`preroll.route.heads`).
+        ``"knn"``, ``"gp"``, or a head object (``fit(X, successes, attempts)``,
+        ``predict(X)`` returning a :class:`~preroll.heads.BetaPrediction` or
+        probabilities); one copy per model. These are the value model's heads
+        (:mod:`preroll.heads`): routing and rollout budgets read one model of
+        success.
     rule:
         Default decision rule: ``"utility"`` (maximise ``p - lam * cost``),
         ``"threshold"`` (cheapest model with ``p >= threshold``) or ``"gain"``
@@ -206,6 +209,10 @@ class Router:
         X_all = self._encode(all_prompts, show_progress=show_progress)
         row = {p: i for i, p in enumerate(all_prompts)}
 
+        try:
+            make_head(self.head)
+        except ValueError as exc:
+            raise RouteConfigError(str(exc), field="head") from None
         self.heads_ = []
         self.n_history_ = {}
         for name in names:
@@ -219,10 +226,10 @@ class Router:
         return self
 
     def _resolve_encoder(self):
-        from preroll.route.features import resolve_encoder
+        from preroll.encoders import get_encoder
 
         try:
-            return resolve_encoder(self.encoder, self.cache_dir)
+            return get_encoder(self.encoder, cache_dir=self.cache_dir)
         except ValueError as exc:
             raise RouteConfigError(str(exc), field="encoder") from None
 
@@ -247,7 +254,7 @@ class Router:
         """Predicted success per model from precomputed embeddings (``embed``)."""
         self._fitted()
         X = np.asarray(X, dtype=np.float32)
-        return np.clip(np.stack([h.predict(X) for h in self.heads_], axis=1), 0.0, 1.0)
+        return np.clip(np.stack([_success(h.predict(X)) for h in self.heads_], axis=1), 0.0, 1.0)
 
     def predict_proba(self, prompts: Sequence[str]) -> np.ndarray:
         """``(n_prompts, n_models)`` predicted success, columns in ``models`` order."""
@@ -363,6 +370,11 @@ def frontier_points(P: np.ndarray, C: np.ndarray, Y: np.ndarray, rule: str, grid
                                  share={names[j]: float(counts[j]) for j in range(m)},
                                  strong_share=float(counts[strong])))
     return pts
+
+
+def _success(prediction) -> np.ndarray:
+    """Success probabilities from a head's prediction (a Beta belief, or plain probabilities)."""
+    return np.asarray(getattr(prediction, "p_success", prediction), dtype=float)
 
 
 def _check_rule(rule: Any) -> None:
