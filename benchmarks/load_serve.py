@@ -85,7 +85,8 @@ def prepare(workdir: Path, args) -> tuple[Path, list[str], list[str], dict[str, 
     config = {
         "store": "history.sqlite",
         "router": {"encoder": args.encoder, "head": "auto", "rule": "utility", "lam": args.lam,
-                   "max_batch": args.max_batch, "refit_every": 1000, "cache_dir": "embedding-cache"},
+                   "max_batch": args.max_batch, "refit_every": 1000, "cache_dir": "embedding-cache",
+                   "threads": args.threads or None},
         "backends": [{"name": n, "base_url": f"http://127.0.0.1:{ports[n]}/v1", "model": f"fake-{n}",
                       "cost_per_call": costs[n], "timeout_s": 30, "history": f"{n}.jsonl"}
                      for n in names.values()],
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--history", type=int, default=300, help="MMLU rows in each model's history")
     p.add_argument("--encoder", default="minilm")
     p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1, help="the server's encoder threads (router.threads; 0: torch's default)")
     p.add_argument("--lam", type=float, default=0.3)
     p.add_argument("--cost-weak", type=float, default=0.24, help="example price per call of the weaker model")
     p.add_argument("--cost-strong", type=float, default=1.0, help="example price per call of the stronger model")

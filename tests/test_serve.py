@@ -405,6 +405,7 @@ def test_config_paths_are_resolved_against_the_file(tmp_path, backends):
     (lambda d: d["backends"][0].update(base_url="localhost:9"), "backends[0].base_url", None),
     (lambda d: d["backends"][1].update(colour="red"), "backends[1].colour", None),
     (lambda d: d["router"].update(rule="cheapest"), "router.rule", None),
+    (lambda d: d["router"].update(threads=0), "router.threads", None),
     (lambda d: d.pop("store"), "store", None),
     (lambda d: d["backends"].append(dict(d["backends"][0])), "backends", None),
     (lambda d: d["backends"][0].update(name="auto"), "backends[0].name", None),
@@ -521,6 +522,14 @@ def test_router_setting_the_router_refuses_is_a_config_error(tmp_path, backends)
     config = load_config(_write_config(tmp_path, _config_dict(tmp_path, urls, head="nonsense")), environ=ENV)
     with pytest.raises(ConfigError, match="nonsense"):
         create_app(config, encoder=HashingEncoder(), environ=ENV)
+
+
+def test_bad_encoder_spec_is_a_config_error_naming_the_field(tmp_path, backends):
+    _, urls = backends
+    config = load_config(_write_config(tmp_path, _config_dict(tmp_path, urls, encoder="  ")), environ=ENV)
+    with pytest.raises(ConfigError) as info:
+        create_app(config, environ=ENV)
+    assert info.value.field == "router.encoder" and "encoder spec" in str(info.value)
 
 
 def test_serve_cli_runs_the_proxy_until_stopped(tmp_path, backends):

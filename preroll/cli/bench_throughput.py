@@ -19,6 +19,8 @@ from typing import Optional
 
 import typer
 
+from preroll.model.value_model import DEFAULT_ENCODER
+
 
 def _parse_ints(text: str, option: str) -> list[int]:
     try:
@@ -31,7 +33,7 @@ def _parse_ints(text: str, option: str) -> list[int]:
 
 
 def bench_throughput(
-    encoder: str = typer.Option("minilm", help="Encoder spec: minilm, lexical, a model name or a local path."),
+    encoder: str = typer.Option(DEFAULT_ENCODER, help="Encoder spec (default: the value model's): minilm, lexical, stats, a model name or a local path, or several joined by +."),
     n_prompts: int = typer.Option(512, "--n-prompts", min=1, help="Cold prompts to score (not in the fit history); with --sweep, prompts per timing round."),
     max_length: Optional[int] = typer.Option(None, min=1, help="Token limit (default: the encoder's default)."),
     quantize: Optional[bool] = typer.Option(None, "--quantize/--no-quantize", help="int8 linear layers (default: the encoder's default)."),

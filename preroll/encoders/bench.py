@@ -74,8 +74,7 @@ def run_throughput(directory: Path, *, spec: str = "minilm", n_prompts: int = 51
     with tempfile.TemporaryDirectory(prefix="preroll-bench-") as cache_dir:
         encoder = get_encoder(spec, cache_dir=cache_dir, max_length=max_length, quantize=quantize,
                               num_threads=threads, batch_size=batch_size)
-        if spec == "lexical":
-            encoder.fit([r.prompt for r in history])
+        encoder.fit([r.prompt for r in history])  # fitted parts (lexical, stats) learn from the history
         # Model load (and weight check) is a one-off per process: timed apart from throughput.
         load_timing, _ = time_call(lambda: encoder.encode([history[0].prompt]), 1)
         if value_model_cls is not None:

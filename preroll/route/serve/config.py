@@ -104,6 +104,9 @@ class RouterSettings(BaseModel):
     threshold: float = Field(default=0.8, allow_inf_nan=False)
     refit_every: int = Field(default=50, ge=1, description="Refit after this many new feedback outcomes.")
     max_batch: int = Field(default=8, ge=1, description="Most concurrent prompts routed in one router call.")
+    threads: int | None = Field(
+        default=1, ge=1, description="Torch threads of the server's encoder; null: torch's default. One thread "
+                                     "keeps the routing worker from competing with the event loop for the cores.")
     cache_dir: Literal[False] | Path | None = Field(
         default=None, description="Embedding cache directory; null: $PREROLL_CACHE or ~/.cache/preroll; "
                                   "false: none. Every routed prompt's embedding is written there.")

@@ -63,7 +63,14 @@ def build_router(config: ServeConfig, store: HistoryStore, *, encoder=None):
     specs = [ModelSpec(name=b.name, cost_per_call=b.cost_per_call, cost_per_1k_tokens=b.cost_per_1k_tokens,
                        output_tokens=b.output_tokens) for b in config.backends]
     s = config.router
-    router = Router(models=specs, encoder=s.encoder if encoder is None else encoder, head=s.head,
+    if encoder is None:
+        from preroll.encoders import get_encoder
+
+        try:
+            encoder = get_encoder(s.encoder, cache_dir=s.cache_dir, num_threads=s.threads)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="router.encoder") from None
+    router = Router(models=specs, encoder=encoder, head=s.head,
                     rule=s.rule, lam=s.lam, threshold=s.threshold, cache_dir=s.cache_dir)
     router.fit(histories)
     return router, {name: len(records) for name, records in histories.items()}
