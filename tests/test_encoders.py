@@ -13,7 +13,8 @@ from sklearn.exceptions import NotFittedError
 
 from preroll.data.paths import dapo_dir
 from preroll.encoders import (CachedEncoder, EmbeddingCacheError, Encoder, EncoderLoadError, LexicalEncoder,
-                              MiniLMEncoder, SentenceEncoder, WeightsIntegrityError, default_cache_dir, get_encoder)
+                              MemoEncoder, MiniLMEncoder, SentenceEncoder, TextStatsEncoder, WeightsIntegrityError,
+                              default_cache_dir, get_encoder)
 from preroll.encoders.cache import CACHE_FILENAME
 from preroll.encoders.evaluation import cold_prompt_auc
 from preroll.encoders.fingerprint import _sha256_of, file_sha256
@@ -110,6 +111,14 @@ def test_model_loaded_by_path_agrees_with_minilm(minilm, prompts):
     assert isinstance(by_path, SentenceEncoder) and not isinstance(by_path, MiniLMEncoder)
     np.testing.assert_allclose(by_path.encode(prompts), minilm.encode(prompts), atol=1e-5)
     assert by_path.name != minilm.name and by_path.name.endswith("-len64")
+
+
+def test_single_batch_fast_path_matches_sentence_transformers_encode(prompts):
+    enc = MiniLMEncoder(max_length=64, quantize=False, batch_size=4)
+    through_encode = enc.encode(prompts)  # 12 prompts > batch_size: SentenceTransformer.encode
+    one_batch_at_a_time = np.vstack([enc.encode(prompts[i:i + 4]) for i in range(0, len(prompts), 4)])
+    np.testing.assert_allclose(one_batch_at_a_time, through_encode, atol=1e-5)
+    np.testing.assert_allclose(enc.encode(prompts[:1]), through_encode[:1], atol=1e-5)
 
 
 def test_max_length_truncates_long_prompts_only(minilm, prompts):
@@ -217,8 +226,32 @@ def test_concat_keeps_raw_statistics_unnormalised(prompts):
     assert isinstance(get_encoder("lexical+minilm", cache_dir=False, max_length=64), ConcatEncoder)
 
 
+def test_memo_reuses_vectors_within_a_fit_and_never_across_fits(prompts):
+    class Counting(LexicalEncoder):
+        calls = 0
+
+        def encode(self, texts, *, show_progress=False):
+            Counting.calls += len(texts)
+            return super().encode(texts)
+
+    memo = MemoEncoder(Counting(n_components=4), max_items=5).fit(prompts)
+    first = memo.encode(prompts[:3])
+    again = memo.encode(prompts[:3])
+    np.testing.assert_array_equal(first, again)
+    assert Counting.calls == 3  # the second call was served from memory
+    memo.encode(prompts[3:9])  # pushes the oldest out (max_items=5)
+    memo.encode(prompts[:1])
+    assert Counting.calls == 3 + 6 + 1
+    memo.fit(prompts[:6])  # a new fit is a new namespace
+    refit = memo.encode(prompts[:3])
+    assert Counting.calls == 10 + 3 and refit.shape[1] <= 4
+    assert memo.unit_rows and not MemoEncoder(TextStatsEncoder()).unit_rows
+
+
 def test_get_encoder_specs(tmp_path):
-    assert isinstance(get_encoder("lexical", cache_dir=tmp_path), LexicalEncoder)  # never cached
+    memo = get_encoder("lexical", cache_dir=tmp_path)  # memoised in memory, never on disk
+    assert isinstance(memo, MemoEncoder) and isinstance(memo.inner, LexicalEncoder)
+    assert isinstance(get_encoder("lexical", cache_dir=False), LexicalEncoder)
     cached = get_encoder("minilm", cache_dir=tmp_path)
     assert isinstance(cached, CachedEncoder) and isinstance(cached.encoder, MiniLMEncoder)
     assert cached.path == tmp_path / CACHE_FILENAME

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from preroll.encoders.base import Encoder
+from preroll.encoders.memo import MemoEncoder
 from preroll.route import baselines, metrics
 from preroll.route.specs import ModelSpec
 
@@ -62,35 +63,6 @@ class RowResult:
     acc_at_half: float | None
     accuracy: float | None = None   # single models only: plain accuracy
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class _MemoEncoder(Encoder):
-    """Remembers vectors by (encoder name, text), so each split encodes a prompt at most once.
-
-    Encoders that learn from texts (lexical) are refitted on each split's
-    history by the router; their name changes with the fit, so vectors of
-    two fits never mix.
-    """
-
-    def __init__(self, inner: Encoder) -> None:
-        self.inner = inner
-        self._memo: dict[tuple[str, str], np.ndarray] = {}
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    def fit(self, texts):
-        self.inner.fit(texts)
-        return self
-
-    def encode(self, texts, *, show_progress: bool = False):
-        name = self.inner.name
-        todo = list(dict.fromkeys(t for t in texts if (name, t) not in self._memo))
-        if todo:
-            for t, v in zip(todo, self.inner.encode(todo, show_progress=show_progress)):
-                self._memo[(name, t)] = np.asarray(v, dtype=np.float32)
-        return np.stack([self._memo[(name, t)] for t in texts]) if texts else np.zeros((0, 0), np.float32)
 
 
 def resolve_encoder(encoder: Any, cache_dir: str | None) -> Encoder:
@@ -231,7 +203,7 @@ def run_route_bench(cfg: RouteBenchConfig, progress: Callable[[str], None] = lam
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(data))[:cfg.max_prompts])
         data = data.subset(keep)
     progress(f"{len(data)} prompts ({data.n_excluded} contaminated excluded), models {', '.join(data.models)}")
-    encoder = _MemoEncoder(resolve_encoder(cfg.encoder, cfg.cache_dir))
+    encoder = MemoEncoder(resolve_encoder(cfg.encoder, cfg.cache_dir))  # each split encodes a prompt once
 
     splits = []
     for r in range(cfg.repeats):

@@ -72,7 +72,9 @@ def reliability_plot(report: dict, path: Path) -> None:
     ax.plot(xs, ys, "-o", ms=3)
     ax.set_xlabel("predicted success rate (cross-validated)")
     ax.set_ylabel("observed success rate")
-    ax.set_title(f"Reliability: {report['encoder']} / {report['head']}\nmean CV AUC {report['mean_cv']['auc']:.3f}")
+    # Cache names carry hashes and settings ("minilm-53aa...-len128-q8+lexical-..."): the title keeps the kinds.
+    short = "+".join(part.split("-")[0] for part in report["encoder"].split("+"))
+    ax.set_title(f"Reliability: {short} / {report['head']}\nmean CV AUC {report['mean_cv']['auc']:.3f}")
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -24,17 +24,19 @@ from preroll.encoders.cache import CachedEncoder, default_cache_dir
 from preroll.encoders.concat import ConcatEncoder
 from preroll.encoders.errors import EmbeddingCacheError, EncoderLoadError, WeightsIntegrityError
 from preroll.encoders.lexical import LexicalEncoder
+from preroll.encoders.memo import MemoEncoder
 from preroll.encoders.minilm import DEFAULT_MAX_LENGTH, DEFAULT_QUANTIZE, MiniLMEncoder
 from preroll.encoders.sentence import SentenceEncoder
 from preroll.encoders.stats import TextStatsEncoder
 
 __all__ = [
     "Encoder", "get_encoder", "CachedEncoder", "default_cache_dir", "MiniLMEncoder", "SentenceEncoder",
-    "LexicalEncoder", "TextStatsEncoder", "ConcatEncoder", "EncoderLoadError", "WeightsIntegrityError", "EmbeddingCacheError",
+    "LexicalEncoder", "TextStatsEncoder", "ConcatEncoder", "MemoEncoder", "EncoderLoadError", "WeightsIntegrityError", "EmbeddingCacheError",
 ]
 
 
-#: Encoders fitted on the history's texts: cheaper to recompute than to look up, so never cached.
+#: Encoders fitted on the history's texts: their vectors live as long as one fit, so they are
+#: memoised in memory (``MemoEncoder``), never written to the on-disk cache.
 _FITTED = {"lexical": LexicalEncoder, "stats": TextStatsEncoder}
 
 
@@ -54,7 +56,7 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
     cache_dir:
         Where vectors are cached: ``None`` uses ``$PREROLL_CACHE`` or
         ``~/.cache/preroll``; ``False`` disables caching. Lexical and stats vectors
-        are never cached (computing them is cheaper than looking them up).
+        belong to one fit: they are memoised in memory only.
     max_length:
         Tokens kept per prompt. ``None``: MiniLM's tuned default
         (``DEFAULT_MAX_LENGTH``), or another model's own limit.
@@ -93,7 +95,8 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
         if given:
             raise ValueError(f"encoder {key!r} has no option {', '.join(given)} (it applies to other models)")
     if key.lower() in _FITTED:
-        return _FITTED[key.lower()]()
+        fitted = _FITTED[key.lower()]()
+        return fitted if cache_dir is False else MemoEncoder(fitted)
     if key.lower() == "minilm":
         encoder: Encoder = MiniLMEncoder(
             max_length=DEFAULT_MAX_LENGTH if max_length is None else max_length,
