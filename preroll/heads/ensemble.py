@@ -3,8 +3,10 @@
 A linear head captures smooth trends across the whole embedding space, a
 neighbour head local clusters (a family of near-identical problems) that a
 linear map cannot carve out. Measured: their average beats either alone on
-DAPO-Math cold prompts (README, "Evaluation") and on MMLU routing
-(docs/route.md). The belief is the mixture's: its mean is the heads' mean,
+MMLU routing (docs/route.md) and is the router's ``"auto"``; on DAPO-Math
+cold prompts it ranks slightly below the logistic head alone (0.693 vs
+0.698, docs/encoders.md), so the value model defaults to the logistic head.
+The belief is the mixture's: its mean is the heads' mean,
 its variance the mixture variance, moment-matched to one Beta.
 """
 

@@ -30,7 +30,7 @@ from preroll.heads.base import BetaPrediction
 
 _UNKNOWN = "<none>"
 
-#: The value model's default features and head (README, "Evaluation", for the measured choice):
+#: The value model's default features and head (README, "Measured", and docs/encoders.md):
 #: on DAPO-Math cold prompts the logistic head alone ranks as well as or better than its ensemble
 #: with the kNN head, which wins on MMLU routing (the router's ``"auto"``).
 DEFAULT_ENCODER = "minilm+lexical+stats"
