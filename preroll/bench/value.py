@@ -72,7 +72,7 @@ def reliability_plot(report: dict, path: Path) -> None:
     ax.plot(xs, ys, "-o", ms=3)
     ax.set_xlabel("predicted success rate (cross-validated)")
     ax.set_ylabel("observed success rate")
-    # Cache names carry hashes and settings ("minilm-53aa...-len128-q8+lexical-..."): the title keeps the kinds.
+    # Cache names carry hashes and settings ("minilm-53aa...-len96-q8+lexical-..."): the title keeps the kinds.
     short = "+".join(part.split("-")[0] for part in report["encoder"].split("+"))
     ax.set_title(f"Reliability: {short} / {report['head']}\nmean CV AUC {report['mean_cv']['auc']:.3f}")
     ax.legend(loc="upper left")

@@ -26,7 +26,7 @@ from preroll.encoders.errors import EmbeddingCacheError, EncoderLoadError, Weigh
 from preroll.encoders.lexical import LexicalEncoder
 from preroll.encoders.memo import MemoEncoder
 from preroll.encoders.minilm import DEFAULT_MAX_LENGTH, DEFAULT_QUANTIZE, MiniLMEncoder
-from preroll.encoders.sentence import SentenceEncoder
+from preroll.encoders.sentence import DEFAULT_BATCH_SIZE, SentenceEncoder
 from preroll.encoders.stats import TextStatsEncoder
 
 __all__ = [
@@ -41,7 +41,7 @@ _FITTED = {"lexical": LexicalEncoder, "stats": TextStatsEncoder}
 
 
 def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str | Path | None | Literal[False] = None,
-                max_length: int | None = None, quantize: bool | None = None, batch_size: int = 32,
+                max_length: int | None = None, quantize: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                 num_threads: int | None = None, prompt_name: str | None = None,
                 revision: str | None = None) -> Encoder:
     """Build the encoder named by ``spec``, behind the on-disk embedding cache.

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from preroll.encoders.evaluation import cv_seed_spread, encode_unique, peak_rss_mib, time_call
+from preroll.encoders.sentence import DEFAULT_BATCH_SIZE
 
 
 def _load_context(directory: Path):
@@ -59,7 +60,7 @@ def _machine_note() -> str:
 
 
 def run_throughput(directory: Path, *, spec: str = "minilm", n_prompts: int = 512, max_length: int | None = None,
-                   quantize: bool | None = None, threads: int | None = None, batch_size: int = 32,
+                   quantize: bool | None = None, threads: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                    seed: int = 0) -> list[dict]:
     """Encode(+predict) throughput for cold and cached prompts, with peak memory."""
     from preroll.encoders import CachedEncoder, get_encoder
@@ -117,7 +118,7 @@ def sweep_settings(lengths: Sequence[int]) -> list[tuple[str, dict]]:
 
 
 def run_sweep(directory: Path, *, lengths: Sequence[int] = (256, 128, 64), threads: int | None = None,
-              batch_size: int = 32, lexical_baseline: bool = True, seed: int = 0, timing_prompts: int = 256,
+              batch_size: int = DEFAULT_BATCH_SIZE, lexical_baseline: bool = True, seed: int = 0, timing_prompts: int = 256,
               rounds: int = 3) -> list[dict]:
     """Cold throughput and cold-prompt AUC of each MiniLM setting on the context prompts.
 

@@ -87,6 +87,12 @@ def quantize_linear_int8(module: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
+#: Prompts per forward pass. A batch is padded to its longest prompt, so smaller
+#: batches waste less compute on padding; 16 was the fastest of 8/16/32 for
+#: MiniLM on 2 CPU cores (docs/encoders.md), and small enough for larger models.
+DEFAULT_BATCH_SIZE = 16
+
+
 class SentenceEncoder(Encoder):
     """A sentence-transformers model, by hub name or local path, run on CPU.
 
@@ -100,7 +106,7 @@ class SentenceEncoder(Encoder):
     quantize:
         Dynamic int8 quantisation of the linear layers (CPU speed-up).
     batch_size:
-        Prompts per forward pass.
+        Prompts per forward pass (``DEFAULT_BATCH_SIZE``).
     num_threads:
         ``torch.set_num_threads`` before encoding; ``None`` leaves torch's default.
     prompt_name:
@@ -112,7 +118,7 @@ class SentenceEncoder(Encoder):
     """
 
     def __init__(self, model: str | Path, *, max_length: int | None = None, quantize: bool = False,
-                 batch_size: int = 32, num_threads: int | None = None, prompt_name: str | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None, prompt_name: str | None = None,
                  revision: str | None = None, label: str | None = None) -> None:
         self.model = model
         self.max_length = max_length

@@ -3,7 +3,7 @@
 Why an encoder of a few hand-picked numbers: on DAPO-Math these seven
 statistics alone rank prompts by difficulty at a cold-prompt CV AUC of about
 0.635 (the bundled MiniLM alone: 0.675), and they carry signal a sentence
-embedding truncated to 128 tokens cannot see: total length, the share of
+embedding truncated to 96 tokens cannot see: total length, the share of
 Chinese text (MiniLM is an English model), the amount of LaTeX and numbers,
 an Asymptote figure, and DAPO's "give the value of m + n" answer rewrite.
 Side by side with MiniLM and the lexical view they lift the value model's
