@@ -183,6 +183,18 @@ def test_lexical_fit_encode(prompts):
     assert (np.argmax(vectors @ vectors.T, axis=1) == np.arange(len(prompts))).all()
 
 
+def test_lexical_projection_matches_sklearn_svd_transform(prompts):
+    """The precomputed projection gives TruncatedSVD.transform's vectors, L2-normalised, one prompt at a time too."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.preprocessing import normalize
+
+    encoder = LexicalEncoder(n_components=8, random_state=3).fit(prompts)
+    features = encoder.tfidf_.transform(prompts)
+    reference = normalize(TruncatedSVD(n_components=8, random_state=3).fit(features).transform(features))
+    np.testing.assert_allclose(encoder.encode(prompts), reference, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode(prompts[:1])[0], reference[0], atol=1e-5)
+
+
 def test_lexical_name_follows_the_fit(prompts):
     a = LexicalEncoder(n_components=4).fit(prompts)
     b = LexicalEncoder(n_components=4).fit(prompts)
