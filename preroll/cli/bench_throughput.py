@@ -19,6 +19,7 @@ from typing import Optional
 
 import typer
 
+from preroll.encoders.sentence import DEFAULT_BATCH_SIZE
 from preroll.model.value_model import DEFAULT_ENCODER
 
 
@@ -38,7 +39,7 @@ def bench_throughput(
     max_length: Optional[int] = typer.Option(None, min=1, help="Token limit (default: the encoder's default)."),
     quantize: Optional[bool] = typer.Option(None, "--quantize/--no-quantize", help="int8 linear layers (default: the encoder's default)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch.set_num_threads for encoding."),
-    batch_size: int = typer.Option(16, min=1, help="Prompts per forward pass."),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, min=1, help="Prompts per forward pass."),
     sweep: bool = typer.Option(False, "--sweep", help="Compare token lengths x int8 by speed and cold-prompt AUC instead."),
     lengths: str = typer.Option("256,128,64", help="--sweep: token lengths to compare."),
     lexical_baseline: bool = typer.Option(True, "--lexical/--no-lexical", help="--sweep: add the lexical encoder as a reference row."),
