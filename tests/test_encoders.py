@@ -14,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 from preroll.data.paths import dapo_dir
 from preroll.encoders import (CachedEncoder, EmbeddingCacheError, Encoder, EncoderLoadError, LexicalEncoder,
                               MemoEncoder, MiniLMEncoder, SentenceEncoder, TextStatsEncoder, WeightsIntegrityError,
-                              default_cache_dir, get_encoder)
+                              default_cache_dir, fresh_views, get_encoder)
 from preroll.encoders.cache import CACHE_FILENAME
 from preroll.encoders.evaluation import cold_prompt_auc
 from preroll.encoders.fingerprint import _sha256_of, file_sha256
@@ -193,6 +193,23 @@ def test_lexical_projection_matches_sklearn_svd_transform(prompts):
     reference = normalize(TruncatedSVD(n_components=8, random_state=3).fit(features).transform(features))
     np.testing.assert_allclose(encoder.encode(prompts), reference, atol=1e-5)
     np.testing.assert_allclose(encoder.encode(prompts[:1])[0], reference[0], atol=1e-5)
+
+
+def test_fresh_views_share_neural_parts_and_renew_fitted_ones(prompts, tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    fitted = get_encoder("minilm+lexical+stats", cache_dir=tmp_path).fit(prompts)
+    fresh = fresh_views(fitted)
+    assert fresh.encoders[0] is fitted.encoders[0]  # the transformer is not built again
+    for new, old in zip(fresh.encoders[1:], fitted.encoders[1:]):
+        assert isinstance(new, MemoEncoder) and type(new.inner) is type(old.inner) and new.inner is not old.inner
+    assert fresh.encoders[1].inner.n_components == fitted.encoders[1].inner.n_components
+    with pytest.raises(NotFittedError):
+        fresh.encoders[1].encode(prompts[:1])
+    assert fitted.encoders[1].encode(prompts[:1]).shape[0] == 1  # the live views are untouched
+    standalone = LexicalEncoder(n_components=3, random_state=7).fit(prompts)
+    copy = fresh_views(standalone)
+    assert (copy.n_components, copy.random_state) == (3, 7) and not hasattr(copy, "fit_hash_")
 
 
 def test_lexical_name_follows_the_fit(prompts):

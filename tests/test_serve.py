@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from preroll.data import RecordError
+from preroll.data import Outcome, RecordError
 from preroll.encoders.base import Encoder
 from preroll.route.serve.app import BackendUnreachableError, create_app
 from preroll.route.serve.config import ConfigError, load_config
@@ -515,6 +515,28 @@ def test_real_default_encoder_end_to_end(tmp_path, backends):
         r = _chat(url, "history question: which emperor ruled rome after Nero", timeout=60)
         assert r.status_code == 200 and r.headers["x-preroll-model"] == "large"
         assert float(r.headers["x-preroll-router-ms"]) > 0
+
+
+@pytest.mark.slow
+def test_refit_keeps_the_neural_encoder_and_renews_the_fitted_views(tmp_path):
+    """A refit must not reload MiniLM, but the lexical view must be refitted on the new history."""
+    urls = {"small": "http://127.0.0.1:9", "large": "http://127.0.0.1:9"}
+    data = _config_dict(tmp_path, urls, encoder="minilm+lexical", cache_dir="cache")
+    app = create_app(load_config(_write_config(tmp_path, data), environ=ENV), check=False, environ=ENV)
+    routing = app.state.routing
+    try:
+        before = routing.router
+        routing.store.add("small", [Outcome(prompt="history question: who followed Tiberius", successes=1, attempts=1)])
+        routing.refit()
+        after = routing.router
+        assert after is not before and after.n_history_["small"] == before.n_history_["small"] + 1
+        neural_before, lexical_before = before.encoder_.encoders
+        neural_after, lexical_after = after.encoder_.encoders
+        assert neural_after is neural_before
+        assert lexical_after is not lexical_before and lexical_after.name != lexical_before.name
+        assert before.route([HISTORY_Q])[0].model == "large"  # the old router still works after the swap
+    finally:
+        routing.store.close()
 
 
 def test_router_setting_the_router_refuses_is_a_config_error(tmp_path, backends):

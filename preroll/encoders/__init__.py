@@ -16,6 +16,7 @@ encodes, so importing this package is cheap.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +31,7 @@ from preroll.encoders.sentence import DEFAULT_BATCH_SIZE, SentenceEncoder
 from preroll.encoders.stats import TextStatsEncoder
 
 __all__ = [
-    "Encoder", "get_encoder", "CachedEncoder", "default_cache_dir", "MiniLMEncoder", "SentenceEncoder",
+    "Encoder", "get_encoder", "fresh_views", "CachedEncoder", "default_cache_dir", "MiniLMEncoder", "SentenceEncoder",
     "LexicalEncoder", "TextStatsEncoder", "ConcatEncoder", "MemoEncoder", "EncoderLoadError", "WeightsIntegrityError", "EmbeddingCacheError",
 ]
 
@@ -108,3 +109,22 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
     if cache_dir is False:
         return encoder
     return CachedEncoder(encoder, None if cache_dir is True else cache_dir)
+
+
+def fresh_views(encoder: Encoder) -> Encoder:
+    """A copy of ``encoder`` whose fitted views (lexical, stats) are new and unfitted; neural parts are shared.
+
+    Why: a live router refitted on new history needs new fitted views (the old
+    ones keep serving until the swap), but its transformer is stateless, and
+    building it again would reload the weights (seconds, and a second copy in
+    memory) on every refit.
+    """
+    if isinstance(encoder, ConcatEncoder):
+        return ConcatEncoder([fresh_views(part) for part in encoder.encoders])
+    if isinstance(encoder, MemoEncoder):
+        return MemoEncoder(fresh_views(encoder.inner), max_items=encoder.max_items)
+    if isinstance(encoder, tuple(_FITTED.values())):
+        # Same constructor arguments, none of the fitted state (scikit-learn's ``clone`` idea).
+        params = inspect.signature(type(encoder)).parameters
+        return type(encoder)(**{name: getattr(encoder, name) for name in params})
+    return encoder

@@ -98,10 +98,20 @@ class RoutingService:
     # -- fitting -----------------------------------------------------------------
 
     def refit(self) -> dict[str, int]:
-        """Fit a new router on the store's current histories and swap it in (blocking)."""
+        """Fit a new router on the store's current histories and swap it in (blocking).
+
+        After the first fit, a refit reuses the live router's neural encoder (its
+        weights stay loaded) with fresh fitted views (``fresh_views``).
+        """
         with self._lock:
             taken = self.pending_outcomes  # outcomes stored before this point are in the fit
-        router, counts = build_router(self.config, self.store, encoder=self._encoder)
+            live = self.router
+        encoder = self._encoder
+        if encoder is None and live is not None:
+            from preroll.encoders import fresh_views
+
+            encoder = fresh_views(live.encoder_)
+        router, counts = build_router(self.config, self.store, encoder=encoder)
         with self._lock:
             self.router = router
             self.fits += 1
