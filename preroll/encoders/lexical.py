@@ -69,7 +69,7 @@ class LexicalEncoder(Encoder):
         svd = TruncatedSVD(n_components=k, random_state=self.random_state).fit(features)
         self.tfidf_ = tfidf
         # TruncatedSVD.transform multiplies by ``components_.T``, a transposed view that scipy
-        # copies whole (vocabulary x k) on every call: ~20 ms for one prompt, the bulk of a
+        # copies whole (vocabulary x k) on every call: ~60 ms for one prompt, the bulk of a
         # routing decision. A C-ordered float32 copy made once keeps a call sparse-cheap.
         self.projection_ = np.ascontiguousarray(svd.components_.T, dtype=np.float32)
         self.dim_ = k

@@ -41,7 +41,7 @@ def prompt_statistics(text: str) -> list[float]:
         float(np.log1p(n)),
         float(len(_CJK.findall(text)) > 0.1 * max(n, 1)),
         float(np.log1p(text.count("$"))),
-        float("[asy]" in text or "asy]" in text),
+        float("asy]" in text),  # an Asymptote figure: matches both [asy] and [/asy]
         float(bool(_ANSWER_REWRITE.search(text))),
         float(np.log1p(len(_NUMBER.findall(text)))),
         float(text.count("\n") > 3),
