@@ -20,7 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.schedule import RULES, allocate
 
 

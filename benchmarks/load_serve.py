@@ -38,7 +38,7 @@ import httpx
 import numpy as np
 import yaml
 
-from preroll.data.mmlu import load_mmlu
+from preroll.bench.mmlu import load_mmlu
 
 
 def free_port() -> int:
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         logs = open(workdir / "server.log", "w")
         try:
             for name, port in ports.items():
-                procs.append(subprocess.Popen([sys.executable, "-m", "preroll.route.serve.testing", "--name",
+                procs.append(subprocess.Popen([sys.executable, "-m", "preroll.serve.testing", "--name",
                                                f"fake-{name}", "--port", port], stdout=logs, stderr=logs, env=env))
             for (name, port), proc in zip(ports.items(), procs):
                 wait_until_up(f"http://127.0.0.1:{port}/v1/models", proc, 60, f"fake backend {name}")

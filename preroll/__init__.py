@@ -1,7 +1,7 @@
 """preroll: predict how an LLM policy will do on a prompt before rolling it out."""
 
 from preroll.data import Outcome, RecordError, load_queries, load_records, load_v0
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 
 __all__ = ["Outcome", "RecordError", "load_records", "load_queries", "load_v0", "BetaPrediction", "ValueModel"]
 __version__ = "0.1.0"

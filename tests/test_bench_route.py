@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from preroll.data import RecordError
-from preroll.data.mmlu import load_contaminated, load_mmlu, read_responses
+from preroll.bench.mmlu import load_contaminated, load_mmlu, read_responses
 from preroll.data.paths import mmlu_dir
 from preroll.encoders.base import Encoder
 from preroll.route import ModelSpec, UnknownModelError

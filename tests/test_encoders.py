@@ -16,7 +16,7 @@ from preroll.encoders import (CachedEncoder, EmbeddingCacheError, Encoder, Encod
                               MemoEncoder, MiniLMEncoder, SentenceEncoder, TextStatsEncoder, WeightsIntegrityError,
                               default_cache_dir, fresh_views, get_encoder)
 from preroll.encoders.cache import CACHE_FILENAME
-from preroll.encoders.evaluation import cold_prompt_auc
+from preroll.bench.evaluation import cold_prompt_auc
 from preroll.encoders.fingerprint import _sha256_of, file_sha256
 from preroll.encoders.minilm import BUNDLED_MINILM_SHA256, WEIGHTS_FILE, bundled_minilm_dir
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preroll.route import baselines, metrics
+from preroll.bench import route_baselines as baselines, route_metrics as metrics
 
 # Four prompts. Sorted by score: 0 (gain 0), 1 (+1), 3 (+1), 2 (-1).
 SCORE = [0.9, 0.8, 0.1, 0.5]

@@ -229,8 +229,8 @@ def test_config_file_errors_name_file_and_field(tmp_path):
 
 def test_router_on_real_mmlu_beats_random():
     """A few hundred real prompts from subjects where the gap differs: routing must find it."""
-    from preroll.data.mmlu import load_mmlu
-    from preroll.route import metrics
+    from preroll.bench.mmlu import load_mmlu
+    from preroll.bench import route_metrics as metrics
 
     # GPT-4 gains a lot on formal logic and abstract algebra, little on the others.
     subjects = ["formal_logic", "abstract_algebra", "marketing", "high_school_government_and_politics",
@@ -249,7 +249,7 @@ def test_router_on_real_mmlu_beats_random():
 
 @pytest.mark.slow
 def test_default_encoder_end_to_end(tmp_path):
-    from preroll.data.mmlu import load_mmlu
+    from preroll.bench.mmlu import load_mmlu
 
     data = load_mmlu(subjects=["abstract_algebra", "marketing"]).subset(np.arange(0, 300, 5))
     specs = [ModelSpec(name=m, cost_per_call=c) for m, c in zip(data.models, (1.0, 10.0))]

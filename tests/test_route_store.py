@@ -12,7 +12,7 @@ import time
 import pytest
 
 from preroll.data import Outcome, RecordError
-from preroll.route.store import Decision, HistoryStore
+from preroll.serve.store import Decision, HistoryStore
 
 
 def _outcomes(tag: str, n: int) -> list[Outcome]:
@@ -83,7 +83,7 @@ def test_import_of_bad_file_names_line_and_keeps_store(tmp_path):
 _CRASH_CHILD = textwrap.dedent("""
     import os, sys
     from preroll.data import Outcome
-    from preroll.route.store import Decision, HistoryStore
+    from preroll.serve.store import Decision, HistoryStore
     store = HistoryStore(sys.argv[1])
     batch = lambda tag, n: [Outcome(prompt=f"{tag} {i}", successes=1.0, attempts=1.0) for i in range(n)]
     store.add("m", batch("acked", 500))
@@ -110,7 +110,7 @@ def test_crash_inside_a_write_keeps_acknowledged_rows_and_drops_the_torn_batch(t
 _KILL_CHILD = textwrap.dedent("""
     import sys
     from preroll.data import Outcome
-    from preroll.route.store import Decision, HistoryStore
+    from preroll.serve.store import Decision, HistoryStore
     store = HistoryStore(sys.argv[1])
     for b in range(10_000):
         store.add("m", [Outcome(prompt=f"b{b} r{i}", successes=0.0, attempts=1.0) for i in range(300)])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.schedule import RULES, ScheduleInputError, allocate
 from preroll.schedule.beliefs import RateBelief
 from preroll.schedule.solver import feasible_group_count, solve_by_dp, solve_concave

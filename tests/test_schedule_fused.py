@@ -9,7 +9,7 @@ import pytest
 
 from preroll.bench._schedule_data import load_snapshots
 from preroll.bench._schedule_predictors import history_prediction
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.schedule import BiasTracker, ScheduleInputError, SequentialBaseline, fuse, fused_baseline
 
 

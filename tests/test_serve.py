@@ -13,9 +13,9 @@ import yaml
 
 from preroll.data import Outcome, RecordError
 from preroll.encoders.base import Encoder
-from preroll.route.serve.app import BackendUnreachableError, create_app
-from preroll.route.serve.config import ConfigError, load_config
-from preroll.route.serve.testing import FakeBackend, create_fake_backend_app, serve_in_thread
+from preroll.serve.app import BackendUnreachableError, create_app
+from preroll.serve.config import ConfigError, load_config
+from preroll.serve.testing import FakeBackend, create_fake_backend_app, serve_in_thread
 
 
 class HashingEncoder(Encoder):
@@ -372,7 +372,7 @@ def test_feedback_cli_adds_a_record_file(tmp_path):
     from typer.testing import CliRunner
 
     from preroll.cli.main import app
-    from preroll.route.store import HistoryStore
+    from preroll.serve.store import HistoryStore
 
     good = _write_jsonl(tmp_path / "good.jsonl", [{"prompt": f"p{i}", "success_rate": 1.0} for i in range(7)])
     bad = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "success_rate": 1.0}, {"prompt": "q"}])
@@ -590,7 +590,7 @@ def test_serve_cli_runs_the_proxy_until_stopped(tmp_path, backends):
         out, _ = proc.communicate(timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert proc.returncode in (0, -signal.SIGTERM), out
-    from preroll.route.store import HistoryStore
+    from preroll.serve.store import HistoryStore
 
     with HistoryStore(tmp_path / "state" / "history.sqlite") as store:
         assert store.decision_count() == 2   # both decisions reached the store

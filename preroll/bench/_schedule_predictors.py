@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from preroll.bench._schedule_data import Snapshot, earlier_snapshot
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
 
 PREDICTORS = ("oracle", "noisy", "history", "model", "constant")

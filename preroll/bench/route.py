@@ -14,7 +14,7 @@ model; every metric is computed on the evaluation prompts:
 
 Metrics: APGR, AIQ (cost normalised between the single models), CPT(50%),
 the strong share needed for 95% of the strong model's accuracy, and the
-accuracy at a 50% strong share. See :mod:`preroll.route.metrics`.
+accuracy at a 50% strong share. See :mod:`preroll.bench.route_metrics`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from preroll.encoders.base import Encoder
 from preroll.encoders.memo import MemoEncoder
-from preroll.route import baselines, metrics
+from preroll.bench import route_baselines as baselines, route_metrics as metrics
 from preroll.route.specs import ModelSpec
 
 
@@ -191,7 +191,7 @@ def run_split(data, cfg: RouteBenchConfig, encoder: Encoder, seed: int,
 
 def run_route_bench(cfg: RouteBenchConfig, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Load the data, run every split, and aggregate (mean and std over splits)."""
-    from preroll.data.mmlu import load_mmlu
+    from preroll.bench.mmlu import load_mmlu
 
     data = load_mmlu(cfg.root)
     for m in cfg.models:

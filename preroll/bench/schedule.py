@@ -37,7 +37,7 @@ from preroll.bench._schedule_predictors import (
     history_prediction,
     load_model_predictions,
 )
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.schedule import RULES, SequentialBaseline, allocate
 from preroll.schedule.fused import fuse_stats

@@ -48,7 +48,7 @@ def bench_throughput(
     seed: int = typer.Option(0, help="Seed for prompt sampling and CV folds."),
 ) -> None:
     """Prompts per second for cold and cached prompts, and peak memory; or, with --sweep, speed vs accuracy."""
-    from preroll.encoders.bench import run_sweep, run_throughput
+    from preroll.bench.throughput import run_sweep, run_throughput
     from preroll.data.paths import dapo_dir
 
     directory = data_dir or dapo_dir()

@@ -24,7 +24,7 @@ def feedback(
     from rich.console import Console
 
     from preroll.data import RecordError, load_records
-    from preroll.route.store import HistoryStore
+    from preroll.serve.store import HistoryStore
 
     err = Console(stderr=True)
     if (store is None) == (config is None):
@@ -32,7 +32,7 @@ def feedback(
         raise typer.Exit(2)
     try:
         if config is not None:
-            from preroll.route.serve.config import load_config
+            from preroll.serve.config import load_config
 
             cfg = load_config(config, check_api_keys=False)
             if model not in cfg.backend_names:

@@ -1,4 +1,4 @@
-"""``preroll serve``: run the routing proxy (see :mod:`preroll.route.serve`)."""
+"""``preroll serve``: run the routing proxy (see :mod:`preroll.serve`)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ def serve(
 
     from preroll.data import RecordError
     from preroll.route.errors import RouteError
-    from preroll.route.serve.config import load_config
+    from preroll.serve.config import load_config
 
     err = Console(stderr=True)
     try:
         cfg = load_config(config)
-        from preroll.route.serve.app import create_app
+        from preroll.serve.app import create_app
 
         app = create_app(cfg, check=check_backends)
     except (RecordError, RouteError) as exc:  # ConfigError is a RecordError

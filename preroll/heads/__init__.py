@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sklearn.base import clone
 
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.heads.ensemble import EnsembleHead
 from preroll.heads.gp import GPHead
 from preroll.heads.knn import KNNBetaHead

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 
 
 class EnsembleHead(BaseEstimator):

@@ -16,7 +16,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.heads.groups import check_groups, with_group_block
 
 

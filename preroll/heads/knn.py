@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.heads.calibration import fit_concentration
 from preroll.heads.groups import check_groups
 from preroll.heads.selection import binomial_log_loss, inner_folds, one_se_choice

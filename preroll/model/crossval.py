@@ -13,7 +13,7 @@ from sklearn.model_selection import GroupKFold
 
 from preroll.data.records import Outcome, OutcomeTable
 from preroll.encoders import get_encoder
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD, ValueModel
 
 

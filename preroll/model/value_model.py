@@ -26,7 +26,7 @@ from preroll.data.records import Outcome, OutcomeTable
 from preroll.encoders import get_encoder
 from preroll.encoders.base import Encoder
 from preroll.heads import make_head
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 
 _UNKNOWN = "<none>"
 

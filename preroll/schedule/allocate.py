@@ -44,7 +44,7 @@ def allocate(p_success, budget, *, min_rollouts: int = 2, max_rollouts: int = 64
     ----------
     p_success:
         Predicted success rate per candidate (array in [0, 1]) or a
-        :class:`~preroll.heads.base.BetaPrediction`. With a Beta belief (or
+        :class:`~preroll.beliefs.BetaPrediction`. With a Beta belief (or
         ``alpha``/``beta``, or ``concentration`` c meaning Beta(p c, (1-p) c))
         the utility rules maximise the *expected* utility under the belief.
     budget:

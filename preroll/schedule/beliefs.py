@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.schedule.errors import ScheduleInputError
 
 

@@ -51,7 +51,7 @@ from typing import Callable
 
 import numpy as np
 
-from preroll.heads.base import BetaPrediction
+from preroll.beliefs import BetaPrediction
 from preroll.schedule.errors import ScheduleInputError
 
 

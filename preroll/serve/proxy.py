@@ -17,8 +17,8 @@ from typing import Any, AsyncIterator
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from preroll.route.serve.config import BackendConfig
-from preroll.route.serve.stats import ServeStats
+from preroll.serve.config import BackendConfig
+from preroll.serve.stats import ServeStats
 
 #: Upstream statuses worth retrying on another backend.
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))

@@ -2,7 +2,7 @@
 
 Each two-model baseline yields a score per evaluation prompt (higher: send to
 the strong model), so all of them are swept and measured the same way
-(:mod:`preroll.route.metrics`):
+(:mod:`preroll.bench.route_metrics`):
 
 * random: i.i.d. uniform scores (its expected curve is the diagonal, APGR 0.5);
 * oracle: the true gain ``strong_correct - weak_correct`` (an upper bound no
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from preroll.route import metrics
+from preroll.bench import route_metrics as metrics
 
 
 def random_scores(n: int, seed: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from preroll.encoders.evaluation import cv_seed_spread, encode_unique, peak_rss_mib, time_call
+from preroll.bench.evaluation import cv_seed_spread, encode_unique, peak_rss_mib, time_call
 from preroll.encoders.sentence import DEFAULT_BATCH_SIZE
 
 

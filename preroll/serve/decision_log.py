@@ -13,8 +13,8 @@ from __future__ import annotations
 import queue
 import threading
 
-from preroll.route.serve.stats import ServeStats
-from preroll.route.store import Decision, HistoryStore
+from preroll.serve.stats import ServeStats
+from preroll.serve.store import Decision, HistoryStore
 
 _STOP = object()
 

@@ -45,12 +45,12 @@ from fastapi.responses import JSONResponse
 
 from preroll.data import RecordError, make_outcome
 from preroll.route.errors import RouteConfigError, RouteError
-from preroll.route.serve.config import ROUTE_ALIASES, ConfigError, ServeConfig
-from preroll.route.serve.decision_log import DecisionLog
-from preroll.route.serve.proxy import Forwarder
-from preroll.route.serve.routing import RoutingService
-from preroll.route.serve.stats import ServeStats
-from preroll.route.store import Decision, HistoryStore
+from preroll.serve.config import ROUTE_ALIASES, ConfigError, ServeConfig
+from preroll.serve.decision_log import DecisionLog
+from preroll.serve.proxy import Forwarder
+from preroll.serve.routing import RoutingService
+from preroll.serve.stats import ServeStats
+from preroll.serve.store import Decision, HistoryStore
 
 
 class BackendUnreachableError(ConfigError):

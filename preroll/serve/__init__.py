@@ -7,7 +7,7 @@ what, for grading), :mod:`.stats` (counts and latencies), :mod:`.testing` (a
 small OpenAI-compatible backend for tests and load tests).
 """
 
-from preroll.route.serve.config import ConfigError, ServeConfig, load_config
+from preroll.serve.config import ConfigError, ServeConfig, load_config
 
 __all__ = ["ConfigError", "ServeConfig", "load_config", "create_app"]
 
@@ -15,7 +15,7 @@ __all__ = ["ConfigError", "ServeConfig", "load_config", "create_app"]
 def __getattr__(name: str):
     # The app pulls in FastAPI and the router; the config alone should not.
     if name == "create_app":
-        from preroll.route.serve.app import create_app
+        from preroll.serve.app import create_app
 
         return create_app
     raise AttributeError(name)

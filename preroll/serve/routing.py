@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from preroll.data import Outcome
-from preroll.route.serve.config import ConfigError, ServeConfig
-from preroll.route.serve.stats import ServeStats
-from preroll.route.store import HistoryStore
+from preroll.serve.config import ConfigError, ServeConfig
+from preroll.serve.stats import ServeStats
+from preroll.serve.store import HistoryStore
 
 
 @dataclass

@@ -5,7 +5,7 @@ HTTP without reaching any real model. The backend echoes the last user
 message, can stream, and has knobs to fail or stall so fallback paths can be
 tested. Run one on its own with::
 
-    python -m preroll.route.serve.testing --name small --port 9001
+    python -m preroll.serve.testing --name small --port 9001
 """
 
 from __future__ import annotations
