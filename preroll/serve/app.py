@@ -33,41 +33,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from preroll.data import RecordError, make_outcome
+from preroll.data import Outcome, RecordError, make_outcome
 from preroll.route.errors import RouteConfigError, RouteError
-from preroll.serve.config import ROUTE_ALIASES, ConfigError, ServeConfig
+from preroll.serve.body import check_prompt_size, optional_bool, optional_str, parse_json_object, prompt_of
+from preroll.serve.breaker import CircuitBreakers
+from preroll.serve.config import ROUTE_ALIASES, ConfigError, LimitSettings, ServeConfig
 from preroll.serve.decision_log import DecisionLog
+from preroll.serve.errors import RequestError, error_response
 from preroll.serve.proxy import Forwarder
 from preroll.serve.routing import RoutingService
+from preroll.serve.security import Guard
 from preroll.serve.stats import ServeStats
-from preroll.serve.store import Decision, HistoryStore
+from preroll.serve.store import INT64_MAX, INT64_MIN, Decision, HistoryStore
+
+__all__ = ["BackendUnreachableError", "RequestError", "check_backends", "create_app", "prompt_of"]
 
 
 class BackendUnreachableError(ConfigError):
     """A configured backend did not answer the start-up check."""
-
-
-class RequestError(Exception):
-    """A client mistake, answered with an OpenAI-style error body."""
-
-    def __init__(self, message: str, *, status: int = 400, param: str | None = None,
-                 code: str = "invalid_request") -> None:
-        super().__init__(message)
-        self.message, self.status, self.param, self.code = message, status, param, code
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"message": self.message, "type": "invalid_request_error",
-                                       "param": self.param, "code": self.code}}, status_code=self.status)
 
 
 def check_backends(config: ServeConfig, api_keys: Mapping[str, str | None]) -> None:
@@ -98,15 +91,18 @@ def check_backends(config: ServeConfig, api_keys: Mapping[str, str | None]) -> N
 
 
 def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
-               environ: Mapping[str, str] | None = None) -> FastAPI:
+               environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.monotonic) -> FastAPI:
     """Build the proxy: open the store, import histories, check backends, fit the router.
 
     ``check`` overrides ``config.check_backends``. ``encoder`` (an
     :class:`~preroll.encoders.base.Encoder` instance) replaces
     ``router.encoder``; it is shared by every refit, so it must tolerate
-    ``fit`` while it encodes (stateless encoders do).
+    ``fit`` while it encodes (stateless encoders do). ``clock`` drives the
+    circuit breakers (tests step it instead of sleeping).
     """
     api_keys = config.api_keys(environ)
+    token = config.auth_token(environ)
+    limits = config.limits
     if config.check_backends if check is None else check:
         check_backends(config, api_keys)
     store = HistoryStore(config.store)
@@ -128,10 +124,12 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
         raise
     names = config.backend_names
     started = time.time()
+    breakers = CircuitBreakers(names, failures=config.breaker.failures, cooldown_s=config.breaker.cooldown_s,
+                               clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.forwarder = Forwarder(config.backends, api_keys, stats)
+        app.state.forwarder = Forwarder(config.backends, api_keys, stats, breakers)
         app.state.decision_log = DecisionLog(store, stats)
         await routing.start()
         try:
@@ -144,11 +142,34 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
 
     app = FastAPI(title="preroll router proxy", lifespan=lifespan)
     app.state.config, app.state.store, app.state.stats, app.state.routing = config, store, stats, routing
+    app.state.breakers = breakers
+    # Outermost check: Host, Origin, token and body size, before any body byte is read.
+    app.add_middleware(Guard, token=token, allowed_hosts=config.server.allowed_hosts,
+                       allowed_origins=config.server.allowed_origins, max_body_bytes=limits.max_body_bytes,
+                       on_reject=lambda kind: stats.count(f"refused_{kind}"))
 
+    # Every error leaves in one shape, {"error": {message, type, param, code}}.
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
         stats.error(f"{exc.status} {exc.code}")
         return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404
+                              else "invalid_request", headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = (exc.errors() or [{}])[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        return error_response(422, first.get("msg", "invalid request"), param=loc)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):
+        # The traceback goes to the server log (uvicorn logs the re-raised exception), never to the client.
+        stats.error(f"500 {type(exc).__name__}")
+        return error_response(500, "internal server error", code="internal_error")
 
     @app.get("/health")
     async def health() -> dict:
@@ -162,20 +183,29 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
     @app.get("/stats")
     async def get_stats() -> dict:
         return {"uptime_s": round(time.time() - started, 3), "backends": names,
-                "router": routing.status(), **stats.snapshot()}
+                "router": routing.status(), "breakers": breakers.snapshot(), **stats.snapshot()}
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        return parse_json_object(await request.body(), max_depth=limits.max_json_depth)
+
+    def bounded(prompt: str) -> str:
+        """What the router reads and the store keeps of a prompt: its first ``route_prefix_chars``."""
+        return prompt[:limits.route_prefix_chars]
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         t0 = time.perf_counter()
-        body = await _json_object(request)
+        body = await json_body(request)
         stats.count("chat_requests")
-        model = body.get("model") or "auto"
+        model = optional_str(body, "model") or "auto"
         lam = _lambda(request, body)
         upstream_body = {k: v for k, v in body.items() if not k.startswith("preroll_")}
-        stream = bool(body.get("stream"))
+        stream = optional_bool(body, "stream")
         prompt = None
         if model in ROUTE_ALIASES:
             prompt = prompt_of(body)
+            check_prompt_size(prompt, limits.max_prompt_chars, "messages")
+            prompt = bounded(prompt)
             try:
                 decided = await routing.decide(prompt, lam)
             except Exception as exc:  # the router's own failure: say what it was, in the API's error shape
@@ -192,7 +222,7 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
         elif model in names:
             ranking, headers, p_success = [model], {"x-preroll-decision": "pinned"}, None
             with contextlib.suppress(RequestError):  # logged for grading; a pin needs no user text
-                prompt = prompt_of(body)
+                prompt = bounded(prompt_of(body))
         else:
             raise RequestError(f"unknown model {model!r}; configured models: {', '.join(names)} "
                                f"(or {' / '.join(ROUTE_ALIASES)} to let the router choose)",
@@ -213,15 +243,18 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
 
     @app.post("/v1/route")
     async def route(request: Request) -> dict:
-        body = await _json_object(request)
+        body = await json_body(request)
         prompt = body.get("prompt")
         if prompt is None:
-            prompt = prompt_of(body)
+            prompt, param = prompt_of(body), "messages"
         elif not isinstance(prompt, str) or not prompt.strip():
             raise RequestError("'prompt' must be non-empty text", param="prompt")
+        else:
+            param = "prompt"
+        check_prompt_size(prompt, limits.max_prompt_chars, param)
         lam = _number(body.get("lambda"), "lambda")
         try:
-            decided = await routing.decide(prompt, lam)
+            decided = await routing.decide(bounded(prompt), lam)
         except RouteError as exc:
             raise RequestError(str(exc), param="prompt") from None
         return {**decided.decision.model_dump(), "router_ms": round(decided.call_ms, 3),
@@ -229,11 +262,13 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict:
-        body = await _json_object(request)
+        body = await json_body(request)
+        request_id = None
         if "request_id" in body:
+            request_id = body["request_id"]
             body = await _resolve_request_id(body, store, request.app.state.decision_log)
         model = body.get("model")
-        if model not in names:
+        if not isinstance(model, str) or model not in names:
             raise RequestError(f"unknown model {model!r}; configured models: {', '.join(names)}",
                                param="model", code="model_not_found")
         reward_range = _reward_range(body.get("reward_range"))
@@ -241,18 +276,24 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
             rows = body["outcomes"]
             if not isinstance(rows, list) or not rows:
                 raise RequestError("'outcomes' must be a non-empty list of records", param="outcomes")
+            if len(rows) > limits.max_outcomes:
+                raise RequestError(f"'outcomes' has {len(rows)} rows; limits.max_outcomes is {limits.max_outcomes}",
+                                   status=413, param="outcomes", code="request_too_large")
             where = [f"outcomes[{i}]" for i in range(len(rows))]
         else:
             rows = [{k: v for k, v in body.items() if k not in ("model", "reward_range")}]
             where = ["request body"]
-        try:
-            outcomes = [make_outcome(r, reward_range=reward_range, path=w) for r, w in zip(rows, where)]
-        except RecordError as exc:
-            raise RequestError(str(exc), status=422, param=exc.field, code="invalid_outcome") from None
-        added = await asyncio.to_thread(store.add, model, outcomes)  # returns once committed
+        outcomes = [_bounded_outcome(r, w, reward_range, limits) for r, w in zip(rows, where)]
+        if request_id is not None:  # one row per served request: a second grade replaces the first
+            new = await asyncio.to_thread(store.grade, model, outcomes[0], request_id)
+            added, updated = int(new), int(not new)
+        else:
+            added, updated = await asyncio.to_thread(store.add, model, outcomes), 0  # returns once committed
         stats.count("feedback_outcomes", added)
-        refit_started = routing.outcomes_added(added)
-        return {"model": model, "added": added, "history_size": await asyncio.to_thread(store.count, model),
+        stats.count("feedback_regrades", updated)
+        refit_started = routing.outcomes_added(added + updated)
+        return {"model": model, "added": added, "updated": updated,
+                "history_size": await asyncio.to_thread(store.count, model),
                 "refit_started": refit_started, "router": routing.status()}
 
     @app.post("/v1/refit")
@@ -267,11 +308,40 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
     return app
 
 
+def _bounded_outcome(row: Any, where: str, reward_range, limits: LimitSettings) -> Outcome:
+    """One feedback row, validated like a history row and then held to the server's bounds.
+
+    The bounds are what keep one client from outweighing the whole history:
+    ``attempts`` at most ``limits.max_attempts`` (one row claiming a million
+    attempts would otherwise dominate every nearby prediction), a ``step``
+    SQLite can store, and a prompt no longer than ``limits.max_prompt_chars``
+    (kept as its first ``route_prefix_chars``, the part routing reads).
+    """
+    try:
+        outcome = make_outcome(row, reward_range=reward_range, path=where)
+    except RecordError as exc:
+        raise RequestError(str(exc), status=422, param=exc.field, code="invalid_outcome") from None
+    if outcome.attempts > limits.max_attempts:
+        raise RequestError(f"{where}, field 'attempts': {outcome.attempts:g} attempts in one row; "
+                           f"limits.max_attempts is {limits.max_attempts:g}", status=422, param="attempts",
+                           code="invalid_outcome")
+    if outcome.step is not None and not INT64_MIN <= outcome.step <= INT64_MAX:
+        raise RequestError(f"{where}, field 'step': {outcome.step} is outside the 64-bit integer range",
+                           status=422, param="step", code="invalid_outcome")
+    check_prompt_size(outcome.prompt, limits.max_prompt_chars, f"{where}.prompt" if where.startswith("out")
+                      else "prompt")
+    if len(outcome.prompt) > limits.route_prefix_chars:
+        outcome = outcome.model_copy(update={"prompt": outcome.prompt[:limits.route_prefix_chars]})
+    return outcome
+
+
 async def _resolve_request_id(body: dict[str, Any], store: HistoryStore, log: DecisionLog) -> dict[str, Any]:
     """Turn ``{"request_id": ..., <outcome>}`` into ``{"model": <who answered>, "prompt": ..., <outcome>}``."""
     if "outcomes" in body or "prompt" in body:
         raise RequestError("give either 'request_id' or 'prompt'/'outcomes', not both", param="request_id")
-    rid = str(body["request_id"])
+    rid = body["request_id"]
+    if not isinstance(rid, str) or not rid:
+        raise RequestError(f"'request_id' must be non-empty text, got {rid!r}", param="request_id")
     found = await asyncio.to_thread(store.decision, rid)
     if found is None:
         await asyncio.to_thread(log.flush)  # it may be a request served a moment ago
@@ -289,44 +359,14 @@ async def _resolve_request_id(body: dict[str, Any], store: HistoryStore, log: De
     return {"model": model, "prompt": found.prompt, **rest}
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestError(f"request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
-def prompt_of(body: Mapping[str, Any]) -> str:
-    """The text the router reads: the last user message (text parts joined).
-
-    The last user turn is what the next answer must get right, and it is the
-    shape of the single-question prompts routing histories hold.
-    """
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("'messages' must be a non-empty list", param="messages")
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                content = "\n".join(p.get("text", "") for p in content
-                                    if isinstance(p, dict) and p.get("type") == "text")
-            if isinstance(content, str) and content.strip():
-                return content
-            raise RequestError("the last user message has no text to route on", param="messages")
-    raise RequestError("no user message to route on", param="messages")
-
-
 def _number(value: Any, param: str) -> float | None:
     if value is None:
         return None
+    if isinstance(value, bool):
+        raise RequestError(f"{param} must be a number, got {value!r}", param=param)
     try:
         x = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RequestError(f"{param} must be a number, got {value!r}", param=param) from None
     if not math.isfinite(x) or x < 0:
         raise RequestError(f"{param} must be a finite number >= 0, got {value!r}", param=param)
@@ -344,6 +384,14 @@ def _reward_range(value: Any) -> tuple[float, float] | None:
     if value is None:
         return None
     if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value) or value[0] >= value[1]):
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in value)
+            or value[0] >= value[1]):
         raise RequestError(f"reward_range must be [low, high] with low < high, got {value!r}", param="reward_range")
     return float(value[0]), float(value[1])
+
+
+def _finite(v: int | float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer too large for a float
+        return False

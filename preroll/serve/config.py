@@ -112,6 +112,67 @@ class RouterSettings(BaseModel):
                                   "false: none. Every routed prompt's embedding is written there.")
 
 
+#: Host names a loopback-only server answers to (the ``server.allowed_hosts`` default).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class ServerSettings(BaseModel):
+    """Who may talk to the proxy: a bearer token, allowed Host names, allowed browser origins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth_token_env: str | None = Field(
+        default=None, description="Environment variable holding the bearer token every endpoint but "
+                                  "/health requires; null: no token (the server then binds loopback only).")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: list(LOOPBACK_HOSTS), min_length=1,
+        description="Host header names accepted (port ignored); '*' accepts any. Stops DNS rebinding.")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Browser origins (scheme://host[:port]) allowed to call the API; "
+                                          "a request with any other Origin header gets 403.")
+
+    @field_validator("auth_token_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(c.isspace() for c in v)):
+            raise ValueError(f"must be an environment variable NAME (got {v!r}); the token itself "
+                             "never goes in this file")
+        return v
+
+    @field_validator("allowed_hosts", "allowed_origins")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [h.strip().lower().rstrip("/") for h in v]
+
+
+class LimitSettings(BaseModel):
+    """Bounds on what one request can make the server read, compute and store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024,
+                                description="Largest request body; larger: 413 before it is read.")
+    max_prompt_chars: int = Field(default=200_000, ge=1, description="Longest prompt accepted (413 beyond).")
+    route_prefix_chars: int = Field(
+        default=4000, ge=16, description="Routing reads, and the store keeps, this many leading characters "
+                                         "of a prompt, so a huge prompt costs the router no more than a "
+                                         "normal one.")
+    max_json_depth: int = Field(default=32, ge=4, description="Deepest nesting of a JSON request body.")
+    max_attempts: float = Field(default=100, gt=0, allow_inf_nan=False,
+                                description="Most attempts one feedback row may claim (422 beyond).")
+    max_outcomes: int = Field(default=1000, ge=1, description="Most rows in one feedback request.")
+
+
+class BreakerSettings(BaseModel):
+    """Per-backend circuit breaker: stop paying for a dead backend on every request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit.")
+    cooldown_s: float = Field(default=30.0, gt=0, allow_inf_nan=False,
+                              description="Seconds an open circuit skips the backend before one probe.")
+
+
 class ServeConfig(BaseModel):
     """The whole file."""
 
@@ -122,6 +183,9 @@ class ServeConfig(BaseModel):
     store: Path = Field(description="SQLite file holding every model's history.")
     check_backends: bool = Field(default=True, description="Refuse to start if a backend does not answer.")
     check_timeout_s: float = Field(default=3.0, gt=0)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
     @field_validator("backends")
     @classmethod
@@ -156,6 +220,33 @@ class ServeConfig(BaseModel):
             else:
                 keys[b.name] = environ[b.api_key_env]
         return keys
+
+
+    def auth_token(self, environ: Mapping[str, str] | None = None, *,
+                   source: str | Path | None = None) -> str | None:
+        """The bearer token from ``server.auth_token_env`` (``None`` when no variable is named).
+
+        A named variable that is unset, or holds a token too short to resist
+        guessing, is an error: a server that silently runs open is worse than
+        one that does not start.
+        """
+        name = self.server.auth_token_env
+        if name is None:
+            return None
+        environ = os.environ if environ is None else environ
+        token = environ.get(name)
+        if not token:
+            raise ConfigError(f"environment variable {name} (the bearer token) is not set",
+                              path=source, field="server.auth_token_env")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"the token in {name} has {len(token)} characters; use at least "
+                              f"{MIN_TOKEN_CHARS} (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)",
+                              path=source, field="server.auth_token_env")
+        return token
+
+
+#: Shortest bearer token accepted.
+MIN_TOKEN_CHARS = 16
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None,
@@ -209,6 +300,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None,
                                   field=f"backends[{i}].history[{j}]")
     if check_api_keys:
         config.api_keys(environ, source=path)
+        config.auth_token(environ, source=path)
     return config
 
 

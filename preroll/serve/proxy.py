@@ -6,6 +6,10 @@ timeout, HTTP 408/429 or 5xx. A client error from the upstream (any other
 request. For streams the proxy waits for the upstream's first chunk before it
 commits: until then a failing backend can still be replaced; after it, the
 bytes pass straight through.
+
+Every outcome feeds the backend's circuit breaker (:mod:`.breaker`): a backend
+whose circuit is open is skipped without a connection attempt, so a dead
+top-ranked backend costs a request nothing instead of a timeout.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, AsyncIterator
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from preroll.serve.breaker import CircuitBreakers
 from preroll.serve.config import BackendConfig
 from preroll.serve.stats import ServeStats
 
@@ -46,10 +51,12 @@ def _fallback_header(hops: list[str]) -> dict[str, str]:
 class Forwarder:
     """Sends chat requests upstream over one pooled :class:`httpx.AsyncClient`."""
 
-    def __init__(self, backends: list[BackendConfig], api_keys: dict[str, str | None], stats: ServeStats) -> None:
+    def __init__(self, backends: list[BackendConfig], api_keys: dict[str, str | None], stats: ServeStats,
+                 breakers: CircuitBreakers) -> None:
         self.backends = {b.name: b for b in backends}
         self.api_keys = api_keys
         self.stats = stats
+        self.breakers = breakers
         # No connection cap: queueing here would show up as spurious timeouts and fallbacks.
         # Idle connections are dropped after 2 s, before common server keep-alive timeouts
         # (uvicorn's is 5 s): reusing one the server is closing fails the request.
@@ -69,26 +76,44 @@ class Forwarder:
         hops: list[str] = []  # "from->to; reason" per fallback
         failures: list[str] = []
         last_timed_out = False
+        all_open = True  # every backend was skipped by its breaker
+        retry_after = None
         for i, name in enumerate(ranking):
             backend = self.backends[name]
+            nxt = ranking[i + 1] if i + 1 < len(ranking) else None
+            if not self.breakers.acquire(name):
+                wait = self.breakers.retry_in(name)
+                retry_after = wait if retry_after is None else min(retry_after, wait)
+                hops.append(f"{name}->{nxt or 'none'}; circuit open")
+                failures.append(f"{name}: circuit open")
+                last_timed_out = False
+                self.stats.fallback(name, nxt)
+                self.stats.count("circuit_skips")
+                continue
+            all_open = False
             try:
                 response = await (self._stream(backend, body) if stream else self._once(backend, body))
             except UpstreamFailure as exc:
-                nxt = ranking[i + 1] if i + 1 < len(ranking) else None
+                self.breakers.failure(name)
                 hops.append(f"{name}->{nxt or 'none'}; {exc.reason}")
                 failures.append(f"{name}: {exc.reason}")
                 last_timed_out = exc.timed_out
                 self.stats.fallback(name, nxt)
                 continue
+            except BaseException:  # cancelled (client gone) or a bug: no verdict on the backend
+                self.breakers.release(name)
+                raise
+            self.breakers.success(name)
             self.stats.served(name, pinned=pinned)
             response.headers.update({**headers, "x-preroll-model": name, **_fallback_header(hops)})
             return response
         self.stats.error("all_backends_failed")
-        status = 504 if last_timed_out else 502
+        status = 503 if all_open else 504 if last_timed_out else 502
+        extra = {"retry-after": str(max(1, round(retry_after)))} if all_open and retry_after is not None else {}
         return JSONResponse(
             {"error": {"message": "no backend could answer: " + "; ".join(failures),
                        "type": "upstream_error", "code": "all_backends_failed"}},
-            status_code=status, headers={**headers, **_fallback_header(hops)})
+            status_code=status, headers={**headers, **_fallback_header(hops), **extra})
 
     def _request(self, backend: BackendConfig, body: dict[str, Any]) -> httpx.Request:
         payload = {**body, "model": backend.upstream_model}

@@ -55,6 +55,8 @@ def build_router(config: ServeConfig, store: HistoryStore, *, encoder=None):
     histories: dict[str, list[Outcome]] = {}
     for i, b in enumerate(config.backends):
         records = store.records(b.name)
+        n = config.limits.route_prefix_chars  # history is read as requests are: by the same prefix
+        records = [r if len(r.prompt) <= n else r.model_copy(update={"prompt": r.prompt[:n]}) for r in records]
         if not records:
             raise ConfigError(f"backend {b.name!r} has no history in the store ({store.path}); "
                               "list record files under its 'history' or add outcomes with `preroll feedback`",
@@ -154,7 +156,11 @@ class RoutingService:
         with self._lock:
             return {"fits": self.fits, "fitted_on": dict(self.fitted_on),
                     "pending_outcomes": self.pending_outcomes, "refit_every": self.config.router.refit_every,
-                    "refitting": self._refitting}
+                    "refitting": self._refitting, "queued": self.queued()}
+
+    def queued(self) -> int:
+        """Prompts waiting for the router (not yet in a router call)."""
+        return 0 if self._queue is None else self._queue.qsize()
 
     # -- routing -----------------------------------------------------------------
 

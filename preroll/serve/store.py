@@ -9,7 +9,12 @@ crash *during* an add leaves none of that batch behind (one transaction per
 call).
 
 The same file keeps a log of served requests' decisions, so a grader can
-report an outcome by request id instead of repeating the prompt and model.
+report an outcome by request id instead of repeating the prompt and model. An
+outcome graded by request id carries that id under a UNIQUE constraint: the
+same request graded again *replaces* its earlier grade (a correction) instead
+of adding a row, so one served request is never more than one row of history.
+Stores written before that column existed are migrated in place when opened
+(the column is added; every stored row is kept, with no request id).
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ from pathlib import Path
 from typing import Iterable
 
 from preroll.data import Outcome, load_records
+from preroll.serve.errors import StoreError
+
+#: ``PRAGMA user_version`` of the current schema (2: ``outcomes.request_id`` UNIQUE).
+SCHEMA_VERSION = 2
+
+#: SQLite's INTEGER range (a signed 64-bit integer).
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -35,7 +47,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
     policy     TEXT,
     step       INTEGER,
     record_id  TEXT,
-    added_at   REAL NOT NULL
+    added_at   REAL NOT NULL,
+    request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS outcomes_by_model ON outcomes (model, seq);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -85,12 +98,20 @@ class HistoryStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT),
         # so "acknowledged" means exactly "our COMMIT returned".
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(_SCHEMA)
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the history store: {exc}", path=self.path) from None
+        try:
+            with self._lock:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.executescript(_SCHEMA)
+                self._transaction(_migrate)
+        except sqlite3.DatabaseError as exc:  # e.g. "file is not a database"
+            self._conn.close()
+            raise StoreError(f"not a usable SQLite history store ({exc})", path=self.path) from None
 
     # -- writing -----------------------------------------------------------------
 
@@ -105,6 +126,30 @@ class HistoryStore:
         with self._lock:
             self._transaction(lambda c: c.executemany(_INSERT, rows))
         return len(rows)
+
+    def grade(self, model: str, outcome: Outcome, request_id: str) -> bool:
+        """Store the grade of one served request; return ``True`` if new, ``False`` if it replaced one.
+
+        The request's row keeps its place in the history; its counts, step and
+        time are the latest grade's. Committed before returning, like :meth:`add`.
+        """
+        model = _check_model(model)
+        if not isinstance(request_id, str) or not request_id:
+            raise ValueError(f"request_id must be non-empty text, got {request_id!r}")
+        row = (*_row(model, outcome), request_id)
+        new = False
+
+        def work(c: sqlite3.Connection) -> None:
+            nonlocal new
+            new = c.execute("SELECT 1 FROM outcomes WHERE request_id=?", (request_id,)).fetchone() is None
+            c.execute(_INSERT_GRADED + " ON CONFLICT (request_id) DO UPDATE SET model=excluded.model, "
+                      "prompt=excluded.prompt, successes=excluded.successes, attempts=excluded.attempts, "
+                      "policy=excluded.policy, step=excluded.step, record_id=excluded.record_id, "
+                      "added_at=excluded.added_at", row)
+
+        with self._lock:
+            self._transaction(work)
+        return new
 
     def import_file(self, model: str, path: str | Path) -> int:
         """Add a record file to ``model``'s history once; return rows added (0 if seen before).
@@ -205,6 +250,18 @@ class HistoryStore:
 
 _INSERT = ("INSERT INTO outcomes (model, prompt, successes, attempts, policy, step, record_id, added_at) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_GRADED = ("INSERT INTO outcomes (model, prompt, successes, attempts, policy, step, record_id, added_at, "
+                  "request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _migrate(c: sqlite3.Connection) -> None:
+    """Bring an older store up to :data:`SCHEMA_VERSION` (inside a transaction; rows are only ever kept)."""
+    columns = {row[1] for row in c.execute("PRAGMA table_info(outcomes)")}
+    if "request_id" not in columns:
+        c.execute("ALTER TABLE outcomes ADD COLUMN request_id TEXT")
+    # NULLs are distinct under UNIQUE: rows not graded by request id are unconstrained.
+    c.execute("CREATE UNIQUE INDEX IF NOT EXISTS outcomes_by_request ON outcomes (request_id)")
+    c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def _check_model(model: str) -> str:
@@ -216,4 +273,6 @@ def _check_model(model: str) -> str:
 def _row(model: str, o: Outcome) -> tuple:
     if not isinstance(o, Outcome):
         raise TypeError(f"expected preroll.data.Outcome records, got {type(o).__name__}")
+    if o.step is not None and not INT64_MIN <= o.step <= INT64_MAX:
+        raise StoreError(f"step {o.step} is outside SQLite's integer range [-2**63, 2**63 - 1]", field="step")
     return (model, o.prompt, o.successes, o.attempts, o.policy, o.step, o.id, time.time())
