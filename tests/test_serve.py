@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import zlib
 
@@ -258,28 +259,57 @@ def test_stats_count_traffic_and_report_latency_percentiles(proxy):
     assert s["router"]["fits"] == 1 and s["router"]["fitted_on"] == {"small": 60, "large": 60}
 
 
-class SlowHashingEncoder(HashingEncoder):
-    """Takes 30 ms per call, so concurrent requests pile up behind the router as they would behind a transformer."""
+class GatedHashingEncoder(HashingEncoder):
+    """Once armed, its next call blocks until released: the test decides when requests have piled up.
+
+    This is what makes the batching test deterministic: no sleep has to be long
+    enough on a busy machine, the router is simply held until the queue is full.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
 
     def encode(self, texts, *, show_progress=False):
-        time.sleep(0.03)
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            assert self.release.wait(30), "test never released the router"
         return super().encode(texts)
+
+
+def _wait_for(condition, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
 
 
 def test_concurrent_requests_are_batched_into_router_calls(tmp_path, backends):
     import concurrent.futures
 
     _, urls = backends
-    config = load_config(_write_config(tmp_path, _config_dict(tmp_path, urls, max_batch=8)), environ=ENV)
-    with serve_in_thread(create_app(config, encoder=SlowHashingEncoder(), environ=ENV)) as url:
+    config = load_config(_write_config(tmp_path, _config_dict(tmp_path, urls, max_batch=8, cache_dir=False)),
+                         environ=ENV)
+    encoder = GatedHashingEncoder()
+    app = create_app(config, encoder=encoder, environ=ENV)
+    routing = app.state.routing
+    with serve_in_thread(app) as url:
+        encoder.armed = True   # the first router call will hold ...
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(lambda i: _chat(url, f"{MATH_Q} variant {i}"), range(32)))
+            futures = [pool.submit(_chat, url, f"{MATH_Q} variant {i}") for i in range(32)]
+            assert encoder.entered.wait(30), "no router call started"
+            # ... until at least max_batch more prompts wait behind it (16 in flight, <= 8 in that call).
+            _wait_for(lambda: routing.queued() >= 8, "8 queued prompts")
+            encoder.release.set()
+            results = [f.result(timeout=60) for f in futures]
         assert all(r.status_code == 200 and r.headers["x-preroll-model"] == "small" for r in results)
         batch = httpx.get(f"{url}/stats").json()["router_batch_size"]
     assert batch["prompts"] == 32          # every request decided exactly once
-    assert 1 < batch["max"] <= 8           # some were decided together, never more than max_batch
+    assert batch["max"] == 8               # the queued prompts were decided together, never more than max_batch
     assert batch["n"] < 32
-    assert max(int(r.headers["x-preroll-router-batch"]) for r in results) == batch["max"]
+    assert max(int(r.headers["x-preroll-router-batch"]) for r in results) == 8
 
 
 # -- feedback ---------------------------------------------------------------------------

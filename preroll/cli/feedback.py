@@ -30,6 +30,9 @@ def feedback(
     if (store is None) == (config is None):
         err.print("[red]error:[/red] give exactly one of --store or --config")
         raise typer.Exit(2)
+    if not model.strip():
+        err.print("[red]error:[/red] --model is empty; give the backend name the outcomes belong to")
+        raise typer.Exit(2)
     try:
         if config is not None:
             from preroll.serve.config import load_config
@@ -41,10 +44,22 @@ def feedback(
                 raise typer.Exit(2)
             store = cfg.store
         records = load_records(file, reward_range=reward_range)
+        _check_steps(records, file)
+        with HistoryStore(store) as hs:  # StoreError (a RecordError): not an SQLite file
+            added = hs.add(model, records)
+            total = hs.count(model)
     except RecordError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    with HistoryStore(store) as hs:
-        added = hs.add(model, records)
-        total = hs.count(model)
     typer.echo(f"added {added} outcomes to {model!r} (history now {total}) in {store}")
+
+
+def _check_steps(records, file: Path) -> None:
+    """Refuse, naming the row, a ``step`` SQLite cannot store (its INTEGER is 64-bit)."""
+    from preroll.data import RecordError
+    from preroll.serve.store import INT64_MAX, INT64_MIN
+
+    for i, r in enumerate(records):
+        if r.step is not None and not INT64_MIN <= r.step <= INT64_MAX:
+            raise RecordError(f"row {i + 1}: step {r.step} is outside the 64-bit integer range", path=file,
+                              field="step")

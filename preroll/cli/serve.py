@@ -7,12 +7,12 @@ from typing import Optional
 
 import typer
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve(
     config: Path = typer.Option(..., "--config", "-c", help="YAML file: backends, router settings, store."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on. Loopback by default: the proxy has no auth."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. A non-loopback address needs "
+                                               "server.auth_token_env in the config."),
     port: int = typer.Option(8000, help="Port to listen on."),
     check_backends: Optional[bool] = typer.Option(
         None, "--check-backends/--no-check-backends",
@@ -25,19 +25,19 @@ def serve(
     from preroll.data import RecordError
     from preroll.route.errors import RouteError
     from preroll.serve.config import load_config
+    from preroll.serve.exposure import check_exposure
 
     err = Console(stderr=True)
     try:
         cfg = load_config(config)
+        check_exposure(cfg, host, source=config)  # before any slow start-up work
         from preroll.serve.app import create_app
 
         app = create_app(cfg, check=check_backends)
-    except (RecordError, RouteError) as exc:  # ConfigError is a RecordError
+    except (RecordError, RouteError) as exc:  # ConfigError, ServeSetupError are RecordErrors
         where = "" if getattr(exc, "path", None) else f"{config}: "  # start-up errors name the config too
         err.print(f"[red]error:[/red] {where}{exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    if host not in _LOOPBACK:
-        err.print(f"[yellow]warning:[/yellow] listening on {host}: the proxy has no authentication of its own")
     import uvicorn
 
     err.print(f"preroll serve: {', '.join(cfg.backend_names)} on http://{host}:{port}/v1 "
