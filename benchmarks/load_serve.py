@@ -14,8 +14,10 @@ server), fits the router on real MMLU outcomes of two models, then:
 
 Every routed prompt is an MMLU question not in the histories and not sent
 before, and the embedding cache starts empty, so no decision reads a cached
-embedding. Bounded: a fixed request count and a total ``--timeout``; it stops
-by itself and exits non-zero if any request failed.
+embedding. The proxy runs as it would on a network: a bearer token (from an
+environment variable named in its config) on every request, the default
+body/prompt limits and circuit breakers. Bounded: a fixed request count and a
+total ``--timeout``; it stops by itself and exits non-zero if any request failed.
 
     python benchmarks/load_serve.py                       # defaults: 200 concurrent, minilm
     python benchmarks/load_serve.py --encoder lexical     # without the transformer
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -39,6 +42,10 @@ import numpy as np
 import yaml
 
 from preroll.bench.mmlu import load_mmlu
+
+
+#: The environment variable the proxy reads its bearer token from (the token itself is never in the file).
+TOKEN_ENV = "PREROLL_LOAD_TOKEN"
 
 
 def free_port() -> int:
@@ -87,6 +94,7 @@ def prepare(workdir: Path, args) -> tuple[Path, list[str], list[str], dict[str, 
         "router": {"encoder": args.encoder, "head": "auto", "rule": "utility", "lam": args.lam,
                    "max_batch": args.max_batch, "refit_every": 1000, "cache_dir": "embedding-cache",
                    "threads": args.threads or None},
+        "server": {"auth_token_env": TOKEN_ENV},
         "backends": [{"name": n, "base_url": f"http://127.0.0.1:{ports[n]}/v1", "model": f"fake-{n}",
                       "cost_per_call": costs[n], "timeout_s": 30, "history": f"{n}.jsonl"}
                      for n in names.values()],
@@ -128,7 +136,8 @@ async def run_phases(base: str, seq_prompts: list[str], load_prompts: list[str],
     def client() -> httpx.AsyncClient:
         # A fresh client per phase: connections left idle between phases would
         # race the server's keep-alive timeout, which is not what is measured here.
-        return httpx.AsyncClient(timeout=args.request_timeout, limits=limits)
+        return httpx.AsyncClient(timeout=args.request_timeout, limits=limits,
+                                 headers={"authorization": f"Bearer {args.token}"})
 
     async def burst(model: str) -> tuple[list, float]:
         sem = asyncio.Semaphore(args.concurrency)
@@ -182,6 +191,8 @@ def report(sequential: list, loaded: list, wall: float, pinned: list, pinned_wal
         f"{pct(pinned_e2e, 50):.0f} / {pct(pinned_e2e, 99):.0f} ms")
     row("errors (all phases)", f"{len(errors)}")
     row("served by model", json.dumps(stats.get("served_by_model", {})))
+    row("circuit breakers (state, opens)", ", ".join(f"{n}: {b['state']}, {b['opens']}"
+                                                     for n, b in stats.get("breakers", {}).items()))
     row("load average before / after", f"{load_before:.2f} / {load_after:.2f}  ({os.cpu_count()} CPUs)")
     width = max(len(n) for n, _ in rows)
     print()
@@ -218,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="preroll-load-") as tmp:
         workdir = Path(tmp)
         config_path, seq_prompts, load_prompts, ports = prepare(workdir, args)
-        env = {**os.environ, "PREROLL_CACHE": str(workdir / "embedding-cache")}
+        args.token = secrets.token_urlsafe(24)
+        env = {**os.environ, "PREROLL_CACHE": str(workdir / "embedding-cache"), TOKEN_ENV: args.token}
         logs = open(workdir / "server.log", "w")
         try:
             for name, port in ports.items():
@@ -238,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             sequential, loaded, wall, pinned, pinned_wall = asyncio.run(
                 asyncio.wait_for(run_phases(base, seq_prompts, load_prompts, args), timeout=args.timeout))
             load_after = os.getloadavg()[0]
-            stats = httpx.get(f"{base}/stats", timeout=10).json()
+            stats = httpx.get(f"{base}/stats", timeout=10, headers={"authorization": f"Bearer {args.token}"}).json()
         except BaseException:
             logs.flush()
             sys.stderr.write((workdir / "server.log").read_text()[-4000:])
@@ -255,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps({"sequential": sequential, "load": loaded, "wall_s": wall,
                                              "pinned": pinned, "pinned_wall_s": pinned_wall,
-                                             "stats": stats, "args": {k: str(v) for k, v in vars(args).items()}},
+                                             "stats": stats, "args": {k: str(v) for k, v in vars(args).items()
+                                                                      if k != "token"}},
                                             indent=1))
         return report(sequential, loaded, wall, pinned, pinned_wall, stats, args, load_before, load_after)
 

@@ -1,10 +1,15 @@
 """``preroll serve``: an OpenAI-compatible proxy that routes each request to the cheapest capable backend.
 
 Modules: :mod:`.config` (the YAML schema), :mod:`.app` (the FastAPI app),
-:mod:`.routing` (the live router: batching, background refits),
-:mod:`.proxy` (forwarding and fallback), :mod:`.decision_log` (who answered
-what, for grading), :mod:`.stats` (counts and latencies), :mod:`.testing` (a
-small OpenAI-compatible backend for tests and load tests).
+:mod:`.security` (Host/Origin checks, bearer token, body cap),
+:mod:`.exposure` (no open proxy on a public address), :mod:`.body` (JSON
+parsing and field checks), :mod:`.errors` (the service's errors and their
+one response shape), :mod:`.routing` (the live router: batching, background
+refits), :mod:`.proxy` (forwarding and fallback), :mod:`.breaker`
+(per-backend circuit breakers), :mod:`.store` (SQLite histories),
+:mod:`.decision_log` (who answered what, for grading), :mod:`.stats` (counts
+and latencies), :mod:`.testing` (a small OpenAI-compatible backend for tests
+and load tests).
 """
 
 from preroll.serve.config import ConfigError, ServeConfig, load_config
