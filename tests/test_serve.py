@@ -290,8 +290,12 @@ def test_concurrent_requests_are_batched_into_router_calls(tmp_path, backends):
     import concurrent.futures
 
     _, urls = backends
-    config = load_config(_write_config(tmp_path, _config_dict(tmp_path, urls, max_batch=8, cache_dir=False)),
-                         environ=ENV)
+    data = _config_dict(tmp_path, urls, max_batch=8, cache_dir=False)
+    for b in data["backends"]:
+        # 32 answers at once on a busy machine can take longer than the fallback tests' 0.5 s:
+        # a timeout here would be a fallback to 'large', which is not what this test is about.
+        b["timeout_s"] = 30
+    config = load_config(_write_config(tmp_path, data), environ=ENV)
     encoder = GatedHashingEncoder()
     app = create_app(config, encoder=encoder, environ=ENV)
     routing = app.state.routing

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 import uuid
@@ -57,6 +58,9 @@ from preroll.serve.stats import ServeStats
 from preroll.serve.store import INT64_MAX, INT64_MIN, Decision, HistoryStore
 
 __all__ = ["BackendUnreachableError", "RequestError", "check_backends", "create_app", "prompt_of"]
+
+
+_log = logging.getLogger("preroll.serve")
 
 
 class BackendUnreachableError(ConfigError):
@@ -208,9 +212,10 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
             prompt = bounded(prompt)
             try:
                 decided = await routing.decide(prompt, lam)
-            except Exception as exc:  # the router's own failure: say what it was, in the API's error shape
-                raise RequestError(f"routing failed: {type(exc).__name__}: {exc}", status=500,
-                                   code="routing_failed") from None
+            except Exception as exc:  # the router's own failure: the detail goes to the log, not the client
+                _log.exception("routing failed")
+                raise RequestError(f"routing failed ({type(exc).__name__}; details in the server log)",
+                                   status=500, code="routing_failed") from None
             decision = decided.decision
             ranking = decision.ranking
             headers = {"x-preroll-decision": "routed", "x-preroll-rule": decision.rule,
