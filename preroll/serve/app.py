@@ -24,6 +24,10 @@ Endpoints
     Refit now and wait for it.
 ``GET /stats``, ``GET /v1/models``, ``GET /health``.
 
+Every request first passes :class:`~preroll.serve.security.Guard` (Host,
+Origin, bearer token when ``server.auth_token_env`` is set, body size), and
+every refusal anywhere has one JSON shape (:mod:`preroll.serve.errors`).
+
 All start-up work (history import, backend checks, the first fit) happens in
 :func:`create_app`, before a socket is opened, so a bad config fails fast with
 a message instead of a half-started server.
