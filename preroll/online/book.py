@@ -1,0 +1,456 @@
+"""The online prompt book: what a GRPO trainer has learnt about each prompt, and what to roll out next.
+
+A real run shows every prompt again epoch after epoch, and its previous
+outcomes predict its next ones; its neighbours' outcomes and the policy's
+overall drift inform prompts not yet seen. The book keeps one posterior that
+uses all three (see docs/online.md for the formulas):
+
+- **own outcomes**, discounted by ``drift_decay`` per step of age and shifted
+  by the global drift since they were observed (in logit space);
+- **semantic neighbours**: a similarity-weighted average of the neighbours'
+  drift-adjusted rates over a k-NN graph computed once from cached
+  embeddings; it is the prior mean of a prompt, with a concentration fitted
+  by beta-binomial maximum likelihood on first observations;
+- **the global level**: a logit offset tracked from each step's residuals
+  (observed minus predicted), which moves every belief when the policy
+  improves; it also is the prior of a prompt without neighbours.
+
+Everything on the hot path is a handful of numpy operations over the
+requested indices; the per-prompt state is a few arrays of dataset length, and
+the history (one row per prompt and step) is kept for durability and audits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from preroll.beliefs import BetaPrediction
+from preroll.online.errors import OnlineInputError
+from preroll.online.neighbours import neighbour_graph, neighbour_rates
+from preroll.online.settings import OnlineSettings, make_settings
+from preroll.online.types import REASONS, BookStats, Selection
+from preroll.online.validate import check_indices, check_rewards, check_step, prompt_ids
+
+FORMAT = "preroll.online.PromptBook"
+VERSION = 1
+#: Prior concentration before enough first observations exist to fit it (about two attempts' worth).
+DEFAULT_CONCENTRATION = 2.0
+#: First observations needed before the prior concentration is fitted.
+MIN_FIT_ROWS = 64
+#: First observations kept for that fit (the most recent ones: the prior's quality changes as the book learns).
+FIT_WINDOW = 4096
+_EPS = 1e-4
+
+_PER_PROMPT = ("s_", "a_", "last_", "level_at_", "dead_streak_", "pending_", "nb_mean_")
+_COUNTERS = ("steps_", "rows_", "informative_groups_", "dead_groups_", "revisits_informative_",
+             "revisits_dead_", "refits_", "steps_since_refit_")
+
+
+def _logit(p):
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class PromptBook:
+    """Per-prompt outcome history of one training run, and beliefs and choices built on it.
+
+    Parameters
+    ----------
+    prompts:
+        The dataset's prompt texts; a prompt is addressed by its position (dataset index).
+    ids:
+        Stable prompt ids (a dataset ``id`` column); default sha256 of the text.
+    settings:
+        :class:`OnlineSettings` (or a dict of its fields).
+    embeddings:
+        Optional precomputed embeddings (one row per prompt) for the neighbour part;
+        by default they are computed once with ``settings.encoder`` (neural encoders
+        through the on-disk embedding cache).
+    """
+
+    def __init__(self, prompts: Sequence[str], ids: Sequence[str | int] | None = None,
+                 settings: OnlineSettings | dict | None = None, *, embeddings: np.ndarray | None = None) -> None:
+        self.settings = make_settings(settings)
+        self.ids = prompt_ids(prompts, ids)
+        self.prompts = list(prompts)
+        n = len(self.prompts)
+        if embeddings is not None:
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+            if embeddings.ndim != 2 or len(embeddings) != n or not np.isfinite(embeddings).all():
+                raise OnlineInputError(f"must be a finite array with one row per prompt ({n}), got shape "
+                                       f"{embeddings.shape}", field="embeddings")
+        self._embeddings = embeddings
+        self._graph: tuple[np.ndarray, np.ndarray] | None = None
+        self._reset(n)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _reset(self, n: int) -> None:
+        self.s_ = np.zeros(n)                       # decayed successes, as of step last_
+        self.a_ = np.zeros(n)                       # decayed attempts, as of step last_
+        self.last_ = np.full(n, -1, np.int64)       # step of the prompt's last outcome (-1: never seen)
+        self.level_at_ = np.zeros(n)                # attempt-weighted global level (logit) when observed
+        self.dead_streak_ = np.zeros(n, np.int32)   # consecutive zero-variance groups, most recent last
+        self.pending_ = np.zeros(n, np.int8)        # 1: chosen as a revisit, outcome not recorded yet
+        self.nb_mean_ = np.full(n, np.nan)          # neighbour rate at level nb_level_ (nan before a refit)
+        self.nb_level_ = 0.0
+        self.level_: float | None = None            # global logit level; None before the first record
+        self.last_step_: int | None = None
+        self.concentration_ = DEFAULT_CONCENTRATION
+        self.selections_ = {r: 0 for r in REASONS}
+        for name in _COUNTERS:
+            setattr(self, name, 0)
+        self._hist = {"step": np.zeros(0, np.int64), "index": np.zeros(0, np.int32),
+                      "successes": np.zeros(0), "attempts": np.zeros(0)}
+        self._fit = {"mean": np.zeros(0), "successes": np.zeros(0), "attempts": np.zeros(0)}
+        self._rng = np.random.default_rng(self.settings.seed)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    # -- beliefs --------------------------------------------------------------------------
+
+    def _prior_mean(self, idx: np.ndarray) -> np.ndarray:
+        """Prior mean of each prompt before its own outcomes: neighbours, shifted to the current level."""
+        if self.level_ is None:
+            return np.full(len(idx), 0.5)
+        nb = self.nb_mean_[idx]
+        shifted = _sigmoid(_logit(nb) + self.level_ - self.nb_level_)
+        return np.where(np.isnan(nb), _sigmoid(self.level_), shifted)
+
+    def _own(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Own evidence: drift-adjusted rate and effective (decayed) attempts; 0 attempts if never seen."""
+        seen = self.last_[idx] >= 0
+        age = np.where(seen, (self.last_step_ or 0) - self.last_[idx], 0)
+        weight = np.where(seen, self.a_[idx] * self.settings.drift_decay ** age, 0.0)
+        raw = (self.s_[idx] + 0.5) / (self.a_[idx] + 1.0)
+        level = self.level_ if self.level_ is not None else 0.0
+        rate = _sigmoid(_logit(raw) + level - self.level_at_[idx])
+        return rate, weight
+
+    def _belief(self, idx: np.ndarray) -> BetaPrediction:
+        m0 = self._prior_mean(idx)
+        c0 = self.concentration_
+        rate, weight = self._own(idx)
+        return BetaPrediction(alpha=m0 * c0 + rate * weight, beta=(1.0 - m0) * c0 + (1.0 - rate) * weight)
+
+    def predict(self, indices: Sequence[int] | None = None) -> BetaPrediction:
+        """Belief over each prompt's success rate at the next step (all prompts when ``indices`` is None)."""
+        idx = np.arange(len(self)) if indices is None else check_indices(indices, len(self), "indices")
+        return self._belief(idx)
+
+    @property
+    def global_rate(self) -> float:
+        """The policy's current overall success rate as tracked by the book (0.5 before any record)."""
+        return float(_sigmoid(self.level_)) if self.level_ is not None else 0.5
+
+    # -- recording ------------------------------------------------------------------------
+
+    def record(self, step: int, indices: Sequence[int], rewards: Sequence[Sequence[float]]) -> None:
+        """Ingest one finished trainer step: ``rewards[i]`` are the rollout rewards of dataset index ``indices[i]``."""
+        step = check_step(step, self.last_step_)
+        idx = check_indices(indices, len(self), "indices")
+        s, a, gmin, gmax = check_rewards(rewards, len(idx), self.settings.reward_range)
+        if idx.size == 0:
+            return
+        # Merge repeats of an index within the step (a prompt drawn twice is one larger group);
+        # the merged group is dead when all its rollouts agree.
+        uidx, inv = np.unique(idx, return_inverse=True)
+        s = np.bincount(inv, weights=s, minlength=len(uidx))
+        a = np.bincount(inv, weights=a, minlength=len(uidx))
+        lo = np.full(len(uidx), np.inf)
+        hi = np.full(len(uidx), -np.inf)
+        np.minimum.at(lo, inv, gmin)
+        np.maximum.at(hi, inv, gmax)
+        dead = lo == hi
+        idx = uidx
+
+        new_step = self.last_step_ is None or step > self.last_step_
+        # 1. Pre-record beliefs: the residuals move the global level, first observations fit the prior.
+        belief = self._belief(idx)
+        first = self.last_[idx] < 0
+        self._remember_first(self._prior_mean(idx[first]), s[first], a[first])
+        self._update_level(belief.p_success, s, a)
+        # 2. Own evidence, decayed to this step, plus this step's outcomes.
+        seen = ~first
+        age = np.where(seen, step - self.last_[idx], 0)
+        keep = np.where(seen, self.settings.drift_decay ** age, 0.0)
+        old_a = self.a_[idx] * keep
+        new_a = old_a + a
+        self.level_at_[idx] = (self.level_at_[idx] * old_a + self.level_ * a) / new_a
+        self.s_[idx] = self.s_[idx] * keep + s
+        self.a_[idx] = new_a
+        self.last_[idx] = step
+        # 3. Dead streaks and what revisits yielded.
+        self.dead_streak_[idx] = np.where(dead, self.dead_streak_[idx] + 1, 0)
+        pending = self.pending_[idx] == 1
+        self.revisits_dead_ += int((pending & dead).sum())
+        self.revisits_informative_ += int((pending & ~dead).sum())
+        self.pending_[idx] = 0
+        self.dead_groups_ += int(dead.sum())
+        self.informative_groups_ += int((~dead).sum())
+        # 4. The durable history.
+        self._append_history(step, idx, s, a)
+        self.last_step_ = step
+        if new_step:
+            self.steps_ += 1
+            self.steps_since_refit_ += 1
+        if self.settings.refit_every and self.steps_since_refit_ >= self.settings.refit_every:
+            self.refit()
+
+    def _update_level(self, p_pred: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
+        """Track the policy's overall level: one damped Newton step of a common logit offset on this step's outcomes.
+
+        Residuals are taken against the book's own predictions for the prompts
+        actually rolled out, so the level is not biased by which prompts were
+        chosen (a batch of mid-difficulty prompts does not pull it to 0.5).
+        """
+        if self.level_ is None:
+            self.level_ = float(_logit((s.sum() + 0.5) / (a.sum() + 1.0)))
+            return
+        grad = float((s - a * p_pred).sum())
+        hess = float((a * p_pred * (1 - p_pred)).sum()) + 1e-9
+        self.level_ = float(self.level_ + self.settings.level_gain * np.clip(grad / hess, -2.0, 2.0))
+
+    def _remember_first(self, mean: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
+        if mean.size == 0 or self.level_ is None:
+            return
+        for key, val in (("mean", mean), ("successes", s), ("attempts", a)):
+            self._fit[key] = np.concatenate([self._fit[key], val])[-FIT_WINDOW:]
+
+    def _append_history(self, step: int, idx: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
+        n = self.rows_ + len(idx)
+        cap = len(self._hist["step"])
+        if n > cap:
+            grow = max(n, 2 * cap, 1024)
+            for key, arr in self._hist.items():
+                new = np.zeros(grow, arr.dtype)
+                new[:self.rows_] = arr[:self.rows_]
+                self._hist[key] = new
+        sl = slice(self.rows_, n)
+        self._hist["step"][sl] = step
+        self._hist["index"][sl] = idx
+        self._hist["successes"][sl] = s
+        self._hist["attempts"][sl] = a
+        self.rows_ = n
+
+    def history(self) -> dict[str, np.ndarray]:
+        """The recorded rows (copies): step, dataset index, prompt id, successes, attempts."""
+        out = {k: v[:self.rows_].copy() for k, v in self._hist.items()}
+        out["id"] = np.array(self.ids, dtype=object)[out["index"]] if self.rows_ else np.zeros(0, object)
+        return out
+
+    # -- neighbours -----------------------------------------------------------------------
+
+    def _neighbour_graph(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if str(self.settings.encoder).strip().lower() == "none":
+            return None
+        if self._graph is None:
+            emb = self._embeddings
+            if emb is None:
+                emb = embed_prompts(self.prompts, self.settings.encoder)
+            self._graph = neighbour_graph(emb, self.settings.neighbours)
+        return self._graph
+
+    def refit(self) -> None:
+        """Recompute neighbour rates over the graph and refit the prior's concentration (cheap: a gather)."""
+        self.steps_since_refit_ = 0
+        if self.level_ is None:
+            return
+        graph = self._neighbour_graph()
+        if graph is not None:
+            rate, weight = self._own(np.arange(len(self)))
+            self.nb_mean_, _ = neighbour_rates(graph[0], graph[1], rate, weight, self.global_rate,
+                                               power=self.settings.neighbour_power,
+                                               prior=self.settings.neighbour_prior)
+            self.nb_level_ = float(self.level_)
+        if len(self._fit["mean"]) >= MIN_FIT_ROWS:
+            from preroll.heads.calibration import fit_concentration
+
+            self.concentration_ = fit_concentration(self._fit["mean"], self._fit["successes"], self._fit["attempts"])
+        self.refits_ += 1
+
+    # -- choosing -------------------------------------------------------------------------
+
+    def select(self, pool: Sequence[int], n: int) -> Selection:
+        """Choose ``n`` distinct dataset indices out of ``pool`` (fixed-n trainers: pool of pool_factor * n)."""
+        from preroll.online.policy import choose
+
+        pool = check_indices(pool, len(self), "pool", distinct=True)
+        n = _check_count(n, len(pool))
+        belief = self._belief(pool)
+        pos, codes = choose(belief, self.dead_streak_[pool], n, self.settings, self._rng)
+        chosen = pool[pos]
+        self._count_choices(chosen, codes)
+        return Selection(indices=chosen.astype(np.int64), p_success=belief.p_success[pos],
+                         reason=np.array(REASONS, dtype=object)[codes].astype(str))
+
+    def allocate(self, pool: Sequence[int], budget: int, *, min_rollouts: int = 2, max_rollouts: int = 64,
+                 rule: str = "greedy") -> np.ndarray:
+        """Integer rollouts per pool entry (0 = not rolled out) via :func:`preroll.schedule.allocate`.
+
+        Exploration as in :meth:`select`: a prompt drawn for a revisit is
+        allocated on its prior belief (neighbours and the global rate, its dead
+        groups set aside), which gives it a fresh chance at a group.
+        """
+        from preroll.online.policy import draw_revisits
+        from preroll.schedule import allocate
+
+        pool = check_indices(pool, len(self), "pool", distinct=True)
+        if pool.size == 0:
+            raise OnlineInputError("is empty", field="pool")
+        belief = self._belief(pool)
+        n_groups = max(1, int(budget) // max(1, self.settings.group_size)) if isinstance(budget, (int, np.integer)) else 1
+        revisit = draw_revisits(self.dead_streak_[pool], n_groups, self.settings, self._rng)
+        m0 = self._prior_mean(pool)
+        c0 = self.concentration_
+        alpha = np.where(revisit, m0 * c0, belief.alpha)
+        beta = np.where(revisit, (1 - m0) * c0, belief.beta)
+        x = allocate(BetaPrediction(alpha, beta), budget, min_rollouts=min_rollouts, max_rollouts=max_rollouts,
+                     rule=rule, group_size=self.settings.group_size, rng=self._rng)
+        used = x > 0
+        self._count_choices(pool[used], np.where(revisit[used], 2, 0))
+        return x
+
+    def _count_choices(self, chosen: np.ndarray, codes: np.ndarray) -> None:
+        counts = np.bincount(codes, minlength=len(REASONS))
+        for r, c in zip(REASONS, counts):
+            self.selections_[r] += int(c)
+        self.pending_[chosen[codes == 2]] = 1
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def stats(self) -> BookStats:
+        return BookStats(
+            steps=self.steps_, rows=self.rows_, prompts=len(self), prompts_seen=int((self.last_ >= 0).sum()),
+            last_step=self.last_step_, global_rate=self.global_rate, selections=dict(self.selections_),
+            revisits_informative=self.revisits_informative_, revisits_dead=self.revisits_dead_,
+            revisits_pending=int(self.pending_.sum()), dead_prompts=int((self.dead_streak_ > 0).sum()),
+            informative_groups=self.informative_groups_, dead_groups=self.dead_groups_,
+            neighbour_refits=self.refits_, prior_concentration=float(self.concentration_))
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def _fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(self.ids).encode("utf-8")).hexdigest()
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume (incl. the RNG and the neighbour graph): numpy arrays and JSON-able values."""
+        state = {"format": FORMAT, "version": VERSION, "settings": self.settings.model_dump(mode="json"),
+                 "ids_sha256": self._fingerprint(), "n_prompts": len(self),
+                 "level": self.level_, "last_step": self.last_step_, "nb_level": self.nb_level_,
+                 "concentration": self.concentration_, "selections": dict(self.selections_),
+                 "rng": self._rng.bit_generator.state}
+        for name in _COUNTERS:
+            state[name.rstrip("_")] = int(getattr(self, name))
+        for name in _PER_PROMPT:
+            state[name.rstrip("_")] = getattr(self, name).copy()
+        for key, arr in self._hist.items():
+            state[f"history.{key}"] = arr[:self.rows_].copy()
+        for key, arr in self._fit.items():
+            state[f"fit.{key}"] = arr.copy()
+        if self._graph is not None:
+            state["graph.index"], state["graph.similarity"] = self._graph[0].copy(), self._graph[1].copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`; the dataset (ids, in order) must be the one it was taken on."""
+        if state.get("format") != FORMAT:
+            raise OnlineInputError(f"is not a prompt book state (format {state.get('format')!r})", field="state")
+        if state.get("version") != VERSION:
+            raise OnlineInputError(f"has version {state.get('version')!r}; this preroll reads version {VERSION}",
+                                   field="state.version")
+        if state.get("n_prompts") != len(self) or state.get("ids_sha256") != self._fingerprint():
+            raise OnlineInputError(
+                f"was saved for another dataset ({state.get('n_prompts')} prompts, ids sha256 "
+                f"{str(state.get('ids_sha256'))[:12]}); this book has {len(self)} prompts, ids sha256 "
+                f"{self._fingerprint()[:12]}: pass the same prompts and ids, in the same order", field="state")
+        self.settings = make_settings(dict(state["settings"]))
+        self._reset(len(self))
+        self.level_ = None if state["level"] is None else float(state["level"])
+        self.last_step_ = None if state["last_step"] is None else int(state["last_step"])
+        self.nb_level_ = float(state["nb_level"])
+        self.concentration_ = float(state["concentration"])
+        self.selections_ = {r: int(state["selections"].get(r, 0)) for r in REASONS}
+        for name in _COUNTERS:
+            setattr(self, name, int(state[name.rstrip("_")]))
+        for name in _PER_PROMPT:
+            ref = getattr(self, name)
+            setattr(self, name, np.asarray(state[name.rstrip("_")], dtype=ref.dtype).copy())
+        self._hist = {key: np.asarray(state[f"history.{key}"], dtype=arr.dtype).copy()
+                      for key, arr in self._hist.items()}
+        self._fit = {key: np.asarray(state[f"fit.{key}"], dtype=float).copy() for key in self._fit}
+        if "graph.index" in state:
+            self._graph = (np.asarray(state["graph.index"], np.int32), np.asarray(state["graph.similarity"], np.float32))
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = _json_roundtrip(state["rng"])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the state to ``path`` (a versioned ``.npz``), atomically: a crash leaves the old file intact."""
+        path = Path(path)
+        state = self.state_dict()
+        arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+        meta = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, __meta__=np.array(json.dumps(meta)), **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, prompts: Sequence[str], ids: Sequence[str | int] | None = None, *,
+             embeddings: np.ndarray | None = None) -> "PromptBook":
+        """A book restored from :meth:`save`, over the same dataset."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: data[k] for k in data.files if k != "__meta__"}
+                meta = json.loads(str(data["__meta__"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise OnlineInputError(f"{path}: not a readable prompt book file ({exc})", field="path") from None
+        state.update(meta)
+        book = cls(prompts, ids, settings=dict(meta.get("settings", {})), embeddings=embeddings)
+        book.load_state_dict(state)
+        return book
+
+
+def _check_count(n, pool_size: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise OnlineInputError(f"must be an integer (got {n!r})", field="n")
+    n = int(n)
+    if n < 1 or n > pool_size:
+        raise OnlineInputError(f"is {n}; must be between 1 and the pool size {pool_size}", field="n")
+    return n
+
+
+def _json_roundtrip(value):
+    return json.loads(json.dumps(value))
+
+
+def embed_prompts(prompts: Sequence[str], spec: str) -> np.ndarray:
+    """Embeddings of the dataset, computed once: neural encoders go through the on-disk SQLite cache,
+    fitted ones (lexical, stats) are fitted on the dataset's own prompts."""
+    from preroll.encoders import get_encoder
+
+    encoder = get_encoder(spec)
+    encoder.fit(list(prompts))  # a no-op for neural encoders
+    return np.asarray(encoder.encode(list(prompts)), dtype=np.float32)
+

@@ -1,0 +1,80 @@
+"""How the book chooses: expected informative groups, plus two kinds of exploration.
+
+The objective is V_0's: a group of g rollouts carries a GRPO gradient only if
+its rewards are not all equal, so a chosen prompt is worth
+E[1 - p^g - (1-p)^g] under its Beta belief
+(:func:`preroll.schedule.utilities.informative_groups`, exact Beta moments).
+Pure exploitation of that would never look again at a prompt judged dead and
+would under-sample prompts the book knows little about, so:
+
+- **revisits**: a prompt in the pool whose last ``k`` groups were dead is
+  forced in with probability ``revisit * revisit_decay**(k-1)`` (capped at
+  ``max_revisit_share`` of the slots): the policy moves, and a prompt at 0/8
+  may become learnable, less likely so after every further dead group;
+- **Thompson slots**: ``explore`` of the remaining slots go to the best
+  prompts by a *draw* from the belief instead of its expectation (MoPPS-style),
+  which gives uncertain (e.g. never-seen) prompts their fair chance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from preroll.beliefs import BetaPrediction
+from preroll.online.settings import OnlineSettings
+from preroll.schedule.beliefs import RateBelief
+from preroll.schedule.utilities import informative_groups
+
+
+def expected_informative(belief: BetaPrediction, group_size: int) -> np.ndarray:
+    """E[1 - p^g - (1-p)^g] per prompt under its Beta belief."""
+    rb = RateBelief(belief.p_success, belief.alpha, belief.beta)
+    return informative_groups(rb, group_size)[:, group_size]
+
+
+def draw_revisits(dead_streak: np.ndarray, n: int, settings: OnlineSettings, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask over the pool: prompts with dead last groups that get another look this time."""
+    u = rng.random(len(dead_streak))
+    dead = dead_streak > 0
+    prob = np.where(dead, settings.revisit * settings.revisit_decay ** np.maximum(dead_streak - 1, 0), 0.0)
+    mask = dead & (u < prob)
+    cap = int(np.floor(settings.max_revisit_share * n))
+    if mask.sum() > cap:
+        keep = np.flatnonzero(mask)[np.argsort(u[mask], kind="stable")[:cap]]
+        mask = np.zeros_like(mask)
+        mask[keep] = True
+    return mask
+
+
+def choose(belief: BetaPrediction, dead_streak: np.ndarray, n: int, settings: OnlineSettings,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (into the pool) of the n chosen prompts and the reason code of each (index into REASONS)."""
+    k = len(belief)
+    g = settings.group_size
+    revisit = draw_revisits(dead_streak, n, settings, rng)
+    # One Thompson draw per candidate, taken every time so the RNG stream does not depend on the outcome.
+    draw = rng.beta(belief.alpha, belief.beta)
+    value = expected_informative(belief, g)
+    thompson_value = 1.0 - draw ** g - (1.0 - draw) ** g
+    chosen = list(np.flatnonzero(revisit))
+    reasons = [2] * len(chosen)
+    rest = n - len(chosen)
+    n_explore = int(round(settings.explore * rest))
+    n_exploit = rest - n_explore
+    free = ~revisit
+    # Ties (e.g. a fresh book where every belief is the same) are broken at random, not by pool order.
+    tie = rng.random(k) * 1e-9
+    exploit = _top(np.where(free, value + tie, -np.inf), n_exploit)
+    free[exploit] = False
+    explore = _top(np.where(free, thompson_value + tie, -np.inf), n_explore)
+    chosen = np.concatenate([np.asarray(chosen, np.int64), exploit, explore])
+    reasons = np.concatenate([np.asarray(reasons, np.int64), np.zeros(len(exploit), np.int64),
+                              np.ones(len(explore), np.int64)])
+    return chosen, reasons
+
+
+def _top(score: np.ndarray, m: int) -> np.ndarray:
+    if m <= 0:
+        return np.zeros(0, np.int64)
+    top = np.argpartition(-score, m - 1)[:m] if m < len(score) else np.arange(len(score))
+    return top[np.argsort(-score[top], kind="stable")].astype(np.int64)

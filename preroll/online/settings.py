@@ -1,0 +1,133 @@
+"""Settings of the online prompt book (a frozen pydantic model, validated on construction)."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from preroll.online.errors import OnlineInputError
+
+
+class OnlineSettings(BaseModel):
+    """Knobs of :class:`preroll.online.PromptBook`.
+
+    Defaults are the values the grounded long-training benchmark
+    (``preroll bench online``, docs/online.md) was run with.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Rewards are mapped linearly from this range to a success in [0, 1] (graded = fractional success).
+    reward_range: tuple[float, float] = (0.0, 1.0)
+    #: Fixed-n trainers draw a pool of ``pool_factor * B`` candidates and keep B.
+    pool_factor: int = 4
+    #: Rollouts per chosen prompt in a fixed-n trainer: sets the informativeness objective 1 - p^n - (1-p)^n.
+    group_size: int = 8
+    #: Weight of an outcome per step of age: the policy drifts, so old outcomes count less.
+    drift_decay: float = 0.97
+    #: Steps between refits of the neighbour part (neighbour rates and the prior's concentration); 0 = never.
+    refit_every: int = 1
+    #: Neighbour encoder spec for :func:`preroll.encoders.get_encoder`; ``"none"`` disables the neighbour part.
+    encoder: str = "lexical"
+    #: Nearest dataset neighbours kept per prompt (the graph is computed once from the cached embeddings).
+    neighbours: int = 32
+    #: Neighbour weight = max(cosine, 0) ** this: near-duplicates count far more than loose relatives.
+    neighbour_power: float = 4.0
+    #: Pseudo-attempts of the global rate that shrink a neighbour average (few or far neighbours say little).
+    neighbour_prior: float = 2.0
+    #: Share of the n slots filled by Thompson draws from the belief instead of the expected objective.
+    explore: float = 0.1
+    #: Chance that a prompt whose last group was dead (all rewards equal) is revisited when it is in the pool ...
+    revisit: float = 0.2
+    #: ... multiplied by this for every further consecutive dead group (it may become learnable, less likely so).
+    revisit_decay: float = 0.5
+    #: At most this share of the n slots goes to revisits.
+    max_revisit_share: float = 0.1
+    #: Gain of the global-level tracker: share of this step's batch-level residual (logit) taken on.
+    level_gain: float = 0.5
+    seed: int = 0
+
+    @field_validator("reward_range")
+    @classmethod
+    def _range(cls, v):
+        lo, hi = v
+        if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+            raise ValueError(f"must be two finite numbers lo < hi (got {v})")
+        return (float(lo), float(hi))
+
+    @field_validator("pool_factor", "group_size")
+    @classmethod
+    def _at_least_one(cls, v):
+        if v < 1:
+            raise ValueError(f"must be >= 1 (got {v})")
+        return v
+
+    @field_validator("neighbours")
+    @classmethod
+    def _neighbours(cls, v):
+        if v < 1:
+            raise ValueError(f"must be >= 1 (got {v})")
+        return v
+
+    @field_validator("refit_every")
+    @classmethod
+    def _refit(cls, v):
+        if v < 0:
+            raise ValueError(f"must be >= 0 (got {v})")
+        return v
+
+    @field_validator("drift_decay")
+    @classmethod
+    def _decay(cls, v):
+        if not (0.0 < v <= 1.0):
+            raise ValueError(f"must be in (0, 1] (got {v})")
+        return v
+
+    @field_validator("explore", "revisit", "max_revisit_share", "level_gain")
+    @classmethod
+    def _share(cls, v):
+        if not (0.0 <= v <= 1.0):
+            raise ValueError(f"must be in [0, 1] (got {v})")
+        return v
+
+    @field_validator("revisit_decay")
+    @classmethod
+    def _revisit_decay(cls, v):
+        if not (0.0 < v <= 1.0):
+            raise ValueError(f"must be in (0, 1] (got {v})")
+        return v
+
+    @field_validator("neighbour_power", "neighbour_prior")
+    @classmethod
+    def _positive(cls, v):
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"must be a finite number > 0 (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _encoder(self):
+        if not str(self.encoder).strip():
+            raise ValueError("encoder must be an encoder spec or 'none'")
+        return self
+
+
+def make_settings(settings: OnlineSettings | dict | None) -> OnlineSettings:
+    """Settings from a model, a dict or None; a bad field is an :class:`OnlineInputError` naming it."""
+    if settings is None:
+        return OnlineSettings()
+    if isinstance(settings, OnlineSettings):
+        return settings
+    if not isinstance(settings, dict):
+        raise OnlineInputError(f"must be OnlineSettings, a dict or None (got {type(settings).__name__})",
+                               field="settings")
+    return build_settings(**settings)
+
+
+def build_settings(**fields) -> OnlineSettings:
+    try:
+        return OnlineSettings(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        raise OnlineInputError(err["msg"].removeprefix("Value error, "), field=f"settings.{name}") from None
