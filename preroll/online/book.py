@@ -47,14 +47,20 @@ MIN_FIT_ROWS = 64
 #: First observations kept for that fit (the most recent ones: the prior's quality changes as the book learns).
 FIT_WINDOW = 4096
 _EPS = 1e-4
+#: Rates are clipped to [eps, 1 - eps] before a logit shift: a 0/8 record moves by at most ~8 * eps successes.
+_EPS_OWN = 1e-3
 
+#: What is kept of each revisit (a prompt recorded again) to refit the drift discount on.
+_REVISIT_FIT = ("prior_mean", "concentration", "rate", "attempts_then", "age", "successes", "attempts")
+#: Candidate drift discounts per step of age.
+DECAY_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 1.0)
 _PER_PROMPT = ("s_", "a_", "last_", "level_at_", "dead_streak_", "pending_", "nb_mean_")
 _COUNTERS = ("steps_", "rows_", "informative_groups_", "dead_groups_", "revisits_informative_",
              "revisits_dead_", "refits_", "steps_since_refit_")
 
 
 def _logit(p):
-    p = np.clip(p, _EPS, 1 - _EPS)
+    p = np.clip(p, _EPS_OWN, 1 - _EPS_OWN)
     return np.log(p) - np.log1p(-p)
 
 
@@ -108,12 +114,14 @@ class PromptBook:
         self.level_: float | None = None            # global logit level; None before the first record
         self.last_step_: int | None = None
         self.concentration_ = DEFAULT_CONCENTRATION
+        self.drift_decay_ = float(self.settings.drift_decay)   # refitted on revisits when settings.fit_drift
         self.selections_ = {r: 0 for r in REASONS}
         for name in _COUNTERS:
             setattr(self, name, 0)
         self._hist = {"step": np.zeros(0, np.int64), "index": np.zeros(0, np.int32),
                       "successes": np.zeros(0), "attempts": np.zeros(0)}
         self._fit = {"mean": np.zeros(0), "successes": np.zeros(0), "attempts": np.zeros(0)}
+        self._revisit_fit = {key: np.zeros(0) for key in _REVISIT_FIT}
         self._rng = np.random.default_rng(self.settings.seed)
 
     def __len__(self) -> int:
@@ -133,10 +141,12 @@ class PromptBook:
         """Own evidence: drift-adjusted rate and effective (decayed) attempts; 0 attempts if never seen."""
         seen = self.last_[idx] >= 0
         age = np.where(seen, (self.last_step_ or 0) - self.last_[idx], 0)
-        weight = np.where(seen, self.a_[idx] * self.settings.drift_decay ** age, 0.0)
-        raw = (self.s_[idx] + 0.5) / (self.a_[idx] + 1.0)
+        weight = np.where(seen, self.a_[idx] * self.drift_decay_ ** age, 0.0)
+        # The observed rate itself (no pseudo-counts: the prior supplies those, once), moved by the global
+        # drift since it was observed; an all-0 or all-1 record stays (almost) at its edge.
+        raw = self.s_[idx] / np.maximum(self.a_[idx], 1e-12)
         level = self.level_ if self.level_ is not None else 0.0
-        rate = _sigmoid(_logit(raw) + level - self.level_at_[idx])
+        rate = np.where(seen, _sigmoid(_logit(raw) + level - self.level_at_[idx]), 0.5)
         return rate, weight
 
     def _belief(self, idx: np.ndarray) -> BetaPrediction:
@@ -181,11 +191,12 @@ class PromptBook:
         belief = self._belief(idx)
         first = self.last_[idx] < 0
         self._remember_first(self._prior_mean(idx[first]), s[first], a[first])
+        self._remember_revisit(idx[~first], step, s[~first], a[~first])
         self._update_level(belief.p_success, s, a)
         # 2. Own evidence, decayed to this step, plus this step's outcomes.
         seen = ~first
         age = np.where(seen, step - self.last_[idx], 0)
-        keep = np.where(seen, self.settings.drift_decay ** age, 0.0)
+        keep = np.where(seen, self.drift_decay_ ** age, 0.0)
         old_a = self.a_[idx] * keep
         new_a = old_a + a
         self.level_at_[idx] = (self.level_at_[idx] * old_a + self.level_ * a) / new_a
@@ -228,6 +239,39 @@ class PromptBook:
             return
         for key, val in (("mean", mean), ("successes", s), ("attempts", a)):
             self._fit[key] = np.concatenate([self._fit[key], val])[-FIT_WINDOW:]
+
+    def _remember_revisit(self, idx: np.ndarray, step: int, s: np.ndarray, a: np.ndarray) -> None:
+        if idx.size == 0 or self.level_ is None:
+            return
+        rate, _ = self._own(idx)
+        new = {"prior_mean": self._prior_mean(idx), "concentration": np.full(len(idx), self.concentration_),
+               "rate": rate, "attempts_then": self.a_[idx].copy(), "age": (step - self.last_[idx]).astype(float),
+               "successes": s, "attempts": a}
+        for key in _REVISIT_FIT:
+            self._revisit_fit[key] = np.concatenate([self._revisit_fit[key], new[key]])[-FIT_WINDOW:]
+
+    def _fit_drift_decay(self) -> None:
+        """Choose the drift discount that best predicts revisited prompts' new groups (beta-binomial likelihood).
+
+        Why: how fast a prompt's old outcomes go stale depends on the run
+        (learning rate, data); a fixed discount makes the belief over- or
+        under-confident, and the selection objective reads its spread.
+        """
+        from scipy.stats import betabinom
+
+        f = self._revisit_fit
+        if len(f["age"]) < MIN_FIT_ROWS:
+            return
+        n = np.maximum(np.round(f["attempts"]), 1).astype(int)
+        k = np.clip(np.round(f["successes"]), 0, n).astype(int)
+        m0, c0 = f["prior_mean"], f["concentration"]
+        best, best_ll = self.drift_decay_, -np.inf
+        for d in DECAY_GRID:
+            w = f["attempts_then"] * d ** f["age"]
+            ll = betabinom.logpmf(k, n, m0 * c0 + f["rate"] * w, (1 - m0) * c0 + (1 - f["rate"]) * w).sum()
+            if ll > best_ll:
+                best, best_ll = d, ll
+        self.drift_decay_ = float(best)
 
     def _append_history(self, step: int, idx: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
         n = self.rows_ + len(idx)
@@ -279,6 +323,8 @@ class PromptBook:
             from preroll.heads.calibration import fit_concentration
 
             self.concentration_ = fit_concentration(self._fit["mean"], self._fit["successes"], self._fit["attempts"])
+        if self.settings.fit_drift:
+            self._fit_drift_decay()
         self.refits_ += 1
 
     # -- choosing -------------------------------------------------------------------------
@@ -338,7 +384,8 @@ class PromptBook:
             revisits_informative=self.revisits_informative_, revisits_dead=self.revisits_dead_,
             revisits_pending=int(self.pending_.sum()), dead_prompts=int((self.dead_streak_ > 0).sum()),
             informative_groups=self.informative_groups_, dead_groups=self.dead_groups_,
-            neighbour_refits=self.refits_, prior_concentration=float(self.concentration_))
+            neighbour_refits=self.refits_, prior_concentration=float(self.concentration_),
+            drift_decay=float(self.drift_decay_))
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -350,7 +397,7 @@ class PromptBook:
         state = {"format": FORMAT, "version": VERSION, "settings": self.settings.model_dump(mode="json"),
                  "ids_sha256": self._fingerprint(), "n_prompts": len(self),
                  "level": self.level_, "last_step": self.last_step_, "nb_level": self.nb_level_,
-                 "concentration": self.concentration_, "selections": dict(self.selections_),
+                 "concentration": self.concentration_, "drift_decay": self.drift_decay_, "selections": dict(self.selections_),
                  "rng": self._rng.bit_generator.state}
         for name in _COUNTERS:
             state[name.rstrip("_")] = int(getattr(self, name))
@@ -360,6 +407,8 @@ class PromptBook:
             state[f"history.{key}"] = arr[:self.rows_].copy()
         for key, arr in self._fit.items():
             state[f"fit.{key}"] = arr.copy()
+        for key, arr in self._revisit_fit.items():
+            state[f"revisit_fit.{key}"] = arr.copy()
         if self._graph is not None:
             state["graph.index"], state["graph.similarity"] = self._graph[0].copy(), self._graph[1].copy()
         return state
@@ -382,6 +431,7 @@ class PromptBook:
         self.last_step_ = None if state["last_step"] is None else int(state["last_step"])
         self.nb_level_ = float(state["nb_level"])
         self.concentration_ = float(state["concentration"])
+        self.drift_decay_ = float(state["drift_decay"])
         self.selections_ = {r: int(state["selections"].get(r, 0)) for r in REASONS}
         for name in _COUNTERS:
             setattr(self, name, int(state[name.rstrip("_")]))
@@ -391,6 +441,7 @@ class PromptBook:
         self._hist = {key: np.asarray(state[f"history.{key}"], dtype=arr.dtype).copy()
                       for key, arr in self._hist.items()}
         self._fit = {key: np.asarray(state[f"fit.{key}"], dtype=float).copy() for key in self._fit}
+        self._revisit_fit = {key: np.asarray(state[f"revisit_fit.{key}"], dtype=float).copy() for key in _REVISIT_FIT}
         if "graph.index" in state:
             self._graph = (np.asarray(state["graph.index"], np.int32), np.asarray(state["graph.similarity"], np.float32))
         self._rng = np.random.default_rng()

@@ -26,6 +26,8 @@ class OnlineSettings(BaseModel):
     group_size: int = 8
     #: Weight of an outcome per step of age: the policy drifts, so old outcomes count less.
     drift_decay: float = 0.97
+    #: Refit the drift discount on revisited prompts (beta-binomial likelihood over a grid); ``drift_decay`` starts it.
+    fit_drift: bool = True
     #: Steps between refits of the neighbour part (neighbour rates and the prior's concentration); 0 = never.
     refit_every: int = 1
     #: Neighbour encoder spec for :func:`preroll.encoders.get_encoder`; ``"none"`` disables the neighbour part.

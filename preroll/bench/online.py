@@ -1,0 +1,351 @@
+"""``preroll bench online``: samplers inside a long, drifting GRPO run, at equal rollouts.
+
+Each step the trainer's data loader offers a pool of ``pool_factor * batch``
+prompts (an epoch = every prompt offered once); a sampler rolls out ``batch``
+of them with ``group_size`` rollouts each (DAPO instead rolls out pool
+prompts in order until ``batch`` informative groups are kept, and pays for
+every group it generated). True success rates drift as fitted on the shared
+DAPO-Math histories (:mod:`preroll.bench.online_world`). Reported: informative
+groups per rollout generated, per epoch and after the first, relative to
+uniform; the book's next-step prediction quality; and the book's overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from preroll.bench.online_world import World, build_world, fit_world, load_rates
+
+SAMPLERS = ("uniform", "dapo", "memory", "book-no-neighbours", "book", "oracle")
+
+
+@dataclass
+class OnlineBenchConfig:
+    variants: int = 4            # synthetic prompts per real DAPO text (2,722 texts -> 10,888 prompts)
+    share: float = 0.5           # latent variance a variant shares with its anchor text (assumption)
+    batch: int = 256
+    pool_factor: int = 4
+    group_size: int = 8
+    epochs: int = 8
+    seeds: tuple[int, ...] = (0,)
+    samplers: tuple[str, ...] = SAMPLERS
+    max_anchors: int | None = None   # quick mode: fewer real texts
+    memory_keep: float = 0.5         # memory-only baseline: keep chance of a dead prompt per dead group in a row
+    quick: bool = False
+
+    def validate(self) -> None:
+        bad = [s for s in self.samplers if s not in SAMPLERS]
+        if bad:
+            raise ValueError(f"unknown sampler(s) {', '.join(bad)}; choose from {', '.join(SAMPLERS)}")
+        if "uniform" not in self.samplers:
+            raise ValueError("the 'uniform' sampler is the reference and must be included")
+        if not 0 <= self.share <= 1:
+            raise ValueError(f"share must be in [0, 1] (got {self.share})")
+        for name in ("variants", "batch", "pool_factor", "group_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+@dataclass
+class Trajectory:
+    """Drifting true rates of every prompt, advanced one trainer step at a time (same path for every sampler)."""
+
+    world: World
+    steps: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        f = self.world.fit
+        first, last = f.measured["first_step"], f.measured["last_step"]
+        self.dt = (last - first) / max(self.steps, 1)   # real training steps per simulated step
+        rng = np.random.default_rng(self.seed + 7)
+        n = len(self.world.theta0)
+        incr = rng.standard_normal((self.steps, n)) * (f.sigma_per_sqrt_step * np.sqrt(self.dt))
+        self.theta = self.world.theta0[None, :] + np.cumsum(incr, axis=0) + f.shift_per_step * self.dt * np.arange(
+            self.steps)[:, None]
+
+    def rates(self, t: int) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.theta[t]))
+
+
+def _informative(k: np.ndarray, g: int) -> np.ndarray:
+    return (k > 0) & (k < g)
+
+
+class _Sampler:
+    def choose(self, pool: np.ndarray, t: int) -> np.ndarray: ...
+    def observe(self, t: int, idx: np.ndarray, k: np.ndarray, g: int) -> None: ...
+
+
+class Uniform(_Sampler):
+    def __init__(self, rng):
+        self.rng = rng
+
+    def choose(self, pool, t, n):
+        return self.rng.permutation(pool)[:n]
+
+    def observe(self, t, idx, k, g):
+        pass
+
+
+class Oracle(_Sampler):
+    def __init__(self, traj: Trajectory, g: int):
+        self.traj, self.g = traj, g
+
+    def choose(self, pool, t, n):
+        p = self.traj.rates(t)[pool]
+        u = 1 - p ** self.g - (1 - p) ** self.g
+        return pool[np.argsort(-u, kind="stable")[:n]]
+
+    def observe(self, t, idx, k, g):
+        pass
+
+
+class MemoryOnly(_Sampler):
+    """GRESO-like: a prompt whose last ``d`` groups were dead is kept in the pool with chance keep**d."""
+
+    def __init__(self, n_prompts: int, rng, keep: float):
+        self.streak = np.zeros(n_prompts, np.int64)
+        self.rng, self.keep = rng, keep
+
+    def choose(self, pool, t, n):
+        keep = self.rng.random(len(pool)) < self.keep ** self.streak[pool]
+        order = self.rng.permutation(len(pool))
+        ranked = order[np.argsort(~keep[order], kind="stable")]   # kept ones first, random within
+        return pool[ranked[:n]]
+
+    def observe(self, t, idx, k, g):
+        dead = ~_informative(k, g)
+        self.streak[idx] = np.where(dead, self.streak[idx] + 1, 0)
+
+
+class BookSampler(_Sampler):
+    def __init__(self, world: World, seed: int, g: int, pool_factor: int, neighbours: bool):
+        from preroll.online import OnlineSettings, PromptBook
+
+        settings = OnlineSettings(group_size=g, pool_factor=pool_factor, seed=seed,
+                                  **({} if neighbours else {"encoder": "none"}))
+        self.book = PromptBook(world.texts, ids=list(range(len(world.texts))), settings=settings,
+                               embeddings=world.embeddings if neighbours else None)
+        self.seconds = 0.0
+
+    def choose(self, pool, t, n):
+        t0 = time.perf_counter()
+        out = self.book.select(pool, n).indices
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def observe(self, t, idx, k, g):
+        t0 = time.perf_counter()
+        rewards = [np.r_[np.ones(int(ki)), np.zeros(g - int(ki))] for ki in k]
+        self.book.record(t, idx, rewards)
+        self.seconds += time.perf_counter() - t0
+
+
+def _pools(n_prompts: int, pool_size: int, steps: int, rng) -> list[np.ndarray]:
+    """The data loader's candidate pools: each epoch a fresh permutation cut into pools (the remainder dropped)."""
+    out: list[np.ndarray] = []
+    per_epoch = max(1, n_prompts // pool_size)
+    while len(out) < steps:
+        order = rng.permutation(n_prompts)
+        out.extend(order[i * pool_size:(i + 1) * pool_size] for i in range(per_epoch))
+    return out[:steps]
+
+
+@dataclass
+class PredictionLog:
+    """The book's next-step beliefs on every pool prompt, against a held-out simulated group of each."""
+
+    alpha: list = field(default_factory=list)
+    beta: list = field(default_factory=list)
+    k: list = field(default_factory=list)
+    seen: list = field(default_factory=list)
+    epoch: list = field(default_factory=list)
+
+    def add(self, belief, k, seen, epoch):
+        self.alpha.append(belief.alpha)
+        self.beta.append(belief.beta)
+        self.k.append(k)
+        self.seen.append(seen)
+        self.epoch.append(np.full(len(k), epoch))
+
+    def metrics(self, g: int, mask_fn=None) -> dict:
+        from scipy.stats import betabinom
+        from sklearn.metrics import roc_auc_score
+
+        from preroll.beliefs import BetaPrediction
+        from preroll.online.policy import expected_informative
+
+        a, b, k = (np.concatenate(x) for x in (self.alpha, self.beta, self.k))
+        seen, epoch = np.concatenate(self.seen), np.concatenate(self.epoch)
+        m = np.ones(len(a), bool) if mask_fn is None else mask_fn(seen, epoch)
+        a, b, k = a[m], b[m], k[m]
+        if len(a) == 0:
+            return {}
+        p = a / (a + b)
+        y = np.r_[np.ones(len(p)), np.zeros(len(p))]
+        w = np.r_[k, g - k]
+        auc = roc_auc_score(y, np.r_[p, p], sample_weight=w) if 0 < k.sum() < g * len(k) else float("nan")
+        brier = float(((k * (1 - p) ** 2 + (g - k) * p ** 2) / g).mean())
+        bins = np.minimum((p * 10).astype(int), 9)
+        ece = sum(abs((k[bins == j] / g).mean() - p[bins == j].mean()) * (bins == j).mean() for j in range(10)
+                  if (bins == j).any())
+        pinf = expected_informative(BetaPrediction(a, b), g)
+        inf = ((k > 0) & (k < g)).astype(float)
+        ibins = np.minimum((pinf * 10).astype(int), 9)
+        ece_inf = sum(abs(inf[ibins == j].mean() - pinf[ibins == j].mean()) * (ibins == j).mean() for j in range(10)
+                      if (ibins == j).any())
+        ll = float(-betabinom.logpmf(k.astype(int), g, a, b).mean())
+        # The same means with a point belief (no spread) would say: how much the spread buys.
+        return {"n": int(len(a)), "auc": float(auc), "brier": brier, "ece": float(ece),
+                "informative_ece": float(ece_inf), "informative_predicted": float(pinf.mean()),
+                "informative_observed": float(inf.mean()), "betabinom_logloss": ll}
+
+
+def run_world(cfg: OnlineBenchConfig, world: World, seed: int, progress: Callable[[int, int], None] | None = None):
+    n_prompts = len(world.theta0)
+    g, B = cfg.group_size, cfg.batch
+    pool_size = min(cfg.pool_factor * B, n_prompts)
+    steps_per_epoch = max(1, n_prompts // pool_size)
+    steps = steps_per_epoch * cfg.epochs
+    traj = Trajectory(world, steps, seed)
+    pools = _pools(n_prompts, pool_size, steps, np.random.default_rng(seed + 1))
+    outcome_rng = {s: np.random.default_rng(seed + 100 + i) for i, s in enumerate(cfg.samplers)}
+    samplers: dict[str, _Sampler] = {}
+    for i, name in enumerate(cfg.samplers):
+        rng = np.random.default_rng(seed + 200 + i)
+        if name == "uniform":
+            samplers[name] = Uniform(rng)
+        elif name == "oracle":
+            samplers[name] = Oracle(traj, g)
+        elif name == "memory":
+            samplers[name] = MemoryOnly(n_prompts, rng, cfg.memory_keep)
+        elif name in ("book", "book-no-neighbours"):
+            samplers[name] = BookSampler(world, seed, g, cfg.pool_factor, neighbours=name == "book")
+    informative = {s: np.zeros(steps) for s in cfg.samplers}
+    rollouts = {s: np.zeros(steps) for s in cfg.samplers}
+    dapo_order = np.random.default_rng(seed + 2).permutation(n_prompts)
+    dapo_pos = 0
+    logs = {s: PredictionLog() for s in samplers if s.startswith("book")}
+    eval_rng = np.random.default_rng(seed + 3)
+    for t in range(steps):
+        p_true = traj.rates(t)
+        pool = pools[t]
+        held_out = eval_rng.binomial(g, p_true[pool])
+        for name, sampler in samplers.items():
+            if name in logs:
+                book = sampler.book
+                logs[name].add(book.predict(pool), held_out, book.last_[pool] >= 0, t // steps_per_epoch)
+            idx = sampler.choose(pool, t, B)
+            k = outcome_rng[name].binomial(g, p_true[idx])
+            sampler.observe(t, idx, k, g)
+            informative[name][t] = _informative(k, g).sum()
+            rollouts[name][t] = g * len(idx)
+        if "dapo" in cfg.samplers:
+            kept = generated = 0
+            while kept < B and generated < 50 * B:
+                if dapo_pos == n_prompts:
+                    dapo_order, dapo_pos = np.random.default_rng(seed + 4 + t).permutation(n_prompts), 0
+                take = dapo_order[dapo_pos:dapo_pos + (B - kept)]
+                dapo_pos += len(take)
+                k = outcome_rng["dapo"].binomial(g, p_true[take])
+                generated += len(take)
+                kept += int(_informative(k, g).sum())
+            informative["dapo"][t] = min(kept, B)
+            rollouts["dapo"][t] = g * generated
+        if progress:
+            progress(t + 1, steps)
+    epoch = np.arange(steps) // steps_per_epoch
+    return {"informative": informative, "rollouts": rollouts, "epoch": epoch, "steps_per_epoch": steps_per_epoch,
+            "logs": logs, "book_seconds": {n: s.seconds / steps for n, s in samplers.items() if hasattr(s, "seconds")},
+            "book_stats": {n: asdict(s.book.stats()) for n, s in samplers.items() if hasattr(s, "book")},
+            "n_prompts": n_prompts, "pool_size": pool_size, "steps": steps}
+
+
+def simulate(cfg: OnlineBenchConfig, *, progress=None, log=print) -> dict:
+    cfg.validate()
+    table, texts = load_rates()
+    fit = fit_world(table)
+    log(f"fitted world: mu {fit.mu:.2f}, tau {fit.tau:.2f}, global drift {fit.shift_per_step:.4f} logit/step, "
+        f"per-prompt drift sd {fit.sigma_per_sqrt_step:.3f}/sqrt(step)")
+    runs = []
+    for seed in cfg.seeds:
+        world = build_world(fit, table, texts, variants=cfg.variants, share=cfg.share, seed=seed,
+                            max_anchors=cfg.max_anchors)
+        runs.append(run_world(cfg, world, seed, progress))
+    return summarise(cfg, fit, runs)
+
+
+def summarise(cfg: OnlineBenchConfig, fit, runs: list[dict]) -> dict:
+    epochs = cfg.epochs
+    rows = []
+    per_epoch = {s: np.zeros(epochs) for s in cfg.samplers}
+    for s in cfg.samplers:
+        inf = sum(r["informative"][s] for r in runs)
+        ro = sum(r["rollouts"][s] for r in runs)
+        ep = runs[0]["epoch"]
+        for e in range(epochs):
+            per_epoch[s][e] = inf[ep == e].sum() / ro[ep == e].sum()
+        after = ep >= 1
+        rows.append({"sampler": s, "informative_per_1k_rollouts": 1000 * inf.sum() / ro.sum(),
+                     "after_epoch1_per_1k": 1000 * inf[after].sum() / ro[after].sum(),
+                     "epoch1_per_1k": 1000 * inf[ep == 0].sum() / ro[ep == 0].sum(),
+                     "rollouts_per_step": float(ro.sum() / len(runs) / len(ep)),
+                     "zero_signal_share": 1 - inf.sum() / (ro.sum() / cfg.group_size)})
+    uni = {r["sampler"]: r for r in rows}["uniform"]
+    for r in rows:
+        r["x_uniform_after_epoch1"] = r["after_epoch1_per_1k"] / uni["after_epoch1_per_1k"]
+        r["x_uniform_all"] = r["informative_per_1k_rollouts"] / uni["informative_per_1k_rollouts"]
+        r["x_uniform_epoch1"] = r["epoch1_per_1k"] / uni["epoch1_per_1k"]
+    g = cfg.group_size
+    prediction = {}
+    for name in runs[0]["logs"]:
+        merged = runs[0]["logs"][name]
+        for r in runs[1:]:
+            for f in ("alpha", "beta", "k", "seen", "epoch"):
+                getattr(merged, f).extend(getattr(r["logs"][name], f))
+        prediction[name] = {
+            "after_epoch1_all": merged.metrics(g, lambda seen, ep: ep >= 1),
+            "after_epoch1_seen": merged.metrics(g, lambda seen, ep: (ep >= 1) & seen),
+            "after_epoch1_unseen": merged.metrics(g, lambda seen, ep: (ep >= 1) & ~seen),
+            "epoch1": merged.metrics(g, lambda seen, ep: ep == 0),
+        }
+    return {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+            "world": fit.to_dict(), "n_prompts": runs[0]["n_prompts"], "pool_size": runs[0]["pool_size"],
+            "steps": runs[0]["steps"], "steps_per_epoch": runs[0]["steps_per_epoch"],
+            "samplers": rows, "per_epoch": {s: v.tolist() for s, v in per_epoch.items()},
+            "prediction": prediction,
+            "book_seconds_per_step": {k: float(np.mean([r["book_seconds"][k] for r in runs])) for k in runs[0]["book_seconds"]},
+            "book_stats": runs[0]["book_stats"]}
+
+
+def write_outputs(result: dict, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    path_json = out / "results.json"
+    path_json.write_text(json.dumps(result, indent=2, default=float))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    uni = np.array(result["per_epoch"]["uniform"])
+    for s, v in result["per_epoch"].items():
+        ax.plot(np.arange(1, len(v) + 1), np.array(v) / uni, marker="o", label=s)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("informative groups per rollout, x uniform")
+    ax.set_title(f"{result['n_prompts']} prompts, batch {result['config']['batch']}, "
+                 f"pool {result['config']['pool_factor']}x, groups of {result['config']['group_size']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path_png = out / "online.png"
+    fig.savefig(path_png, dpi=120)
+    plt.close(fig)
+    return {"json": path_json, "png": path_png}
