@@ -349,3 +349,95 @@ def write_outputs(result: dict, out: Path) -> dict[str, Path]:
     fig.savefig(path_png, dpi=120)
     plt.close(fig)
     return {"json": path_json, "png": path_png}
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """Seconds the book adds per trainer step, and memory, at a given scale."""
+
+    n_prompts: int
+    pool: int
+    batch: int
+    history_rows: int
+    graph_seconds: float          # one-off: neighbour graph from embeddings
+    prefill_seconds: float        # recording the history, in steps
+    record_seconds: float         # per step, means over the timed steps
+    predict_seconds: float
+    select_seconds: float
+    step_seconds: float
+    step_seconds_max: float
+    peak_traced_mb: float         # peak Python/numpy allocation during the timed steps (tracemalloc)
+    max_rss_mb: float             # the process's peak resident set
+    save_seconds: float
+    state_mb: float
+
+
+def measure_overhead(*, n_prompts: int = 20_000, pool: int = 2048, batch: int = 512, history_rows: int = 50_000,
+                     group_size: int = 8, steps: int = 20, dim: int = 128, seed: int = 0,
+                     workdir: Path | None = None) -> Overhead:
+    """Time record + predict + select per step for a ``pool``-prompt pool after ``history_rows`` recorded rows.
+
+    The dataset is synthetic (random unit embeddings, rates from a U-shaped
+    Beta): the book's cost does not depend on what the texts say.
+    """
+    import resource
+    import tempfile
+    import tracemalloc
+
+    from preroll.online import OnlineSettings, PromptBook
+
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n_prompts, dim)).astype(np.float32)
+    texts = [f"prompt {i}" for i in range(n_prompts)]
+    rates = rng.beta(0.4, 0.4, n_prompts)
+    book = PromptBook(texts, ids=list(range(n_prompts)), settings=OnlineSettings(group_size=group_size, seed=seed),
+                      embeddings=emb)
+    t0 = time.perf_counter()
+    book._neighbour_graph()
+    graph_s = time.perf_counter() - t0
+    step = 0
+    t0 = time.perf_counter()
+    while book.rows_ < history_rows:
+        idx = rng.choice(n_prompts, batch, replace=False)
+        k = rng.binomial(group_size, rates[idx])
+        book.record(step, idx, _groups(k, group_size))
+        step += 1
+    prefill_s = time.perf_counter() - t0
+    prefilled = book.rows_
+    rec, pre, sel, tot = [], [], [], []
+    tracemalloc.start()
+    for _ in range(steps):
+        candidates = rng.choice(n_prompts, pool, replace=False)
+        k_all = rng.binomial(group_size, rates)
+        t0 = time.perf_counter()
+        book.predict(candidates)
+        t1 = time.perf_counter()
+        chosen = book.select(candidates, batch).indices
+        t2 = time.perf_counter()
+        groups = _groups(k_all[chosen], group_size)
+        t3 = time.perf_counter()
+        book.record(step, chosen, groups)
+        t4 = time.perf_counter()
+        step += 1
+        pre.append(t1 - t0)
+        sel.append(t2 - t1)
+        rec.append(t4 - t3)
+        tot.append((t2 - t0) + (t4 - t3))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        t0 = time.perf_counter()
+        path = book.save(Path(tmp) / "book.npz")
+        save_s = time.perf_counter() - t0
+        state_mb = path.stat().st_size / 2 ** 20
+    return Overhead(n_prompts=n_prompts, pool=pool, batch=batch, history_rows=prefilled, graph_seconds=graph_s,
+                    prefill_seconds=prefill_s, record_seconds=float(np.mean(rec)), predict_seconds=float(np.mean(pre)),
+                    select_seconds=float(np.mean(sel)), step_seconds=float(np.mean(tot)),
+                    step_seconds_max=float(np.max(tot)), peak_traced_mb=peak / 2 ** 20,
+                    max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, save_seconds=save_s,
+                    state_mb=state_mb)
+
+
+def _groups(k: np.ndarray, g: int) -> list[np.ndarray]:
+    """0/1 reward groups with k successes each (the trainer's rewards, as the book receives them)."""
+    return [np.r_[np.ones(int(ki)), np.zeros(g - int(ki))] for ki in k]

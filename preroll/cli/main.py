@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from preroll.cli import bench_route, bench_schedule, bench_throughput, evaluate, feedback, predict, serve
+from preroll.cli import bench_online, bench_route, bench_schedule, bench_throughput, evaluate, feedback, predict, serve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict a policy's success on prompts before rolling them out.")
@@ -22,6 +22,7 @@ app.command("feedback")(feedback.feedback)
 bench_app.command("schedule")(bench_schedule.bench_schedule)
 bench_app.command("route")(bench_route.bench_route)
 bench_app.command("throughput")(bench_throughput.bench_throughput)
+bench_app.command("online")(bench_online.bench_online)
 
 
 def main() -> None:
