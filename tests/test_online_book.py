@@ -1,0 +1,181 @@
+"""The online prompt book: beliefs from own outcomes, neighbours and the global level; persistence; errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from preroll.online import OnlineInputError, OnlineSettings, PromptBook
+
+
+def _texts(n):
+    return [f"problem number {i} about {'algebra' if i % 2 else 'geometry'} {i % 7}" for i in range(n)]
+
+
+def _clustered(n_clusters=10, per=10, seed=0):
+    """Embeddings in tight clusters: a prompt's neighbours are its cluster."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_clusters, 16))
+    emb = np.repeat(centres, per, axis=0) + 0.05 * rng.standard_normal((n_clusters * per, 16))
+    return emb
+
+
+def _group(k, g=8):
+    return [1.0] * k + [0.0] * (g - k)
+
+
+def test_own_outcomes_move_the_belief():
+    book = PromptBook(_texts(20), settings=OnlineSettings(encoder="none"))
+    book.record(0, list(range(10)), [_group(4)] * 10)   # sets the level near 0.5
+    before = book.predict([3]).p_success[0]
+    book.record(1, [3], [_group(8)])
+    after = book.predict([3])
+    assert after.p_success[0] > before + 0.2
+    assert after.p_success[0] > book.predict([15]).p_success[0]   # an unseen prompt stays near the level
+    book.record(2, [12], [_group(0)])   # a first group, all wrong
+    assert book.predict([12]).p_success[0] < 0.2
+
+
+def test_old_outcomes_are_discounted_for_drift():
+    settings = OnlineSettings(encoder="none", drift_decay=0.8, fit_drift=False, level_gain=0.0)
+    book = PromptBook(_texts(20), settings=settings)
+    book.record(0, list(range(10)), [_group(4)] * 10)
+    book.record(1, [3], [_group(8)])
+    fresh = book.predict([3])
+    for step in range(2, 12):       # time passes, prompt 3 is not seen again
+        book.record(step, [10], [_group(4)])
+    stale = book.predict([3])
+    assert stale.concentration[0] < fresh.concentration[0]
+    assert stale.std[0] > fresh.std[0]
+    assert abs(stale.p_success[0] - 0.5) < abs(fresh.p_success[0] - 0.5)
+
+
+def test_unseen_prompt_falls_back_to_neighbours_and_global_rate():
+    emb = _clustered()
+    book = PromptBook(_texts(100), settings=OnlineSettings(neighbours=9, fit_drift=False), embeddings=emb)
+    # cluster 0 (prompts 0-9) always solved, cluster 1 (10-19) never; other clusters half
+    idx = list(range(0, 8)) + list(range(10, 18)) + list(range(20, 100, 3))
+    rewards = [_group(8)] * 8 + [_group(0)] * 8 + [_group(4)] * len(range(20, 100, 3))
+    book.record(0, idx, rewards)
+    p = book.predict([9, 19, 98]).p_success   # unseen members of cluster 0, 1, and 9
+    assert p[0] > 0.75 and p[1] < 0.25
+    assert abs(p[2] - book.global_rate) < 0.15
+    # without neighbours an unseen prompt gets the global rate only
+    plain = PromptBook(_texts(100), settings=OnlineSettings(encoder="none"))
+    plain.record(0, idx, rewards)
+    q = plain.predict([9, 19]).p_success
+    assert np.allclose(q, plain.global_rate)
+
+
+def test_global_level_follows_the_policy():
+    book = PromptBook(_texts(200), settings=OnlineSettings(encoder="none"))
+    rng = np.random.default_rng(0)
+    book.record(0, range(100), [_group(int(k)) for k in rng.binomial(8, 0.3, 100)])
+    low = book.global_rate
+    for step in range(1, 8):   # the policy improves: the same kind of prompts now succeed 70% of the time
+        idx = rng.choice(200, 50, replace=False)
+        book.record(step, idx, [_group(int(k)) for k in rng.binomial(8, 0.7, 50)])
+    assert low < 0.4 and book.global_rate > 0.55
+    # a prompt seen only at step 0 is moved up with the level
+    seen_early = 0 if book.last_[0] == 0 else int(np.flatnonzero(book.last_ == 0)[0])
+    s0, a0 = book.s_[seen_early], book.a_[seen_early]
+    assert book.predict([seen_early]).p_success[0] > (s0 + book.concentration_ * low) / (a0 + book.concentration_) - 1e-9
+
+
+def test_graded_rewards_and_duplicates_merge():
+    book = PromptBook(_texts(5), settings=OnlineSettings(encoder="none", reward_range=(-1.0, 1.0)))
+    book.record(0, [1, 1, 2], [[1.0, -1.0], [0.0], [-1.0, -1.0]])
+    h = book.history()
+    assert list(h["index"]) == [1, 2]
+    assert h["successes"][0] == pytest.approx(1.5) and h["attempts"][0] == 3
+    assert book.dead_streak_[2] == 1 and book.dead_streak_[1] == 0
+
+
+def test_save_and_resume_give_identical_next_choices(tmp_path):
+    emb = _clustered()
+    settings = OnlineSettings(neighbours=8, seed=3)
+    a = PromptBook(_texts(100), settings=settings, embeddings=emb)
+    rng = np.random.default_rng(1)
+    rates = rng.beta(0.5, 0.5, 100)
+    for step in range(6):
+        sel = a.select(rng.choice(100, 40, replace=False), 10)
+        a.record(step, sel.indices, [_group(int(k)) for k in rng.binomial(8, rates[sel.indices])])
+    path = a.save(tmp_path / "book.npz")
+    b = PromptBook.load(path, _texts(100))
+    c = PromptBook(_texts(100), settings=settings, embeddings=emb)
+    c.load_state_dict(a.state_dict())
+    for step in range(6, 10):
+        pool = rng.choice(100, 40, replace=False)
+        sa, sb, sc = a.select(pool, 10), b.select(pool, 10), c.select(pool, 10)
+        assert np.array_equal(sa.indices, sb.indices) and np.array_equal(sa.indices, sc.indices)
+        assert list(sa.reason) == list(sb.reason)
+        rewards = [_group(int(k)) for k in rng.binomial(8, rates[sa.indices])]
+        for book in (a, b, c):
+            book.record(step, sa.indices, rewards)
+        np.testing.assert_allclose(a.predict().alpha, b.predict().alpha)
+    assert a.stats() == b.stats()
+    x = a.allocate(rng.choice(100, 30, replace=False).tolist(), 64)
+    assert x.sum() == 64
+
+
+def test_load_refuses_another_dataset(tmp_path):
+    book = PromptBook(_texts(10), settings=OnlineSettings(encoder="none"))
+    book.record(0, [1], [_group(3)])
+    path = book.save(tmp_path / "b.npz")
+    with pytest.raises(OnlineInputError, match="another dataset"):
+        PromptBook.load(path, _texts(11))
+    (tmp_path / "junk.npz").write_bytes(b"not a book")
+    with pytest.raises(OnlineInputError) as err:
+        PromptBook.load(tmp_path / "junk.npz", _texts(10))
+    assert err.value.field == "path"
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda b: b.record(0, [0], [[1.5]]), "rewards"),
+    (lambda b: b.record(0, [0], [[float("nan")]]), "rewards"),
+    (lambda b: b.record(0, [0], [[]]), "rewards"),
+    (lambda b: b.record(0, [0, 1], [[1.0]]), "rewards"),
+    (lambda b: b.record(0, [9], [[1.0]]), "indices"),
+    (lambda b: b.record(0, [-1], [[1.0]]), "indices"),
+    (lambda b: b.record(0, [0.5], [[1.0]]), "indices"),
+    (lambda b: b.record(-1, [0], [[1.0]]), "step"),
+    (lambda b: b.record("3", [0], [[1.0]]), "step"),
+    (lambda b: b.predict([5, 100]), "indices"),
+    (lambda b: b.select([0, 1, 1], 1), "pool"),
+    (lambda b: b.select([0, 1, 2], 4), "n"),
+    (lambda b: b.select([0, 1, 2], 0), "n"),
+])
+def test_bad_input_is_a_clear_error(call, field):
+    book = PromptBook(_texts(9), settings=OnlineSettings(encoder="none"))
+    with pytest.raises(OnlineInputError) as err:
+        call(book)
+    assert err.value.field == field
+    assert isinstance(err.value, ValueError)
+
+
+def test_steps_must_not_go_backwards():
+    book = PromptBook(_texts(9), settings=OnlineSettings(encoder="none"))
+    book.record(5, [0], [[1.0]])
+    book.record(5, [1], [[0.0]])   # the same step again is fine (a step recorded in parts)
+    with pytest.raises(OnlineInputError, match="before the last recorded step 5") as err:
+        book.record(4, [0], [[1.0]])
+    assert err.value.field == "step"
+
+
+def test_construction_errors():
+    with pytest.raises(OnlineInputError) as err:
+        PromptBook(["a", "b"], ids=["x", "x"])
+    assert err.value.field == "ids" and err.value.index == 1
+    with pytest.raises(OnlineInputError) as err:
+        PromptBook(["a", "  "])
+    assert err.value.field == "prompts" and err.value.index == 1
+    with pytest.raises(OnlineInputError) as err:
+        PromptBook(["a"], settings={"drift_decay": 1.5})
+    assert err.value.field == "settings.drift_decay"
+    with pytest.raises(OnlineInputError) as err:
+        PromptBook(["a", "b"], settings={"encoder": "none"}, embeddings=np.zeros((3, 2)))
+    assert err.value.field == "embeddings"
+    # the same text twice with default ids: distinct, stable ids
+    book = PromptBook(["same", "same"])
+    assert len(set(book.ids)) == 2
+    assert PromptBook(["same", "same"]).ids == book.ids
