@@ -38,6 +38,7 @@ class OnlineBenchConfig:
     max_anchors: int | None = None   # quick mode: fewer real texts
     memory_keep: float = 0.5         # memory-only baseline: keep chance of a dead prompt per dead group in a row
     quick: bool = False
+    book_settings: dict = field(default_factory=dict)   # OnlineSettings fields for the book samplers
 
     def validate(self) -> None:
         bad = [s for s in self.samplers if s not in SAMPLERS]
@@ -126,10 +127,10 @@ class MemoryOnly(_Sampler):
 
 
 class BookSampler(_Sampler):
-    def __init__(self, world: World, seed: int, g: int, pool_factor: int, neighbours: bool):
+    def __init__(self, world: World, seed: int, g: int, pool_factor: int, neighbours: bool, extra: dict):
         from preroll.online import OnlineSettings, PromptBook
 
-        settings = OnlineSettings(group_size=g, pool_factor=pool_factor, seed=seed,
+        settings = OnlineSettings(**{**extra, "group_size": g, "pool_factor": pool_factor, "seed": seed},
                                   **({} if neighbours else {"encoder": "none"}))
         self.book = PromptBook(world.texts, ids=list(range(len(world.texts))), settings=settings,
                                embeddings=world.embeddings if neighbours else None)
@@ -227,7 +228,8 @@ def run_world(cfg: OnlineBenchConfig, world: World, seed: int, progress: Callabl
         elif name == "memory":
             samplers[name] = MemoryOnly(n_prompts, rng, cfg.memory_keep)
         elif name in ("book", "book-no-neighbours"):
-            samplers[name] = BookSampler(world, seed, g, cfg.pool_factor, neighbours=name == "book")
+            samplers[name] = BookSampler(world, seed, g, cfg.pool_factor, neighbours=name == "book",
+                                          extra=cfg.book_settings)
     informative = {s: np.zeros(steps) for s in cfg.samplers}
     rollouts = {s: np.zeros(steps) for s in cfg.samplers}
     dapo_order = np.random.default_rng(seed + 2).permutation(n_prompts)
