@@ -448,7 +448,8 @@ class PromptBook:
         self._rng.bit_generator.state = _json_roundtrip(state["rng"])
 
     def save(self, path: str | Path) -> Path:
-        """Write the state to ``path`` (a versioned ``.npz``), atomically: a crash leaves the old file intact."""
+        """Write the state to ``path`` (a versioned, uncompressed ``.npz``: saving sits on the training loop),
+        atomically: a crash leaves the old file intact."""
         path = Path(path)
         state = self.state_dict()
         arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
@@ -457,7 +458,7 @@ class PromptBook:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, __meta__=np.array(json.dumps(meta)), **arrays)
+                np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
