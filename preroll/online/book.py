@@ -33,7 +33,7 @@ import numpy as np
 
 from preroll.beliefs import BetaPrediction
 from preroll.online.errors import OnlineInputError
-from preroll.online.neighbours import neighbour_graph, neighbour_rates
+from preroll.online.neighbours import neighbour_graph, neighbour_sums
 from preroll.online.settings import OnlineSettings, make_settings
 from preroll.online.types import REASONS, BookStats, Selection
 from preroll.online.validate import check_indices, check_rewards, check_step, prompt_ids
@@ -50,11 +50,19 @@ _EPS = 1e-4
 #: Rates are clipped to [eps, 1 - eps] before a logit shift: a 0/8 record moves by at most ~8 * eps successes.
 _EPS_OWN = 1e-3
 
+#: What is kept of each first observation to refit the prior (its neighbour sums, shift, global rate, outcome).
+_FIRST_FIT = ("nb_num", "nb_den", "nb_global", "shift", "level_rate", "successes", "attempts")
 #: What is kept of each revisit (a prompt recorded again) to refit the drift discount on.
 _REVISIT_FIT = ("prior_mean", "concentration", "rate", "attempts_then", "age", "successes", "attempts")
 #: Candidate drift discounts per step of age.
+#: Candidate shrinkage (pseudo-attempts of the global rate) of the neighbour average.
+SHRINK_GRID = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: Candidate prior concentrations (log-spaced): how far a new prompt's rate scatters around its prior mean.
+CONCENTRATION_GRID = tuple(np.geomspace(0.1, 100.0, 31))
+#: New first observations needed before the prior's shrinkage and concentration are refitted.
+HYPER_EVERY_ROWS = 256
 DECAY_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 1.0)
-_PER_PROMPT = ("s_", "a_", "last_", "level_at_", "dead_streak_", "pending_", "nb_mean_")
+_PER_PROMPT = ("s_", "a_", "last_", "level_at_", "dead_streak_", "pending_", "nb_num_", "nb_den_")
 _COUNTERS = ("steps_", "rows_", "informative_groups_", "dead_groups_", "revisits_informative_",
              "revisits_dead_", "refits_", "steps_since_refit_")
 
@@ -109,8 +117,11 @@ class PromptBook:
         self.level_at_ = np.zeros(n)                # attempt-weighted global level (logit) when observed
         self.dead_streak_ = np.zeros(n, np.int32)   # consecutive zero-variance groups, most recent last
         self.pending_ = np.zeros(n, np.int8)        # 1: chosen as a revisit, outcome not recorded yet
-        self.nb_mean_ = np.full(n, np.nan)          # neighbour rate at level nb_level_ (nan before a refit)
+        self.nb_num_ = np.zeros(n)                  # similarity-weighted neighbour successes-rate sum ...
+        self.nb_den_ = np.full(n, np.nan)           # ... and weight sum, at level nb_level_ (nan before a refit)
         self.nb_level_ = 0.0
+        self.nb_global_ = 0.5                       # the global rate at that refit
+        self.neighbour_prior_ = float(self.settings.neighbour_prior)   # fitted with the concentration
         self.level_: float | None = None            # global logit level; None before the first record
         self.last_step_: int | None = None
         self.concentration_ = DEFAULT_CONCENTRATION
@@ -120,7 +131,8 @@ class PromptBook:
             setattr(self, name, 0)
         self._hist = {"step": np.zeros(0, np.int64), "index": np.zeros(0, np.int32),
                       "successes": np.zeros(0), "attempts": np.zeros(0)}
-        self._fit = {"mean": np.zeros(0), "successes": np.zeros(0), "attempts": np.zeros(0)}
+        self._fit = {key: np.zeros(0) for key in _FIRST_FIT}
+        self._fit_rows_since_ = 0
         self._revisit_fit = {key: np.zeros(0) for key in _REVISIT_FIT}
         self._rng = np.random.default_rng(self.settings.seed)
 
@@ -129,13 +141,15 @@ class PromptBook:
 
     # -- beliefs --------------------------------------------------------------------------
 
-    def _prior_mean(self, idx: np.ndarray) -> np.ndarray:
+    def _prior_mean(self, idx: np.ndarray, shrink: float | None = None) -> np.ndarray:
         """Prior mean of each prompt before its own outcomes: neighbours, shifted to the current level."""
         if self.level_ is None:
             return np.full(len(idx), 0.5)
-        nb = self.nb_mean_[idx]
+        lam = self.neighbour_prior_ if shrink is None else shrink
+        num, den = self.nb_num_[idx], self.nb_den_[idx]
+        nb = (num + lam * self.nb_global_) / (np.nan_to_num(den) + lam)
         shifted = _sigmoid(_logit(nb) + self.level_ - self.nb_level_)
-        return np.where(np.isnan(nb), _sigmoid(self.level_), shifted)
+        return np.where(np.isnan(den), _sigmoid(self.level_), shifted)
 
     def _own(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Own evidence: drift-adjusted rate and effective (decayed) attempts; 0 attempts if never seen."""
@@ -190,7 +204,7 @@ class PromptBook:
         # 1. Pre-record beliefs: the residuals move the global level, first observations fit the prior.
         belief = self._belief(idx)
         first = self.last_[idx] < 0
-        self._remember_first(self._prior_mean(idx[first]), s[first], a[first])
+        self._remember_first(idx[first], s[first], a[first])
         self._remember_revisit(idx[~first], step, s[~first], a[~first])
         self._update_level(belief.p_success, s, a)
         # 2. Own evidence, decayed to this step, plus this step's outcomes.
@@ -234,11 +248,40 @@ class PromptBook:
         hess = float((a * p_pred * (1 - p_pred)).sum()) + 1e-9
         self.level_ = float(self.level_ + self.settings.level_gain * np.clip(grad / hess, -2.0, 2.0))
 
-    def _remember_first(self, mean: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
-        if mean.size == 0 or self.level_ is None:
+    def _remember_first(self, idx: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
+        if idx.size == 0 or self.level_ is None:
             return
-        for key, val in (("mean", mean), ("successes", s), ("attempts", a)):
-            self._fit[key] = np.concatenate([self._fit[key], val])[-FIT_WINDOW:]
+        new = {"nb_num": self.nb_num_[idx], "nb_den": self.nb_den_[idx],
+               "nb_global": np.full(len(idx), self.nb_global_), "shift": np.full(len(idx), self.level_ - self.nb_level_),
+               "level_rate": np.full(len(idx), self.global_rate), "successes": s, "attempts": a}
+        for key in _FIRST_FIT:
+            self._fit[key] = np.concatenate([self._fit[key], new[key]])[-FIT_WINDOW:]
+        self._fit_rows_since_ += len(idx)
+
+    def _fit_prior(self) -> None:
+        """Fit the neighbour shrinkage and the prior concentration on first observations (beta-binomial likelihood).
+
+        Why both: how much a prompt's neighbours say about it depends on the
+        dataset and the encoder (near-duplicates vs loosely related problems),
+        and how far a new prompt scatters around what they say is the prior's
+        honest spread. A grid keeps it cheap and deterministic.
+        """
+        f = self._fit
+        if len(f["attempts"]) < MIN_FIT_ROWS:
+            return
+        n = np.maximum(np.round(f["attempts"]), 1)
+        k = np.clip(np.round(f["successes"]), 0, n)
+        has_nb = ~np.isnan(f["nb_den"])
+        c = np.asarray(CONCENTRATION_GRID)[:, None]
+        best = (-np.inf, self.neighbour_prior_, self.concentration_)
+        for lam in (SHRINK_GRID if has_nb.any() else (self.neighbour_prior_,)):
+            nb = (f["nb_num"] + lam * f["nb_global"]) / (np.nan_to_num(f["nb_den"]) + lam)
+            m = np.clip(np.where(has_nb, _sigmoid(_logit(nb) + f["shift"]), f["level_rate"]), _EPS, 1 - _EPS)
+            ll = _betabinom_loglik(k, n, m * c, (1 - m) * c).sum(axis=1)
+            j = int(np.argmax(ll))
+            if ll[j] > best[0]:
+                best = (ll[j], lam, float(c[j, 0]))
+        _, self.neighbour_prior_, self.concentration_ = best
 
     def _remember_revisit(self, idx: np.ndarray, step: int, s: np.ndarray, a: np.ndarray) -> None:
         if idx.size == 0 or self.level_ is None:
@@ -257,8 +300,6 @@ class PromptBook:
         (learning rate, data); a fixed discount makes the belief over- or
         under-confident, and the selection objective reads its spread.
         """
-        from scipy.stats import betabinom
-
         f = self._revisit_fit
         if len(f["age"]) < MIN_FIT_ROWS:
             return
@@ -268,7 +309,7 @@ class PromptBook:
         best, best_ll = self.drift_decay_, -np.inf
         for d in DECAY_GRID:
             w = f["attempts_then"] * d ** f["age"]
-            ll = betabinom.logpmf(k, n, m0 * c0 + f["rate"] * w, (1 - m0) * c0 + (1 - f["rate"]) * w).sum()
+            ll = _betabinom_loglik(k, n, m0 * c0 + f["rate"] * w, (1 - m0) * c0 + (1 - f["rate"]) * w).sum()
             if ll > best_ll:
                 best, best_ll = d, ll
         self.drift_decay_ = float(best)
@@ -308,21 +349,20 @@ class PromptBook:
         return self._graph
 
     def refit(self) -> None:
-        """Recompute neighbour rates over the graph and refit the prior's concentration (cheap: a gather)."""
+        """Recompute neighbour sums over the graph (a gather) and refit the prior and the drift discount."""
         self.steps_since_refit_ = 0
         if self.level_ is None:
             return
         graph = self._neighbour_graph()
         if graph is not None:
             rate, weight = self._own(np.arange(len(self)))
-            self.nb_mean_, _ = neighbour_rates(graph[0], graph[1], rate, weight, self.global_rate,
-                                               power=self.settings.neighbour_power,
-                                               prior=self.settings.neighbour_prior)
+            self.nb_num_, self.nb_den_ = neighbour_sums(graph[0], graph[1], rate, weight,
+                                                        power=self.settings.neighbour_power)
             self.nb_level_ = float(self.level_)
-        if len(self._fit["mean"]) >= MIN_FIT_ROWS:
-            from preroll.heads.calibration import fit_concentration
-
-            self.concentration_ = fit_concentration(self._fit["mean"], self._fit["successes"], self._fit["attempts"])
+            self.nb_global_ = self.global_rate
+        if self._fit_rows_since_ >= HYPER_EVERY_ROWS or (self.refits_ == 0 and len(self._fit["attempts"])):
+            self._fit_prior()
+            self._fit_rows_since_ = 0
         if self.settings.fit_drift:
             self._fit_drift_decay()
         self.refits_ += 1
@@ -385,6 +425,7 @@ class PromptBook:
             revisits_pending=int(self.pending_.sum()), dead_prompts=int((self.dead_streak_ > 0).sum()),
             informative_groups=self.informative_groups_, dead_groups=self.dead_groups_,
             neighbour_refits=self.refits_, prior_concentration=float(self.concentration_),
+            neighbour_prior=float(self.neighbour_prior_),
             drift_decay=float(self.drift_decay_))
 
     # -- persistence ----------------------------------------------------------------------
@@ -396,7 +437,8 @@ class PromptBook:
         """Everything needed to resume (incl. the RNG and the neighbour graph): numpy arrays and JSON-able values."""
         state = {"format": FORMAT, "version": VERSION, "settings": self.settings.model_dump(mode="json"),
                  "ids_sha256": self._fingerprint(), "n_prompts": len(self),
-                 "level": self.level_, "last_step": self.last_step_, "nb_level": self.nb_level_,
+                 "level": self.level_, "last_step": self.last_step_, "nb_level": self.nb_level_, "nb_global": self.nb_global_,
+                 "neighbour_prior": self.neighbour_prior_, "fit_rows_since": self._fit_rows_since_,
                  "concentration": self.concentration_, "drift_decay": self.drift_decay_, "selections": dict(self.selections_),
                  "rng": self._rng.bit_generator.state}
         for name in _COUNTERS:
@@ -430,6 +472,9 @@ class PromptBook:
         self.level_ = None if state["level"] is None else float(state["level"])
         self.last_step_ = None if state["last_step"] is None else int(state["last_step"])
         self.nb_level_ = float(state["nb_level"])
+        self.nb_global_ = float(state["nb_global"])
+        self.neighbour_prior_ = float(state["neighbour_prior"])
+        self._fit_rows_since_ = int(state["fit_rows_since"])
         self.concentration_ = float(state["concentration"])
         self.drift_decay_ = float(state["drift_decay"])
         self.selections_ = {r: int(state["selections"].get(r, 0)) for r in REASONS}
@@ -440,7 +485,7 @@ class PromptBook:
             setattr(self, name, np.asarray(state[name.rstrip("_")], dtype=ref.dtype).copy())
         self._hist = {key: np.asarray(state[f"history.{key}"], dtype=arr.dtype).copy()
                       for key, arr in self._hist.items()}
-        self._fit = {key: np.asarray(state[f"fit.{key}"], dtype=float).copy() for key in self._fit}
+        self._fit = {key: np.asarray(state[f"fit.{key}"], dtype=float).copy() for key in _FIRST_FIT}
         self._revisit_fit = {key: np.asarray(state[f"revisit_fit.{key}"], dtype=float).copy() for key in _REVISIT_FIT}
         if "graph.index" in state:
             self._graph = (np.asarray(state["graph.index"], np.int32), np.asarray(state["graph.similarity"], np.float32))
@@ -482,6 +527,13 @@ class PromptBook:
         book = cls(prompts, ids, settings=dict(meta.get("settings", {})), embeddings=embeddings)
         book.load_state_dict(state)
         return book
+
+
+def _betabinom_loglik(k, n, a, b):
+    """Beta-binomial log-likelihood, elementwise (broadcasts; gammaln-based, much faster than scipy.stats)."""
+    from scipy.special import betaln, gammaln
+
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + betaln(k + a, n - k + b) - betaln(a, b)
 
 
 def _check_count(n, pool_size: int) -> int:

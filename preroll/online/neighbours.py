@@ -8,8 +8,8 @@ computed once from the cached embeddings (one chunked matrix product,
 
 A prompt's neighbour rate is the kNN-Beta head's formula restricted to
 neighbours with own outcomes: the similarity-weighted mean of their
-(drift-adjusted) rates, shrunk towards the global rate by a few
-pseudo-attempts. A prompt is never its own neighbour, so its own outcomes are
+(drift-adjusted) rates, shrunk towards the global rate by a number of
+pseudo-attempts that the book fits by likelihood. A prompt is never its own neighbour, so its own outcomes are
 counted once (by the book), not twice.
 """
 
@@ -36,17 +36,17 @@ def neighbour_graph(embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
             np.take_along_axis(sim, order, axis=1).astype(np.float32))
 
 
-def neighbour_rates(graph_idx: np.ndarray, graph_sim: np.ndarray, rate: np.ndarray, weight: np.ndarray,
-                    global_rate: float, *, power: float, prior: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per prompt: shrunk similarity-weighted neighbour rate, and the evidence weight behind it.
+def neighbour_sums(graph_idx: np.ndarray, graph_sim: np.ndarray, rate: np.ndarray, weight: np.ndarray, *,
+                   power: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt: similarity-weighted sum of neighbours' rates and the sum of the weights.
 
     ``rate``/``weight``: each prompt's own (drift-adjusted) rate and effective
-    attempts (0 for a prompt never seen; it then contributes nothing).
+    attempts (0 for a prompt never seen: it contributes nothing). The
+    neighbour rate shrunk by ``prior`` pseudo-attempts of the global rate g is
+    ``(num + prior * g) / (den + prior)``; the book fits ``prior``.
     """
     if graph_idx.shape[1] == 0:
         n = len(rate)
-        return np.full(n, global_rate), np.zeros(n)
+        return np.zeros(n), np.zeros(n)
     w = np.clip(graph_sim, 0.0, None).astype(float) ** power * weight[graph_idx]
-    num = (w * rate[graph_idx]).sum(axis=1) + prior * global_rate
-    den = w.sum(axis=1) + prior
-    return num / den, den - prior
+    return (w * rate[graph_idx]).sum(axis=1), w.sum(axis=1)

@@ -36,7 +36,8 @@ class OnlineSettings(BaseModel):
     neighbours: int = 32
     #: Neighbour weight = max(cosine, 0) ** this: near-duplicates count far more than loose relatives.
     neighbour_power: float = 4.0
-    #: Pseudo-attempts of the global rate that shrink a neighbour average (few or far neighbours say little).
+    #: Pseudo-attempts of the global rate that shrink a neighbour average (few or far neighbours say little);
+    #: the starting value: the book refits it with the prior's concentration.
     neighbour_prior: float = 2.0
     #: Share of the n slots filled by Thompson draws from the belief instead of the expected objective.
     explore: float = 0.1

@@ -46,6 +46,7 @@ class BookStats:
     dead_groups: int
     neighbour_refits: int
     prior_concentration: float
+    neighbour_prior: float
     drift_decay: float
 
     @property
