@@ -16,9 +16,10 @@ simulator draws synthetic prompts whose statistics are fitted to it:
 - **neighbour structure**: every real prompt text anchors ``variants``
   synthetic prompts (paraphrase-like near-duplicates). An anchor's latent is
   its real observed rate (standardised within its snapshot), so the real
-  semantic structure of difficulty across texts is kept; a variant shares a
-  ``share`` of its latent variance with its anchor (an assumption, not a
-  measurement: the data has no paraphrases). Embeddings are the real text's
+  semantic structure of difficulty across texts is kept; a variant takes a
+  ``share`` of its latent variance from its anchor, the rest is its own (an
+  assumption, not a measurement: the data has no paraphrases). ``share=0``
+  uses no real difficulty at all: a null control for the neighbour part. Embeddings are the real text's
   lexical (TF-IDF + SVD) vector plus isotropic noise (cosine ~0.7 to the anchor).
 """
 
