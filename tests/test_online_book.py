@@ -179,3 +179,19 @@ def test_construction_errors():
     book = PromptBook(["same", "same"])
     assert len(set(book.ids)) == 2
     assert PromptBook(["same", "same"]).ids == book.ids
+
+
+def test_default_lexical_encoder_builds_and_saves_the_graph(tmp_path):
+    texts = [f"Find the value of x if {i} x + {i % 5} = {i * 3}. Give the answer as an integer." for i in range(30)]
+    texts += [f"How many triangles with integer sides have perimeter {i}?" for i in range(30)]
+    book = PromptBook(texts).prepare()
+    idx, sim = book._graph
+    assert idx.shape == (60, 32) and (idx != np.arange(60)[:, None]).all()
+    # a prompt's nearest neighbours are of its own kind
+    assert (idx[:30, :5] < 30).mean() > 0.9 and (idx[30:, :5] >= 30).mean() > 0.9
+    book.record(0, list(range(0, 60, 2)), [_group(8)] * 15 + [_group(0)] * 15)
+    p = book.predict([1, 31]).p_success
+    assert p[0] > p[1]                          # unseen prompts follow their kind
+    loaded = PromptBook.load(book.save(tmp_path / "b.npz"), texts)
+    assert np.array_equal(loaded._graph[0], idx)
+    np.testing.assert_allclose(loaded.predict().alpha, book.predict().alpha)

@@ -338,6 +338,17 @@ class PromptBook:
 
     # -- neighbours -----------------------------------------------------------------------
 
+    def prepare(self) -> "PromptBook":
+        """Embed the dataset and build the neighbour graph now (else the first ``record`` does it).
+
+        Call it when the trainer is built, so the first step is not the slow one:
+        a lexical fit plus one prompts x prompts cosine product (seconds for 10k prompts,
+        ~30 s for 20k on 2 busy cores). The graph is part of the saved state, so a
+        resumed book never recomputes it.
+        """
+        self._neighbour_graph()
+        return self
+
     def _neighbour_graph(self) -> tuple[np.ndarray, np.ndarray] | None:
         if str(self.settings.encoder).strip().lower() == "none":
             return None

@@ -38,7 +38,8 @@ def draw_revisits(dead_streak: np.ndarray, n: int, settings: OnlineSettings, rng
     dead = dead_streak > 0
     prob = np.where(dead, settings.revisit * settings.revisit_decay ** np.maximum(dead_streak - 1, 0), 0.0)
     mask = dead & (u < prob)
-    cap = int(np.floor(settings.max_revisit_share * n))
+    # ceil: a small batch (n < 10) still gets an occasional revisit slot
+    cap = int(np.ceil(settings.max_revisit_share * n))
     if mask.sum() > cap:
         keep = np.flatnonzero(mask)[np.argsort(u[mask], kind="stable")[:cap]]
         mask = np.zeros_like(mask)
