@@ -133,8 +133,8 @@ class BookSampler(_Sampler):
         settings = OnlineSettings(**{**extra, "group_size": g, "pool_factor": pool_factor, "seed": seed},
                                   **({} if neighbours else {"encoder": "none"}))
         self.book = PromptBook(world.texts, ids=list(range(len(world.texts))), settings=settings,
-                               embeddings=world.embeddings if neighbours else None)
-        self.seconds = 0.0
+                               embeddings=world.embeddings if neighbours else None).prepare()
+        self.seconds = 0.0   # per-step cost only: the one-off graph is built above
 
     def choose(self, pool, t, n):
         t0 = time.perf_counter()
