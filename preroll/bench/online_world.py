@@ -165,7 +165,7 @@ def build_world(fit: WorldFit, table: dict, texts: dict[str, str], *, variants: 
     if max_anchors is not None:
         ids = list(rng.permutation(ids)[:max_anchors])
     anchor_text = [texts[i] for i in ids]
-    enc = LexicalEncoder(n_components=min(128, len(ids) - 1)).fit(anchor_text)
+    enc = LexicalEncoder(n_components=min(128, len(ids) // 4)).fit(anchor_text)   # 128-d for the full data
     emb = np.asarray(enc.encode(anchor_text), np.float32)
     za = anchor_latents(table, ids)
     anchor = np.repeat(np.arange(len(ids)), variants)
