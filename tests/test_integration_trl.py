@@ -1,0 +1,189 @@
+"""PrerollGRPOTrainer: real GRPO steps on CPU with a tiny random LM and a local character tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+torch = pytest.importorskip("torch")
+from datasets import Dataset  # noqa: E402
+from trl import GRPOConfig  # noqa: E402
+
+from preroll.bench.trl_task import char_tokenizer, sample_items, tiny_model  # noqa: E402
+from preroll.integrations.trl import PrerollGRPOTrainer, PrerollTRLError, PrerollTRLSettings  # noqa: E402
+from preroll.online import OnlineSettings  # noqa: E402
+
+G = 4          # num_generations
+B = 3          # prompts per generation batch
+N = 30         # dataset prompts
+
+
+def parity_reward(completions, **kwargs):
+    """0/1 from the completion's length: varies within a group, so groups carry signal."""
+    return [float(len(c) % 2) for c in completions]
+
+
+class Recorder:
+    """A reward function that remembers, per call, which prompts it scored (in global order)."""
+
+    __name__ = "recorder"
+
+    def __init__(self):
+        self.calls: list[tuple[list[str], list[float]]] = []
+
+    def __call__(self, prompts, completions, **kwargs):
+        rewards = parity_reward(completions)
+        self.calls.append((list(prompts), rewards))
+        return rewards
+
+
+def dataset(with_ids: bool = False) -> Dataset:
+    items = sample_items(N, np.random.default_rng(0))
+    cols = {"prompt": [it.prompt for it in items], "answer": [it.answer for it in items]}
+    if with_ids:
+        cols["id"] = [f"q{i}" for i in range(N)]
+    return Dataset.from_dict(cols)
+
+
+def config(tmp_path, **kw) -> GRPOConfig:
+    base = dict(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", max_steps=4,
+                per_device_train_batch_size=B * G, num_generations=G, max_completion_length=5,
+                logging_steps=100, save_strategy="no", seed=0, disable_tqdm=True)
+    base.update(kw)
+    return GRPOConfig(**base)
+
+
+def trainer(tmp_path, reward_funcs=parity_reward, ds=None, preroll=None, **kw) -> PrerollGRPOTrainer:
+    tok = char_tokenizer()
+    return PrerollGRPOTrainer(model=tiny_model(tok, hidden=32), reward_funcs=reward_funcs, args=config(tmp_path, **kw),
+                              train_dataset=ds if ds is not None else dataset(), processing_class=tok,
+                              preroll=preroll)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Four GRPO steps with a recording reward function and an event log of the book's calls."""
+    rec = Recorder()
+    tr = trainer(tmp_path_factory.mktemp("run"), reward_funcs=rec, ds=dataset(with_ids=True),
+                 preroll=OnlineSettings(pool_factor=3))
+    events: list[tuple[str, int]] = []
+    book = tr.preroll_book
+    select, record = book.select, book.record
+
+    def logged_select(pool, n):
+        events.append(("select", int(tr.state.global_step)))
+        return select(pool, n)
+
+    def logged_record(step, indices, rewards):
+        events.append(("record", int(step)))
+        return record(step, indices, rewards)
+
+    book.select, book.record = logged_select, logged_record
+    tr.train()
+    return tr, rec, events
+
+
+def test_book_records_every_step_for_exactly_the_generated_prompts(trained):
+    tr, rec, _ = trained
+    prompts = tr.train_dataset["prompt"]
+    hist = tr.preroll_book.history()
+    assert len(rec.calls) == 4 and sorted(set(hist["step"])) == [0, 1, 2, 3]
+    for step, (scored, rewards) in enumerate(rec.calls):
+        # what the reward function scored is the book's choice, each prompt num_generations times in a row
+        choice = tr.preroll_log[step]
+        assert choice.step == step
+        assert scored == [prompts[i] for i in np.repeat(choice.indices, G)]
+        rows = hist["step"] == step
+        assert sorted(hist["index"][rows].tolist()) == sorted(choice.indices.tolist())
+        for idx, succ, att in zip(hist["index"][rows], hist["successes"][rows], hist["attempts"][rows]):
+            pos = [k for k, p in enumerate(scored) if p == prompts[idx]]
+            assert att == G and succ == pytest.approx(sum(rewards[k] for k in pos))
+    assert list(hist["id"][:B]) == [f"q{i}" for i in hist["index"][:B]]   # ids from the dataset's id column
+
+
+def test_each_batch_is_chosen_from_a_pool_of_pool_factor_times_b(trained):
+    tr, _, _ = trained
+    pools = [c.pool for c in tr.preroll_log]
+    for c in tr.preroll_log:
+        assert len(c.pool) == 3 * B == len(set(c.pool.tolist()))
+        assert len(c.indices) == B and set(c.indices.tolist()) <= set(c.pool.tolist())
+    # consecutive pools walk one permutation of the dataset: no candidate repeats within a pass
+    first_pass = np.concatenate(pools[:3])
+    assert len(set(first_pass.tolist())) == len(first_pass)
+
+
+def test_choice_for_a_batch_sees_the_rewards_of_the_previous_batch(trained):
+    # no dataloader lag: select(k), record(k), select(k+1), record(k+1), ...
+    _, _, events = trained
+    assert events == [(kind, k) for k in range(4) for kind in ("select", "record")]
+
+
+def test_resume_gives_the_same_next_choices(tmp_path):
+    full = trainer(tmp_path / "a", max_steps=3, save_strategy="steps", save_steps=2)
+    full.train()
+    ckpt = tmp_path / "a" / "out" / "checkpoint-2"
+    assert (ckpt / "preroll_book.npz").exists() and (ckpt / "preroll_pool.json").exists()
+    resumed = trainer(tmp_path / "b", max_steps=3)
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    a = {c.step: c for c in full.preroll_log}
+    b = {c.step: c for c in resumed.preroll_log}
+    assert sorted(b) == [2]
+    for step in (2,):
+        np.testing.assert_array_equal(a[step].pool, b[step].pool)
+        np.testing.assert_array_equal(a[step].indices, b[step].indices)
+    # the resumed book continued the saved one: same history as the uninterrupted run
+    ha, hb = full.preroll_book.history(), resumed.preroll_book.history()
+    np.testing.assert_array_equal(ha["index"], hb["index"])
+    np.testing.assert_array_equal(ha["successes"], hb["successes"])
+
+
+def test_resume_from_a_checkpoint_without_a_book_is_an_error(tmp_path):
+    ckpt = tmp_path / "checkpoint-2"
+    ckpt.mkdir()
+    tr = trainer(tmp_path)
+    with pytest.raises(PrerollTRLError, match="preroll_book.npz"):
+        tr.preroll_load(ckpt)
+
+
+def test_dataset_without_prompt_column_is_an_error(tmp_path):
+    ds = Dataset.from_dict({"question": ["c1=", "c2=", "c3="]})
+    with pytest.raises(PrerollTRLError, match="no 'prompt' column"):
+        trainer(tmp_path, ds=ds)
+
+
+def test_duplicate_ids_are_an_error(tmp_path):
+    ds = dataset(with_ids=True)
+    ids = list(ds["id"])
+    ids[7] = ids[2]
+    ds = ds.remove_columns("id").add_column("id", ids)
+    with pytest.raises(PrerollTRLError, match=r"column 'id' row 7: duplicates id 'q2'"):
+        trainer(tmp_path, ds=ds)
+
+
+def test_uninterpretable_reward_weights_are_an_error_at_start(tmp_path):
+    with pytest.raises(PrerollTRLError, match=r"weights \[1.0, 1.0\].*reward_range"):
+        trainer(tmp_path, reward_funcs=[parity_reward, parity_reward])
+    # a declared range for the weighted sum is accepted
+    tr = trainer(tmp_path, reward_funcs=[parity_reward, parity_reward], preroll=OnlineSettings(reward_range=(0, 2)))
+    assert tr.preroll_book.settings.reward_range == (0.0, 2.0)
+
+
+def test_reward_outside_range_is_an_error_at_the_first_step_showing_it(tmp_path):
+    calls = []
+
+    def late_bad_reward(completions, **kwargs):
+        calls.append(1)
+        return [1.5 if len(calls) == 2 else 1.0] + [0.0] * (len(completions) - 1)
+
+    tr = trainer(tmp_path, reward_funcs=late_bad_reward)
+    with pytest.raises(PrerollTRLError, match=r"step 1: weighted reward 1.5 .* outside reward_range \[0, 1\]"):
+        tr.train()
+    assert tr.preroll_book.stats().steps == 1
+
+
+def test_group_size_must_match_num_generations(tmp_path):
+    with pytest.raises(PrerollTRLError, match="group_size=8 but num_generations=4"):
+        trainer(tmp_path, preroll=PrerollTRLSettings(book=OnlineSettings(group_size=8)))
+    tr = trainer(tmp_path)
+    assert tr.preroll_book.settings.group_size == G and tr.preroll_book.settings.seed == 0
