@@ -1,0 +1,279 @@
+"""Closed-loop TRL GRPO benchmark: how the prompt choice changes what a small policy learns per rollout.
+
+A tiny Llama is pre-trained briefly on the graded task family of
+:mod:`preroll.bench.trl_task` (so its success rates spread over 0..1), then
+trained with TRL's GRPO under equal rollout budgets by four prompt choices:
+
+- ``uniform``: TRL's own shuffled sampler (plain ``trl.GRPOTrainer``);
+- ``memory``: ``PrerollGRPOTrainer`` with the neighbour part off (``encoder="none"``):
+  per-prompt memory and the global level only, GRESO-like;
+- ``dapo``: DAPO-style dynamic sampling, approximated in one round: each step
+  rolls out 2B prompts (TRL's B plus B more from a seeded permutation), keeps
+  the first B groups whose rewards are not all equal and fills any remaining
+  slots with dead groups (zero advantage). Every generated rollout counts
+  against the budget, so it takes half as many gradient steps;
+- ``preroll``: ``PrerollGRPOTrainer`` with the default book (lexical neighbours).
+
+Measured per run: greedy held-out accuracy on unseen task items against
+rollouts generated, the share of generated groups whose rewards were all equal
+(zero-signal groups: no gradient), and wall time per training step (without
+the held-out evaluations).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from preroll.bench.trl_task import (TaskItem, char_tokenizer, exact_match_reward, greedy_accuracy, pretrain,
+                                    sample_items, tiny_model)
+
+METHODS = ("uniform", "memory", "dapo", "preroll")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = METHODS
+    n_train: int = 384
+    n_heldout: int = 200
+    prompts_per_step: int = 8          # B
+    num_generations: int = 4           # G
+    budget: int = 640                  # rollouts per run (20 uniform steps of B * G)
+    eval_every: int = 160              # rollouts between held-out evaluations
+    pretrain_steps: int = 200
+    hidden: int = 64
+    learning_rate: float = 1e-3
+    k_max: int = 8
+    threads: int = 2
+
+
+@dataclass
+class RunResult:
+    method: str
+    seed: int
+    rollouts: list[int] = field(default_factory=list)      # at each held-out evaluation
+    heldout: list[float] = field(default_factory=list)
+    groups: int = 0
+    dead_groups: int = 0
+    steps: int = 0
+    train_seconds: float = 0.0
+
+    @property
+    def dead_share(self) -> float:
+        return self.dead_groups / self.groups if self.groups else float("nan")
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.train_seconds / self.steps if self.steps else float("nan")
+
+
+class GroupCounter:
+    """A reward wrapper that counts generated groups and the zero-signal ones (all G rewards equal)."""
+
+    __name__ = "exact_match"
+
+    def __init__(self, G: int, result: RunResult) -> None:
+        self.G, self.result = G, result
+        self.rollouts = 0
+
+    def __call__(self, prompts, completions, answer, **kwargs):
+        r = np.asarray(exact_match_reward(completions, answer))
+        groups = r.reshape(-1, self.G)
+        self.result.groups += len(groups)
+        self.result.dead_groups += int((groups.min(axis=1) == groups.max(axis=1)).sum())
+        self.rollouts += len(r)
+        return r.tolist()
+
+
+def _dapo_trainer_class():
+    import torch
+    from trl import GRPOTrainer
+
+    class DAPOFilterTrainer(GRPOTrainer):
+        """One-round DAPO dynamic sampling: roll out 2B prompts, train on B groups, informative ones first."""
+
+        def __init__(self, *args, extra_seed: int = 0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._extra_rng = np.random.default_rng([extra_seed, 7])
+            self._extra_perm = np.zeros(0, np.int64)
+
+        def _extra_rows(self, n: int) -> list[int]:
+            if len(self._extra_perm) < n:
+                self._extra_perm = np.concatenate([self._extra_perm, self._extra_rng.permutation(len(self.train_dataset))])
+            out, self._extra_perm = self._extra_perm[:n], self._extra_perm[n:]
+            return out.tolist()
+
+        def _generate_and_score_completions(self, inputs):
+            if not self.model.training:
+                return super()._generate_and_score_completions(inputs)
+            G = self.num_generations
+            B = len(inputs) // G
+            keys = list(inputs[0].keys())
+            extra = [{k: self.train_dataset[i][k] for k in keys} for i in self._extra_rows(B) for _ in range(G)]
+            out = super()._generate_and_score_completions(list(inputs) + extra)
+            adv = out["advantages"].view(-1, G)
+            informative = (adv.abs() > 0).any(dim=1)
+            order = torch.argsort((~informative).int(), stable=True)[:B]
+            rows = (order[:, None] * G + torch.arange(G)[None, :]).reshape(-1)
+            n_rows = adv.numel()
+            kept = {}
+            for key, value in out.items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == n_rows:
+                    kept[key] = value[rows]
+                else:
+                    kept[key] = value
+            kept["num_items_in_batch"] = kept["completion_mask"].sum()
+            return kept
+
+    return DAPOFilterTrainer
+
+
+def pretrained_policy(cfg: LoopConfig, folder: Path, progress=None):
+    """Pre-train the tiny policy once (seed 0) and save it; every run starts from this checkpoint."""
+    tok = char_tokenizer()
+    model = tiny_model(tok, hidden=cfg.hidden, seed=0)
+    pretrain(model, tok, steps=cfg.pretrain_steps, seed=0, k_range=(1, cfg.k_max), progress=progress)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def task_data(cfg: LoopConfig) -> tuple[list[TaskItem], list[TaskItem]]:
+    """Train and held-out items: distinct prompts, drawn from the same difficulty mix."""
+    items = sample_items(cfg.n_train + cfg.n_heldout, np.random.default_rng(12345), (1, cfg.k_max))
+    return items[:cfg.n_train], items[cfg.n_train:]
+
+
+def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Path) -> RunResult:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from preroll.integrations.trl import PrerollGRPOTrainer
+    from preroll.online import OnlineSettings
+
+    torch.set_num_threads(cfg.threads)
+    train, heldout = task_data(cfg)
+    ds = Dataset.from_dict({"prompt": [it.prompt for it in train], "answer": [it.answer for it in train]})
+    tok = PreTrainedTokenizerFast.from_pretrained(policy_dir)
+    model = AutoModelForCausalLM.from_pretrained(policy_dir)
+    result = RunResult(method, seed)
+    counter = GroupCounter(cfg.num_generations, result)
+    per_step = cfg.prompts_per_step * cfg.num_generations * (2 if method == "dapo" else 1)
+    max_steps = cfg.budget // per_step
+    args = GRPOConfig(output_dir=str(work / f"{method}-{seed}"), use_cpu=True, report_to="none", seed=seed,
+                      max_steps=max_steps, per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+                      num_generations=cfg.num_generations, max_completion_length=cfg.k_max + 1,
+                      learning_rate=cfg.learning_rate, lr_scheduler_type="constant", beta=0.0, temperature=1.0,
+                      logging_steps=10_000, save_strategy="no", disable_tqdm=True)
+
+    class HeldOut(TrainerCallback):
+        def __init__(self):
+            self.eval_seconds = 0.0
+            self.next_at = 0
+
+        def evaluate(self):
+            t = time.perf_counter()
+            acc = float(greedy_accuracy(model, tok, heldout).mean())
+            model.train()
+            self.eval_seconds += time.perf_counter() - t
+            result.rollouts.append(counter.rollouts)
+            result.heldout.append(acc)
+            self.next_at = counter.rollouts + cfg.eval_every
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if counter.rollouts >= self.next_at:
+                self.evaluate()
+
+    heldout_cb = HeldOut()
+    heldout_cb.evaluate()
+    common = dict(model=model, reward_funcs=counter, args=args, train_dataset=ds, processing_class=tok,
+                  callbacks=[heldout_cb])
+    if method == "uniform":
+        trainer = GRPOTrainer(**common)
+    elif method == "dapo":
+        trainer = _dapo_trainer_class()(**common, extra_seed=seed)
+    elif method == "memory":
+        trainer = PrerollGRPOTrainer(**common, preroll=OnlineSettings(encoder="none"))
+    elif method == "preroll":
+        trainer = PrerollGRPOTrainer(**common, preroll=OnlineSettings())
+    else:
+        raise ValueError(f"unknown method {method!r} (choose from {METHODS})")
+    t = time.perf_counter()
+    trainer.train()
+    result.train_seconds = time.perf_counter() - t - (heldout_cb.eval_seconds - 0.0)
+    if result.rollouts[-1] != counter.rollouts:
+        heldout_cb.evaluate()
+    result.steps = int(trainer.state.global_step)
+    return result
+
+
+def summarise(results: list[RunResult], cfg: LoopConfig) -> dict:
+    """Per method: final held-out accuracy and area under the held-out curve (mean, per seed), dead share, s/step."""
+    out = {}
+    for m in cfg.methods:
+        runs = [r for r in results if r.method == m]
+        if not runs:
+            continue
+        out[m] = {
+            "final": [r.heldout[-1] for r in runs],
+            "curve_mean": [float(np.mean(r.heldout[1:])) for r in runs],
+            "start": [r.heldout[0] for r in runs],
+            "dead_share": [r.dead_share for r in runs],
+            "seconds_per_step": [r.seconds_per_step for r in runs],
+            "rollouts": [r.rollouts[-1] for r in runs],
+            "steps": [r.steps for r in runs],
+            "seeds": [r.seed for r in runs],
+        }
+    return out
+
+
+def targets(summary: dict) -> dict:
+    """The issue's targets: dead share at most half of uniform's; final held-out >= uniform's on every seed."""
+    if "uniform" not in summary or "preroll" not in summary:
+        return {}
+    u, p = summary["uniform"], summary["preroll"]
+    return {"dead_share_at_most_half_of_uniform": bool(np.mean(p["dead_share"]) <= 0.5 * np.mean(u["dead_share"])),
+            "heldout_no_worse_on_every_seed": bool(all(a >= b for a, b in zip(p["final"], u["final"])))}
+
+
+def plot(results: list[RunResult], summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = dict(zip(METHODS, ("tab:gray", "tab:orange", "tab:green", "tab:blue")))
+    for m in summary:
+        runs = [r for r in results if r.method == m]
+        for i, r in enumerate(runs):
+            ax1.plot(r.rollouts, r.heldout, color=colors.get(m), alpha=0.8, lw=1.5, marker="o", ms=3,
+                     label=m if i == 0 else None)
+    ax1.set_xlabel("rollouts generated")
+    ax1.set_ylabel("held-out greedy accuracy")
+    ax1.set_title("Held-out accuracy vs rollouts (one line per seed)")
+    ax1.legend()
+    names = list(summary)
+    means = [np.mean(summary[m]["dead_share"]) for m in names]
+    errs = [np.std(summary[m]["dead_share"]) for m in names]
+    ax2.bar(names, means, yerr=errs, color=[colors.get(m) for m in names])
+    ax2.set_ylabel("share of zero-signal groups (generated)")
+    ax2.set_title("Groups with all rewards equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_json(results: list[RunResult], summary: dict, cfg: LoopConfig, path: Path) -> None:
+    payload = {"config": asdict(cfg), "runs": [asdict(r) | {"dead_share": r.dead_share,
+                                                            "seconds_per_step": r.seconds_per_step}
+                                               for r in results],
+               "summary": summary, "targets": targets(summary)}
+    path.write_text(json.dumps(payload, indent=1))
