@@ -122,6 +122,7 @@ class PrerollGRPOTrainer(GRPOTrainer):
             where = f"train_dataset column {self.preroll_settings.id_column!r}" if exc.field == "ids" else "train_dataset"
             row = f" row {exc.index}" if exc.index is not None else ""
             raise PrerollTRLError(f"{where}{row}: {exc.reason}") from None
+        self.preroll_book.prepare()   # embed the dataset and build the neighbour graph now, not in the first step
         self.preroll_prompts_per_batch = n_prompts
         self.preroll_pool = PoolStream(len(prompts), book_settings.pool_factor * n_prompts, book_settings.seed)
         self.preroll_log: deque[GenerationChoice] = deque(maxlen=self.preroll_settings.log_size)
