@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=LoopConfig.budget, help="rollouts per run")
     p.add_argument("--pretrain-steps", type=int, default=LoopConfig.pretrain_steps)
     p.add_argument("--threads", type=int, default=LoopConfig.threads)
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="print the table and draw the PNG from a results.json of an earlier (possibly partial) run")
     a = p.parse_args(argv)
     cfg = LoopConfig(seeds=tuple(a.seeds), methods=tuple(a.methods), budget=a.budget,
                      pretrain_steps=a.pretrain_steps, threads=a.threads)
@@ -41,11 +43,15 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
-    from preroll.bench.trl_loop import plot, pretrained_policy, run_one, save_json, summarise, targets
+    from preroll.bench.trl_loop import pretrained_policy, run_one, save_json, summarise
 
     console = Console()
+    if a.from_json is not None:
+        from preroll.bench.trl_loop import load_json
+
+        results, cfg = load_json(a.from_json)
+        return report(results, cfg, a.out, Console())
     results = []
     with tempfile.TemporaryDirectory(prefix="preroll-trl-") as tmp, Progress(console=console) as progress:
         work = Path(tmp)
@@ -61,14 +67,23 @@ def main(argv=None) -> int:
                                        f"{r.seconds_per_step:.2f} s/step")
                 progress.advance(runs)
                 save_json(results, summarise(results, cfg), cfg, a.out / "results.json")  # partial results survive
+    save_json(results, summarise(results, cfg), cfg, a.out / "results.json")
+    return report(results, cfg, a.out, console)
+
+
+def report(results, cfg, out: Path, console) -> int:
+    import numpy as np
+    from rich.table import Table
+
+    from preroll.bench.trl_loop import plot, summarise, targets
+
     summary = summarise(results, cfg)
+    seeds = sorted({r.seed for r in results})
     table = Table(title=f"TRL GRPO closed loop: {cfg.budget} rollouts per run, B={cfg.prompts_per_step}, "
-                        f"G={cfg.num_generations}, seeds {list(cfg.seeds)}")
+                        f"G={cfg.num_generations}, seeds {seeds}")
     for col in ("method", "held-out start", "held-out final (mean)", "final per seed", "held-out curve mean",
                 "zero-signal groups", "s/step", "steps"):
         table.add_column(col)
-    import numpy as np
-
     for m, s in summary.items():
         table.add_row(m, f"{np.mean(s['start']):.3f}", f"{np.mean(s['final']):.3f}",
                       " ".join(f"{x:.3f}" for x in s["final"]), f"{np.mean(s['curve_mean']):.3f}",
@@ -77,9 +92,8 @@ def main(argv=None) -> int:
     console.print(table)
     for name, ok in targets(summary).items():
         console.print(f"target {name}: {'met' if ok else 'NOT met'}")
-    save_json(results, summary, cfg, a.out / "results.json")
-    plot(results, summary, a.out / "trl_closed_loop.png")
-    console.print(f"wrote {a.out / 'results.json'} and {a.out / 'trl_closed_loop.png'}")
+    plot(results, summary, out / "trl_closed_loop.png")
+    console.print(f"wrote {out / 'results.json'} and {out / 'trl_closed_loop.png'}")
     return 0
 
 

@@ -205,9 +205,9 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
         trainer = PrerollGRPOTrainer(**common, preroll=OnlineSettings())
     else:
         raise ValueError(f"unknown method {method!r} (choose from {METHODS})")
-    t = time.perf_counter()
+    t, eval_before = time.perf_counter(), heldout_cb.eval_seconds
     trainer.train()
-    result.train_seconds = time.perf_counter() - t - (heldout_cb.eval_seconds - 0.0)
+    result.train_seconds = time.perf_counter() - t - (heldout_cb.eval_seconds - eval_before)
     if result.rollouts[-1] != counter.rollouts:
         heldout_cb.evaluate()
     result.steps = int(trainer.state.global_step)
@@ -277,3 +277,13 @@ def save_json(results: list[RunResult], summary: dict, cfg: LoopConfig, path: Pa
                                                for r in results],
                "summary": summary, "targets": targets(summary)}
     path.write_text(json.dumps(payload, indent=1))
+
+
+def load_json(path: Path) -> tuple[list[RunResult], LoopConfig]:
+    """Runs and config of a results.json (written after every run, so a stopped benchmark still reports)."""
+    payload = json.loads(Path(path).read_text())
+    cfg_fields = payload["config"]
+    cfg = LoopConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_fields.items()})
+    names = {f for f in RunResult.__dataclass_fields__}
+    runs = [RunResult(**{k: v for k, v in r.items() if k in names}) for r in payload["runs"]]
+    return runs, cfg
