@@ -27,11 +27,14 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=LoopConfig.budget, help="rollouts per run")
     p.add_argument("--pretrain-steps", type=int, default=LoopConfig.pretrain_steps)
     p.add_argument("--threads", type=int, default=LoopConfig.threads)
+    p.add_argument("--learning-rate", type=float, default=LoopConfig.learning_rate)
+    p.add_argument("--policy-dir", type=Path, default=None,
+                   help="reuse the pre-trained policy saved here (pre-train and save it there when absent)")
     p.add_argument("--from-json", type=Path, default=None,
                    help="print the table and draw the PNG from a results.json of an earlier (possibly partial) run")
     a = p.parse_args(argv)
     cfg = LoopConfig(seeds=tuple(a.seeds), methods=tuple(a.methods), budget=a.budget,
-                     pretrain_steps=a.pretrain_steps, threads=a.threads)
+                     pretrain_steps=a.pretrain_steps, threads=a.threads, learning_rate=a.learning_rate)
     if cfg.budget < cfg.eval_every:
         print(f"--budget must be at least {cfg.eval_every} rollouts", file=sys.stderr)
         return 2
@@ -46,17 +49,19 @@ def main(argv=None) -> int:
 
     from preroll.bench.trl_loop import pretrained_policy, run_one, save_json, summarise
 
-    console = Console()
+    console = Console(width=150)
     if a.from_json is not None:
         from preroll.bench.trl_loop import load_json
 
         results, cfg = load_json(a.from_json)
-        return report(results, cfg, a.out, Console())
+        return report(results, cfg, a.out, console)
     results = []
     with tempfile.TemporaryDirectory(prefix="preroll-trl-") as tmp, Progress(console=console) as progress:
         work = Path(tmp)
-        task = progress.add_task("pre-training the policy", total=cfg.pretrain_steps)
-        policy = pretrained_policy(cfg, work / "policy", progress=lambda s: progress.update(task, completed=s + 1))
+        policy = a.policy_dir or work / "policy"
+        if not (policy / "config.json").exists():
+            task = progress.add_task("pre-training the policy", total=cfg.pretrain_steps)
+            pretrained_policy(cfg, policy, progress=lambda s: progress.update(task, completed=s + 1))
         runs = progress.add_task("GRPO runs", total=len(cfg.seeds) * len(cfg.methods))
         for seed in cfg.seeds:
             for method in cfg.methods:
