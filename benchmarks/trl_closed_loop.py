@@ -3,8 +3,9 @@
     PYTHONPATH=. HF_HUB_OFFLINE=1 nice python benchmarks/trl_closed_loop.py --out bench-out/trl
 
 Prints a table (mean and per-seed values over the seeds), writes results.json
-and trl_closed_loop.png into --out. The default run takes ~10-15 minutes on
-2 CPU cores. See docs/trl.md and preroll/bench/trl_loop.py.
+and trl_closed_loop.png into --out (results.json after every run, so a stopped
+run still reports with --from-json). Two seeds took ~15 minutes on 2 CPU cores
+shared with a load average of ~15; each run is ~1.5-2 minutes. See docs/trl.md and preroll/bench/trl_loop.py.
 """
 
 from __future__ import annotations
