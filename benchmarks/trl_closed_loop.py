@@ -99,7 +99,7 @@ def report(results, cfg, out: Path, console) -> int:
     for name, ok in targets(summary).items():
         console.print(f"target {name}: {'met' if ok else 'NOT met'}")
     plot(results, summary, out / "trl_closed_loop.png")
-    console.print(f"wrote {out / 'results.json'} and {out / 'trl_closed_loop.png'}")
+    console.print(f"wrote {out / 'trl_closed_loop.png'} (runs: {out / 'results.json'})")
     return 0
 
 
