@@ -10,8 +10,9 @@ spending batch x rollouts), then records the step from verl's trajectory layout
 replay buffer returns them). Rewards are Bernoulli draws from each prompt's
 mean observed DAPO-Math rate
 (0.5 for prompts without history). The book uses the default settings (lexical
-neighbour encoder, refit every step). The first step is reported apart:
-it computes the neighbour embeddings once. "record" is the whole read-back
+neighbour encoder, refit every step). "book build" embeds the dataset
+and builds the neighbour graph (once, when the trainer is built); the first
+step is reported apart. "record" is the whole read-back
 (regrouping 4,096 trajectory keys by uid, then ``PromptBook.record`` with its
 refit); the book's share is shown apart. Times are medians over ``--steps``
 steps on this machine; verl's own collate of the chosen rows is not included.

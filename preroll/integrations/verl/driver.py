@@ -102,8 +102,10 @@ class PrerollDriver:
     def __init__(self, prompts: Sequence[str], config: PrerollVerlConfig | None = None, *, seed: int = 0,
                  book: PromptBook | None = None, embeddings: np.ndarray | None = None) -> None:
         self.config = config or PrerollVerlConfig()
-        self.book = book if book is not None else PromptBook(prompts, settings=self.config.online_settings(),
-                                                             embeddings=embeddings)
+        if book is None:
+            # Embeddings and the neighbour graph now, when the trainer is built, not inside the first step.
+            book = PromptBook(prompts, settings=self.config.online_settings(), embeddings=embeddings).prepare()
+        self.book = book
         self.walker = PoolWalker(len(self.book), seed=seed)
         self.uid_positions: dict[str, int] = {}
         self.last_plan_: RolloutPlan | None = None
