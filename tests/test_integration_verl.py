@@ -212,7 +212,12 @@ def test_legacy_sampler_yields_book_choices_and_learns(dataset, parquet):
                           sampler={"class_path": "pkg://preroll.integrations.verl.sampler",
                                    "class_name": "PrerollCurriculumSampler",
                                    "preroll": {"pool_factor": 3, "settings": SETTINGS}})
-    sampler = PrerollCurriculumSampler(data_source=dataset, data_config=config)
+    from verl.utils.import_utils import load_extern_type
+
+    # as verl < 0.9's create_rl_sampler builds it from data.sampler.class_path / class_name
+    sampler_cls = load_extern_type(config.sampler.class_path, config.sampler.class_name)
+    assert sampler_cls is PrerollCurriculumSampler
+    sampler = sampler_cls(data_source=dataset, data_config=config)
     from torchdata.stateful_dataloader import StatefulDataLoader
 
     loader = StatefulDataLoader(dataset=dataset, batch_size=4, num_workers=0, drop_last=True, collate_fn=collate_fn,
