@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from preroll.cli import bench_online, bench_route, bench_schedule, bench_throughput, evaluate, feedback, predict, serve
+from preroll.cli import (bench_online, bench_route, bench_schedule, bench_throughput, evaluate, feedback, fit, predict,
+                         score, serve)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict a policy's success on prompts before rolling them out.")
@@ -16,6 +17,8 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the shared dat
 app.add_typer(bench_app, name="bench")
 
 app.command("predict")(predict.predict)
+app.command("fit")(fit.fit)
+app.command("score")(score.score)
 app.command("eval")(evaluate.evaluate)
 app.command("serve")(serve.serve)
 app.command("feedback")(feedback.feedback)
