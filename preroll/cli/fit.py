@@ -32,10 +32,10 @@ def fit(
 
     console = Console(stderr=True)
     if save.exists() and not force:
-        console.print(f"[red]error:[/red] --save {save} already exists; pass --force to replace it")
+        console.print(f"[red]error:[/red] --save {save} already exists; pass --force to replace it", soft_wrap=True)
         raise typer.Exit(2)
     if save.resolve() == context.resolve():
-        console.print(f"[red]error:[/red] --save {save} is the history file; an output never overwrites an input")
+        console.print(f"[red]error:[/red] --save {save} is the history file; an output never overwrites an input", soft_wrap=True)
         raise typer.Exit(2)
     try:
         history = load_records(context, reward_range=reward_range)
@@ -43,6 +43,6 @@ def fit(
         vm = ValueModel(encoder=encoder, head=head, show_progress=True).fit(history)
         save_model(vm, save, overwrite=force)
     except (RecordError, ModelFormatError, ValueError, RuntimeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     console.log(f"saved the model ({len(vm.snapshots_)} snapshots, encoder {vm.encoder_.name}) to {save}")

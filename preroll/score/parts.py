@@ -106,7 +106,9 @@ def _jsonl_bytes(rows: list[dict], columns: dict[str, np.ndarray], keep: np.ndar
         row = dict(rows[i])
         for name in PREDICTION_COLUMNS:
             row[name] = float(columns[name][i])
-        buf.write(json.dumps(row, ensure_ascii=False, default=_json_default, allow_nan=True) + "\n")
+        line = json.dumps(row, ensure_ascii=False, default=_json_default, allow_nan=True)
+        # U+2028/2029 are valid raw inside JSON strings, but str.splitlines() readers split on them.
+        buf.write(line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n")
     return buf.getvalue().encode("utf-8")
 
 

