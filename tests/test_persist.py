@@ -100,3 +100,23 @@ def test_neural_weights_are_not_saved(records, tmp_path):
     loaded = load_model(directory, cache_dir=tmp_path / "cache")
     queries = [r.prompt for r in records[50:60]]
     np.testing.assert_allclose(loaded.predict(queries).p_success, vm.predict(queries).p_success, rtol=1e-6)
+
+
+def test_fit_cli_saves_a_model_and_refuses_to_overwrite(records, tmp_path):
+    from typer.testing import CliRunner
+
+    from preroll.cli.main import app
+
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps(r.model_dump(exclude_none=True)) + "\n" for r in records[:80]))
+    argv = ["fit", "--context", str(history), "--save", str(tmp_path / "model"), "--encoder", "stats"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    loaded = load_model(tmp_path / "model")
+    assert loaded.predict(["What is 2 + 2?"]).p_success.shape == (1,)
+    again = CliRunner().invoke(app, argv)
+    assert again.exit_code == 2 and "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x", "successes": 3, "attempts": 2}\n')
+    result = CliRunner().invoke(app, ["fit", "--context", str(bad), "--save", str(tmp_path / "m2")])
+    assert result.exit_code == 2 and "bad.jsonl, line 1" in result.stderr and not (tmp_path / "m2").exists()
