@@ -25,9 +25,9 @@ def score(
     force: bool = typer.Option(False, "--force", help="Discard an earlier run in --out and start over."),
     chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, "--chunk-rows", help="Rows per output part (unit of resume)."),
     batch_rows: int = typer.Option(DEFAULT_BATCH_ROWS, "--batch-rows", help="Rows per model call."),
-    ray: bool = typer.Option(False, "--ray", help="Run on a local Ray (needs preroll[ray])."),
+    ray: bool = typer.Option(False, "--ray", help="Run on a local Ray (needs: pip install 'preroll\\[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="Run on the Ray cluster at this address."),
-    workers: int = typer.Option(None, "--workers", help="Ray scoring actors (default: the cluster's CPUs)."),
+    workers: int = typer.Option(None, "--workers", help="Ray scoring actors, one CPU each (default: this machine's CPUs; on a cluster, its CPUs minus one)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score every prompt of a dataset; keep the rows passing --keep; write parts and a report."""
