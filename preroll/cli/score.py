@@ -21,13 +21,15 @@ def score(
     keep: str = typer.Option(None, "--keep", help="Filter on output columns, e.g. '0.1 <= p_success <= 0.9'."),
     policy: str = typer.Option(None, help="Policy to score for (when the history holds several)."),
     step: int = typer.Option(None, help="Training step to score for (default: latest in the history)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same model, input, options)."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Continue an interrupted run in --out (same model, input, options)."),
     force: bool = typer.Option(False, "--force", help="Discard an earlier run in --out and start over."),
     chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, "--chunk-rows", help="Rows per output part (unit of resume)."),
     batch_rows: int = typer.Option(DEFAULT_BATCH_ROWS, "--batch-rows", help="Rows per model call."),
     ray: bool = typer.Option(False, "--ray", help="Run on a local Ray (needs: pip install 'preroll\\[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="Run on the Ray cluster at this address."),
-    workers: int = typer.Option(None, "--workers", help="Ray scoring actors, one CPU each (default: this machine's CPUs; on a cluster, its CPUs minus one)."),
+    workers: int = typer.Option(None, "--workers", help="Ray scoring actors, one CPU each (default: this "
+                                                        "machine's CPUs; on a cluster, its CPUs minus one)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score every prompt of a dataset; keep the rows passing --keep; write parts and a report."""
