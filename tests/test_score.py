@@ -24,8 +24,8 @@ from preroll.score.state import MANIFEST
 pytestmark = pytest.mark.skipif(not (dapo_dir() / "prompts.json").exists(), reason="shared data absent")
 
 REPO = Path(__file__).resolve().parents[1]
-ODD = ["emoji 🧮 and ZWJ 👩‍👩‍👧", "RTL: احسب ٢+٢", "combining e\u0301 and NUL\u0000 byte", "line\u2028separator",
-       "求 $x^2=4$ 的解。", "tab\tand \"quotes\" and \\backslash"]
+ODD = ["emoji 🧮 and ZWJ 👩‍👩‍👧", "RTL: احسب ٢+٢", "combining e\u0301 and NUL\u0000 byte",
+       "line\u2028separator", "求 $x^2=4$ 的解。", "tab\tand \"quotes\" and \\backslash"]
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,8 @@ def fit(
         console.print(f"[red]error:[/red] --save {save} already exists; pass --force to replace it", soft_wrap=True)
         raise typer.Exit(2)
     if save.resolve() == context.resolve():
-        console.print(f"[red]error:[/red] --save {save} is the history file; an output never overwrites an input", soft_wrap=True)
+        console.print(f"[red]error:[/red] --save {save} is the history file; an output never overwrites an input",
+                      soft_wrap=True)
         raise typer.Exit(2)
     try:
         history = load_records(context, reward_range=reward_range)

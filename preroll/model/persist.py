@@ -148,7 +148,8 @@ def save_model(model, directory: str | Path, *, overwrite: bool = False) -> Path
         "evidence_decay": model.evidence_decay,
         "history_rows": len(model.table_),
         "snapshots": _snapshot_json(model.snapshots_),
-        "files": {STATE: hashlib.sha256(state_bytes).hexdigest(), ENCODER_STATE: hashlib.sha256(encoder_bytes).hexdigest()},
+        "files": {STATE: hashlib.sha256(state_bytes).hexdigest(),
+                  ENCODER_STATE: hashlib.sha256(encoder_bytes).hexdigest()},
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))

@@ -84,7 +84,8 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def score_with_ray(model_dir: Path, files, state: RunState, keep: KeepFilter | None, options, *,
-                   address: str | None, concurrency: int | None, cache_dir, show_progress: bool) -> tuple[int, int, int]:
+                   address: str | None, concurrency: int | None, cache_dir,
+                   show_progress: bool) -> tuple[int, int, int]:
     try:
         import ray
         import ray.data  # noqa: F401

@@ -81,7 +81,8 @@ def _progress(show: bool, total: int):
     return Progress(*columns, console=Console(stderr=True), disable=not show, refresh_per_second=4)
 
 
-def score_dataset(model_dir: str | Path, input_path: str | Path, out: str | Path, options: ScoreOptions = ScoreOptions(),
+def score_dataset(model_dir: str | Path, input_path: str | Path, out: str | Path,
+                  options: ScoreOptions = ScoreOptions(),
                   *, resume: bool = False, force: bool = False, show_progress: bool = False,
                   cache_dir=None, ray: bool = False, ray_address: str | None = None,
                   ray_concurrency: int | None = None) -> ScoreSummary:
