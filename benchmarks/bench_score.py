@@ -131,6 +131,10 @@ def main() -> None:
     parser.add_argument("--default-rows", type=int, default=20_000)
     parser.add_argument("--small-rows", type=int, default=10_000, help="the memory-flatness comparison size")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--runs", default="all",
+                        help="comma-separated subset of: lexical-small, lexical, lexical-ray, default-cold, "
+                             "default-cached, minilm-cached, default-cached-ray (the warm runs need default-cold "
+                             "first, on the same --default-rows)")
     parser.add_argument("--usd-per-cpu-hour", type=float, default=0.04,
                         help="assumed price of one vCPU-hour for the 1M-prompt cost estimate")
     args = parser.parse_args()
@@ -153,10 +157,16 @@ def main() -> None:
             print(f"fit {spec}: {seconds:.0f} s", flush=True)
         models[name] = target
 
-    results = []
+    results_path = work / "bench_score.json"
+    wanted = None if args.runs == "all" else set(args.runs.split(","))
+    # Results of earlier invocations (other --runs) are kept, so a long benchmark can be taken in pieces.
+    results = [r for r in (json.loads(results_path.read_text()) if results_path.exists() else [])
+               if wanted is not None and r["run"] not in wanted]
 
     def score(label, model, rows, extra=(), cache="cold"):
         """One measured run; ``cache="warm"`` relies on an earlier run having encoded the same pool."""
+        if wanted is not None and label not in wanted:
+            return
         pool = write_pool(work / f"pool-{rows}", rows, prompts)
         out = work / f"out-{label}"
         seconds, peak, stderr = run_measured(cli + ["score", "--model", str(models[model]), "--input", str(pool),
@@ -167,9 +177,10 @@ def main() -> None:
                "in_run_prompts_per_s": round(in_run_rate(stderr) or 0), "peak_rss_mib": round(peak)}
         results.append(row)
         print(json.dumps(row), flush=True)
-        (work / "bench_score.json").write_text(json.dumps(results, indent=1))
+        results_path.write_text(json.dumps(results, indent=1))
 
-    shutil.rmtree(work / "cache", ignore_errors=True)  # the scoring runs' embedding cache starts empty
+    if wanted is None or "default-cold" in wanted:
+        shutil.rmtree(work / "cache", ignore_errors=True)  # the scoring runs' embedding cache starts empty
     score("lexical-small", "lexical", args.small_rows)
     score("lexical", "lexical", args.lexical_rows)
     if not args.no_ray:
