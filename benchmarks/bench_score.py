@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--default-rows", type=int, default=20_000)
     parser.add_argument("--small-rows", type=int, default=10_000, help="the memory-flatness comparison size")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--policy", default="Qwen3-4B-Instruct", help="the history's policy to score for")
     parser.add_argument("--runs", default="all",
                         help="comma-separated subset of: lexical-small, lexical, lexical-ray, default-cold, "
                              "default-cached, minilm-cached, default-cached-ray (the warm runs need default-cold "
@@ -170,7 +171,8 @@ def main() -> None:
         pool = write_pool(work / f"pool-{rows}", rows, prompts)
         out = work / f"out-{label}"
         seconds, peak, stderr = run_measured(cli + ["score", "--model", str(models[model]), "--input", str(pool),
-                                            "--out", str(out), "--force", "--no-progress", *extra], env)
+                                                    "--out", str(out), "--force", "--no-progress",
+                                                    "--policy", args.policy, *extra], env)
         row = {"run": label, "model": model, "rows": rows, "backend": "ray" if "--ray" in extra else "local",
                "workers": 2 if "--ray" in extra else 1, "cache": cache if model != "lexical" else "-",
                "seconds": round(seconds, 1), "prompts_per_s": round(rows / seconds),
