@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not (dapo_dir() / "context.jsonl").exists(), rea
 @pytest.fixture(scope="module")
 def records():
     recs = [r for r in load_v0(dapo_dir() / "context.jsonl") if r.policy == "Qwen3-4B-Instruct"]
-    return recs[:90] + recs[512:602]  # two snapshots (steps 16 and 64)
+    return recs[:60] + recs[512:572]  # two snapshots (steps 16 and 64)
 
 
 @pytest.fixture(scope="module")

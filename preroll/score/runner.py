@@ -19,7 +19,7 @@ from preroll.score.report import write_report
 from preroll.score.sources import InputFile, count_rows, discover_inputs, input_fingerprint, iter_chunks
 from preroll.score.state import OutputDirError, PartStats, RunState, atomic_write_bytes
 
-DEFAULT_CHUNK_ROWS = 32_768
+DEFAULT_CHUNK_ROWS = 8_192
 DEFAULT_BATCH_ROWS = 8_192
 FORMATS = ("parquet", "jsonl")
 
