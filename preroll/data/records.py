@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from preroll.data.errors import RecordError
+from preroll.validation import from_pydantic
 
 #: Fields a history row may carry. Anything else is refused (a typo such as
 #: ``sucesses`` must not silently turn a row into a rate-less one).
@@ -86,14 +87,7 @@ class _RawRow(BaseModel):
 
 
 def _fail(exc: ValidationError, path, line) -> RecordError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or None
-    msg = err.get("msg", str(exc))
-    if err.get("type") == "extra_forbidden":
-        msg = f"unknown field (allowed: {', '.join(sorted(RECORD_FIELDS))})"
-    elif err.get("type") == "missing":
-        msg = "required field is missing"
-    return RecordError(msg.removeprefix("Value error, "), path=path, line=line, field=field)
+    return from_pydantic(exc, RecordError, path=path, line=line, allowed=RECORD_FIELDS)
 
 
 def make_outcome(row: dict[str, Any], *, reward_range: tuple[float, float] | None = None,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from preroll.route.errors import RouteConfigError
+from preroll.validation import from_pydantic
 
 #: Characters per token in :func:`estimate_tokens`. English text runs at about
 #: four characters per token for GPT-style BPE tokenizers; the estimate is only
@@ -158,14 +159,7 @@ class RouterConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err.get("loc", ())) or None
-            msg = err.get("msg", str(exc)).removeprefix("Value error, ")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown field"
-            elif err.get("type") == "missing":
-                msg = "required field is missing"
-            raise RouteConfigError(msg, path=path, field=field) from None
+            raise from_pydantic(exc, RouteConfigError, path=path) from None
 
 
 def _read_config_file(path: Path) -> Any:
