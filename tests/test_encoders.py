@@ -22,7 +22,7 @@ from preroll.encoders.minilm import BUNDLED_MINILM_SHA256, WEIGHTS_FILE, bundled
 
 
 @pytest.fixture(scope="module")
-def prompts() -> list[str]:
+def prompts(dapo) -> list[str]:
     """A small real sample: some English, some Chinese DAPO-Math prompts."""
     texts = list(json.loads((dapo_dir() / "prompts.json").read_text(encoding="utf-8")).values())
     chinese = [t for t in texts if any("\u4e00" <= c <= "\u9fff" for c in t)][:3]

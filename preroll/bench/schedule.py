@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from preroll.bench._schedule_data import Snapshot, load_snapshots
+from preroll.bench._schedule_data import SnapshotRecords, load_snapshots
 from preroll.bench._schedule_predictors import (
     PREDICTORS,
     history_overlap,
@@ -38,7 +38,7 @@ from preroll.bench._schedule_predictors import (
     load_model_predictions,
 )
 from preroll.beliefs import BetaPrediction
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.schedule import RULES, SequentialBaseline, allocate
 from preroll.schedule.fused import fuse_stats
 
@@ -138,7 +138,7 @@ def _mse_block(pred, p: np.ndarray, rewards: np.ndarray, cfg: ScheduleBenchConfi
     }
 
 
-def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[Snapshot] | None = None,
+def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | None = None,
              progress: Callable[[int, int], None] | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Run the simulation; returns raw rows and aggregated summaries (JSON-able)."""

@@ -17,7 +17,8 @@ from preroll.data.v0 import load_v0
 from preroll.encoders import get_encoder
 from preroll.model.crossval import cross_val_predict
 from preroll.model.metrics import score
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD, ValueModel
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.model.value_model import ValueModel
 
 
 def run_eval(data_dir: Path, *, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD, n_splits=8, seed=0, pool_policies=True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 import typer
 
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
 
 def bench_schedule(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
 
 def evaluate(

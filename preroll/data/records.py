@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from preroll.data.errors import RecordError
+from preroll.data.snapshot import Snapshot
 from preroll.validation import from_pydantic
 
 #: Fields a history row may carry. Anything else is refused (a typo such as
@@ -150,7 +151,7 @@ class OutcomeTable:
     successes: np.ndarray
     attempts: np.ndarray
     policies: list[str | None]
-    steps: np.ndarray  # float, NaN where unknown
+    steps: list[int | None]  # None where the history names no step
 
     @classmethod
     def from_records(cls, records: Iterable[Outcome]) -> "OutcomeTable":
@@ -160,8 +161,13 @@ class OutcomeTable:
             successes=np.array([r.successes for r in recs], dtype=float),
             attempts=np.array([r.attempts for r in recs], dtype=float),
             policies=[r.policy for r in recs],
-            steps=np.array([np.nan if r.step is None else r.step for r in recs], dtype=float),
+            steps=[r.step for r in recs],
         )
+
+    @property
+    def snapshots(self) -> list[Snapshot]:
+        """Each row's (policy, step) snapshot."""
+        return [Snapshot(p, s) for p, s in zip(self.policies, self.steps)]
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -177,5 +183,5 @@ class OutcomeTable:
         return OutcomeTable(
             prompts=[self.prompts[i] for i in idx],
             successes=self.successes[idx], attempts=self.attempts[idx],
-            policies=[self.policies[i] for i in idx], steps=self.steps[idx],
+            policies=[self.policies[i] for i in idx], steps=[self.steps[i] for i in idx],
         )

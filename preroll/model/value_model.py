@@ -18,23 +18,25 @@ used as direct evidence).
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from preroll.data.records import Outcome, OutcomeTable
+from preroll.data.snapshot import Snapshot
+from preroll.errors import InputError
 from preroll.encoders import get_encoder
 from preroll.encoders.base import Encoder
 from preroll.heads import make_head
 from preroll.beliefs import BetaPrediction
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.validation import check_fitted
 
-_UNKNOWN = "<none>"
 
-#: The value model's default features and head (README, "Measured", and docs/encoders.md):
-#: on DAPO-Math cold prompts the logistic head alone ranks as well as or better than its ensemble
-#: with the kNN head, which wins on MMLU routing (the router's ``"auto"``).
-DEFAULT_ENCODER = "minilm+lexical+stats"
-DEFAULT_HEAD = "logistic"
+class SnapshotWarning(UserWarning):
+    """A query scored for another (policy, step) than the one asked for."""
+
 
 
 class ValueModel:
@@ -62,14 +64,14 @@ class ValueModel:
     def fit(self, records: Iterable[Outcome] | OutcomeTable) -> "ValueModel":
         table = records if isinstance(records, OutcomeTable) else OutcomeTable.from_records(records)
         if len(table) == 0:
-            raise ValueError("cannot fit a value model on an empty history")
+            raise InputError("cannot fit a value model on an empty history")
         self.encoder_ = get_encoder(self.encoder, cache_dir=self.cache_dir)  # an Encoder passes through
         self.encoder_.fit(table.prompts)
-        self.snapshots_ = sorted({self._snap(p, s) for p, s in zip(table.policies, table.steps)},
-                                 key=lambda t: (t[0], -np.inf if np.isnan(t[1]) else t[1]))
+        row_snaps = table.snapshots
+        self.snapshots_ = sorted(set(row_snaps), key=lambda s: s.sort_key)
         self.snapshot_index_ = {s: i for i, s in enumerate(self.snapshots_)}
         X = self.encoder_.encode(table.prompts, show_progress=self.show_progress)
-        groups = np.array([self.snapshot_index_[self._snap(p, s)] for p, s in zip(table.policies, table.steps)])
+        groups = np.array([self.snapshot_index_[s] for s in row_snaps])
         self.head_ = make_head(self.head).fit(X, table.successes, table.attempts, groups=groups)
         self.table_ = table
         self._text_index = {}
@@ -77,58 +79,68 @@ class ValueModel:
             self._text_index.setdefault(text, []).append(i)
         return self
 
-    @staticmethod
-    def _snap(policy, step) -> tuple[str, float]:
-        return (policy if policy is not None else _UNKNOWN, float(step) if step is not None else np.nan)
+    def resolve_snapshot(self, policy: str | None = None, step: int | None = None) -> Snapshot:
+        """The history's snapshot a query for ``(policy, step)`` is scored as.
 
-    def _resolve_snapshot(self, policy, step) -> int:
-        policies = sorted({p for p, _ in self.snapshots_})
+        No policy: the history's only policy (several: an error naming them). No step: the
+        policy's latest. A step the history does not hold: the nearest one, with a
+        :class:`SnapshotWarning` naming it, because a silent substitution hides that the
+        belief describes another point of training.
+        """
+        check_fitted(self, "head_")
+        policies = sorted({s.policy for s in self.snapshots_}, key=lambda p: (p is not None, p or ""))
         if policy is None:
             if len(policies) > 1:
-                raise ValueError(f"the history holds several policies ({', '.join(policies)}); pass policy=")
+                named = ", ".join("(unnamed)" if p is None else p for p in policies)
+                raise InputError(f"the history holds several policies ({named}); pass policy=", field="policy")
             policy = policies[0]
-        cands = [s for s in self.snapshots_ if s[0] == policy]
+        cands = [s for s in self.snapshots_ if s.policy == policy]
         if not cands:
-            raise ValueError(f"no history for policy {policy!r}; known: {', '.join(policies)}")
-        steps = np.array([s[1] for s in cands])
-        if step is None or np.all(np.isnan(steps)):
-            pick = cands[int(np.nanargmax(steps))] if not np.all(np.isnan(steps)) else cands[0]
-        else:
-            # Nearest known step: a future step is best described by the latest one.
-            pick = cands[int(np.nanargmin(np.abs(steps - float(step))))]
-        return self.snapshot_index_[pick]
+            known = ", ".join(p for p in policies if p is not None) or "none named"
+            raise InputError(f"no history for policy {policy!r}; known: {known}", field="policy")
+        stepped = [s for s in cands if s.step is not None]
+        if step is None:
+            return max(stepped, key=lambda s: s.step) if stepped else cands[0]
+        if not stepped:
+            warnings.warn(f"the history names no steps; step {step} is scored as the whole history of "
+                          f"{cands[0].name}", SnapshotWarning, stacklevel=3)
+            return cands[0]
+        pick = min(stepped, key=lambda s: (abs(s.step - step), -s.step))
+        if pick.step != step:
+            known = ", ".join(str(s.step) for s in stepped)
+            warnings.warn(f"step {step} is not in the history of {pick.policy or 'the policy'} (steps {known}); "
+                          f"scoring for the nearest, step {pick.step}", SnapshotWarning, stacklevel=3)
+        return pick
 
     # -- prediction ------------------------------------------------------
     def predict(self, prompts: Sequence[str], *, step: int | None = None, policy: str | None = None,
                 use_direct_evidence: bool = True) -> BetaPrediction:
         """Beta belief over each prompt's success rate for ``(policy, step)``."""
-        if not hasattr(self, "head_"):
-            raise RuntimeError("ValueModel is not fitted: call fit(records) first")
+        check_fitted(self, "head_")
         if isinstance(prompts, str):
             raise TypeError("predict takes a sequence of prompts, not one string")
         prompts = list(prompts)
         if not prompts:
             return BetaPrediction(np.empty(0), np.empty(0))
-        snap = self._resolve_snapshot(policy, step)
+        snap = self.resolve_snapshot(policy, step)
         X = self.encoder_.encode(prompts, show_progress=self.show_progress)
-        pred = self.head_.predict(X, groups=np.full(len(prompts), snap))
+        pred = self.head_.predict(X, groups=np.full(len(prompts), self.snapshot_index_[snap]))
         if use_direct_evidence and self.evidence_decay > 0:
-            pred = self._add_direct_evidence(pred, prompts, self.snapshots_[snap])
+            pred = self._add_direct_evidence(pred, prompts, snap)
         return pred
 
-    def _add_direct_evidence(self, pred: BetaPrediction, prompts, snapshot) -> BetaPrediction:
-        policy, step = snapshot
+    def _add_direct_evidence(self, pred: BetaPrediction, prompts, snapshot: Snapshot) -> BetaPrediction:
         t = self.table_
-        steps_sorted = sorted({s for p, s in self.snapshots_ if p == policy and not np.isnan(s)})
+        steps_sorted = sorted({s.step for s in self.snapshots_ if s.policy == snapshot.policy and s.step is not None})
         rank = {s: i for i, s in enumerate(steps_sorted)}
         succ = np.zeros(len(prompts))
         fail = np.zeros(len(prompts))
         for q, text in enumerate(prompts):
             for i in self._text_index.get(text, ()):
-                p_i = t.policies[i] if t.policies[i] is not None else _UNKNOWN
-                if p_i != policy:
+                if t.policies[i] != snapshot.policy:
                     continue
-                dist = 0 if np.isnan(step) or np.isnan(t.steps[i]) else abs(rank[t.steps[i]] - rank[step])
+                step_i = t.steps[i]
+                dist = 0 if snapshot.step is None or step_i is None else abs(rank[step_i] - rank[snapshot.step])
                 w = self.evidence_decay ** dist
                 succ[q] += w * t.successes[i]
                 fail[q] += w * (t.attempts[i] - t.successes[i])
