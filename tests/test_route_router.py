@@ -258,7 +258,7 @@ def test_concatenated_views_keep_unit_norm_and_a_joined_name():
     X = enc.encode(["hard one", "easy two"])
     assert X.shape == (2, 2 + 512)
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
-    assert enc.name == "test-counting+test-hashing"
+    assert enc.name == "test-counting+test-hashing-512"
     assert isinstance(get_encoder("lexical+lexical"), ConcatEncoder)
     with pytest.raises(RouteConfigError, match="encoder"):
         Router(models=SPECS, encoder=3.5).fit(_history(3))

@@ -30,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from preroll.outputs import atomic_write_text
 from preroll.bench._schedule_data import SnapshotRecords, load_snapshots
 from preroll.bench._schedule_predictors import (
     PREDICTORS,
@@ -285,8 +286,8 @@ def write_outputs(result: dict, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "md": out_dir / "summary.md",
              "png": out_dir / "informative_vs_budget.png"}
-    paths["json"].write_text(json.dumps(result, indent=1))
-    paths["md"].write_text(summary_markdown(result))
+    atomic_write_text(paths["json"], json.dumps(result, indent=1))
+    atomic_write_text(paths["md"], summary_markdown(result))
     plot(result["summary"], paths["png"])
     return paths
 

@@ -17,6 +17,7 @@ from preroll.data.v0 import load_v0
 from preroll.encoders import get_encoder
 from preroll.model.crossval import cross_val_predict
 from preroll.model.metrics import score
+from preroll.outputs import atomic_write_text
 from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.model.value_model import ValueModel
 
@@ -88,5 +89,5 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     reliability_plot(report, png)
     js = out_dir / "report.json"
     clean = {**report, "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in report["rows"]]}
-    js.write_text(json.dumps(clean, indent=2))
+    atomic_write_text(js, json.dumps(clean, indent=2))
     return js, png

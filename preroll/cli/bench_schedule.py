@@ -37,6 +37,9 @@ def bench_schedule(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from preroll.bench.schedule import ScheduleBenchConfig, headline, simulate, write_outputs
+    from preroll.outputs import check_output
+
+    check_output(out, folder=True)
 
     import shutil
 
