@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from preroll.encoders.sentence import DEFAULT_BATCH_SIZE
+from preroll.defaults import DEFAULT_BATCH_SIZE
 from preroll.model.defaults import DEFAULT_ENCODER
 
 

@@ -87,10 +87,8 @@ def quantize_linear_int8(module: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
-#: Prompts per forward pass. A batch is padded to its longest prompt, so smaller
-#: batches waste less compute on padding; 16 was the fastest of 8/16/32 for
-#: MiniLM on 2 CPU cores (docs/encoders.md), and small enough for larger models.
-DEFAULT_BATCH_SIZE = 16
+#: Prompts per forward pass (why 16: see :mod:`preroll.defaults`).
+from preroll.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
 
 
 class SentenceEncoder(Encoder):

@@ -1,9 +1,5 @@
-"""The value model's defaults, in a module with no imports so the CLI can show them cheaply.
+"""The value model's defaults (kept in :mod:`preroll.defaults`, which imports nothing)."""
 
-On DAPO-Math cold prompts the logistic head alone ranks as well as or better
-than its ensemble with the kNN head, which wins on MMLU routing (the router's
-``"auto"``); see README "Measured" and docs/encoders.md.
-"""
+from preroll.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
-DEFAULT_ENCODER = "minilm+lexical+stats"
-DEFAULT_HEAD = "logistic"
+__all__ = ["DEFAULT_ENCODER", "DEFAULT_HEAD"]
