@@ -50,5 +50,9 @@ class OutputError(PrerollError, ValueError):
     """An output path that cannot be written safely (it is an input, it exists, its folder is missing)."""
 
 
-class NotFittedError(PrerollError, RuntimeError):
-    """A model used before ``fit``: the one signal for "not fitted" across value model, heads and router."""
+class NotFittedError(PrerollError, ValueError, AttributeError, RuntimeError):
+    """A model used before ``fit``: the one signal for "not fitted" across value model, encoders, heads and router.
+
+    It is also a ``ValueError``/``AttributeError`` (what scikit-learn's ``NotFittedError`` is) and a
+    ``RuntimeError`` (what the value model raised before), so older ``except`` clauses still match.
+    """

@@ -34,6 +34,26 @@ from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.validation import check_fitted
 
 
+#: Least concentration (alpha + beta) of a belief: Beta(1, 1) at a base rate of 0.5.
+_MIN_CONCENTRATION = 2.0
+#: History rows used to measure how far apart the history's prompts lie.
+_REACH_SAMPLE = 4096
+
+
+def _nearest_distances(Q: np.ndarray, R: np.ndarray, *, exclude_self: bool = False, chunk: int = 1024) -> np.ndarray:
+    """Euclidean distance from each row of ``Q`` to its nearest row of ``R``."""
+    r2 = (R.astype(np.float64) ** 2).sum(axis=1)
+    out = np.empty(len(Q))
+    for start in range(0, len(Q), chunk):
+        q = Q[start:start + chunk].astype(np.float64)
+        d2 = (q ** 2).sum(axis=1)[:, None] + r2[None, :] - 2.0 * q @ R.T.astype(np.float64)
+        if exclude_self:
+            idx = np.arange(start, start + len(q))
+            d2[np.arange(len(q)), idx] = np.inf
+        out[start:start + len(q)] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+    return out
+
+
 class SnapshotWarning(UserWarning):
     """A query scored for another (policy, step) than the one asked for."""
 
@@ -73,11 +93,57 @@ class ValueModel:
         X = self.encoder_.encode(table.prompts, show_progress=self.show_progress)
         groups = np.array([self.snapshot_index_[s] for s in row_snaps])
         self.head_ = make_head(self.head).fit(X, table.successes, table.attempts, groups=groups)
+        self._fit_humility(np.asarray(X, dtype=np.float32), table)
         self.table_ = table
         self._text_index = {}
         for i, text in enumerate(table.prompts):
             self._text_index.setdefault(text, []).append(i)
         return self
+
+    # -- knowing what the history does not say ---------------------------
+    def _fit_humility(self, X: np.ndarray, table: OutcomeTable) -> None:
+        """What :meth:`_temper` needs: the history's base rate, its size, and how far apart its prompts lie.
+
+        ``reach_`` is the 90th percentile of each history prompt's distance to its nearest
+        other prompt (on up to ``_REACH_SAMPLE`` rows): a query farther than that from every
+        history prompt is outside what the history covers.
+        """
+        self.base_rate_ = float(table.successes.sum() / table.attempts.sum())
+        self.max_concentration_ = float(max(len(set(table.prompts)), _MIN_CONCENTRATION))
+        rng = np.random.default_rng(0)
+        ref = X if len(X) <= _REACH_SAMPLE else X[rng.choice(len(X), _REACH_SAMPLE, replace=False)]
+        self.reference_ = ref
+        if len(ref) < 2:
+            self.reach_ = 0.0
+            return
+        d = _nearest_distances(ref, ref, exclude_self=True)
+        d = d[np.isfinite(d)]
+        self.reach_ = float(np.quantile(d, 0.9)) if len(d) else 0.0
+
+    def _temper(self, pred: BetaPrediction, X: np.ndarray) -> BetaPrediction:
+        """Widen a belief that the history cannot support.
+
+        Two limits, because a head fitted on a few rows (or on near-identical prompts) can
+        report p=1.0 with a tiny spread for an unrelated query:
+
+        - size: the concentration (alpha + beta, a pseudo-count) never exceeds the number of
+          distinct prompts in the history; two rows cannot give the certainty of two thousand;
+        - distance: a query farther than ``reach_`` from every history prompt has its mean
+          pulled toward the history's base rate and its concentration cut by
+          ``(reach_ / distance)^2``, down to a near-uniform belief for prompts unlike any seen.
+
+        Direct evidence (the query's own outcomes) is added afterwards, so only evidence
+        shrinks the spread again.
+        """
+        if len(X) == 0:
+            return pred
+        d = _nearest_distances(X, self.reference_)
+        reach = max(self.reach_, 1e-6)
+        w = np.where(d <= reach, 1.0, (reach / np.maximum(d, 1e-12)) ** 2)
+        mean = w * pred.p_success + (1 - w) * self.base_rate_
+        conc = np.minimum(pred.concentration, self.max_concentration_)
+        conc = np.maximum(w * conc, _MIN_CONCENTRATION)
+        return BetaPrediction.from_mean_concentration(np.clip(mean, 1e-4, 1 - 1e-4), conc)
 
     def resolve_snapshot(self, policy: str | None = None, step: int | None = None) -> Snapshot:
         """The history's snapshot a query for ``(policy, step)`` is scored as.
@@ -125,6 +191,7 @@ class ValueModel:
         snap = self.resolve_snapshot(policy, step)
         X = self.encoder_.encode(prompts, show_progress=self.show_progress)
         pred = self.head_.predict(X, groups=np.full(len(prompts), self.snapshot_index_[snap]))
+        pred = self._temper(pred, np.asarray(X, dtype=np.float32))
         if use_direct_evidence and self.evidence_decay > 0:
             pred = self._add_direct_evidence(pred, prompts, snap)
         return pred
