@@ -39,7 +39,7 @@ def feedback(
     if (store is None) == (config is None):
         raise ConfigError("give exactly one of --store or --config")
     if not model.strip():
-        raise ConfigError("is empty", field="--model")
+        raise ConfigError("--model is empty; give the backend name the outcomes belong to")
     if config is not None:
         from preroll.serve.config import load_config
 
