@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,8 +21,10 @@ from preroll.validation import from_pydantic
 #: used to price token-billed models when the caller gives no token counts.
 CHARS_PER_TOKEN = 4.0
 
+#: The routing rules, named once: the Literal validates configs, ``RULES`` lists them in messages,
+#: and :mod:`preroll.route.rules` checks at import that it implements exactly these.
 RuleName = Literal["utility", "threshold", "gain"]
-RULES: tuple[str, ...] = ("utility", "threshold", "gain")
+RULES: tuple[str, ...] = get_args(RuleName)
 
 
 def estimate_tokens(text: str) -> int:
