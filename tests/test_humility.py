@@ -110,3 +110,13 @@ def test_loaders_raise_only_preroll_errors(tmp_path, rows, kind):
     except PrerollError:
         return
     assert all(r.attempts > 0 and 0 <= r.successes <= r.attempts for r in recs)
+
+
+def test_fit_leaves_the_callers_encoder_alone():
+    from preroll.encoders import LexicalEncoder
+
+    enc = LexicalEncoder().fit([f"alpha beta gamma {i}" for i in range(30)])
+    before = enc.name
+    hist = _history([f"completely different words {i} delta" for i in range(20)], [i % 2 for i in range(20)])
+    vm = ValueModel(encoder=enc).fit(hist)
+    assert enc.name == before and vm.encoder_ is not enc

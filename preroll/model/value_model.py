@@ -26,7 +26,7 @@ import numpy as np
 from preroll.data.records import Outcome, OutcomeTable
 from preroll.data.snapshot import Snapshot
 from preroll.errors import InputError
-from preroll.encoders import get_encoder
+from preroll.encoders import fresh_views, get_encoder
 from preroll.encoders.base import Encoder
 from preroll.heads import make_head
 from preroll.beliefs import BetaPrediction
@@ -85,7 +85,9 @@ class ValueModel:
         table = records if isinstance(records, OutcomeTable) else OutcomeTable.from_records(records)
         if len(table) == 0:
             raise InputError("cannot fit a value model on an empty history")
-        self.encoder_ = get_encoder(self.encoder, cache_dir=self.cache_dir)  # an Encoder passes through
+        # fresh_views: an Encoder instance passes through with new copies of its fitted views (lexical,
+        # stats), so fitting this model never refits an encoder the caller (or another model) holds.
+        self.encoder_ = fresh_views(get_encoder(self.encoder, cache_dir=self.cache_dir))
         self.encoder_.fit(table.prompts)
         row_snaps = table.snapshots
         self.snapshots_ = sorted(set(row_snaps), key=lambda s: s.sort_key)

@@ -37,6 +37,7 @@ from preroll.data.records import Outcome, make_outcome
 from preroll.route import rules as _rules
 from preroll.validation import check_fitted, from_pydantic
 from preroll.route.errors import MissingHistoryError, NotFittedError, RouteConfigError, RouteError, UnknownModelError
+from preroll.encoders import fresh_views
 from preroll.heads import make_head
 from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
                                  estimate_tokens)
@@ -201,7 +202,7 @@ class Router:
                 raise MissingHistoryError(name, "history is empty")
             tables[name] = recs
 
-        self.encoder_ = self._resolve_encoder()
+        self.encoder_ = fresh_views(self._resolve_encoder())  # never refit the caller's encoder in place
         all_prompts = list(dict.fromkeys(r.prompt for recs in tables.values() for r in recs))
         self.encoder_.fit(all_prompts)
         X_all = self._encode(all_prompts, show_progress=show_progress)
