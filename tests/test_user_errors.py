@@ -259,3 +259,15 @@ def test_not_fitted_is_one_type():
     for name in ("logistic", "knn"):
         with pytest.raises(NotFittedError):
             make_head(name).predict([[0.0, 1.0]])
+
+
+def test_install_hint_keeps_its_brackets(files):
+    pytest.importorskip("sklearn")
+    try:
+        import tabpfn  # noqa: F401
+        pytest.skip("tabpfn is installed")
+    except ImportError:
+        pass
+    tmp, ctx, q = files
+    _one_line_error(*_run("predict", "--context", ctx, "--prompts", q, "--out", tmp / "p.jsonl",
+                          "--encoder", "lexical", "--head", "tabpfn"), "pip install 'preroll[tabpfn]'")
