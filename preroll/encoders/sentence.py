@@ -58,8 +58,8 @@ def _check_hub_name(name: str) -> None:
             where = f"the hub did not confirm it within {HUB_CHECK_TIMEOUT:g} s ({type(exc).__name__})"
     raise EncoderLoadError(
         f"encoder {name!r} is not a local folder, not a built-in encoder (minilm, lexical, stats) and not "
-        f"in the local Hugging Face cache, and {where}. Check the name, or download it where the hub is "
-        f"reachable (`huggingface-cli download {name}`)")
+        f"in the local Hugging Face cache, and {where}. Check the name, download it where the hub is "
+        f"reachable (`huggingface-cli download {name}`), or pass the path of a local model directory")
 
 
 @contextlib.contextmanager
