@@ -259,12 +259,9 @@ class SentenceEncoder(Encoder):
         if getattr(self, "_st_model", None) is not None:
             return self._st_model
         self._validate()
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise EncoderLoadError(f"neural encoders need sentence-transformers and torch: {_INSTALL_HINT}") from exc
         local = self._local_dir()
         spec = str(local) if local is not None else str(self.model)
+        # Before importing torch: a mistyped name fails in seconds, not after a minute of imports and retries.
         if local is None and _hub_cached(spec):
             context = offline_hub()  # already downloaded: no hub round trips
         elif local is None:
@@ -272,6 +269,10 @@ class SentenceEncoder(Encoder):
             context = contextlib.nullcontext()
         else:
             context = offline_hub()
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise EncoderLoadError(f"neural encoders need sentence-transformers and torch: {_INSTALL_HINT}") from exc
         try:
             with context, quiet_libraries(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
