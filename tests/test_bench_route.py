@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import HashingEncoder
 
 from preroll.data import RecordError
 from preroll.bench.mmlu import load_contaminated, load_mmlu, read_responses
@@ -16,18 +17,6 @@ from preroll.route import ModelSpec, UnknownModelError
 HEADER = "prompt,small-model,big-model\n"
 
 
-class HashingEncoder(Encoder):
-    """Fast, fit-free word-hashing vectors: the benchmark's logic, not the encoder, is under test here."""
-
-    name = "test-hashing"
-
-    def encode(self, texts, *, show_progress=False):
-        from sklearn.feature_extraction.text import HashingVectorizer
-
-        vec = HashingVectorizer(n_features=256, alternate_sign=False, norm="l2")
-        return vec.transform(list(texts)).toarray().astype(np.float32)
-
-
 def _write(root, name, text):
     (root / "responses").mkdir(parents=True, exist_ok=True)
     path = root / "responses" / name
@@ -35,6 +24,7 @@ def _write(root, name, text):
     return path
 
 
+@pytest.mark.shared_data
 def test_shared_data_loads_with_contaminated_prompts_excluded():
     data = load_mmlu()
     assert len(data.models) == 2 and data.correct.shape == (len(data), 2)
@@ -98,11 +88,12 @@ def _specs(data, weak_cost=1.0, strong_cost=10.0):
             ModelSpec(name=data.models[1], cost_per_call=strong_cost)]
 
 
+@pytest.mark.shared_data
 def test_bench_on_a_small_subset(tmp_path):
     from preroll.bench.route import RouteBenchConfig, plot_frontier, run_route_bench
 
     data = load_mmlu()
-    cfg = RouteBenchConfig(models=_specs(data), max_prompts=500, encoder=HashingEncoder(), mlp=False,
+    cfg = RouteBenchConfig(models=_specs(data), max_prompts=500, encoder=HashingEncoder(256), mlp=False,
                            knn_ks=(10, 40), random_repeats=10)
     res = run_route_bench(cfg)
     rows = {r["name"]: r for r in res["summary"]}
@@ -139,11 +130,13 @@ def test_bench_refuses_unknown_model():
 
     cfg = RouteBenchConfig(models=[ModelSpec(name="gpt-x", cost_per_call=1.0),
                                    ModelSpec(name="gpt-4-1106-preview", cost_per_call=2.0)],
-                           max_prompts=100, encoder=HashingEncoder())
+                           max_prompts=100, encoder=HashingEncoder(256))
     with pytest.raises(UnknownModelError, match="'gpt-x'"):
         run_route_bench(cfg)
 
 
+@pytest.mark.shared_data
+@pytest.mark.shared_data
 def test_cli_writes_table_json_and_png(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -151,7 +144,7 @@ def test_cli_writes_table_json_and_png(tmp_path, monkeypatch):
     from preroll.cli.main import app
 
     seen = []
-    monkeypatch.setattr(bench, "resolve_encoder", lambda spec, cache_dir: seen.append(spec) or HashingEncoder())
+    monkeypatch.setattr(bench, "resolve_encoder", lambda spec, cache_dir: seen.append(spec) or HashingEncoder(256))
 
     data = load_mmlu(subjects=["anatomy"])
     out = tmp_path / "out"

@@ -15,7 +15,7 @@ from preroll.cli.main import app
 
 
 @pytest.fixture(scope="module")
-def snapshots():
+def snapshots(dapo):
     return load_snapshots()
 
 

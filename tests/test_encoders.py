@@ -9,7 +9,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from sklearn.exceptions import NotFittedError
+from preroll.errors import NotFittedError
 
 from preroll.data.paths import dapo_dir
 from preroll.encoders import (CachedEncoder, EmbeddingCacheError, Encoder, EncoderLoadError, LexicalEncoder,
@@ -22,7 +22,7 @@ from preroll.encoders.minilm import BUNDLED_MINILM_SHA256, WEIGHTS_FILE, bundled
 
 
 @pytest.fixture(scope="module")
-def prompts() -> list[str]:
+def prompts(dapo) -> list[str]:
     """A small real sample: some English, some Chinese DAPO-Math prompts."""
     texts = list(json.loads((dapo_dir() / "prompts.json").read_text(encoding="utf-8")).values())
     chinese = [t for t in texts if any("\u4e00" <= c <= "\u9fff" for c in t)][:3]
@@ -196,7 +196,7 @@ def test_lexical_projection_matches_sklearn_svd_transform(prompts):
 
 
 def test_fresh_views_share_neural_parts_and_renew_fitted_ones(prompts, tmp_path):
-    from sklearn.exceptions import NotFittedError
+    from preroll.errors import NotFittedError
 
     fitted = get_encoder("minilm+lexical+stats", cache_dir=tmp_path).fit(prompts)
     fresh = fresh_views(fitted)

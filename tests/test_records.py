@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from preroll.data import RecordError, load_queries, load_records, load_v0, make_outcome
@@ -57,8 +56,16 @@ def test_csv_and_parquet_agree_with_jsonl(tmp_path):
     rows = [{"prompt": "p1", "successes": 3, "attempts": 4, "policy": "a", "step": 5},
             {"prompt": "p2", "successes": 0, "attempts": 4, "policy": "a", "step": 5}]
     j = write(tmp_path, "h.jsonl", "\n".join(json.dumps(r) for r in rows))
-    pd.DataFrame(rows).to_csv(tmp_path / "h.csv", index=False)
-    pd.DataFrame(rows).to_parquet(tmp_path / "h.parquet")
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open(tmp_path / "h.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "h.parquet")
     ref = load_records(j)
     assert load_records(tmp_path / "h.csv") == ref == load_records(tmp_path / "h.parquet")
 
@@ -78,6 +85,7 @@ def test_queries_pass_through_and_require_prompt(tmp_path):
         load_queries(p)
 
 
+@pytest.mark.shared_data
 def test_v0_importer_on_shared_data():
     recs = load_v0(dapo_dir() / "queries.jsonl")
     assert len(recs) == 192

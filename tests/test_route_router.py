@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import HashingEncoder
 
 from preroll.data import Outcome, RecordError
 from preroll.encoders.base import Encoder
@@ -22,18 +23,6 @@ class CountingEncoder(Encoder):
     def encode(self, texts, *, show_progress=False):
         self.calls.append(list(texts))
         return np.array([[1.0 if "hard" in t else 0.0, 1.0] for t in texts], dtype=np.float32)
-
-
-class HashingEncoder(Encoder):
-    """Fast, fit-free word-hashing vectors, for tests about routing rather than encoders."""
-
-    name = "test-hashing"
-
-    def encode(self, texts, *, show_progress=False):
-        from sklearn.feature_extraction.text import HashingVectorizer
-
-        vec = HashingVectorizer(n_features=512, alternate_sign=False, norm="l2")
-        return vec.transform(list(texts)).toarray().astype(np.float32)
 
 
 def _history(n=60):
@@ -227,6 +216,7 @@ def test_config_file_errors_name_file_and_field(tmp_path):
         RouterConfig.load(tmp_path / "missing.yaml")
 
 
+@pytest.mark.shared_data
 def test_router_on_real_mmlu_beats_random():
     """A few hundred real prompts from subjects where the gap differs: routing must find it."""
     from preroll.bench.mmlu import load_mmlu
@@ -240,7 +230,7 @@ def test_router_on_real_mmlu_beats_random():
     perm = rng.permutation(len(data))
     hist, ev = perm[: len(data) // 2], perm[len(data) // 2:]
     specs = [ModelSpec(name=m, cost_per_call=c) for m, c in zip(data.models, (1.0, 10.0))]
-    r = Router(models=specs, encoder=HashingEncoder(), rule="gain").fit(data.subset(hist).histories())
+    r = Router(models=specs, encoder=HashingEncoder(512), rule="gain").fit(data.subset(hist).histories())
     ev_data = data.subset(ev)
     P = r.predict_proba(ev_data.prompts)
     w, s = ev_data.correct[:, 0], ev_data.correct[:, 1]
@@ -248,6 +238,7 @@ def test_router_on_real_mmlu_beats_random():
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
 def test_default_encoder_end_to_end(tmp_path):
     from preroll.bench.mmlu import load_mmlu
 
@@ -263,11 +254,11 @@ def test_default_encoder_end_to_end(tmp_path):
 def test_concatenated_views_keep_unit_norm_and_a_joined_name():
     from preroll.encoders import ConcatEncoder, get_encoder
 
-    enc = ConcatEncoder([CountingEncoder(), HashingEncoder()])
+    enc = ConcatEncoder([CountingEncoder(), HashingEncoder(512)])
     X = enc.encode(["hard one", "easy two"])
     assert X.shape == (2, 2 + 512)
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
-    assert enc.name == "test-counting+test-hashing"
+    assert enc.name == "test-counting+test-hashing-512"
     assert isinstance(get_encoder("lexical+lexical"), ConcatEncoder)
     with pytest.raises(RouteConfigError, match="encoder"):
         Router(models=SPECS, encoder=3.5).fit(_history(3))

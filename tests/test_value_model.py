@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import HashingEncoder
 from sklearn.metrics import roc_auc_score
 
 from preroll.data import load_v0
@@ -15,29 +16,10 @@ from preroll.model.crossval import cross_val_predict
 from preroll.model.value_model import ValueModel
 
 
-class HashEncoder:
-    """Tiny deterministic bag-of-words encoder so tests need no model weights."""
-
-    name = "hash-test"
-
-    def fit(self, texts):
-        return self
-
-    def encode(self, texts, show_progress=False):
-        X = np.zeros((len(texts), 64), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                X[i, hash(w) % 64] += 1
-        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-9)
-
-
-from preroll.encoders.base import Encoder  # noqa: E402
-
-Encoder.register(HashEncoder)
 
 
 @pytest.fixture(scope="module")
-def qwen():
+def qwen(dapo):
     recs = [r for r in load_v0(dapo_dir() / "context.jsonl") if r.policy == "Qwen3-4B-Instruct"]
     return recs[:160] + recs[512:672]  # two snapshots, step 16 and 64
 
@@ -104,7 +86,7 @@ def test_tabpfn_fails_clearly():
 
 
 def test_step_shift_and_direct_evidence(qwen):
-    vm = ValueModel(encoder=HashEncoder(), head="logistic").fit(qwen)
+    vm = ValueModel(encoder=HashingEncoder(64), head="logistic").fit(qwen)
     texts = [r.prompt for r in qwen[:40]]
     cold = vm.predict(["What is 2+2? completely new words zzz"] * 2, step=16).p_success
     later = vm.predict(["What is 2+2? completely new words zzz"] * 2, step=64).p_success
@@ -122,7 +104,7 @@ def test_step_shift_and_direct_evidence(qwen):
 def test_predict_errors(qwen):
     with pytest.raises(RuntimeError, match="not fitted"):
         ValueModel().predict(["x"])
-    vm = ValueModel(encoder=HashEncoder()).fit(qwen)
+    vm = ValueModel(encoder=HashingEncoder(64)).fit(qwen)
     with pytest.raises(ValueError, match="no history for policy"):
         vm.predict(["x"], policy="other")
     with pytest.raises(ValueError, match="empty history"):
@@ -130,7 +112,7 @@ def test_predict_errors(qwen):
 
 
 def test_cross_val_is_prompt_disjoint_and_beats_chance(qwen):
-    pred = cross_val_predict(qwen, n_splits=4, encoder=HashEncoder(), head="knn")
+    pred = cross_val_predict(qwen, n_splits=4, encoder=HashingEncoder(64), head="knn")
     assert len(pred) == len(qwen)
     y = np.array([r.success_rate >= 0.5 for r in qwen])
     # Cold prompts: no direct evidence, so the step-64 copy of a step-16 prompt cannot leak its outcome.
@@ -138,6 +120,7 @@ def test_cross_val_is_prompt_disjoint_and_beats_chance(qwen):
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
 def test_predict_cli_contract(tmp_path):
     recs = load_v0(dapo_dir() / "context.jsonl")[:120]
     ctx = tmp_path / "ctx.jsonl"

@@ -16,21 +16,28 @@ from pathlib import Path
 
 import numpy as np
 
-from preroll.data import Outcome, load_v0
+from preroll.data import Outcome, Snapshot, load_v0
 from preroll.data.paths import dapo_dir
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """One (policy, step): its prompts and observed outcomes, in file order."""
+class SnapshotRecords:
+    """One :class:`~preroll.data.Snapshot` (policy, step) with its prompts and observed outcomes, in file order."""
 
-    policy: str
-    step: int
+    snapshot: Snapshot
     records: tuple[Outcome, ...]
 
     @property
+    def policy(self) -> str | None:
+        return self.snapshot.policy
+
+    @property
+    def step(self) -> int | None:
+        return self.snapshot.step
+
+    @property
     def name(self) -> str:
-        return f"{self.policy}@{self.step}"
+        return self.snapshot.name
 
     @property
     def ids(self) -> list[str]:
@@ -50,16 +57,16 @@ class Snapshot:
         return rng.beta(s + 1.0, a - s + 1.0)
 
 
-def load_snapshots(path: str | Path | None = None) -> list[Snapshot]:
+def load_snapshots(path: str | Path | None = None) -> list[SnapshotRecords]:
     """All (policy, step) snapshots of the shared context file, sorted by policy then step."""
     path = Path(path) if path is not None else dapo_dir() / "context.jsonl"
-    groups: dict[tuple[str, int], list[Outcome]] = defaultdict(list)
+    groups: dict[Snapshot, list[Outcome]] = defaultdict(list)
     for rec in load_v0(path):
-        groups[(rec.policy, rec.step)].append(rec)
-    return [Snapshot(policy, step, tuple(recs)) for (policy, step), recs in sorted(groups.items())]
+        groups[Snapshot.of(rec)].append(rec)
+    return [SnapshotRecords(snap, tuple(groups[snap])) for snap in sorted(groups, key=lambda s: s.sort_key)]
 
 
-def earlier_snapshot(snap: Snapshot, snapshots: list[Snapshot]) -> Snapshot | None:
+def earlier_snapshot(snap: SnapshotRecords, snapshots: list[SnapshotRecords]) -> SnapshotRecords | None:
     """The same policy's latest snapshot before ``snap`` (None at its first step)."""
     earlier = [s for s in snapshots if s.policy == snap.policy and s.step < snap.step]
     return max(earlier, key=lambda s: s.step) if earlier else None

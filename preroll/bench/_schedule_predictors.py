@@ -22,14 +22,14 @@ from typing import Callable
 
 import numpy as np
 
-from preroll.bench._schedule_data import Snapshot, earlier_snapshot
+from preroll.bench._schedule_data import SnapshotRecords, earlier_snapshot
 from preroll.beliefs import BetaPrediction
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
 PREDICTORS = ("oracle", "noisy", "history", "model", "constant")
 
 
-def history_prediction(snap: Snapshot, snapshots: list[Snapshot]) -> np.ndarray | None:
+def history_prediction(snap: SnapshotRecords, snapshots: list[SnapshotRecords]) -> np.ndarray | None:
     """Previous-step rate of each prompt, else that step's mean rate."""
     prev = earlier_snapshot(snap, snapshots)
     if prev is None:
@@ -39,12 +39,12 @@ def history_prediction(snap: Snapshot, snapshots: list[Snapshot]) -> np.ndarray 
     return np.array([rates.get(i, fallback) for i in snap.ids])
 
 
-def history_overlap(snap: Snapshot, snapshots: list[Snapshot]) -> int:
+def history_overlap(snap: SnapshotRecords, snapshots: list[SnapshotRecords]) -> int:
     prev = earlier_snapshot(snap, snapshots)
     return 0 if prev is None else len(set(prev.ids) & set(snap.ids))
 
 
-def load_model_predictions(snapshots: list[Snapshot], *, cache: Path | None = None,
+def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | None = None,
                            n_splits: int = 8, encoder: str = DEFAULT_ENCODER, head: str = DEFAULT_HEAD,
                            seed: int = 0, log: Callable[[str], None] = print) -> dict[str, BetaPrediction] | None:
     """Cross-validated value-model predictions per snapshot name, or None if

@@ -30,7 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from preroll.bench._schedule_data import Snapshot, load_snapshots
+from preroll.outputs import atomic_write_text
+from preroll.bench._schedule_data import SnapshotRecords, load_snapshots
 from preroll.bench._schedule_predictors import (
     PREDICTORS,
     history_overlap,
@@ -38,7 +39,7 @@ from preroll.bench._schedule_predictors import (
     load_model_predictions,
 )
 from preroll.beliefs import BetaPrediction
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.schedule import RULES, SequentialBaseline, allocate
 from preroll.schedule.fused import fuse_stats
 
@@ -138,7 +139,7 @@ def _mse_block(pred, p: np.ndarray, rewards: np.ndarray, cfg: ScheduleBenchConfi
     }
 
 
-def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[Snapshot] | None = None,
+def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | None = None,
              progress: Callable[[int, int], None] | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Run the simulation; returns raw rows and aggregated summaries (JSON-able)."""
@@ -285,8 +286,8 @@ def write_outputs(result: dict, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "md": out_dir / "summary.md",
              "png": out_dir / "informative_vs_budget.png"}
-    paths["json"].write_text(json.dumps(result, indent=1))
-    paths["md"].write_text(summary_markdown(result))
+    atomic_write_text(paths["json"], json.dumps(result, indent=1))
+    atomic_write_text(paths["md"], summary_markdown(result))
     plot(result["summary"], paths["png"])
     return paths
 

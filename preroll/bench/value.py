@@ -14,14 +14,27 @@ from pathlib import Path
 import numpy as np
 
 from preroll.data.v0 import load_v0
+from preroll.errors import InputError
 from preroll.encoders import get_encoder
 from preroll.model.crossval import cross_val_predict
 from preroll.model.metrics import score
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD, ValueModel
+from preroll.outputs import atomic_write_text
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.model.value_model import ValueModel
 
 
 def run_eval(data_dir: Path, *, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD, n_splits=8, seed=0, pool_policies=True,
-             limit: int | None = None, log=print) -> dict:
+             limit: int | None = None, latest_only: bool = False, log=print, progress=None) -> dict:
+    """Cross-validate per (policy, step); ``latest_only`` scores each policy's latest step only.
+
+    With ``latest_only`` the earlier steps still join the context (the snapshot adapter uses
+    them), so the quick run measures the same model on fewer scored rows and fits.
+    ``progress(done, total)`` is called after each fold.
+    """
+    data_dir = Path(data_dir)
+    for name in ("context.jsonl", "queries.jsonl"):
+        if not (data_dir / name).is_file():
+            raise InputError(f"no {name} here (expected a V_0-layout data folder)", path=data_dir)
     context = load_v0(data_dir / "context.jsonl")
     queries = load_v0(data_dir / "queries.jsonl")
     if limit:
@@ -31,12 +44,23 @@ def run_eval(data_dir: Path, *, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD, n_sp
         context = [r for rs in by.values() for r in rs[:limit]]
     enc = get_encoder(encoder)  # shared by every fold and policy: each prompt is encoded once
     rows = []
-    for policy in sorted({r.policy for r in context}):
+    policies = sorted({r.policy for r in context})
+    total = len(policies) * n_splits
+    for k, policy in enumerate(policies):
         mine = [r for r in context if r.policy == policy]
         other = [r for r in context if r.policy != policy] if pool_policies else []
-        log(f"{policy}: {n_splits}-fold prompt-disjoint CV on {len(mine)} records (+{len(other)} other-policy)")
+        if latest_only:
+            last = max(r.step for r in mine)
+            other = [r for r in mine if r.step != last] + other
+            mine = [r for r in mine if r.step == last]
+        log(f"{policy}: {n_splits}-fold prompt-disjoint CV on {len(mine)} records (+{len(other)} context)")
+
+        def fold_done(f, n, k=k):
+            if progress is not None:
+                progress(k * n_splits + f, total)
+
         pred = cross_val_predict(mine, n_splits=n_splits, encoder=enc, head=head, seed=seed, extra_context=other,
-                                 progress=lambda f, n: log(f"  fold {f}/{n}"))
+                                 progress=fold_done)
         vm = ValueModel(encoder=enc, head=head).fit(mine + other)
         for step in sorted({r.step for r in mine}):
             idx = [i for i, r in enumerate(mine) if r.step == step]
@@ -49,7 +73,8 @@ def run_eval(data_dir: Path, *, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD, n_sp
                          "_pred": pred.p_success[idx].tolist(), "_rate": rate.tolist()})
     mean = {k: float(np.nanmean([r["cv"][k] for r in rows])) for k in ("auc", "brier", "mae", "ece")}
     held_mean = float(np.nanmean([r["heldout"]["auc"] for r in rows if r["heldout"]]))
-    return {"encoder": getattr(enc, "name", str(encoder)), "head": head, "n_splits": n_splits, "seed": seed,
+    return {"encoder": getattr(enc, "name", str(encoder)), "encoder_spec": str(encoder), "head": head,
+            "n_splits": n_splits, "seed": seed, "latest_only": latest_only,
             "pool_policies": pool_policies, "rows": rows, "mean_cv": mean, "mean_heldout_auc": held_mean}
 
 
@@ -87,5 +112,5 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     reliability_plot(report, png)
     js = out_dir / "report.json"
     clean = {**report, "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in report["rows"]]}
-    js.write_text(json.dumps(clean, indent=2))
+    atomic_write_text(js, json.dumps(clean, indent=2))
     return js, png

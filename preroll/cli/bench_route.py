@@ -58,6 +58,9 @@ def bench_route(
     from rich.table import Table
 
     from preroll.bench.route import RouteBenchConfig, plot_frontier, run_route_bench
+    from preroll.outputs import atomic_write_text, check_output
+
+    check_output(out, inputs=(data,), folder=True)
     from preroll.route.specs import ModelSpec
 
     console = Console(width=None if Console().is_terminal else 160)
@@ -76,7 +79,7 @@ def bench_route(
     result = run_route_bench(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(result, indent=1))
     png = plot_frontier(result, out / "frontier.png")
 
     split0 = result["splits"][0]

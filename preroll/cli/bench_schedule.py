@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 import typer
 
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
 
 def bench_schedule(
@@ -37,6 +37,9 @@ def bench_schedule(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from preroll.bench.schedule import ScheduleBenchConfig, headline, simulate, write_outputs
+    from preroll.outputs import check_output
+
+    check_output(out, folder=True)
 
     import shutil
 

@@ -19,8 +19,8 @@ from typing import Optional
 
 import typer
 
-from preroll.encoders.sentence import DEFAULT_BATCH_SIZE
-from preroll.model.value_model import DEFAULT_ENCODER
+from preroll.defaults import DEFAULT_BATCH_SIZE
+from preroll.model.defaults import DEFAULT_ENCODER
 
 
 def _parse_ints(text: str, option: str) -> list[int]:

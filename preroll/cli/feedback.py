@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+
+def _key(o) -> tuple:
+    return (o.prompt, o.successes, o.attempts, o.policy, o.step, o.id)
 
 
 def feedback(
@@ -16,50 +21,44 @@ def feedback(
         None, "--config", "-c", help="A serve config: its store is used and MODEL must be one of its backends."),
     reward_range: Optional[tuple[float, float]] = typer.Option(
         None, "--reward-range", help="Scale of a 'reward' column, e.g. --reward-range -1 1."),
+    again: bool = typer.Option(False, "--again", help="Add the file even if its outcomes are already in the history."),
 ) -> None:
     """Validate FILE and append it to MODEL's history in one transaction (all rows or none).
 
+    A file whose every outcome is already in MODEL's history (the same file sent twice) is
+    refused unless ``--again``: doubling a history silently doubles its confidence.
     A running server picks the new outcomes up at its next refit (POST /v1/refit forces one).
     """
-    from rich.console import Console
+    import sqlite3
 
-    from preroll.data import RecordError, load_records
+    from preroll.data import load_records
+    from preroll.errors import ConfigError, InputError
+    from preroll.outputs import check_output
     from preroll.serve.store import HistoryStore
 
-    err = Console(stderr=True)
     if (store is None) == (config is None):
-        err.print("[red]error:[/red] give exactly one of --store or --config")
-        raise typer.Exit(2)
+        raise ConfigError("give exactly one of --store or --config")
     if not model.strip():
-        err.print("[red]error:[/red] --model is empty; give the backend name the outcomes belong to")
-        raise typer.Exit(2)
-    try:
-        if config is not None:
-            from preroll.serve.config import load_config
+        raise ConfigError("--model is empty; give the backend name the outcomes belong to")
+    if config is not None:
+        from preroll.serve.config import load_config
 
-            cfg = load_config(config, check_api_keys=False)
-            if model not in cfg.backend_names:
-                err.print(f"[red]error:[/red] unknown model {model!r}; {config} configures: "
-                          f"{', '.join(cfg.backend_names)}", highlight=False, soft_wrap=True)
-                raise typer.Exit(2)
-            store = cfg.store
-        records = load_records(file, reward_range=reward_range)
-        _check_steps(records, file)
-        with HistoryStore(store) as hs:  # StoreError (a RecordError): not an SQLite file
+        cfg = load_config(config, check_api_keys=False)
+        if model not in cfg.backend_names:
+            raise ConfigError(f"unknown model {model!r}; {config} configures: {', '.join(cfg.backend_names)}")
+        store = cfg.store
+    check_output(store, inputs=(file,), force=True, option="--store")
+    records = load_records(file, reward_range=reward_range)
+    try:
+        with HistoryStore(store) as hs:
+            if not again:
+                have = Counter(_key(o) for o in hs.records(model))
+                new = Counter(_key(o) for o in records)
+                if all(have[k] >= n for k, n in new.items()):
+                    raise InputError(f"all {len(records)} outcomes are already in {model!r}'s history "
+                                     f"(the same file twice?); pass --again to add them again", path=file)
             added = hs.add(model, records)
             total = hs.count(model)
-    except RecordError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"not a usable SQLite history store ({exc})", path=store) from None
     typer.echo(f"added {added} outcomes to {model!r} (history now {total}) in {store}")
-
-
-def _check_steps(records, file: Path) -> None:
-    """Refuse, naming the row, a ``step`` SQLite cannot store (its INTEGER is 64-bit)."""
-    from preroll.data import RecordError
-    from preroll.serve.store import INT64_MAX, INT64_MIN
-
-    for i, r in enumerate(records):
-        if r.step is not None and not INT64_MIN <= r.step <= INT64_MAX:
-            raise RecordError(f"row {i + 1}: step {r.step} is outside the 64-bit integer range", path=file,
-                              field="step")

@@ -22,8 +22,7 @@ def serve(
     """Serve an OpenAI-compatible endpoint that routes each request to the cheapest capable backend."""
     from rich.console import Console
 
-    from preroll.data import RecordError
-    from preroll.route.errors import RouteError
+    from preroll.errors import PrerollError
     from preroll.serve.config import load_config
     from preroll.serve.exposure import check_exposure
 
@@ -34,7 +33,7 @@ def serve(
         from preroll.serve.app import create_app
 
         app = create_app(cfg, check=check_backends)
-    except (RecordError, RouteError) as exc:  # ConfigError, ServeSetupError are RecordErrors
+    except PrerollError as exc:
         where = "" if getattr(exc, "path", None) else f"{config}: "  # start-up errors name the config too
         err.print(f"[red]error:[/red] {where}{exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

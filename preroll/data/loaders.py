@@ -15,12 +15,22 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from preroll.data.errors import RecordError
-from preroll.data.records import Outcome, make_outcome
+from preroll.data.records import Outcome, check_reward_range, make_outcome
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 _CSV_NUMERIC = {"step": int, "successes": float, "attempts": float,
                 "success_rate": float, "reward": float, "weight": float}
+
+
+def _csv_number(value: str, conv):
+    """A CSV cell as a number. Whole numbers only for ``int`` fields: ``16.7`` is refused, not truncated."""
+    x = float(value)
+    if conv is int:
+        if not math.isfinite(x) or x != int(x):
+            raise ValueError
+        return int(x)
+    return x
 
 
 def _read_text(path: Path) -> str:
@@ -29,14 +39,17 @@ def _read_text(path: Path) -> str:
     except FileNotFoundError:
         raise RecordError("file not found", path=path) from None
     try:
-        return data.decode("utf-8")
+        # "utf-8-sig": a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise RecordError(f"not valid UTF-8 (byte {exc.start} of the file)", path=path, line=line) from None
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for lineno, text in enumerate(_read_text(path).splitlines(), start=1):
+    # Split on "\n" only: str.splitlines also breaks at U+2028 and friends, which JSON strings may hold raw.
+    for lineno, text in enumerate(_read_text(path).split("\n"), start=1):
+        text = text.removesuffix("\r")
         if not text.strip():
             continue
         try:
@@ -61,9 +74,10 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             conv = _CSV_NUMERIC.get(key)
             if conv is not None:
                 try:
-                    value = conv(float(value)) if conv is int else conv(value)
+                    value = _csv_number(value, conv)
                 except ValueError:
-                    raise RecordError(f"not a number: {value!r}", path=path, line=lineno, field=key) from None
+                    kind = "a whole number" if conv is int else "a number"
+                    raise RecordError(f"not {kind}: {value!r}", path=path, line=lineno, field=key) from None
             out[key] = value
         yield lineno, out
 
@@ -101,6 +115,8 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def load_records(path: str | Path, *, reward_range: tuple[float, float] | None = None) -> list[Outcome]:
     """Load and validate a history file into :class:`Outcome` records."""
+    if reward_range is not None:
+        check_reward_range(reward_range)  # before reading: a bad range is a setup error, not row 1's
     records = [make_outcome(row, reward_range=reward_range, path=path, line=line)
                for line, row in iter_rows(path)]
     if not records:
@@ -119,6 +135,9 @@ def load_queries(path: str | Path) -> list[dict[str, Any]]:
             raise RecordError(f"must be text, got {type(prompt).__name__}", path=path, line=line, field="prompt")
         if not prompt.strip():
             raise RecordError("prompt is empty", path=path, line=line, field="prompt")
+        for key, value in row.items():  # passed through to a JSON output, where NaN/Infinity do not exist
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RecordError("must be a finite number (got NaN or infinity)", path=path, line=line, field=key)
         rows.append(row)
     if not rows:
         raise RecordError("no query rows in file", path=path)

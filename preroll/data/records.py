@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from preroll.data.errors import RecordError
+from preroll.data.snapshot import Snapshot
+from preroll.errors import ConfigError
+from preroll.validation import from_pydantic
 
 #: Fields a history row may carry. Anything else is refused (a typo such as
 #: ``sucesses`` must not silently turn a row into a rate-less one).
@@ -23,6 +26,10 @@ RECORD_FIELDS = frozenset({
     "prompt", "policy", "step", "successes", "attempts", "success_rate", "reward",
     "id", "weight",
 })
+
+
+#: Largest training step accepted: steps are stored as 64-bit integers (SQLite), and no run gets near it.
+MAX_STEP = 2**63 - 1
 
 
 class Outcome(BaseModel):
@@ -53,7 +60,7 @@ class _RawRow(BaseModel):
 
     prompt: str
     policy: str | None = None
-    step: int | None = None
+    step: int | None = Field(default=None, ge=0, le=MAX_STEP)
     successes: float | None = None
     attempts: float | None = None
     success_rate: float | None = None
@@ -86,14 +93,18 @@ class _RawRow(BaseModel):
 
 
 def _fail(exc: ValidationError, path, line) -> RecordError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or None
-    msg = err.get("msg", str(exc))
-    if err.get("type") == "extra_forbidden":
-        msg = f"unknown field (allowed: {', '.join(sorted(RECORD_FIELDS))})"
-    elif err.get("type") == "missing":
-        msg = "required field is missing"
-    return RecordError(msg.removeprefix("Value error, "), path=path, line=line, field=field)
+    return from_pydantic(exc, RecordError, path=path, line=line, allowed=RECORD_FIELDS)
+
+
+def check_reward_range(reward_range) -> tuple[float, float]:
+    """``(low, high)`` with finite ``low < high``; a ``ConfigError`` naming ``--reward-range`` otherwise."""
+    try:
+        lo, hi = (float(x) for x in reward_range)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected two numbers, got {reward_range!r}", field="--reward-range") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise ConfigError(f"needs finite low < high, got {lo:g} {hi:g}", field="--reward-range")
+    return lo, hi
 
 
 def make_outcome(row: dict[str, Any], *, reward_range: tuple[float, float] | None = None,
@@ -131,7 +142,7 @@ def make_outcome(row: dict[str, Any], *, reward_range: tuple[float, float] | Non
             if reward_range is None:
                 raise bad("reward", "a 'reward' row needs a declared reward range "
                                     "(e.g. --reward-range -1 1)")
-            lo, hi = reward_range
+            lo, hi = check_reward_range(reward_range)
             if raw.reward < lo - 1e-9 or raw.reward > hi + 1e-9:
                 raise bad("reward", f"{raw.reward:g} is outside the declared range [{lo:g}, {hi:g}]")
             rate, field = (raw.reward - lo) / (hi - lo), "reward"
@@ -143,6 +154,11 @@ def make_outcome(row: dict[str, Any], *, reward_range: tuple[float, float] | Non
         succ = rate * att
         if raw.attempts is not None and abs(succ - round(succ)) < 1e-6:
             succ = float(round(succ))
+    if raw.weight is not None:
+        # A weight scales how much evidence the row carries: weight 2 counts like the row logged twice.
+        if raw.weight <= 0:
+            raise bad("weight", f"must be > 0 (got {raw.weight:g})")
+        succ, att = succ * raw.weight, att * raw.weight
     return Outcome(prompt=raw.prompt, successes=float(succ), attempts=float(att),
                    policy=raw.policy, step=raw.step,
                    id=None if raw.id is None else str(raw.id))
@@ -156,7 +172,7 @@ class OutcomeTable:
     successes: np.ndarray
     attempts: np.ndarray
     policies: list[str | None]
-    steps: np.ndarray  # float, NaN where unknown
+    steps: list[int | None]  # None where the history names no step
 
     @classmethod
     def from_records(cls, records: Iterable[Outcome]) -> "OutcomeTable":
@@ -166,8 +182,13 @@ class OutcomeTable:
             successes=np.array([r.successes for r in recs], dtype=float),
             attempts=np.array([r.attempts for r in recs], dtype=float),
             policies=[r.policy for r in recs],
-            steps=np.array([np.nan if r.step is None else r.step for r in recs], dtype=float),
+            steps=[r.step for r in recs],
         )
+
+    @property
+    def snapshots(self) -> list[Snapshot]:
+        """Each row's (policy, step) snapshot."""
+        return [Snapshot(p, s) for p, s in zip(self.policies, self.steps)]
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -183,5 +204,5 @@ class OutcomeTable:
         return OutcomeTable(
             prompts=[self.prompts[i] for i in idx],
             successes=self.successes[idx], attempts=self.attempts[idx],
-            policies=[self.policies[i] for i in idx], steps=self.steps[idx],
+            policies=[self.policies[i] for i in idx], steps=[self.steps[i] for i in idx],
         )

@@ -7,8 +7,10 @@ weights, instead of showing a library traceback.
 
 from __future__ import annotations
 
+from preroll.errors import PrerollError
 
-class EncoderLoadError(RuntimeError):
+
+class EncoderLoadError(PrerollError, RuntimeError):
     """The model named by a spec could not be found or loaded."""
 
 
@@ -16,5 +18,5 @@ class WeightsIntegrityError(EncoderLoadError):
     """Model weights on disk do not match the checksum they were shipped with."""
 
 
-class EmbeddingCacheError(RuntimeError):
+class EmbeddingCacheError(PrerollError, RuntimeError):
     """The on-disk embedding cache is unreadable; it is left untouched for the user to inspect."""

@@ -78,7 +78,7 @@ class LexicalEncoder(Encoder):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "fit_hash_"):
-            from sklearn.exceptions import NotFittedError
+            from preroll.errors import NotFittedError
 
             raise NotFittedError(
                 "LexicalEncoder is not fitted: call fit(texts) with the prompts of the history first "

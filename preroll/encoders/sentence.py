@@ -27,6 +27,73 @@ from preroll.encoders.fingerprint import directory_fingerprint
 _INSTALL_HINT = "pip install 'sentence-transformers>=3' torch"
 
 
+#: Seconds to wait for the hub when checking a model name that is not on disk.
+HUB_CHECK_TIMEOUT = 5.0
+
+
+def _hub_cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - installed with sentence-transformers
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # a name the hub would refuse (e.g. bad characters): let the check below say so
+        return False
+
+
+def _check_hub_name(name: str) -> None:
+    """Fail in seconds when ``name`` is neither a local folder nor reachable on the hub."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    where = "HF_HUB_OFFLINE is set" if offline else None
+    if not offline:
+        try:
+            from huggingface_hub import model_info
+
+            model_info(name, timeout=HUB_CHECK_TIMEOUT)
+            return
+        except ImportError:  # pragma: no cover
+            return
+        except Exception as exc:
+            where = f"the hub did not confirm it within {HUB_CHECK_TIMEOUT:g} s ({type(exc).__name__})"
+    raise EncoderLoadError(
+        f"encoder {name!r} is not a local folder, not a built-in encoder (minilm, lexical, stats) and not "
+        f"in the local Hugging Face cache, and {where}. Check the name, download it where the hub is "
+        f"reachable (`huggingface-cli download {name}`), or pass the path of a local model directory")
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Silence the libraries' own progress bars and load reports (``Loading weights``, ``Batches:``).
+
+    preroll shows one progress bar of its own; library bars print thousands of characters
+    per line into logs.
+    """
+    restore = []
+    try:
+        from transformers.utils import logging as tf_logging
+
+        old = tf_logging.get_verbosity()
+        tf_logging.set_verbosity_error()
+        tf_logging.disable_progress_bar()
+        restore.append(lambda: (tf_logging.set_verbosity(old), tf_logging.enable_progress_bar()))
+    except Exception:  # pragma: no cover - optional
+        pass
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+        if not are_progress_bars_disabled():
+            disable_progress_bars()
+            restore.append(enable_progress_bars)
+    except Exception:  # pragma: no cover - optional
+        pass
+    try:
+        yield
+    finally:
+        for undo in reversed(restore):
+            undo()
+
+
 @contextlib.contextmanager
 def offline_hub() -> Iterator[None]:
     """Forbid Hugging Face hub traffic while loading a model that must already be on disk.
@@ -87,10 +154,8 @@ def quantize_linear_int8(module: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
-#: Prompts per forward pass. A batch is padded to its longest prompt, so smaller
-#: batches waste less compute on padding; 16 was the fastest of 8/16/32 for
-#: MiniLM on 2 CPU cores (docs/encoders.md), and small enough for larger models.
-DEFAULT_BATCH_SIZE = 16
+#: Prompts per forward pass (why 16: see :mod:`preroll.defaults`).
+from preroll.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
 
 
 class SentenceEncoder(Encoder):
@@ -194,15 +259,22 @@ class SentenceEncoder(Encoder):
         if getattr(self, "_st_model", None) is not None:
             return self._st_model
         self._validate()
+        local = self._local_dir()
+        spec = str(local) if local is not None else str(self.model)
+        # Before importing torch: a mistyped name fails in seconds, not after a minute of imports and retries.
+        if local is None and _hub_cached(spec):
+            context = offline_hub()  # already downloaded: no hub round trips
+        elif local is None:
+            _check_hub_name(spec)  # one short request instead of a minute of retries for a typo
+            context = contextlib.nullcontext()
+        else:
+            context = offline_hub()
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise EncoderLoadError(f"neural encoders need sentence-transformers and torch: {_INSTALL_HINT}") from exc
-        local = self._local_dir()
-        spec = str(local) if local is not None else str(self.model)
-        context = offline_hub() if local is not None else contextlib.nullcontext()
         try:
-            with context, warnings.catch_warnings():
+            with context, quiet_libraries(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 st_model = SentenceTransformer(spec, **self._load_kwargs(local))
         except EncoderLoadError:
@@ -255,10 +327,29 @@ class SentenceEncoder(Encoder):
         with torch.inference_mode():
             if len(texts) <= self.batch_size and not show_progress:
                 vectors = self._encode_one_batch(st_model, texts)
-            else:
-                vectors = st_model.encode(list(texts), batch_size=self.batch_size, show_progress_bar=show_progress,
+            elif not show_progress:
+                vectors = st_model.encode(list(texts), batch_size=self.batch_size, show_progress_bar=False,
                                           convert_to_numpy=True, normalize_embeddings=True, **kwargs)
+            else:
+                vectors = self._encode_with_progress(st_model, list(texts), kwargs)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _encode_with_progress(self, st_model: Any, texts: list[str], kwargs: dict) -> np.ndarray:
+        """Encode in chunks under one rich progress bar with an ETA (on stderr), not the library's bar."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        chunk = self.batch_size * 8
+        parts = []
+        with Progress(TextColumn("embedding prompts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("embed", total=len(texts))
+            for start in range(0, len(texts), chunk):
+                part = texts[start:start + chunk]
+                parts.append(st_model.encode(part, batch_size=self.batch_size, show_progress_bar=False,
+                                             convert_to_numpy=True, normalize_embeddings=True, **kwargs))
+                bar.advance(task, len(part))
+        return np.concatenate(parts)
 
     def _encode_one_batch(self, st_model: Any, texts: list[str]) -> np.ndarray:
         """One forward pass through the model's own modules, without ``SentenceTransformer.encode``'s bookkeeping.

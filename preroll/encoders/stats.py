@@ -48,6 +48,12 @@ def prompt_statistics(text: str) -> list[float]:
     ]
 
 
+#: Standardised statistics are clipped to +-CLIP standard deviations.
+CLIP = 3.0
+#: Least scale of a statistic (its units are log-counts and 0/1 flags).
+MIN_SCALE = 0.25
+
+
 class TextStatsEncoder(Encoder):
     """Standardised ``STATISTICS`` of each prompt (fit first, on the history's prompts).
 
@@ -65,7 +71,9 @@ class TextStatsEncoder(Encoder):
         raw = np.array([prompt_statistics(t) for t in texts])
         self.mean_ = raw.mean(axis=0)
         std = raw.std(axis=0)
-        self.scale_ = np.where(std > 0, std, 1.0)  # a constant statistic carries nothing: left at 0
+        # A floor on the scale: a statistic nearly constant in the history (40 prompts of one
+        # length) must not turn a modest difference in a query into a z-score of hundreds.
+        self.scale_ = np.maximum(std, MIN_SCALE)
         digest = hashlib.sha256(self.mean_.tobytes() + self.scale_.tobytes())
         self.fit_hash_ = digest.hexdigest()
         return self
@@ -77,7 +85,7 @@ class TextStatsEncoder(Encoder):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "fit_hash_"):
-            from sklearn.exceptions import NotFittedError
+            from preroll.errors import NotFittedError
 
             raise NotFittedError("TextStatsEncoder is not fitted: call fit(texts) with the history's prompts first")
 
@@ -87,7 +95,8 @@ class TextStatsEncoder(Encoder):
         if not texts:
             return np.zeros((0, len(STATISTICS)), dtype=np.float32)
         raw = np.array([prompt_statistics(t) for t in texts])
-        return ((raw - self.mean_) / self.scale_ / np.sqrt(len(STATISTICS))).astype(np.float32)
+        z = np.clip((raw - self.mean_) / self.scale_, -CLIP, CLIP)  # bounded: a far prompt is "far", not "infinitely far"
+        return (z / np.sqrt(len(STATISTICS))).astype(np.float32)
 
     def __repr__(self) -> str:
         return "TextStatsEncoder()"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils.validation import check_is_fitted
+from preroll.validation import check_fitted
 
 from preroll.beliefs import BetaPrediction
 
@@ -32,7 +32,7 @@ class EnsembleHead(BaseEstimator):
         return self
 
     def predict(self, X, groups=None) -> BetaPrediction:
-        check_is_fitted(self, "heads_")
+        check_fitted(self, "heads_")
         preds = [h.predict(X, groups=groups) for h in self.heads_]
         means = np.stack([p.p_success for p in preds])
         second = np.stack([p.var + p.p_success ** 2 for p in preds]).mean(axis=0)

@@ -14,7 +14,8 @@ from scipy.spatial.distance import pdist
 from sklearn.base import BaseEstimator
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_array
+from preroll.validation import check_fitted
 
 from preroll.beliefs import BetaPrediction
 from preroll.heads.groups import check_groups, with_group_block
@@ -42,7 +43,7 @@ class GPHead(BaseEstimator):
         return self
 
     def predict(self, X, groups=None) -> BetaPrediction:
-        check_is_fitted(self, "gp_")
+        check_fitted(self, "gp_")
         X = check_array(X, dtype=float)
         X = with_group_block(X, check_groups(groups, len(X), self.n_groups_), self.n_groups_, self.group_scale)
         mean, std = self.gp_.predict(X, return_std=True)

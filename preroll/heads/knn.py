@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_array
+from preroll.validation import check_fitted
 
 from preroll.beliefs import BetaPrediction
 from preroll.heads.calibration import fit_concentration
@@ -111,7 +112,7 @@ class KNNBetaHead(BaseEstimator):
         return self
 
     def predict(self, X, groups=None) -> BetaPrediction:
-        check_is_fitted(self, "X_")
+        check_fitted(self, "X_")
         Q = unit_rows(check_array(X, dtype=float))
         q = check_groups(groups, len(Q), self.n_groups_)
         q = np.zeros(len(Q), int) if q is None else q

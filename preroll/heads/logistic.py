@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_array
+from preroll.validation import check_fitted
 
 from preroll.beliefs import BetaPrediction
 from preroll.heads.calibration import fit_concentration
@@ -71,7 +72,7 @@ class LogisticHead(BaseEstimator):
         return self
 
     def predict(self, X, groups=None) -> BetaPrediction:
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_")
         X = check_array(X, dtype=float)
         Z = with_group_block(X, check_groups(groups, len(X), self.n_groups_), self.n_groups_, self.group_scale)
         mean = _proba(self.model_, Z)

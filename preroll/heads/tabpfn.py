@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
+from preroll.validation import check_fitted
 
 from preroll.beliefs import BetaPrediction
+from preroll.errors import PrerollError
 from preroll.heads.calibration import fit_concentration
 from preroll.heads.groups import check_groups, with_group_block
 
 
-class TabPFNUnavailable(RuntimeError):
-    pass
+class TabPFNUnavailable(PrerollError, RuntimeError):
+    """The optional TabPFN package or its weights are missing (an install step, not a bug)."""
 
 
 class TabPFNHead(BaseEstimator):
@@ -46,7 +47,7 @@ class TabPFNHead(BaseEstimator):
         return self
 
     def predict(self, X, groups=None) -> BetaPrediction:
-        check_is_fitted(self, "model_")
+        check_fitted(self, "model_")
         X = np.asarray(X, float)
         X = with_group_block(X, check_groups(groups, len(X), self.n_groups_), self.n_groups_, 1.0)
         mean = np.clip(self.model_.predict(X), 1e-3, 1 - 1e-3)

@@ -12,9 +12,11 @@ import numpy as np
 from sklearn.model_selection import GroupKFold
 
 from preroll.data.records import Outcome, OutcomeTable
+from preroll.data.snapshot import Snapshot
 from preroll.encoders import get_encoder
 from preroll.beliefs import BetaPrediction
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD, ValueModel
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.model.value_model import ValueModel
 
 
 def cross_val_predict(records: Sequence[Outcome], *, n_splits: int = 8, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD,
@@ -41,9 +43,9 @@ def cross_val_predict(records: Sequence[Outcome], *, n_splits: int = 8, encoder=
         held = {records[i].prompt for i in te}
         ctx = [records[i] for i in tr] + [r for r in extra if r.prompt not in held]
         vm = ValueModel(encoder=enc, head=head, **model_kw).fit(OutcomeTable.from_records(ctx))
-        for snap in {(records[i].policy, records[i].step) for i in te}:
-            idx = [i for i in te if (records[i].policy, records[i].step) == snap]
-            p = vm.predict([records[i].prompt for i in idx], policy=snap[0], step=snap[1])
+        for snap in {Snapshot.of(records[i]) for i in te}:
+            idx = [i for i in te if Snapshot.of(records[i]) == snap]
+            p = vm.predict([records[i].prompt for i in idx], policy=snap.policy, step=snap.step)
             alpha[idx], beta[idx] = p.alpha, p.beta
         if progress is not None:
             progress(fold + 1, n_splits)

@@ -18,23 +18,45 @@ used as direct evidence).
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from preroll.data.records import Outcome, OutcomeTable
-from preroll.encoders import get_encoder
+from preroll.data.snapshot import Snapshot
+from preroll.errors import InputError
+from preroll.encoders import fresh_views, get_encoder
 from preroll.encoders.base import Encoder
 from preroll.heads import make_head
 from preroll.beliefs import BetaPrediction
+from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.validation import check_fitted
 
-_UNKNOWN = "<none>"
 
-#: The value model's default features and head (README, "Measured", and docs/encoders.md):
-#: on DAPO-Math cold prompts the logistic head alone ranks as well as or better than its ensemble
-#: with the kNN head, which wins on MMLU routing (the router's ``"auto"``).
-DEFAULT_ENCODER = "minilm+lexical+stats"
-DEFAULT_HEAD = "logistic"
+#: Least concentration (alpha + beta) of a belief: Beta(1, 1) at a base rate of 0.5.
+_MIN_CONCENTRATION = 2.0
+#: History rows used to measure how far apart the history's prompts lie.
+_REACH_SAMPLE = 4096
+
+
+def _nearest_distances(Q: np.ndarray, R: np.ndarray, *, exclude_self: bool = False, chunk: int = 1024) -> np.ndarray:
+    """Euclidean distance from each row of ``Q`` to its nearest row of ``R``."""
+    r2 = (R.astype(np.float64) ** 2).sum(axis=1)
+    out = np.empty(len(Q))
+    for start in range(0, len(Q), chunk):
+        q = Q[start:start + chunk].astype(np.float64)
+        d2 = (q ** 2).sum(axis=1)[:, None] + r2[None, :] - 2.0 * q @ R.T.astype(np.float64)
+        if exclude_self:
+            idx = np.arange(start, start + len(q))
+            d2[np.arange(len(q)), idx] = np.inf
+        out[start:start + len(q)] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+    return out
+
+
+class SnapshotWarning(UserWarning):
+    """A query scored for another (policy, step) than the one asked for."""
+
 
 
 class ValueModel:
@@ -62,73 +84,132 @@ class ValueModel:
     def fit(self, records: Iterable[Outcome] | OutcomeTable) -> "ValueModel":
         table = records if isinstance(records, OutcomeTable) else OutcomeTable.from_records(records)
         if len(table) == 0:
-            raise ValueError("cannot fit a value model on an empty history")
-        self.encoder_ = get_encoder(self.encoder, cache_dir=self.cache_dir)  # an Encoder passes through
+            raise InputError("cannot fit a value model on an empty history")
+        # fresh_views: an Encoder instance passes through with new copies of its fitted views (lexical,
+        # stats), so fitting this model never refits an encoder the caller (or another model) holds.
+        self.encoder_ = fresh_views(get_encoder(self.encoder, cache_dir=self.cache_dir))
         self.encoder_.fit(table.prompts)
-        self.snapshots_ = sorted({self._snap(p, s) for p, s in zip(table.policies, table.steps)},
-                                 key=lambda t: (t[0], -np.inf if np.isnan(t[1]) else t[1]))
+        row_snaps = table.snapshots
+        self.snapshots_ = sorted(set(row_snaps), key=lambda s: s.sort_key)
         self.snapshot_index_ = {s: i for i, s in enumerate(self.snapshots_)}
         X = self.encoder_.encode(table.prompts, show_progress=self.show_progress)
-        groups = np.array([self.snapshot_index_[self._snap(p, s)] for p, s in zip(table.policies, table.steps)])
+        groups = np.array([self.snapshot_index_[s] for s in row_snaps])
         self.head_ = make_head(self.head).fit(X, table.successes, table.attempts, groups=groups)
+        self._fit_humility(np.asarray(X, dtype=np.float32), table)
         self.table_ = table
         self._text_index = {}
         for i, text in enumerate(table.prompts):
             self._text_index.setdefault(text, []).append(i)
         return self
 
-    @staticmethod
-    def _snap(policy, step) -> tuple[str, float]:
-        return (policy if policy is not None else _UNKNOWN, float(step) if step is not None else np.nan)
+    # -- knowing what the history does not say ---------------------------
+    def _fit_humility(self, X: np.ndarray, table: OutcomeTable) -> None:
+        """What :meth:`_temper` needs: the history's base rate, its size, and how far apart its prompts lie.
 
-    def _resolve_snapshot(self, policy, step) -> int:
-        policies = sorted({p for p, _ in self.snapshots_})
+        ``reach_`` is the 90th percentile of each history prompt's distance to its nearest
+        other prompt (on up to ``_REACH_SAMPLE`` rows): a query farther than that from every
+        history prompt is outside what the history covers.
+        """
+        self.base_rate_ = float(table.successes.sum() / table.attempts.sum())
+        self.max_concentration_ = float(max(len(set(table.prompts)), _MIN_CONCENTRATION))
+        rng = np.random.default_rng(0)
+        ref = X if len(X) <= _REACH_SAMPLE else X[rng.choice(len(X), _REACH_SAMPLE, replace=False)]
+        self.reference_ = ref
+        if len(ref) < 2:
+            self.reach_ = 0.0
+            return
+        d = _nearest_distances(ref, ref, exclude_self=True)
+        d = d[np.isfinite(d)]
+        self.reach_ = float(np.quantile(d, 0.9)) if len(d) else 0.0
+
+    def _temper(self, pred: BetaPrediction, X: np.ndarray) -> BetaPrediction:
+        """Widen a belief that the history cannot support.
+
+        Two limits, because a head fitted on a few rows (or on near-identical prompts) can
+        report p=1.0 with a tiny spread for an unrelated query:
+
+        - size: the concentration (alpha + beta, a pseudo-count) never exceeds the number of
+          distinct prompts in the history; two rows cannot give the certainty of two thousand;
+        - distance: a query farther than ``reach_`` from every history prompt has its mean
+          pulled toward the history's base rate and its concentration cut by
+          ``(reach_ / distance)^2``, down to a near-uniform belief for prompts unlike any seen.
+
+        Direct evidence (the query's own outcomes) is added afterwards, so only evidence
+        shrinks the spread again.
+        """
+        if len(X) == 0:
+            return pred
+        d = _nearest_distances(X, self.reference_)
+        reach = max(self.reach_, 1e-6)
+        w = np.where(d <= reach, 1.0, (reach / np.maximum(d, 1e-12)) ** 2)
+        mean = w * pred.p_success + (1 - w) * self.base_rate_
+        conc = np.minimum(pred.concentration, self.max_concentration_)
+        conc = np.maximum(w * conc, _MIN_CONCENTRATION)
+        return BetaPrediction.from_mean_concentration(np.clip(mean, 1e-4, 1 - 1e-4), conc)
+
+    def resolve_snapshot(self, policy: str | None = None, step: int | None = None) -> Snapshot:
+        """The history's snapshot a query for ``(policy, step)`` is scored as.
+
+        No policy: the history's only policy (several: an error naming them). No step: the
+        policy's latest. A step the history does not hold: the nearest one, with a
+        :class:`SnapshotWarning` naming it, because a silent substitution hides that the
+        belief describes another point of training.
+        """
+        check_fitted(self, "head_")
+        policies = sorted({s.policy for s in self.snapshots_}, key=lambda p: (p is not None, p or ""))
         if policy is None:
             if len(policies) > 1:
-                raise ValueError(f"the history holds several policies ({', '.join(policies)}); pass policy=")
+                named = ", ".join("(unnamed)" if p is None else p for p in policies)
+                raise InputError(f"the history holds several policies ({named}); pass policy=", field="policy")
             policy = policies[0]
-        cands = [s for s in self.snapshots_ if s[0] == policy]
+        cands = [s for s in self.snapshots_ if s.policy == policy]
         if not cands:
-            raise ValueError(f"no history for policy {policy!r}; known: {', '.join(policies)}")
-        steps = np.array([s[1] for s in cands])
-        if step is None or np.all(np.isnan(steps)):
-            pick = cands[int(np.nanargmax(steps))] if not np.all(np.isnan(steps)) else cands[0]
-        else:
-            # Nearest known step: a future step is best described by the latest one.
-            pick = cands[int(np.nanargmin(np.abs(steps - float(step))))]
-        return self.snapshot_index_[pick]
+            known = ", ".join(p for p in policies if p is not None) or "none named"
+            raise InputError(f"no history for policy {policy!r}; known: {known}", field="policy")
+        stepped = [s for s in cands if s.step is not None]
+        if step is None:
+            return max(stepped, key=lambda s: s.step) if stepped else cands[0]
+        if not stepped:
+            warnings.warn(f"the history names no steps; step {step} is scored as the whole history of "
+                          f"{cands[0].name}", SnapshotWarning, stacklevel=3)
+            return cands[0]
+        pick = min(stepped, key=lambda s: (abs(s.step - step), -s.step))
+        if pick.step != step:
+            known = ", ".join(str(s.step) for s in stepped)
+            warnings.warn(f"step {step} is not in the history of {pick.policy or 'the policy'} (steps {known}); "
+                          f"scoring for the nearest, step {pick.step}", SnapshotWarning, stacklevel=3)
+        return pick
 
     # -- prediction ------------------------------------------------------
     def predict(self, prompts: Sequence[str], *, step: int | None = None, policy: str | None = None,
                 use_direct_evidence: bool = True) -> BetaPrediction:
         """Beta belief over each prompt's success rate for ``(policy, step)``."""
-        if not hasattr(self, "head_"):
-            raise RuntimeError("ValueModel is not fitted: call fit(records) first")
+        check_fitted(self, "head_")
         if isinstance(prompts, str):
             raise TypeError("predict takes a sequence of prompts, not one string")
         prompts = list(prompts)
         if not prompts:
             return BetaPrediction(np.empty(0), np.empty(0))
-        snap = self._resolve_snapshot(policy, step)
+        snap = self.resolve_snapshot(policy, step)
         X = self.encoder_.encode(prompts, show_progress=self.show_progress)
-        pred = self.head_.predict(X, groups=np.full(len(prompts), snap))
+        pred = self.head_.predict(X, groups=np.full(len(prompts), self.snapshot_index_[snap]))
+        pred = self._temper(pred, np.asarray(X, dtype=np.float32))
         if use_direct_evidence and self.evidence_decay > 0:
-            pred = self._add_direct_evidence(pred, prompts, self.snapshots_[snap])
+            pred = self._add_direct_evidence(pred, prompts, snap)
         return pred
 
-    def _add_direct_evidence(self, pred: BetaPrediction, prompts, snapshot) -> BetaPrediction:
-        policy, step = snapshot
+    def _add_direct_evidence(self, pred: BetaPrediction, prompts, snapshot: Snapshot) -> BetaPrediction:
         t = self.table_
-        steps_sorted = sorted({s for p, s in self.snapshots_ if p == policy and not np.isnan(s)})
+        steps_sorted = sorted({s.step for s in self.snapshots_ if s.policy == snapshot.policy and s.step is not None})
         rank = {s: i for i, s in enumerate(steps_sorted)}
         succ = np.zeros(len(prompts))
         fail = np.zeros(len(prompts))
         for q, text in enumerate(prompts):
             for i in self._text_index.get(text, ()):
-                p_i = t.policies[i] if t.policies[i] is not None else _UNKNOWN
-                if p_i != policy:
+                if t.policies[i] != snapshot.policy:
                     continue
-                dist = 0 if np.isnan(step) or np.isnan(t.steps[i]) else abs(rank[t.steps[i]] - rank[step])
+                step_i = t.steps[i]
+                dist = 0 if snapshot.step is None or step_i is None else abs(rank[step_i] - rank[snapshot.step])
                 w = self.evidence_decay ** dist
                 succ[q] += w * t.successes[i]
                 fail[q] += w * (t.attempts[i] - t.successes[i])

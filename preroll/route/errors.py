@@ -7,8 +7,11 @@ raised here with the offending name in the message.
 
 from __future__ import annotations
 
+from preroll.errors import NotFittedError as _NotFitted
+from preroll.errors import ConfigError, PrerollError
 
-class RouteError(ValueError):
+
+class RouteError(PrerollError, ValueError):
     """Base class of every routing error (a ``ValueError``: the input is wrong)."""
 
 
@@ -30,16 +33,9 @@ class MissingHistoryError(RouteError):
         super().__init__(f"model {name!r}: {reason}; every routed model needs a non-empty history of outcomes")
 
 
-class NotFittedError(RouteError):
+class NotFittedError(RouteError, _NotFitted):
     """``predict_proba``/``route`` called before ``fit``."""
 
 
-class RouteConfigError(RouteError):
+class RouteConfigError(RouteError, ConfigError):
     """A malformed router configuration (file or dict), with the file and field at fault."""
-
-    def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
-        self.path = path
-        self.field = field
-        self.reason = message
-        where = [w for w in (path, f"field '{field}'" if field else None) if w]
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)

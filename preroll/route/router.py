@@ -35,7 +35,9 @@ from pydantic import ValidationError
 from preroll.data.errors import RecordError
 from preroll.data.records import Outcome, make_outcome
 from preroll.route import rules as _rules
+from preroll.validation import check_fitted, from_pydantic
 from preroll.route.errors import MissingHistoryError, NotFittedError, RouteConfigError, RouteError, UnknownModelError
+from preroll.encoders import fresh_views
 from preroll.heads import make_head
 from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
                                  estimate_tokens)
@@ -120,10 +122,7 @@ class Router:
             try:
                 specs.append(ModelSpec.model_validate(dict(m)))
             except ValidationError as exc:
-                err = exc.errors()[0]
-                loc = ".".join(str(p) for p in err.get("loc", ()))
-                raise RouteConfigError(err.get("msg", str(exc)).removeprefix("Value error, "),
-                                       field=f"models.{i}" + (f".{loc}" if loc else "")) from None
+                raise from_pydantic(exc, RouteConfigError, prefix=f"models.{i}") from None
         if not specs:
             raise RouteConfigError("needs at least one model", field="models")
         names = [s.name for s in specs]
@@ -203,7 +202,7 @@ class Router:
                 raise MissingHistoryError(name, "history is empty")
             tables[name] = recs
 
-        self.encoder_ = self._resolve_encoder()
+        self.encoder_ = fresh_views(self._resolve_encoder())  # never refit the caller's encoder in place
         all_prompts = list(dict.fromkeys(r.prompt for recs in tables.values() for r in recs))
         self.encoder_.fit(all_prompts)
         X_all = self._encode(all_prompts, show_progress=show_progress)

@@ -112,3 +112,13 @@ def _lexrank(*keys: np.ndarray) -> np.ndarray:
 
 
 _RULES = {"utility": rank_utility, "threshold": rank_threshold, "gain": rank_gain}
+
+
+def _check_rule_names() -> None:
+    from preroll.route.specs import RULES
+
+    if tuple(_RULES) != tuple(RULES):  # one list of names: preroll.route.specs.RuleName
+        raise ImportError(f"routing rules {tuple(_RULES)} do not match preroll.route.specs.RULES {RULES}")
+
+
+_check_rule_names()

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from preroll.route.errors import RouteConfigError
+from preroll.validation import from_pydantic
 
 #: Characters per token in :func:`estimate_tokens`. English text runs at about
 #: four characters per token for GPT-style BPE tokenizers; the estimate is only
 #: used to price token-billed models when the caller gives no token counts.
 CHARS_PER_TOKEN = 4.0
 
+#: The routing rules, named once: the Literal validates configs, ``RULES`` lists them in messages,
+#: and :mod:`preroll.route.rules` checks at import that it implements exactly these.
 RuleName = Literal["utility", "threshold", "gain"]
-RULES: tuple[str, ...] = ("utility", "threshold", "gain")
+RULES: tuple[str, ...] = get_args(RuleName)
 
 
 def estimate_tokens(text: str) -> int:
@@ -158,14 +161,7 @@ class RouterConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err.get("loc", ())) or None
-            msg = err.get("msg", str(exc)).removeprefix("Value error, ")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown field"
-            elif err.get("type") == "missing":
-                msg = "required field is missing"
-            raise RouteConfigError(msg, path=path, field=field) from None
+            raise from_pydantic(exc, RouteConfigError, path=path) from None
 
 
 def _read_config_file(path: Path) -> Any:

@@ -7,8 +7,10 @@ for arrays the first offending index and value.
 
 from __future__ import annotations
 
+from preroll.errors import PrerollError
 
-class ScheduleInputError(ValueError):
+
+class ScheduleInputError(PrerollError, ValueError):
     """Bad input to :func:`preroll.schedule.allocate` or the fused baseline.
 
     ``field`` is the argument name; ``index`` the first offending position in

@@ -27,14 +27,15 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from preroll.data.errors import RecordError
+from preroll.errors import ConfigError as BaseConfigError
+from preroll.validation import from_pydantic
 from preroll.route.specs import RuleName
 
 #: ``model`` values in a chat request that mean "let the router choose".
 ROUTE_ALIASES = ("auto", "preroll")
 
 
-class ConfigError(RecordError):
+class ConfigError(BaseConfigError):
     """A serve configuration that cannot be used (file, line and field in the message)."""
 
 
@@ -275,14 +276,8 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None,
     try:
         config = ServeConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err.get("loc", ()))
-        msg = err.get("msg", str(exc)).removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        elif err.get("type") == "missing":
-            msg = "required field is missing"
-        raise ConfigError(msg, path=path, line=_line_of(root, loc), field=_dotted(loc) or None) from None
+        loc = tuple(exc.errors()[0].get("loc", ()))
+        raise from_pydantic(exc, ConfigError, path=path, line=_line_of(root, loc), format_loc=_dotted) from None
     base = path.resolve().parent
     config = config.model_copy(update={
         "store": _under(base, config.store),

@@ -1,0 +1,80 @@
+"""Outputs never destroy inputs: one check before any work, one atomic write after it.
+
+Why up front: a fit can take minutes; finding out after it that ``--out`` is
+in a missing folder, or *is* the history file, wastes the work or the data.
+Paths are compared after resolving symlinks, so a link to the history is
+refused like the history itself. Files are written to a temporary sibling and
+renamed, so an interrupted write never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from preroll.errors import OutputError
+
+
+def _same_or_inside(a: Path, b: Path) -> bool:
+    return a == b or b in a.parents
+
+
+def check_output(out: str | Path, *, inputs: Iterable[str | Path | None] = (), force: bool = False,
+                 folder: bool = False, option: str = "--out") -> Path:
+    """Validate an output path before any work; return it. Raises :class:`OutputError`.
+
+    - ``out`` must not be (a link to) any of ``inputs``; a ``folder`` output must not contain one;
+    - an existing output *file* is refused unless ``force`` (a folder of results is reused);
+    - the parent folder (or the folder itself) is created now, so a bad location fails in a second.
+    """
+    out = Path(out).expanduser()
+    target = out.resolve()
+    for inp in inputs:
+        if inp is None:
+            continue
+        src = Path(inp).expanduser().resolve()
+        if target == src or (folder and target in src.parents):
+            raise OutputError(f"{option} {out} would overwrite the input {inp}; choose another path")
+    if folder:
+        if target.exists() and not target.is_dir():
+            raise OutputError(f"{option} {out} is a file, expected a folder")
+        _mkdir(target, out, option)
+        return out
+    if target.is_dir():
+        raise OutputError(f"{option} {out} is a folder, expected a file path")
+    if target.exists() and not force:
+        raise OutputError(f"{option} {out} already exists; pass --force to overwrite it")
+    _mkdir(target.parent, out.parent, option)
+    return out
+
+
+def _mkdir(target: Path, shown: Path, option: str) -> None:
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{option}: cannot create the folder {shown}: {exc.strerror or exc}") from None
+    if not os.access(target, os.W_OK):
+        raise OutputError(f"{option}: the folder {shown} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` only on success."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path) as fh:
+        fh.write(text)

@@ -1,0 +1,59 @@
+"""Checks shared by every layer: pydantic errors to located preroll errors, text, fitted state.
+
+Why one module: the same pydantic failure used to be translated four ways, so
+the same typo read differently in a history file, a router config and a serve
+config. Here it is translated once, for any :class:`~preroll.errors.InputError`
+subclass.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, TypeVar
+
+from preroll.errors import InputError, NotFittedError
+
+E = TypeVar("E", bound=InputError)
+
+#: Line and paragraph separators that ``str.splitlines`` treats as line ends (JSONL readers
+#: split on ``\n`` only, but a text that holds them is fragile in every line-oriented tool).
+LINE_BREAKS = ("\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
+
+
+def from_pydantic(exc, error_cls: type[E] = InputError, *, path=None, line: int | None = None,
+                  prefix: str = "", allowed: Iterable[str] | None = None, format_loc=None) -> E:
+    """The first error of a pydantic ``ValidationError`` as ``error_cls`` naming path, line and field.
+
+    ``prefix`` is prepended to the field (e.g. ``"models.2"``); ``allowed`` lists the known
+    fields, named in the message when an unknown one is refused; ``format_loc`` spells a
+    location tuple (default: dotted, ``models.0.name``).
+    """
+    err = exc.errors()[0]
+    loc_t = tuple(err.get("loc", ()))
+    loc = format_loc(loc_t) if format_loc else ".".join(str(p) for p in loc_t)
+    field = ".".join(p for p in (prefix, loc) if p) or None
+    msg = str(err.get("msg", exc)).removeprefix("Value error, ")
+    kind = err.get("type")
+    if kind == "extra_forbidden":
+        msg = "unknown field" + (f" (allowed: {', '.join(sorted(allowed))})" if allowed else "")
+    elif kind == "missing":
+        msg = "required field is missing"
+    kw = {"path": path, "field": field}
+    if line is not None:
+        kw["line"] = line
+    return error_cls(msg, **kw)
+
+
+def check_text(value, *, what: str = "text") -> str:
+    """A non-empty string; raises ``ValueError`` (pydantic turns it into a located error)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{what} is empty")
+    return value
+
+
+def check_fitted(obj, *attrs: str) -> None:
+    """Raise :class:`NotFittedError` unless ``obj`` has every fitted attribute in ``attrs``."""
+    missing = [a for a in attrs if not hasattr(obj, a)]
+    if missing:
+        raise NotFittedError(f"this {type(obj).__name__} is not fitted yet: call fit(...) first")
