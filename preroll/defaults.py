@@ -15,3 +15,7 @@ help. The owning modules re-export these names.
 DEFAULT_ENCODER = "minilm+lexical+stats"
 DEFAULT_HEAD = "logistic"
 DEFAULT_BATCH_SIZE = 16
+
+#: ``preroll score``: rows per output part (the unit of resume) and per model call.
+DEFAULT_CHUNK_ROWS = 8_192
+DEFAULT_BATCH_ROWS = 8_192

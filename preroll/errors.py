@@ -56,3 +56,10 @@ class NotFittedError(PrerollError, ValueError, AttributeError, RuntimeError):
     It is also a ``ValueError``/``AttributeError`` (what scikit-learn's ``NotFittedError`` is) and a
     ``RuntimeError`` (what the value model raised before), so older ``except`` clauses still match.
     """
+
+
+class MissingExtraError(PrerollError, ImportError):
+    """An optional extra (trl, verl, ray, tabpfn) is needed and not installed: the message names the pip command.
+
+    Also an ``ImportError``, so code that probes for the extra with ``except ImportError`` keeps working.
+    """

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from preroll.model.value_model import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
 
 def fit(
@@ -26,24 +26,21 @@ def fit(
     """Fit the value model on a history and save it to a model directory."""
     from rich.console import Console
 
-    from preroll.data import RecordError, load_records
-    from preroll.model.persist import ModelFormatError, save_model
+    from preroll.data import load_records
+    from preroll.model.persist import save_model
+    from preroll.errors import OutputError
+    from preroll.outputs import check_output
     from preroll.model.value_model import ValueModel
 
     console = Console(stderr=True)
     if save.exists() and not force:
-        console.print(f"[red]error:[/red] --save {save} already exists; pass --force to replace it", soft_wrap=True)
-        raise typer.Exit(2)
-    if save.resolve() == context.resolve():
-        console.print(f"[red]error:[/red] --save {save} is the history file; an output never overwrites an input",
-                      soft_wrap=True)
-        raise typer.Exit(2)
-    try:
-        history = load_records(context, reward_range=reward_range)
-        console.log(f"context: {len(history)} records")
-        vm = ValueModel(encoder=encoder, head=head, show_progress=True).fit(history)
-        save_model(vm, save, overwrite=force)
-    except (RecordError, ModelFormatError, ValueError, RuntimeError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise OutputError(f"--save {save} already exists; pass --force to replace it")
+    target, source = save.expanduser().resolve(), context.expanduser().resolve()
+    if target == source or target in source.parents:
+        raise OutputError(f"--save {save} would overwrite the input {context}; choose another path")
+    check_output(save.parent, folder=True, option="--save")  # a bad location fails now, not after the fit
+    history = load_records(context, reward_range=reward_range)
+    console.log(f"context: {len(history)} records")
+    vm = ValueModel(encoder=encoder, head=head, show_progress=True).fit(history)
+    save_model(vm, save, overwrite=force)
     console.log(f"saved the model ({len(vm.snapshots_)} snapshots, encoder {vm.encoder_.name}) to {save}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from preroll.score.runner import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS
+from preroll.defaults import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS
 
 
 def score(
@@ -35,19 +35,13 @@ def score(
     """Score every prompt of a dataset; keep the rows passing --keep; write parts and a report."""
     from rich.console import Console
 
-    from preroll.data import RecordError
-    from preroll.model.persist import ModelFormatError
-    from preroll.score import KeepExpressionError, OutputDirError, ScoreOptions, score_dataset
+    from preroll.score import ScoreOptions, score_dataset
 
     console = Console(stderr=True)
-    try:
-        options = ScoreOptions(out_format=out_format, keep=keep, policy=policy, step=step, chunk_rows=chunk_rows,
-                               batch_rows=batch_rows)
-        summary = score_dataset(model, input_path, out, options, resume=resume, force=force,
-                                show_progress=progress, ray=ray, ray_address=ray_address, ray_concurrency=workers)
-    except (RecordError, ModelFormatError, KeepExpressionError, OutputDirError, ValueError, RuntimeError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
+    options = ScoreOptions(out_format=out_format, keep=keep, policy=policy, step=step, chunk_rows=chunk_rows,
+                           batch_rows=batch_rows)
+    summary = score_dataset(model, input_path, out, options, resume=resume, force=force,
+                            show_progress=progress, ray=ray, ray_address=ray_address, ray_concurrency=workers)
     report = summary.report
     rate = summary.rows / summary.seconds if summary.seconds > 0 else float("nan")
     console.print(f"scored {summary.rows:,} rows in {summary.seconds:.1f} s ({rate:,.0f} rows/s); "

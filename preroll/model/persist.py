@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from preroll.errors import InputError, NotFittedError
 from preroll.encoders.base import Encoder
 from preroll.encoders.cache import CachedEncoder
 from preroll.encoders.concat import ConcatEncoder
@@ -50,7 +51,7 @@ KIND = "preroll.value-model"
 _RUNTIME_ATTRS = ("_st_model", "_name", "_conn", "_lock", "_memory", "_memo")
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(InputError):
     """A model directory that cannot be loaded (missing, damaged, other format, other encoder)."""
 
 
@@ -111,7 +112,7 @@ def _describe(obj: Any) -> str:
 
 
 def _snapshot_json(snapshots) -> list[list]:
-    return [[policy, None if step != step else step] for policy, step in snapshots]  # NaN -> null
+    return [[s.policy, s.step] for s in snapshots]  # a Snapshot says "not given" with None: JSON null
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -127,7 +128,7 @@ def save_model(model, directory: str | Path, *, overwrite: bool = False) -> Path
     crash never leaves a half-written model where a scorer could pick it up.
     """
     if not hasattr(model, "head_"):
-        raise ValueError("cannot save an unfitted ValueModel: call fit(records) first")
+        raise NotFittedError("cannot save an unfitted ValueModel: call fit(records) first")
     directory = Path(directory)
     if directory.exists() and not overwrite:
         raise ModelFormatError(f"{directory} already exists; pass overwrite=True (--force) to replace it")

@@ -7,8 +7,10 @@ and, for per-prompt input, the first offending position (``index``).
 
 from __future__ import annotations
 
+from preroll.errors import PrerollError
 
-class OnlineInputError(ValueError):
+
+class OnlineInputError(PrerollError, ValueError):
     """Bad input to :class:`preroll.online.PromptBook` or :class:`preroll.online.OnlineSettings`."""
 
     def __init__(self, message: str, *, field: str | None = None, index: int | None = None) -> None:

@@ -26,6 +26,8 @@ from typing import Mapping
 
 import numpy as np
 
+from preroll.errors import InputError
+
 PREDICTION_COLUMNS = ("p_success", "p_std", "alpha", "beta")
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
             "==": operator.eq, "!=": operator.ne}
@@ -33,7 +35,7 @@ _TOKEN = re.compile(r"\s*(?:(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?
                     r"|(?P<paren>[()])|(?P<word>[A-Za-z_][A-Za-z0-9_]*))")
 
 
-class KeepExpressionError(ValueError):
+class KeepExpressionError(InputError):
     """A filter expression that does not parse or names an unknown column (one line, with the position)."""
 
     def __init__(self, expression: str, position: int, message: str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from preroll.data.errors import RecordError
+from preroll.errors import MissingExtraError
 from preroll.model.persist import ENCODER_STATE, MANIFEST, STATE, load_model
 from preroll.score.keep import PREDICTION_COLUMNS, KeepFilter, parse_keep
 from preroll.score.parts import SOURCE_COLUMNS, predict_columns, with_prediction_columns
@@ -90,7 +91,7 @@ def score_with_ray(model_dir: Path, files, state: RunState, keep: KeepFilter | N
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise RuntimeError("--ray needs Ray Data: pip install 'preroll[ray]'") from None
+        raise MissingExtraError("--ray needs Ray Data: pip install 'preroll[ray]'") from None
     if state.complete:
         return 0, 0, len(state.parts)
     staging = state.out / STAGING

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preroll.errors import InputError
+from preroll.defaults import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS
 from preroll.model.persist import load_model, read_manifest
 from preroll.score.keep import KeepFilter, parse_keep
 from preroll.score.parts import (chunk_prompts, chunk_sources, keep_mask, part_bytes, predict_columns)
@@ -19,8 +21,6 @@ from preroll.score.report import write_report
 from preroll.score.sources import InputFile, count_rows, discover_inputs, input_fingerprint, iter_chunks
 from preroll.score.state import OutputDirError, PartStats, RunState, atomic_write_bytes
 
-DEFAULT_CHUNK_ROWS = 8_192
-DEFAULT_BATCH_ROWS = 8_192
 FORMATS = ("parquet", "jsonl")
 
 
@@ -37,9 +37,9 @@ class ScoreOptions:
 
     def __post_init__(self) -> None:
         if self.out_format not in FORMATS:
-            raise ValueError(f"--format must be one of {', '.join(FORMATS)} (got {self.out_format!r})")
+            raise InputError(f"--format must be one of {', '.join(FORMATS)} (got {self.out_format!r})")
         if self.chunk_rows < 1 or self.batch_rows < 1:
-            raise ValueError("chunk and batch sizes must be positive")
+            raise InputError("chunk and batch sizes must be positive")
 
 
 @dataclass

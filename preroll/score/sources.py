@@ -178,7 +178,7 @@ def _parquet_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[
 def iter_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Chunk]:
     """The chunks of one shard, in order (an empty shard gives one empty chunk, so it is marked done)."""
     if chunk_rows < 1:
-        raise ValueError("chunk_rows must be positive")
+        raise InputError("chunk_rows must be positive", field="chunk_rows")
     if f.format == "jsonl":
         return _jsonl_chunks(file_index, f, chunk_rows)
     return _parquet_chunks(file_index, f, chunk_rows)

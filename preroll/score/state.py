@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from preroll.errors import OutputError
+
 MANIFEST = "_manifest.json"
 REPORT_DIR = "_report"
 KIND = "preroll.score-run"
@@ -27,7 +29,7 @@ STATE_VERSION = 1
 HIST_BINS = 50
 
 
-class OutputDirError(ValueError):
+class OutputDirError(OutputError):
     """An output directory that may not be used as asked (exists, belongs to another run, overlaps the input)."""
 
 

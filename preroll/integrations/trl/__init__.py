@@ -12,6 +12,12 @@ __all__ = ["PrerollGRPOTrainer", "PrerollTRLSettings", "PrerollTRLError", "Gener
 def __getattr__(name):
     # The trainer imports trl (heavy, optional): load it only when it is asked for.
     if name in ("PrerollGRPOTrainer", "GenerationChoice"):
+        try:
+            import trl  # noqa: F401
+        except ImportError as exc:
+            from preroll.errors import MissingExtraError
+
+            raise MissingExtraError(f"PrerollGRPOTrainer needs TRL: pip install 'preroll[trl]' ({exc})") from exc
         from preroll.integrations.trl import trainer
 
         return getattr(trainer, name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from preroll.errors import ConfigError
 
-class PrerollTRLError(ValueError):
+
+class PrerollTRLError(ConfigError):
     """The trainer cannot keep a faithful prompt book for this dataset, reward setup or checkpoint.
 
     Raised at construction (dataset, ids, reward weights) or at the first step

@@ -6,10 +6,12 @@ INSTALL_HINT = "pip install 'preroll[verl]'"
 
 
 def require_verl():
-    """Import and return verl, or raise ImportError telling how to install it."""
+    """Import and return verl, or raise :class:`~preroll.errors.MissingExtraError` (an ImportError) naming the install."""
+    from preroll.errors import MissingExtraError
+
     try:
         import verl
     except ImportError as exc:
-        raise ImportError(f"preroll's verl integration needs verl (>= 0.9 for the trainer): {INSTALL_HINT} "
+        raise MissingExtraError(f"preroll's verl integration needs verl (>= 0.9 for the trainer): {INSTALL_HINT} "
                           f"({exc})") from exc
     return verl
