@@ -42,6 +42,23 @@ class InputError(PrerollError, ValueError):
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
+class ArgumentError(PrerollError, ValueError):
+    """Bad argument to an in-process API (allocation, the online book): names the argument and the position.
+
+    These run inside a training loop, where an error that only says "invalid value" costs a step to debug:
+    ``field`` is the argument, ``index`` the first offending position of an array argument (``None`` for scalars).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, index: int | None = None) -> None:
+        self.field = field
+        self.index = index
+        self.reason = message
+        where = ""
+        if field is not None:
+            where = f"{field}[{index}]" if index is not None else field
+        super().__init__(f"{where}: {message}" if where else message)
+
+
 class ConfigError(InputError):
     """A malformed configuration (file, dict or option): a setup mistake, not a bad data row."""
 

@@ -52,6 +52,24 @@ def check_text(value, *, what: str = "text") -> str:
     return value
 
 
+def check_query_prompt(prompt, *, path=None, line: int | None = None, error_cls: type[E] = InputError) -> str:
+    """A query row's ``prompt``: present, text, not blank, encodable as UTF-8; else a located ``error_cls``."""
+    def bad(msg: str) -> E:
+        return error_cls(msg, path=path, line=line, field="prompt")
+
+    if prompt is None:
+        raise bad("required field is missing")
+    if not isinstance(prompt, str):
+        raise bad(f"must be text, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise bad("prompt is empty")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad("holds an unpaired surrogate escape (not encodable as UTF-8)") from None
+    return prompt
+
+
 def check_fitted(obj, *attrs: str) -> None:
     """Raise :class:`NotFittedError` unless ``obj`` has every fitted attribute in ``attrs``."""
     missing = [a for a in attrs if not hasattr(obj, a)]

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from preroll.data.errors import RecordError
 from preroll.data.records import Outcome, check_reward_range, make_outcome
+from preroll.validation import check_query_prompt
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -128,13 +129,7 @@ def load_queries(path: str | Path) -> list[dict[str, Any]]:
     """Load query rows: each needs a non-empty text ``prompt``; other fields pass through untouched."""
     rows = []
     for line, row in iter_rows(path):
-        prompt = row.get("prompt")
-        if prompt is None:
-            raise RecordError("required field is missing", path=path, line=line, field="prompt")
-        if not isinstance(prompt, str):
-            raise RecordError(f"must be text, got {type(prompt).__name__}", path=path, line=line, field="prompt")
-        if not prompt.strip():
-            raise RecordError("prompt is empty", path=path, line=line, field="prompt")
+        check_query_prompt(row.get("prompt"), path=path, line=line, error_cls=RecordError)
         for key, value in row.items():  # passed through to a JSON output, where NaN/Infinity do not exist
             if isinstance(value, float) and not math.isfinite(value):
                 raise RecordError("must be a finite number (got NaN or infinity)", path=path, line=line, field=key)

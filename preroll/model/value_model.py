@@ -70,15 +70,19 @@ class ValueModel:
     head: ``"logistic"`` (default), ``"auto"`` (logistic + kNN ensemble),
         ``"knn"``, ``"gp"``, ``"tabpfn"``, or a head instance.
     evidence_decay: weight of a same-prompt outcome per step of distance.
+    fit_encoder: ``True`` (default) fits the encoder's views (lexical, stats) on the history's prompts.
+        ``False`` uses an already fitted encoder as it is: for evaluations that fit the label-free text
+        views once on a whole prompt pool instead of once per fold (the quick ``preroll eval``).
     """
 
     def __init__(self, encoder: str | Encoder = DEFAULT_ENCODER, head=DEFAULT_HEAD, *,
-                 evidence_decay: float = 0.5, cache_dir=None, show_progress: bool = False):
+                 evidence_decay: float = 0.5, cache_dir=None, show_progress: bool = False, fit_encoder: bool = True):
         self.encoder = encoder
         self.head = head
         self.evidence_decay = evidence_decay
         self.cache_dir = cache_dir
         self.show_progress = show_progress
+        self.fit_encoder = fit_encoder
 
     # -- fitting ---------------------------------------------------------
     def fit(self, records: Iterable[Outcome] | OutcomeTable) -> "ValueModel":
@@ -87,8 +91,11 @@ class ValueModel:
             raise InputError("cannot fit a value model on an empty history")
         # fresh_views: an Encoder instance passes through with new copies of its fitted views (lexical,
         # stats), so fitting this model never refits an encoder the caller (or another model) holds.
-        self.encoder_ = fresh_views(get_encoder(self.encoder, cache_dir=self.cache_dir))
-        self.encoder_.fit(table.prompts)
+        if self.fit_encoder:
+            self.encoder_ = fresh_views(get_encoder(self.encoder, cache_dir=self.cache_dir))
+            self.encoder_.fit(table.prompts)
+        else:
+            self.encoder_ = get_encoder(self.encoder, cache_dir=self.cache_dir)
         row_snaps = table.snapshots
         self.snapshots_ = sorted(set(row_snaps), key=lambda s: s.sort_key)
         self.snapshot_index_ = {s: i for i, s in enumerate(self.snapshots_)}

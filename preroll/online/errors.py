@@ -7,17 +7,8 @@ and, for per-prompt input, the first offending position (``index``).
 
 from __future__ import annotations
 
-from preroll.errors import PrerollError
+from preroll.errors import ArgumentError
 
 
-class OnlineInputError(PrerollError, ValueError):
+class OnlineInputError(ArgumentError):
     """Bad input to :class:`preroll.online.PromptBook` or :class:`preroll.online.OnlineSettings`."""
-
-    def __init__(self, message: str, *, field: str | None = None, index: int | None = None) -> None:
-        self.field = field
-        self.index = index
-        self.reason = message
-        where = ""
-        if field is not None:
-            where = f"{field}[{index}]" if index is not None else field
-        super().__init__(f"{where}: {message}" if where else message)

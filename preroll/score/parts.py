@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from preroll.data.errors import RecordError
+from preroll.validation import check_query_prompt
 from preroll.score.keep import PREDICTION_COLUMNS, KeepFilter
 from preroll.score.sources import Chunk
 
@@ -27,7 +28,7 @@ def chunk_prompts(chunk: Chunk) -> list[str]:
         prompts = []
         for i, row in enumerate(chunk.rows):
             prompt = row.get("prompt")
-            _check_prompt(prompt, path, chunk.line_of(i))
+            check_query_prompt(prompt, path=path, line=chunk.line_of(i), error_cls=RecordError)
             taken = [c for c in PREDICTION_COLUMNS if c in row]
             if taken:
                 raise RecordError(f"the input already has a {taken[0]!r} column, which scoring writes; rename it",
@@ -43,22 +44,8 @@ def chunk_prompts(chunk: Chunk) -> list[str]:
                           path=path, field=taken[0])
     prompts = table.column("prompt").to_pylist()
     for i, prompt in enumerate(prompts):
-        _check_prompt(prompt, path, chunk.line_of(i))
+        check_query_prompt(prompt, path=path, line=chunk.line_of(i))
     return prompts
-
-
-def _check_prompt(prompt: Any, path, line: int) -> None:
-    if prompt is None:
-        raise RecordError("required field is missing", path=path, line=line, field="prompt")
-    if not isinstance(prompt, str):
-        raise RecordError(f"must be text, got {type(prompt).__name__}", path=path, line=line, field="prompt")
-    if not prompt.strip():
-        raise RecordError("prompt is empty", path=path, line=line, field="prompt")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RecordError("holds an unpaired surrogate escape (not encodable as UTF-8)", path=path, line=line,
-                          field="prompt") from None
 
 
 def predict_columns(model, prompts: list[str], *, policy=None, step=None, batch_rows: int = 8192,
