@@ -20,8 +20,8 @@ from preroll.route.errors import RouteConfigError
 #: used to price token-billed models when the caller gives no token counts.
 CHARS_PER_TOKEN = 4.0
 
-RuleName = Literal["utility", "threshold", "gain"]
-RULES: tuple[str, ...] = ("utility", "threshold", "gain")
+RuleName = Literal["utility", "confident", "threshold", "gain"]
+RULES: tuple[str, ...] = ("utility", "confident", "threshold", "gain")
 
 
 def estimate_tokens(text: str) -> int:
@@ -132,6 +132,8 @@ class RouterConfig(BaseModel):
     rule: RuleName = "utility"
     lam: float = 1.0
     threshold: float = 0.8
+    confidence: float = Field(default=1.0, ge=0)
+    margin: float = 0.0
 
     @field_validator("models")
     @classmethod
