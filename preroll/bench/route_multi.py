@@ -56,6 +56,7 @@ class MultiBenchConfig:
     independent: bool = True               # also run the per-model heads ("ensemble")
     mlp: bool = True
     latency_prompts: int = 200
+    max_folds: int | None = None           # run only the first folds of the split (a quicker, noisier look)
     grid: int = 201
 
 
@@ -123,7 +124,9 @@ def fold_indices(prompts, folds: int, seed: int) -> list[np.ndarray]:
     return [np.flatnonzero(f == i) for i in range(folds)]
 
 
-def run_multi_bench(cfg: MultiBenchConfig, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def run_multi_bench(cfg: MultiBenchConfig, progress: Callable[[str], None] = lambda s: None,
+                    checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the folds; ``checkpoint`` receives the result so far after each fold (e.g. to save it)."""
     from preroll.bench.llmrouter import load_llmrouter
     from preroll.encoders import get_encoder
     from preroll.route import Router
@@ -138,14 +141,16 @@ def run_multi_bench(cfg: MultiBenchConfig, progress: Callable[[str], None] = lam
     Y_all = data.scores
     tests = fold_indices(data.prompts, cfg.folds, cfg.seed)
 
-    folds_out, curves0, pooled = [], None, {"router": np.full(len(data), -1), "topic": None}
+    folds_out, curves0 = [], None
     pooled_pick = np.full(len(data), -1)
     pooled_conf = np.full(len(data), -1)
     pooled_best = np.full(len(data), -1)
     pooled_P = np.full(Y_all.shape, np.nan)
-    X_full = None
+    topic_labels = None
     latency = None
-    for f, te in enumerate(tests):
+    run_tests = tests[:cfg.max_folds] if cfg.max_folds else tests
+    result: dict[str, Any] = {}
+    for f, te in enumerate(run_tests):
         tr = np.setdiff1d(np.arange(len(data)), te)
         p_tr = [data.prompts[i] for i in tr]
         p_te = [data.prompts[i] for i in te]
@@ -237,17 +242,21 @@ def run_multi_bench(cfg: MultiBenchConfig, progress: Callable[[str], None] = lam
             if cfg.latency_prompts:
                 progress(f"fold 0: route() latency, one unseen prompt per call ({cfg.latency_prompts} prompts)")
                 latency = route_latency(router, p_te[:cfg.latency_prompts])
-        if X_full is None:
-            X_full = np.zeros((len(data), X_te.shape[1]), np.float32)
-        X_full[te] = X_te
 
-    topics = topic_table(X_full, Y_all, tests, pooled_pick, pooled_conf, pooled_best, names, cfg)
-    summary = _summarise(folds_out)
-    cfg_out = asdict(cfg)
-    cfg_out["encoder"] = cfg.encoder if isinstance(cfg.encoder, str) else type(cfg.encoder).__name__
-    return {"config": cfg_out, "n_prompts": len(data), "models": names,
-            "specs": [s.model_dump() for s in specs], "summary": summary, "folds": folds_out,
-            "topics": topics, "latency_ms": latency, "curves_fold0": curves0}
+        if topic_labels is None:  # topics from the embeddings of all prompts (no scores), fixed for the run
+            from sklearn.cluster import KMeans
+
+            topic_labels = KMeans(cfg.topics, n_init=5, random_state=cfg.seed).fit_predict(router.embed(data.prompts))
+        topics = topic_table(topic_labels, Y_all, run_tests[:f + 1], pooled_pick, pooled_conf, pooled_best, names,
+                             cfg)
+        cfg_out = asdict(cfg)
+        cfg_out["encoder"] = cfg.encoder if isinstance(cfg.encoder, str) else type(cfg.encoder).__name__
+        result = {"config": cfg_out, "n_prompts": len(data), "models": names,
+                  "specs": [s.model_dump() for s in specs], "summary": _summarise(folds_out), "folds": folds_out,
+                  "topics": topics, "latency_ms": latency, "curves_fold0": curves0}
+        if checkpoint is not None:
+            checkpoint(result)
+    return result
 
 
 def route_latency(router, prompts: list[str]) -> dict[str, float]:
@@ -264,11 +273,10 @@ def route_latency(router, prompts: list[str]) -> dict[str, float]:
             "p99": float(np.percentile(t, 99)), "mean": float(t.mean())}
 
 
-def topic_table(X, Y, tests, router_pick, conf_pick, best_pick, names, cfg) -> dict[str, Any]:
-    """Per topic (KMeans cluster of all prompts' embeddings): router vs the topic's best model on training folds."""
-    from sklearn.cluster import KMeans
-
-    labels = KMeans(cfg.topics, n_init=5, random_state=cfg.seed).fit_predict(X)
+def topic_table(labels, Y, tests, router_pick, conf_pick, best_pick, names, cfg) -> dict[str, Any]:
+    """Per topic (``labels``: KMeans cluster of every prompt's embedding): router vs the topic's best model on the
+    training folds, over the held-out rows of the folds in ``tests``."""
+    done = np.concatenate(tests)
     topic_pick = np.full(len(Y), -1)
     for te in tests:
         tr = np.setdiff1d(np.arange(len(Y)), te)
@@ -276,9 +284,11 @@ def topic_table(X, Y, tests, router_pick, conf_pick, best_pick, names, cfg) -> d
             src = tr[labels[tr] == t]
             best_t = int(np.nanargmax(np.nanmean(Y[src], axis=0))) if src.size else int(best_pick[te[0]])
             topic_pick[te[labels[te] == t]] = best_t
+    Y, labels, topic_pick = Y[done], labels[done], topic_pick[done]
     rows = np.arange(len(Y))
-    got = {"router": Y[rows, router_pick], "confident": Y[rows, conf_pick], "topic_best": Y[rows, topic_pick],
-           "best_single": Y[rows, best_pick], "oracle": np.nanmax(Y, axis=1)}
+    got = {"router": Y[rows, router_pick[done]], "confident": Y[rows, conf_pick[done]],
+           "topic_best": Y[rows, topic_pick], "best_single": Y[rows, best_pick[done]],
+           "oracle": np.nanmax(Y, axis=1)}
     out = []
     for t in range(cfg.topics + 1):
         sel = labels == t if t < cfg.topics else np.ones(len(Y), bool)

@@ -37,6 +37,7 @@ def bench_route(
     models: str = typer.Option("2", "--models", help="2: RouteLLM's MMLU pair (APGR); 9 (or llmrouter-9): "
                                                    "LLMRouter's nine priced models, k-fold CV."),
     folds: int = typer.Option(5, min=2, help="Folds of the nine-model cross-validation."),
+    max_folds: Optional[int] = typer.Option(None, min=1, help="Nine models: run only the first folds of the split."),
     output_tokens: int = typer.Option(256, min=0, help="Nine models: expected completion tokens per call "
                                                        "(priced with the prompt's)."),
     confidence: float = typer.Option(1.0, min=0.0, help="Nine models: z of the 'confident' rule."),
@@ -68,7 +69,7 @@ def bench_route(
         return _bench_nine(data=data, folds=folds, seed=seed, max_prompts=QUICK_PROMPTS if quick and max_prompts
                            is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
                            output_tokens=output_tokens, confidence=confidence, independent=independent,
-                           mlp=mlp, latency_prompts=latency_prompts)
+                           mlp=mlp, latency_prompts=latency_prompts, max_folds=max_folds)
     if models != "2":
         raise typer.BadParameter(f"choose 2 or 9, got {models!r}", param_hint="--models")
 
@@ -121,7 +122,7 @@ def bench_route(
 
 
 def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, output_tokens, confidence, independent,
-                mlp, latency_prompts) -> None:
+                mlp, latency_prompts, max_folds) -> None:
     import json
 
     from rich.console import Console
@@ -132,13 +133,24 @@ def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, outp
     console = Console(width=None if Console().is_terminal else 180)
     cfg = MultiBenchConfig(root=None if data is None else str(data), folds=folds, seed=seed, max_prompts=max_prompts,
                            encoder=encoder, cache_dir=str(cache_dir), output_tokens=output_tokens,
-                           confidence=confidence, independent=independent, mlp=mlp, latency_prompts=latency_prompts)
-    result = run_multi_bench(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+                           confidence=confidence, independent=independent, mlp=mlp, latency_prompts=latency_prompts,
+                           max_folds=max_folds)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results-nine.json").write_text(json.dumps(result, indent=1))
-    png = plot_multi_frontier(result, out / "frontier-nine.png")
 
-    f0 = result["folds"][0]
+    def save(partial):  # after every fold, so a long run leaves its finished folds behind
+        (out / "results-nine.json").write_text(json.dumps(partial, indent=1))
+        console.print(f"[dim]saved {len(partial['folds'])} fold(s) to {out / 'results-nine.json'}[/dim]")
+
+    result = run_multi_bench(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"), checkpoint=save)
+    png = plot_multi_frontier(result, out / "frontier-nine.png")
+    print_nine(result, console)
+    console.print(f"wrote {out / 'results-nine.json'} and {png}")
+
+
+def print_nine(result, console) -> None:
+    """The nine-model tables from a result (also a saved ``results-nine.json``)."""
+    from rich.table import Table
+
     best_q = [f["best_single_quality"] for f in result["folds"]]
     table = Table(title=f"LLMRouter, {len(result['models'])} models, {result['n_prompts']} prompts, "
                         f"{len(result['folds'])}-fold CV (mean ± std over folds)")
@@ -149,7 +161,7 @@ def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, outp
     def ms(row, key, scale=1.0, fmt="{:.3f}"):
         v = row.get(key)
         if v is None:
-            return "never"
+            return "never" if key == "cost_to_match" else "-"
         s = fmt.format(v * scale)
         sd = row.get(key + "_std")
         if sd is not None:
@@ -185,4 +197,3 @@ def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, outp
         lat = result["latency_ms"]
         console.print(f"route() one unseen prompt per call, fold-0 router ({lat['n']} prompts): "
                       f"p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms")
-    console.print(f"wrote {out / 'results-nine.json'} and {png}")
