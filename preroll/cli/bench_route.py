@@ -1,4 +1,4 @@
-"""``preroll bench route``: the routing benchmark on RouteLLM's MMLU data.
+"""``preroll bench route``: routing benchmarks (two-model MMLU pair; nine-model LLMRouter with ``--models 9``).
 
 Heavy imports (numpy, sklearn, the encoder) happen inside the command so
 ``preroll --help`` stays instant.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 #: Example prices, in the ratio of the two models' per-million-token prices
@@ -33,6 +34,16 @@ def _parse_prices(items: list[str], option: str) -> dict[str, float]:
 
 
 def bench_route(
+    models: str = typer.Option("2", "--models", help="2: RouteLLM's MMLU pair (APGR); 9 (or llmrouter-9): "
+                                                   "LLMRouter's nine priced models, k-fold CV."),
+    folds: int = typer.Option(5, min=2, help="Folds of the nine-model cross-validation."),
+    max_folds: Optional[int] = typer.Option(None, min=1, help="Nine models: run only the first folds of the split."),
+    output_tokens: int = typer.Option(256, min=0, help="Nine models: expected completion tokens per call "
+                                                       "(priced with the prompt's)."),
+    confidence: float = typer.Option(1.0, min=0.0, help="Nine models: z of the 'confident' rule."),
+    independent: bool = typer.Option(True, "--independent/--no-independent",
+                                     help="Nine models: also run independent per-model heads."),
+    latency_prompts: int = typer.Option(200, min=0, help="Nine models: unseen prompts timed one per route() call."),
     cost: list[str] = typer.Option(EXAMPLE_COSTS, "--cost", metavar="MODEL=PRICE",
                                    help="Price per call of a model (repeat per model). The defaults are example "
                                         "prices in the ratio of RouteLLM's quoted per-token prices."),
@@ -51,8 +62,16 @@ def bench_route(
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the MLP router baseline."),
     out: Path = typer.Option(Path("runs/bench-route"), help="Output folder for results.json and frontier.png."),
 ) -> None:
-    """Route MMLU prompts between two models; report APGR, AIQ, CPT and baselines."""
+    """Route MMLU prompts between two models (APGR, AIQ, CPT), or LLMRouter's nine priced models (--models 9)."""
     import json
+
+    if models in ("9", "llmrouter-9"):
+        return _bench_nine(data=data, folds=folds, seed=seed, max_prompts=QUICK_PROMPTS if quick and max_prompts
+                           is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
+                           output_tokens=output_tokens, confidence=confidence, independent=independent,
+                           mlp=mlp, latency_prompts=latency_prompts, max_folds=max_folds)
+    if models != "2":
+        raise typer.BadParameter(f"choose 2 or 9, got {models!r}", param_hint="--models")
 
     from rich.console import Console
     from rich.table import Table
@@ -103,3 +122,81 @@ def bench_route(
                       fmt(row, "share_for_target", True), fmt(row, "acc_at_half"), fmt(row, "accuracy"))
     console.print(table)
     console.print(f"wrote {out / 'results.json'} and {png}")
+
+
+def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, output_tokens, confidence, independent,
+                mlp, latency_prompts, max_folds) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from preroll.bench.route_multi import MultiBenchConfig, plot_multi_frontier, run_multi_bench
+
+    console = Console(width=None if Console().is_terminal else 180)
+    cfg = MultiBenchConfig(root=None if data is None else str(data), folds=folds, seed=seed, max_prompts=max_prompts,
+                           encoder=encoder, cache_dir=str(cache_dir), output_tokens=output_tokens,
+                           confidence=confidence, independent=independent, mlp=mlp, latency_prompts=latency_prompts,
+                           max_folds=max_folds)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(partial):  # after every fold, so a long run leaves its finished folds behind
+        (out / "results-nine.json").write_text(json.dumps(partial, indent=1))
+        console.print(f"[dim]saved {len(partial['folds'])} fold(s) to {out / 'results-nine.json'}[/dim]")
+
+    result = run_multi_bench(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"), checkpoint=save)
+    png = plot_multi_frontier(result, out / "frontier-nine.png")
+    print_nine(result, console)
+    console.print(f"wrote {out / 'results-nine.json'} and {png}")
+
+
+def print_nine(result, console) -> None:
+    """The nine-model tables from a result (also a saved ``results-nine.json``)."""
+    from rich.table import Table
+
+    best_q = [f["best_single_quality"] for f in result["folds"]]
+    table = Table(title=f"LLMRouter, {len(result['models'])} models, {result['n_prompts']} prompts, "
+                        f"{len(result['folds'])}-fold CV (mean ± std over folds)")
+    for col in ("router", "quality @lam=0", "vs best single (per fold, points)", "cost to match best single",
+                "AIQ", "fit s", "decide ms/prompt"):
+        table.add_column(col, justify="left" if col == "router" else "right")
+
+    def ms(row, key, scale=1.0, fmt="{:.3f}"):
+        v = row.get(key)
+        if v is None:
+            return "never" if key == "cost_to_match" else "-"
+        s = fmt.format(v * scale)
+        sd = row.get(key + "_std")
+        if sd is not None:
+            s += " ±" + fmt.format(sd * scale)
+        n = row.get(key + "_n")
+        if n is not None and n < len(best_q):
+            s += f" ({n}/{len(best_q)} folds)"
+        return s
+
+    for row in result["summary"]:
+        diffs = " ".join(f"{100 * d:+.1f}" for d in row["vs_best_single"])
+        table.add_row(row["name"], ms(row, "quality_at_zero"), diffs,
+                      ms(row, "cost_to_match", 100, "{:.0f}%"), ms(row, "aiq"),
+                      ms(row, "fit_s", 1, "{:.1f}"), ms(row, "decide_ms", 1, "{:.2f}"))
+    console.print(table)
+    console.print(f"best single per fold: {', '.join(f['best_single'] for f in result['folds'])}; "
+                  f"oracle {np.mean([f['oracle_quality'] for f in result['folds']]):.3f}")
+    ece = result["folds"][0]["rows"][0]["extra"]["ece"]
+    console.print("router ECE per model (fold 0): " + ", ".join(f"{k} {v:.3f}" for k, v in ece.items()))
+    tt = Table(title=f"Topic structure: {result['topics']['n_topics']} KMeans topics of all prompts; pooled held-out "
+                     "predictions of all folds")
+    for col in ("topic", "n", "topic's best (train folds)", "best single", "router", "router - topic best (± se)",
+                "confident - topic best (± se)", "oracle"):
+        tt.add_column(col, justify="right")
+    for r in result["topics"]["rows"]:
+        tt.add_row(str(r["topic"]), str(r["n"]), f"{r['topic_best']:.3f} ({r['topic_best_model']})",
+                   f"{r['best_single']:.3f}", f"{r['router']:.3f}",
+                   f"{100 * r['router_minus_topic_best']:+.1f} ± {100 * r['se']:.1f}",
+                   f"{100 * r['confident_minus_topic_best']:+.1f} ± {100 * r['se_confident']:.1f}",
+                   f"{r['oracle']:.3f}")
+    console.print(tt)
+    if result["latency_ms"]:
+        lat = result["latency_ms"]
+        console.print(f"route() one unseen prompt per call, fold-0 router ({lat['n']} prompts): "
+                      f"p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms")

@@ -5,11 +5,13 @@ model's success on an incoming prompt from those histories, and picks a model
 by a decision rule that trades predicted success against price (see
 :mod:`preroll.route.rules`).
 
-Why one encoder and many heads: the encoder is the expensive part (a
-transformer pass), the per-model heads are a dot product or a neighbour
-look-up. Each prompt is encoded once; the same embedding row goes to every
-model's head, so a decision costs one encoder call whatever the number of
-models.
+Why one encoder and one joint model: the encoder is the expensive part (a
+transformer pass); each prompt is encoded once and the same embedding row
+feeds one model of success for all candidates
+(:class:`~preroll.route.joint.JointSuccessModel`, the default ``head="auto"``),
+fitted on every model's history at once so that its per-model probabilities
+are calibrated against each other. Independent per-model heads (the value
+model's ``"logistic"``, ``"knn"``, ``"ensemble"``, ``"gp"``) remain available.
 
 Example::
 
@@ -38,7 +40,10 @@ from preroll.route import rules as _rules
 from preroll.validation import check_fitted, from_pydantic
 from preroll.route.errors import MissingHistoryError, NotFittedError, RouteConfigError, RouteError, UnknownModelError
 from preroll.encoders import fresh_views
+from preroll.beliefs import BetaPrediction
 from preroll.heads import make_head
+from preroll.route.joint import JointSuccessModel
+from sklearn.base import clone
 from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
                                  estimate_tokens)
 
@@ -58,15 +63,19 @@ class Router:
         features side by side, see :mod:`preroll.encoders.concat`), or an
         :class:`~preroll.encoders.base.Encoder` instance. Shared by all models.
     head:
-        ``"auto"`` (the mean of a logistic and a k-nearest-neighbour head, each
-        regularised by cross-validation on the model's history), ``"logistic"``,
-        ``"knn"``, ``"gp"``, or a head object (``fit(X, successes, attempts)``,
+        ``"auto"`` or ``"joint"`` (default): one jointly fitted, per-model
+        calibrated model of all candidates
+        (:class:`~preroll.route.joint.JointSuccessModel`; an instance may be
+        passed to set its parameters). Or independent per-model heads, one copy
+        per model: ``"ensemble"`` (mean of a logistic and a kNN head, the
+        router's default before the joint model), ``"logistic"``, ``"knn"``,
+        ``"gp"``, or a head object (``fit(X, successes, attempts)``,
         ``predict(X)`` returning a :class:`~preroll.heads.BetaPrediction` or
-        probabilities); one copy per model. These are the value model's heads
-        (:mod:`preroll.heads`): routing and rollout budgets read one model of
-        success.
+        probabilities) -- the value model's heads (:mod:`preroll.heads`).
     rule:
         Default decision rule: ``"utility"`` (maximise ``p - lam * cost``),
+        ``"confident"`` (``utility``, but leave the best-on-average model only
+        when the gain's lower confidence bound clears ``margin``),
         ``"threshold"`` (cheapest model with ``p >= threshold``) or ``"gain"``
         (two models: the dearer one when ``p_strong - p_weak >= threshold``).
     lam:
@@ -76,6 +85,10 @@ class Router:
         For ``threshold``: the success probability a model must clear. For
         ``gain``: the predicted gain in success probability that justifies
         the dearer model.
+    confidence, margin:
+        For ``confident``: the number of standard deviations taken off the
+        predicted gain over the default model, and the gain that lower bound
+        must exceed.
     cache_dir:
         On-disk embedding cache for named encoders, passed to
         :func:`preroll.encoders.get_encoder`: ``None`` is its default location
@@ -87,7 +100,8 @@ class Router:
 
     def __init__(self, models: Sequence[ModelSpec | Mapping[str, Any]], encoder: Any = "minilm",
                  head: Any = "auto", rule: str = "utility", lam: float = 1.0, threshold: float = 0.8,
-                 *, cache_dir: str | Path | None | bool = None) -> None:
+                 *, cache_dir: str | Path | None | bool = None, confidence: float = 1.0,
+                 margin: float = 0.0) -> None:
         self.models = models
         self.encoder = encoder
         self.head = head
@@ -95,6 +109,8 @@ class Router:
         self.lam = lam
         self.threshold = threshold
         self.cache_dir = cache_dir
+        self.confidence = confidence
+        self.margin = margin
 
     # ------------------------------------------------------------------ config
 
@@ -105,7 +121,8 @@ class Router:
         cfg = config if isinstance(config, RouterConfig) else RouterConfig.load(
             dict(config) if isinstance(config, Mapping) else config)
         return cls(models=list(cfg.models), encoder=cfg.encoder, head=cfg.head, rule=cfg.rule,
-                   lam=cfg.lam, threshold=cfg.threshold, cache_dir=cache_dir)
+                   lam=cfg.lam, threshold=cfg.threshold, cache_dir=cache_dir, confidence=cfg.confidence,
+                   margin=cfg.margin)
 
     def _specs(self) -> list[ModelSpec]:
         specs = []
@@ -135,6 +152,8 @@ class Router:
         _check_rule(self.rule)
         _check_param("lam", self.lam, nonneg=True)
         _check_param("threshold", self.threshold)
+        _check_param("confidence", self.confidence, nonneg=True)
+        _check_param("margin", self.margin)
 
     @property
     def model_names(self) -> list[str]:
@@ -208,21 +227,37 @@ class Router:
         X_all = self._encode(all_prompts, show_progress=show_progress)
         row = {p: i for i, p in enumerate(all_prompts)}
 
+        # Successes and attempts per (unique prompt, model); NaN rate where a model never saw a prompt.
+        S = np.zeros((len(all_prompts), len(names)))
+        A = np.zeros_like(S)
+        for j, name in enumerate(names):
+            for r in tables[name]:
+                S[row[r.prompt], j] += r.successes
+                A[row[r.prompt], j] += r.attempts
+        self.n_history_ = {name: len(tables[name]) for name in names}
+        self.specs_ = specs
+        self.base_rate_ = S.sum(axis=0) / A.sum(axis=0)
+        self.history_mean_cost_ = self.costs(all_prompts).mean(axis=0)
+        if self._joint_head():
+            model = self.head if isinstance(self.head, JointSuccessModel) else JointSuccessModel()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rates = np.where(A > 0, S / np.where(A > 0, A, 1.0), np.nan)
+            self.joint_ = clone(model).fit(X_all, rates, A)
+            self.heads_ = None
+            return self
         try:
             make_head(self.head)
         except ValueError as exc:
             raise RouteConfigError(str(exc), field="head") from None
+        self.joint_ = None
         self.heads_ = []
-        self.n_history_ = {}
-        for name in names:
-            recs = tables[name]
-            X = X_all[[row[r.prompt] for r in recs]]
-            s = np.array([r.successes for r in recs], float)
-            a = np.array([r.attempts for r in recs], float)
-            self.heads_.append(make_head(self.head).fit(X, s, a))
-            self.n_history_[name] = len(recs)
-        self.specs_ = specs
+        for j, name in enumerate(names):
+            seen = np.flatnonzero(A[:, j] > 0)
+            self.heads_.append(make_head(self.head).fit(X_all[seen], S[seen, j], A[seen, j]))
         return self
+
+    def _joint_head(self) -> bool:
+        return isinstance(self.head, JointSuccessModel) or self.head in ("auto", "joint")
 
     def _resolve_encoder(self):
         from preroll.encoders import get_encoder
@@ -241,7 +276,7 @@ class Router:
     # ----------------------------------------------------------------- predict
 
     def _fitted(self) -> None:
-        if not hasattr(self, "heads_"):
+        if not hasattr(self, "specs_") or not hasattr(self, "heads_"):
             raise NotFittedError("this Router is not fitted yet: call fit(histories) first")
 
     def embed(self, prompts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
@@ -249,10 +284,29 @@ class Router:
         self._fitted()
         return self._encode(_check_prompts(prompts), show_progress=show_progress)
 
+    def predict_beta_embeddings(self, X: np.ndarray) -> BetaPrediction:
+        """Beta belief per (prompt, model), arrays ``(n_prompts, n_models)``, from precomputed embeddings."""
+        self._fitted()
+        X = np.asarray(X, dtype=np.float32)
+        if self.joint_ is not None:
+            return self.joint_.predict(X)
+        preds = [h.predict(X) for h in self.heads_]
+        if all(isinstance(p, BetaPrediction) for p in preds):
+            return BetaPrediction(np.stack([p.alpha for p in preds], axis=1), np.stack([p.beta for p in preds], axis=1))
+        # A custom head returning plain probabilities: a belief worth one observation.
+        P = np.clip(np.stack([_success(p) for p in preds], axis=1), 0.0, 1.0)
+        return BetaPrediction.from_mean_concentration(P, np.full(P.shape, 2.0))
+
+    def predict_beta(self, prompts: Sequence[str]) -> BetaPrediction:
+        """Beta belief over each model's success on each prompt (mean = :meth:`predict_proba`)."""
+        return self.predict_beta_embeddings(self.embed(prompts))
+
     def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
         """Predicted success per model from precomputed embeddings (``embed``)."""
         self._fitted()
         X = np.asarray(X, dtype=np.float32)
+        if self.joint_ is not None:
+            return np.clip(self.joint_.predict(X).p_success, 0.0, 1.0)
         return np.clip(np.stack([_success(h.predict(X)) for h in self.heads_], axis=1), 0.0, 1.0)
 
     def predict_proba(self, prompts: Sequence[str]) -> np.ndarray:
@@ -264,7 +318,7 @@ class Router:
     def _rule_param(self, rule: str | None, lam: float | None, threshold: float | None) -> tuple[str, float]:
         rule = self.rule if rule is None else rule
         _check_rule(rule)
-        if rule == "utility":
+        if rule in ("utility", "confident"):
             value = self.lam if lam is None else lam
             _check_param("lam", value, nonneg=True)
         else:
@@ -301,9 +355,9 @@ class Router:
         rule, param = self._rule_param(rule, lam, threshold)
         keep = self._keep(exclude)
         prompts = _check_prompts(prompts)
-        P = self.predict_proba(prompts)
+        belief = self.predict_beta(prompts)
         C = self.costs(prompts, n_tokens)
-        return self._decide(P, C, rule, param, keep)
+        return self._decide(belief, C, rule, param, keep)
 
     def route_embeddings(self, X: np.ndarray, prompts: Sequence[str], *, rule: str | None = None,
                          lam: float | None = None, threshold: float | None = None,
@@ -312,15 +366,28 @@ class Router:
         self._fitted()
         rule, param = self._rule_param(rule, lam, threshold)
         keep = self._keep(exclude)
-        P = self.predict_proba_embeddings(X)
-        return self._decide(P, self.costs(list(prompts), n_tokens), rule, param, keep)
+        belief = self.predict_beta_embeddings(X)
+        return self._decide(belief, self.costs(list(prompts), n_tokens), rule, param, keep)
 
-    def _decide(self, P, C, rule, param, keep) -> list[RouteDecision]:
+    def rank_models(self, belief: BetaPrediction, C: np.ndarray, rule: str, param: float,
+                    cols: np.ndarray | None = None) -> np.ndarray:
+        """Column indices per prompt, best first, under ``rule`` (restricted to ``cols``)."""
+        m = C.shape[1]
+        cols = np.arange(m) if cols is None else np.asarray(cols)
+        P = np.clip(belief.p_success, 0.0, 1.0)
+        if rule == "confident":
+            default = _rules.default_model(self.base_rate_[cols], self.history_mean_cost_[cols], param)
+            return cols[_rules.rank_confident(P[:, cols], belief.std[:, cols], C[:, cols], param, default,
+                                              z=float(self.confidence), margin=float(self.margin))]
+        return cols[_rules.rank(rule, P[:, cols], C[:, cols], param)]
+
+    def _decide(self, belief, C, rule, param, keep) -> list[RouteDecision]:
         names = [s.name for s in self.specs_]
         cols = np.flatnonzero(keep)
         if rule == "gain" and len(cols) != 2:
             raise RouteError(f"the 'gain' rule routes between exactly two models ({len(cols)} eligible)")
-        order = cols[_rules.rank(rule, P[:, cols], C[:, cols], param)]
+        P = np.clip(belief.p_success, 0.0, 1.0)
+        order = self.rank_models(belief, C, rule, param, cols)
         out = []
         for i in range(P.shape[0]):
             ranked = [names[j] for j in order[i]]
@@ -347,22 +414,31 @@ class Router:
         rule = self.rule if rule is None else rule
         _check_rule(rule)
         Y = _check_labels(labels, len(prompts), len(self.specs_))
-        P = self.predict_proba(prompts) if embeddings is None else self.predict_proba_embeddings(embeddings)
+        belief = self.predict_beta(prompts) if embeddings is None else self.predict_beta_embeddings(embeddings)
+        P = np.clip(belief.p_success, 0.0, 1.0)
         C = self.costs(prompts, n_tokens)
         if grid is None:
-            grid = _rules.default_grid(rule, P, C)
+            grid = _rules.default_grid("utility" if rule == "confident" else rule, P, C)
+        if rule == "confident":
+            picks = [self.rank_models(belief, C, rule, float(g))[:, 0] for g in grid]
+            return points_from_picks(picks, C, Y, grid, [s.name for s in self.specs_])
         return frontier_points(P, C, Y, rule, grid, [s.name for s in self.specs_])
 
 
 def frontier_points(P: np.ndarray, C: np.ndarray, Y: np.ndarray, rule: str, grid: Sequence[float],
                     names: Sequence[str]) -> list[FrontierPoint]:
     """Cost, quality and model shares of ``rule`` at each parameter in ``grid``."""
-    n, m = P.shape
+    return points_from_picks([_rules.choose(rule, P, C, float(g)) for g in grid], C, Y, grid, names)
+
+
+def points_from_picks(picks: Sequence[np.ndarray], C: np.ndarray, Y: np.ndarray, grid: Sequence[float],
+                      names: Sequence[str]) -> list[FrontierPoint]:
+    """Cost, quality and model shares of each chosen-model vector (one per parameter in ``grid``)."""
+    n, m = C.shape
     rows = np.arange(n)
     strong = _rules.strong_index(C.mean(axis=0, keepdims=True))[0]
     pts = []
-    for g in grid:
-        pick = _rules.choose(rule, P, C, float(g))
+    for g, pick in zip(grid, picks):
         counts = np.bincount(pick, minlength=m) / n
         pts.append(FrontierPoint(param=float(g), cost=float(C[rows, pick].mean()),
                                  quality=float(Y[rows, pick].mean()),

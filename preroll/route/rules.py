@@ -14,6 +14,11 @@ the fallback order. Rules are pure array functions, so a parameter sweep
   for 0.95 gets the best available rather than nothing).
 * ``gain``: RouteLLM's two-model rule: call the expensive ("strong") model
   when its predicted gain ``p_strong - p_weak`` is at least ``threshold``.
+* ``confident`` (:func:`rank_confident`): a default-aware ``utility``: stay
+  on a default model (the best on average under the same ``lam``) and leave
+  it only for a model whose utility gain over the default is confidently
+  positive (its lower confidence bound clears a margin). Needs the belief's
+  standard deviation as well as its mean, so it is called with ``S``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,45 @@ def rank_gain(P: np.ndarray, C: np.ndarray, threshold: float) -> np.ndarray:
     gain = P[rows, strong] - P[rows, weak]
     first = np.where(gain >= threshold, strong, weak)
     return np.stack([first, 1 - first], axis=1)
+
+
+def rank_confident(P: np.ndarray, S: np.ndarray, C: np.ndarray, lam: float, default: int, *,
+                   z: float = 1.0, margin: float = 0.0) -> np.ndarray:
+    """Default-aware utility ranking: leave ``default`` only for a confident gain.
+
+    With ``u = p - lam * c``, the gain of model j over the default is
+    ``u_j - u_default`` with standard deviation ``sqrt(s_j^2 + s_default^2)``
+    (beliefs treated as independent, which errs on the cautious side when
+    they are positively correlated). A model is *eligible* when
+    ``gain - z * sd > margin``; the eligible model with the highest lower
+    bound is chosen, otherwise the default. ``z = 0, margin = 0`` is plain
+    ``utility`` (up to ties); large ``z`` never leaves the default. Fallbacks
+    follow utility.
+
+    Why: when per-prompt differences are small and uncertain, an argmax over
+    noisy estimates drifts away from the model that is best on average and
+    loses quality; this rule only moves when the evidence says it pays.
+    """
+    n, m = P.shape
+    if not 0 <= default < m:
+        raise RouteError(f"default model index {default} out of range for {m} models")
+    U = P - lam * C
+    rows = np.arange(n)
+    gain = U - U[rows, default][:, None]
+    sd = np.sqrt(S ** 2 + (S[rows, default] ** 2)[:, None])
+    lcb = gain - z * sd
+    lcb[:, default] = -np.inf
+    best = np.argmax(lcb, axis=1)
+    first = np.where(lcb[rows, best] > margin, best, default)
+    order = _lexrank(-U, C)
+    rest = order[order != first[:, None]].reshape(n, m - 1)
+    return np.concatenate([first[:, None], rest], axis=1)
+
+
+def default_model(base_rate: np.ndarray, mean_cost: np.ndarray, lam: float) -> int:
+    """The model best on average under ``lam``: ``argmax base_rate - lam * mean_cost`` (ties: cheaper)."""
+    u = np.asarray(base_rate, float) - lam * np.asarray(mean_cost, float)
+    return int(_lexrank(-u[None, :], np.asarray(mean_cost, float)[None, :])[0, 0])
 
 
 def strong_index(C: np.ndarray) -> np.ndarray:

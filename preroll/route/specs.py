@@ -23,7 +23,7 @@ CHARS_PER_TOKEN = 4.0
 
 #: The routing rules, named once: the Literal validates configs, ``RULES`` lists them in messages,
 #: and :mod:`preroll.route.rules` checks at import that it implements exactly these.
-RuleName = Literal["utility", "threshold", "gain"]
+RuleName = Literal["utility", "confident", "threshold", "gain"]
 RULES: tuple[str, ...] = get_args(RuleName)
 
 
@@ -135,6 +135,8 @@ class RouterConfig(BaseModel):
     rule: RuleName = "utility"
     lam: float = 1.0
     threshold: float = 0.8
+    confidence: float = Field(default=1.0, ge=0)
+    margin: float = 0.0
 
     @field_validator("models")
     @classmethod

@@ -1,0 +1,178 @@
+"""The joint success model, the default-aware rule, partial histories and the nine-model data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from preroll.beliefs import BetaPrediction
+from preroll.data import Outcome, RecordError
+from preroll.encoders.base import Encoder
+from preroll.route import ModelSpec, Router, rules
+from preroll.route.joint import JointSuccessModel, expected_calibration_error
+
+FAST = dict(epochs=8, members=2, hidden=32)
+
+
+def _planted(n=600, seed=0):
+    """Three topics; model 0 best on average, models 1 and 2 each far better on one topic."""
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, 3, n)
+    centres = rng.normal(size=(3, 16))
+    X = centres[topic] + 0.3 * rng.normal(size=(n, 16))
+    rate = np.array([[0.70, 0.70, 0.70],    # topic 0
+                     [0.30, 0.95, 0.10],    # topic 1: model 1 wins
+                     [0.30, 0.10, 0.95]])   # topic 2: model 2 wins
+    # model 0 is the best single model overall only through topic 0's weight
+    Y = (rng.random((n, 3)) < rate[topic][:, [0, 1, 2]]).astype(float)
+    return X.astype(np.float32), Y, topic
+
+
+def test_joint_model_routes_each_topic_to_its_best_model():
+    X, Y, topic = _planted()
+    tr, te = np.arange(400), np.arange(400, 600)
+    jm = JointSuccessModel(**FAST).fit(X[tr], Y[tr])
+    belief = jm.predict(X[te])
+    assert isinstance(belief, BetaPrediction) and belief.p_success.shape == (200, 3)
+    pick = belief.p_success.argmax(axis=1)
+    assert np.mean(pick[topic[te] == 1] == 1) > 0.9
+    assert np.mean(pick[topic[te] == 2] == 2) > 0.9
+    routed = Y[te][np.arange(200), pick].mean()
+    best_single = Y[te].mean(axis=0).max()
+    assert routed > best_single + 0.1
+
+
+def test_probabilities_are_calibrated_per_model_out_of_fold():
+    X, Y, _ = _planted(900, seed=1)
+    jm = JointSuccessModel(**FAST).fit(X[:600], Y[:600])
+    P = jm.predict(X[600:]).p_success
+    for j in range(3):
+        assert expected_calibration_error(P[:, j], Y[600:, j]) < 0.08
+
+
+def test_missing_entries_are_left_out_not_counted_as_failures():
+    X, Y, topic = _planted(600, seed=2)
+    Ym = Y.copy()
+    Ym[topic == 1, 2] = np.nan          # model 2 never saw topic 1 (where it fails)
+    Ym[::3, 0] = np.nan
+    jm = JointSuccessModel(**FAST).fit(X[:400], Ym[:400])
+    P = jm.predict(X[400:]).p_success
+    assert np.all(np.isfinite(P))
+    # model 1 still wins topic 1; model 2's unseen cells fall back to what the model knows, not to 0
+    t1 = topic[400:] == 1
+    assert np.mean(P[t1].argmax(axis=1) == 1) > 0.9
+    # concentration reflects evidence: model 2 has none near topic 1
+    conc = jm.predict(X[400:]).concentration
+    assert conc[t1, 2].mean() < conc[t1, 1].mean()
+
+
+def test_joint_model_rejects_bad_targets():
+    X, Y, _ = _planted(50)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        JointSuccessModel(**FAST).fit(X, Y * 2)
+    Y2 = Y.copy()
+    Y2[:, 1] = np.nan
+    with pytest.raises(ValueError, match="at least one observed"):
+        JointSuccessModel(**FAST).fit(X, Y2)
+
+
+def test_confident_rule_leaves_the_default_only_for_a_confident_gain():
+    P = np.array([[0.60, 0.62, 0.10],    # tiny, uncertain gain: stay
+                  [0.30, 0.90, 0.10]])   # large gain: move
+    S = np.full(P.shape, 0.05)
+    C = np.zeros_like(P)
+    first = rules.rank_confident(P, S, C, 0.0, default=0, z=1.0)[:, 0]
+    assert first.tolist() == [0, 1]
+    # z = 0 and margin 0: plain utility
+    assert rules.rank_confident(P, S, C, 0.0, default=0, z=0.0)[:, 0].tolist() == [1, 1]
+    # huge z: never move
+    assert rules.rank_confident(P, S, C, 0.0, default=0, z=100.0)[:, 0].tolist() == [0, 0]
+    # a full ranking with every model once
+    r = rules.rank_confident(P, S, C, 0.0, default=0)
+    assert sorted(r[0].tolist()) == [0, 1, 2]
+    assert rules.default_model(np.array([0.5, 0.7, 0.9]), np.array([1.0, 2.0, 10.0]), lam=0.05) == 1
+
+
+class VectorEncoder(Encoder):
+    """Looks the vector of a prompt up in a table (prompts are ``p<i>``)."""
+
+    name = "test-vectors"
+
+    def __init__(self, X):
+        self.X = X
+
+    def encode(self, texts, *, show_progress=False):
+        return self.X[[int(t[1:]) for t in texts]]
+
+
+def test_router_fits_partial_histories_and_routes_confidently():
+    X, Y, topic = _planted(600, seed=3)
+    specs = [ModelSpec(name=f"m{j}", cost_per_call=1.0) for j in range(3)]
+    hist = {f"m{j}": [Outcome(prompt=f"p{i}", successes=Y[i, j], attempts=1.0)
+                      for i in range(400) if not (j == 2 and i % 2)] for j in range(3)}
+    router = Router(specs, encoder=VectorEncoder(X), head=JointSuccessModel(**FAST), rule="confident",
+                    lam=0.0, confidence=1.0).fit(hist)
+    assert router.n_history_["m2"] == 200
+    belief = router.predict_beta([f"p{i}" for i in range(400, 600)])
+    assert belief.alpha.shape == (200, 3)
+    ds = router.route([f"p{i}" for i in range(400, 600)])
+    chosen = np.array([int(d.model[1]) for d in ds])
+    t = topic[400:]
+    assert np.mean(chosen[t == 1] == 1) > 0.9 and np.mean(chosen[t == 2] == 2) > 0.9
+    pts = router.frontier([f"p{i}" for i in range(400, 600)], Y[400:], rule="confident")
+    assert pts[0].quality > Y[400:].mean(axis=0).max()
+
+
+def test_llmrouter_loader_and_errors(tmp_path):
+    from preroll.bench.llmrouter import load_llmrouter, llmrouter_dir
+
+    if not (llmrouter_dir() / "train.jsonl").is_file():
+        pytest.skip("shared llmrouter-9 data not present")
+    data = load_llmrouter()
+    assert len(data.models) == 9 and data.scores.shape == (len(data), 9)
+    assert np.nanmin(data.scores) >= 0 and np.nanmax(data.scores) <= 1
+    specs = data.model_specs(output_tokens=100)
+    assert all(s.per_token for s in specs)
+    h = data.subset(np.arange(20)).histories()
+    assert all(len(v) == 20 for v in h.values())
+
+    (tmp_path / "models.json").write_text(json.dumps({"a": {"input_price_per_mtok": 1, "output_price_per_mtok": 1}}))
+    (tmp_path / "train.jsonl").write_text('{"prompt": "x", "scores": {"a": 0.5}}\n'
+                                          '{"prompt": "y", "scores": {"a": 1.5}}\n')
+    with pytest.raises(RecordError, match=r"train.jsonl, line 2, field 'scores.a'"):
+        load_llmrouter(tmp_path)
+    (tmp_path / "train.jsonl").write_text('{"prompt": "x", "scores": {"b": 0.5}}\n')
+    with pytest.raises(RecordError, match="not in models.json"):
+        load_llmrouter(tmp_path)
+
+
+class HashingEncoder(Encoder):
+    """Fast, fit-free word-hashing vectors."""
+
+    name = "test-hashing-joint"
+
+    def encode(self, texts, *, show_progress=False):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        vec = HashingVectorizer(n_features=256, alternate_sign=False, norm="l2")
+        return vec.transform(list(texts)).toarray().astype(np.float32)
+
+
+def test_nine_model_bench_runs_on_a_small_real_subset():
+    from preroll.bench.llmrouter import llmrouter_dir
+    from preroll.bench.route_multi import MultiBenchConfig, run_multi_bench
+
+    if not (llmrouter_dir() / "train.jsonl").is_file():
+        pytest.skip("shared llmrouter-9 data not present")
+    cfg = MultiBenchConfig(folds=2, max_prompts=240, encoder=HashingEncoder(), independent=False, mlp=False,
+                           latency_prompts=3, topics=3, grid=21)
+    res = run_multi_bench(cfg)
+    names = [r["name"] for r in res["summary"]]
+    assert names[0].startswith("router (joint)") and "oracle" in names and "per-cluster best (KMeans, K by CV)" in names
+    by = {r["name"]: r for r in res["summary"]}
+    assert by["oracle"]["quality_at_zero"] >= by["router (joint), utility"]["quality_at_zero"]
+    assert by["oracle"]["quality_at_zero"] >= by["best single (training folds)"]["quality_at_zero"]
+    assert res["topics"]["rows"][-1]["n"] == 240
+    assert res["latency_ms"]["n"] == 3
