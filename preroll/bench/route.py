@@ -209,7 +209,7 @@ def run_route_bench(cfg: RouteBenchConfig, progress: Callable[[str], None] = lam
     for r in range(cfg.repeats):
         rows, info = run_split(data, cfg, encoder, cfg.seed + r, progress)
         splits.append({"rows": [asdict(x) for x in rows], **info})
-    summary = _aggregate(splits)
+    summary = mean_std_by_row(splits, _METRICS)
     cfg_out = {k: v for k, v in asdict(cfg).items() if k != "models"}
     cfg_out["models"] = [m.model_dump() for m in cfg.models]
     cfg_out["encoder"] = cfg.encoder if isinstance(cfg.encoder, str) else type(cfg.encoder).__name__
@@ -221,16 +221,20 @@ def run_route_bench(cfg: RouteBenchConfig, progress: Callable[[str], None] = lam
 _METRICS = ("apgr", "aiq", "cpt50", "share_for_target", "acc_at_half", "accuracy")
 
 
-def _aggregate(splits: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation of each metric per router over splits (rows matched by position)."""
+def mean_std_by_row(splits: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Mean, standard deviation and count of each metric per router over splits (rows matched by position).
+
+    A metric a router could not reach on a split (``None`` or NaN) is left out of that router's mean.
+    """
     out = []
     for i, first in enumerate(splits[0]["rows"]):
         rows = [s["rows"][i] for s in splits]
         entry: dict[str, Any] = {"name": first["name"]}
-        for m in _METRICS:
+        for m in keys:
             vals = [r[m] for r in rows if r[m] is not None and not (isinstance(r[m], float) and math.isnan(r[m]))]
             entry[m] = float(np.mean(vals)) if vals else None
             entry[m + "_std"] = float(np.std(vals)) if len(vals) > 1 else None
+            entry[m + "_n"] = len(vals)
         out.append(entry)
     return out
 

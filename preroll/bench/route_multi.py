@@ -40,6 +40,7 @@ import numpy as np
 
 from preroll.bench import route_baselines as baselines
 from preroll.bench import route_metrics as metrics
+from preroll.bench.route import mean_std_by_row
 
 
 @dataclass
@@ -309,17 +310,9 @@ _KEYS = ("quality_at_zero", "aiq", "cost_to_match", "mean_cost_at_zero", "fit_s"
 
 
 def _summarise(folds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for i, first in enumerate(folds[0]["rows"]):
-        rows = [f["rows"][i] for f in folds]
-        entry: dict[str, Any] = {"name": first["name"]}
-        for k in _KEYS:
-            vals = [r[k] for r in rows if r[k] is not None]
-            entry[k] = float(np.mean(vals)) if vals else None
-            entry[k + "_std"] = float(np.std(vals)) if len(vals) > 1 else None
-            entry[k + "_n"] = len(vals)
-        entry["vs_best_single"] = [r["quality_at_zero"] - f["best_single_quality"] for r, f in zip(rows, folds)]
-        out.append(entry)
+    out = mean_std_by_row(folds, _KEYS)
+    for i, entry in enumerate(out):
+        entry["vs_best_single"] = [f["rows"][i]["quality_at_zero"] - f["best_single_quality"] for f in folds]
     return out
 
 

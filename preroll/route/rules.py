@@ -156,13 +156,15 @@ def _lexrank(*keys: np.ndarray) -> np.ndarray:
 
 
 _RULES = {"utility": rank_utility, "threshold": rank_threshold, "gain": rank_gain}
+#: Rules that also need each prediction's spread and the default model: the Router dispatches them itself.
+BELIEF_RULES = {"confident": rank_confident}
 
 
 def _check_rule_names() -> None:
     from preroll.route.specs import RULES
 
-    if tuple(_RULES) != tuple(RULES):  # one list of names: preroll.route.specs.RuleName
-        raise ImportError(f"routing rules {tuple(_RULES)} do not match preroll.route.specs.RULES {RULES}")
+    if set(_RULES) | set(BELIEF_RULES) != set(RULES):  # one list of names: preroll.route.specs.RuleName
+        raise ImportError(f"routing rules {tuple(_RULES) + tuple(BELIEF_RULES)} do not match preroll.route.specs.RULES {RULES}")
 
 
 _check_rule_names()
