@@ -42,20 +42,21 @@ def shared_data():
     return root
 
 
+def _data_subdir(root, name: str, what: str):
+    path = root / name
+    if not path.is_dir():
+        pytest.skip(f"{what} data not found at {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def dapo(shared_data):
-    path = shared_data / "dapo-math-v0"
-    if not path.is_dir():
-        pytest.skip(f"DAPO-Math data not found at {path}")
-    return path
+    return _data_subdir(shared_data, "dapo-math-v0", "DAPO-Math")
 
 
 @pytest.fixture(scope="session")
 def mmlu(shared_data):
-    path = shared_data / "routellm-mmlu"
-    if not path.is_dir():
-        pytest.skip(f"MMLU routing data not found at {path}")
-    return path
+    return _data_subdir(shared_data, "routellm-mmlu", "MMLU routing")
 
 
 def pytest_configure(config):

@@ -59,16 +59,9 @@ class OnlineSettings(BaseModel):
             raise ValueError(f"must be two finite numbers lo < hi (got {v})")
         return (float(lo), float(hi))
 
-    @field_validator("pool_factor", "group_size")
+    @field_validator("pool_factor", "group_size", "neighbours")
     @classmethod
     def _at_least_one(cls, v):
-        if v < 1:
-            raise ValueError(f"must be >= 1 (got {v})")
-        return v
-
-    @field_validator("neighbours")
-    @classmethod
-    def _neighbours(cls, v):
         if v < 1:
             raise ValueError(f"must be >= 1 (got {v})")
         return v
