@@ -216,6 +216,20 @@ def test_config_file_errors_name_file_and_field(tmp_path):
         RouterConfig.load(tmp_path / "missing.yaml")
 
 
+def test_library_and_server_router_options_share_one_set_of_checks():
+    from preroll.serve.config import RouterSettings
+
+    models = [{"name": "a", "cost_per_call": 1}]
+    for bad in ({"lam": -0.5}, {"lam": float("inf")}, {"confidence": -1}, {"margin": float("nan")}):
+        with pytest.raises(RouteConfigError):
+            RouterConfig.load({"models": models, **bad})
+        with pytest.raises(ValueError):
+            RouterSettings.model_validate(bad)
+    served = RouterSettings.model_validate({"rule": "confident", "confidence": 2.0, "margin": 0.05})
+    router = Router(models=models, **served.router_kwargs())
+    assert (router.rule, router.confidence, router.margin) == ("confident", 2.0, 0.05)
+
+
 @pytest.mark.shared_data
 def test_router_on_real_mmlu_beats_random():
     """A few hundred real prompts from subjects where the gap differs: routing must find it."""

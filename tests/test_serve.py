@@ -440,6 +440,8 @@ def test_config_paths_are_resolved_against_the_file(tmp_path, backends):
     (lambda d: d["backends"][1].update(colour="red"), "backends[1].colour", None),
     (lambda d: d["router"].update(rule="cheapest"), "router.rule", None),
     (lambda d: d["router"].update(threads=0), "router.threads", None),
+    (lambda d: d["router"].update(lam=-1), "router.lam", None),
+    (lambda d: d["router"].update(confidence=float("inf")), "router.confidence", None),
     (lambda d: d.pop("store"), "store", None),
     (lambda d: d["backends"].append(dict(d["backends"][0])), "backends", None),
     (lambda d: d["backends"][0].update(name="auto"), "backends[0].name", None),

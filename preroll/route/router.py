@@ -120,9 +120,7 @@ class Router:
         """Build a router from a YAML/JSON file or dict (see :class:`RouterConfig`)."""
         cfg = config if isinstance(config, RouterConfig) else RouterConfig.load(
             dict(config) if isinstance(config, Mapping) else config)
-        return cls(models=list(cfg.models), encoder=cfg.encoder, head=cfg.head, rule=cfg.rule,
-                   lam=cfg.lam, threshold=cfg.threshold, cache_dir=cache_dir, confidence=cfg.confidence,
-                   margin=cfg.margin)
+        return cls(models=list(cfg.models), cache_dir=cache_dir, **cfg.router_kwargs())
 
     def _specs(self) -> list[ModelSpec]:
         specs = []

@@ -124,19 +124,34 @@ class FrontierPoint(BaseModel):
     strong_share: float  # fraction sent to the most expensive model (mean cost)
 
 
-class RouterConfig(BaseModel):
-    """A router's settings as a service or CLI reads them from YAML/JSON."""
+class RouterOptions(BaseModel):
+    """A router's parameters other than its models, checked once for every file that configures one.
+
+    Why one class: the CLI/library config (:class:`RouterConfig`) and the
+    server's ``router:`` block (:class:`preroll.serve.config.RouterSettings`)
+    both configure a :class:`~preroll.route.Router`; two copies of these fields
+    drifted apart once (one refused ``lam: .inf``, the other accepted it).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    models: list[ModelSpec]
     encoder: str = "minilm"
     head: str = "auto"
     rule: RuleName = "utility"
-    lam: float = 1.0
-    threshold: float = 0.8
-    confidence: float = Field(default=1.0, ge=0)
-    margin: float = 0.0
+    lam: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    threshold: float = Field(default=0.8, allow_inf_nan=False)
+    confidence: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    margin: float = Field(default=0.0, allow_inf_nan=False)
+
+    def router_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`~preroll.route.Router` these options set."""
+        return {name: getattr(self, name) for name in RouterOptions.model_fields}
+
+
+class RouterConfig(RouterOptions):
+    """A router's settings as a service or CLI reads them from YAML/JSON: its models plus :class:`RouterOptions`."""
+
+    models: list[ModelSpec]
 
     @field_validator("models")
     @classmethod

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from preroll.errors import ConfigError as BaseConfigError
 from preroll.validation import from_pydantic
-from preroll.route.specs import RuleName
+from preroll.route.specs import RouterOptions
 
 #: ``model`` values in a chat request that mean "let the router choose".
 ROUTE_ALIASES = ("auto", "preroll")
@@ -93,16 +93,9 @@ class BackendConfig(BaseModel):
         return self.model or self.name
 
 
-class RouterSettings(BaseModel):
-    """Passed to :class:`preroll.route.Router`; ``refit_every`` is the server's own."""
+class RouterSettings(RouterOptions):
+    """The ``router:`` block: :class:`~preroll.route.specs.RouterOptions` plus what only the server needs."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    encoder: str = "minilm"
-    head: str = "auto"
-    rule: RuleName = "utility"
-    lam: float = Field(default=1.0, ge=0, allow_inf_nan=False)
-    threshold: float = Field(default=0.8, allow_inf_nan=False)
     refit_every: int = Field(default=50, ge=1, description="Refit after this many new feedback outcomes.")
     max_batch: int = Field(default=8, ge=1, description="Most concurrent prompts routed in one router call.")
     threads: int | None = Field(

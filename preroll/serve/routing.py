@@ -72,8 +72,7 @@ def build_router(config: ServeConfig, store: HistoryStore, *, encoder=None):
             encoder = get_encoder(s.encoder, cache_dir=s.cache_dir, num_threads=s.threads)
         except ValueError as exc:
             raise ConfigError(str(exc), field="router.encoder") from None
-    router = Router(models=specs, encoder=encoder, head=s.head,
-                    rule=s.rule, lam=s.lam, threshold=s.threshold, cache_dir=s.cache_dir)
+    router = Router(models=specs, cache_dir=s.cache_dir, **(s.router_kwargs() | {"encoder": encoder}))
     router.fit(histories)
     return router, {name: len(records) for name, records in histories.items()}
 
