@@ -111,3 +111,19 @@ def test_cli_quick_run_writes_table_and_plot(tmp_path):
     assert (tmp_path / "informative_vs_budget.png").exists()
     res = CliRunner().invoke(app, ["bench", "schedule", "--predictors", "nope", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "unknown predictors" in res.output
+
+
+def test_value_model_predictions_report_every_fold(snapshots):
+    """The slow part of the benchmark (value-model CV) shows progress: one tick per fold, over all policies."""
+    from preroll.bench._schedule_predictors import load_model_predictions
+
+    import dataclasses
+
+    small = [dataclasses.replace(s, records=s.records[:60]) for s in snapshots if s.step == 64]
+    ticks = []
+    preds = load_model_predictions(small, n_splits=3, encoder="lexical", log=lambda m: None,
+                                   progress=lambda done, total: ticks.append((done, total)))
+    n_policies = len({s.policy for s in small})
+    assert n_policies == 2
+    assert ticks == [(i, 3 * n_policies) for i in range(1, 3 * n_policies + 1)]
+    assert set(preds) == {s.name for s in small}

@@ -46,13 +46,15 @@ def history_overlap(snap: SnapshotRecords, snapshots: list[SnapshotRecords]) -> 
 
 def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | None = None,
                            n_splits: int = 8, encoder: str = DEFAULT_ENCODER, head: str = DEFAULT_HEAD,
-                           seed: int = 0, log: Callable[[str], None] = print) -> dict[str, BetaPrediction] | None:
+                           seed: int = 0, log: Callable[[str], None] = print,
+                           progress: Callable[[int, int], None] | None = None) -> dict[str, BetaPrediction] | None:
     """Cross-validated value-model predictions per snapshot name, or None if
     the value model is not available.
 
     One CV run per policy over all its snapshots (the model reads a policy's
     history across steps; folds are prompt-disjoint). Results are cached as
-    JSON under ``cache`` because encoding ~2,700 prompts takes minutes here.
+    JSON under ``cache`` because encoding ~2,700 prompts takes minutes here;
+    ``progress(done, total)`` counts folds over all policies meanwhile.
     """
     key = f"cv-{encoder}-{head}-k{n_splits}-s{seed}".replace("/", "_")
     cache_file = cache / f"{key}.json" if cache is not None else None
@@ -67,11 +69,15 @@ def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | No
         log(f"value-model predictions unavailable ({exc}); predictor 'model' skipped")
         return None
     out: dict[str, BetaPrediction] = {}
-    for policy in sorted({s.policy for s in snapshots}):
+    policies = sorted({s.policy for s in snapshots})
+    for k, policy in enumerate(policies):
         snaps = [s for s in snapshots if s.policy == policy]
         records = [r for s in snaps for r in s.records]
         log(f"value-model predictions: {n_splits}-fold CV on {len(records)} records of {policy}")
-        pred = cross_val_predict(records, n_splits=n_splits, encoder=encoder, head=head, seed=seed)
+        fold_done = None if progress is None else (
+            lambda done, _total, k=k: progress(k * n_splits + done, len(policies) * n_splits))
+        pred = cross_val_predict(records, n_splits=n_splits, encoder=encoder, head=head, seed=seed,
+                                 progress=fold_done)
         alpha, beta = np.asarray(pred.alpha, float), np.asarray(pred.beta, float)
         if alpha.shape != (len(records),):
             raise ValueError(f"cross_val_predict returned {alpha.shape} predictions for {len(records)} records")

@@ -141,8 +141,13 @@ def _mse_block(pred, p: np.ndarray, rewards: np.ndarray, cfg: ScheduleBenchConfi
 
 def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | None = None,
              progress: Callable[[int, int], None] | None = None,
-             log: Callable[[str], None] = print) -> dict:
-    """Run the simulation; returns raw rows and aggregated summaries (JSON-able)."""
+             log: Callable[[str], None] = print,
+             cv_progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run the simulation; returns raw rows and aggregated summaries (JSON-able).
+
+    ``cv_progress(done, total)`` counts the value model's cross-validation
+    folds (minutes on a fresh cache), ``progress`` the simulated worlds.
+    """
     cfg.validate()
     snapshots = snapshots if snapshots is not None else load_snapshots()
     if cfg.snapshots:
@@ -155,7 +160,7 @@ def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | Non
             load_snapshots() if cfg.snapshots else snapshots,
             cache=Path(cfg.model_cache) if cfg.model_cache else None,
             n_splits=cfg.model_splits, encoder=cfg.model_encoder, head=cfg.model_head,
-            seed=cfg.seed, log=log)
+            seed=cfg.seed, log=log, progress=cv_progress)
     all_snaps = load_snapshots() if cfg.snapshots else snapshots
     rng = np.random.default_rng(cfg.seed)
     alloc_rows, mse_rows, dapo_rows, notes = [], [], [], []

@@ -34,7 +34,8 @@ def bench_schedule(
 ) -> None:
     """Compare rollout-allocation rules and predictors on the shared DAPO-Math rates."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                TimeRemainingColumn)
 
     from preroll.bench.schedule import ScheduleBenchConfig, headline, simulate, write_outputs
     from preroll.outputs import check_output
@@ -59,14 +60,13 @@ def bench_schedule(
         cfg.validate()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    with Progress(TextColumn("[bold]simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} worlds"),
-                  TimeElapsedColumn(), console=console, transient=True) as prog:
-        task = prog.add_task("sim", total=None)
-
-        def tick(done: int, total: int) -> None:
-            prog.update(task, completed=done, total=total)
-
-        result = simulate(cfg, progress=tick, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as prog:
+        cv_task = prog.add_task("value-model CV folds", total=None, visible="model" in cfg.predictors)
+        sim_task = prog.add_task("simulated worlds", total=None)
+        result = simulate(cfg, progress=lambda done, total: prog.update(sim_task, completed=done, total=total),
+                          cv_progress=lambda done, total: prog.update(cv_task, completed=done, total=total),
+                          log=lambda m: console.print(f"[dim]{m}[/dim]"))
     paths = write_outputs(result, out)
     print_tables(result, console)
     for b in cfg.budgets:
