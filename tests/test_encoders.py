@@ -212,6 +212,49 @@ def test_fresh_views_share_neural_parts_and_renew_fitted_ones(prompts, tmp_path)
     assert (copy.n_components, copy.random_state) == (3, 7) and not hasattr(copy, "fit_hash_")
 
 
+class _VocabularyEncoder(Encoder):
+    """A user's own stateful encoder: one column per word seen in ``fit``."""
+
+    name = "user-vocabulary"
+
+    def __init__(self) -> None:
+        self.vocabulary_: list[str] = []
+
+    def fit(self, texts):
+        self.vocabulary_ = sorted({w for t in texts for w in t.lower().split()})
+        return self
+
+    def encode(self, texts, *, show_progress=False):
+        rows = [[float(w in t.lower().split()) for w in self.vocabulary_] + [1.0] for t in texts]
+        return np.asarray(rows, np.float32)
+
+
+def test_fitting_a_model_never_refits_the_callers_encoder(prompts, tmp_path):
+    from preroll.data import Outcome, OutcomeTable
+    from preroll.model.value_model import ValueModel
+
+    mine = _VocabularyEncoder().fit(["alpha beta"])
+    records = [Outcome(prompt=p, successes=i % 2, attempts=1) for i, p in enumerate(prompts)]
+    model = ValueModel(encoder=mine, head="logistic").fit(OutcomeTable.from_records(records))
+    assert mine.vocabulary_ == ["alpha", "beta"]            # the caller's instance is as it was
+    assert len(model.encoder_.vocabulary_) > 2              # the model fitted its own copy
+    cached = CachedEncoder(LexicalEncoder(n_components=3), tmp_path)
+    renewed = fresh_views(cached.fit(prompts))
+    assert isinstance(renewed, CachedEncoder) and renewed.encoder is not cached.encoder
+    assert cached.encode(prompts[:1]).shape == (1, 3)        # the original keeps its fitted view
+    stateless = CachedEncoder(_LengthEncoder(), tmp_path)
+    assert fresh_views(stateless) is stateless                # nothing fitted: shared, weights not reloaded
+
+
+class _LengthEncoder(Encoder):
+    """Stateless, like a transformer: no ``fit`` of its own."""
+
+    name = "user-length"
+
+    def encode(self, texts, *, show_progress=False):
+        return np.asarray([[len(t), 1.0] for t in texts], np.float32)
+
+
 def test_lexical_name_follows_the_fit(prompts):
     a = LexicalEncoder(n_components=4).fit(prompts)
     b = LexicalEncoder(n_components=4).fit(prompts)

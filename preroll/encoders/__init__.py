@@ -16,6 +16,7 @@ encodes, so importing this package is cheap.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from pathlib import Path
 from typing import Literal
@@ -114,17 +115,25 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
 def fresh_views(encoder: Encoder) -> Encoder:
     """A copy of ``encoder`` whose fitted views (lexical, stats) are new and unfitted; neural parts are shared.
 
-    Why: a live router refitted on new history needs new fitted views (the old
-    ones keep serving until the swap), but its transformer is stateless, and
-    building it again would reload the weights (seconds, and a second copy in
-    memory) on every refit.
+    Why: fitting a model must never refit the caller's encoder in place (a
+    live router refitted on new history keeps serving with the old views until
+    the swap), but a transformer is stateless, and building it again would
+    reload the weights (seconds, and a second copy in memory) on every refit.
+    A user's own encoder that defines ``fit`` is deep-copied: preroll cannot
+    know which of its parts are stateless.
     """
     if isinstance(encoder, ConcatEncoder):
         return ConcatEncoder([fresh_views(part) for part in encoder.encoders])
     if isinstance(encoder, MemoEncoder):
         return MemoEncoder(fresh_views(encoder.inner), max_items=encoder.max_items)
+    if isinstance(encoder, CachedEncoder):
+        inner = fresh_views(encoder.encoder)
+        return encoder if inner is encoder.encoder else CachedEncoder(
+            inner, encoder.cache_dir, memory_items=encoder.memory_items)
     if isinstance(encoder, tuple(_FITTED.values())):
         # Same constructor arguments, none of the fitted state (scikit-learn's ``clone`` idea).
         params = inspect.signature(type(encoder)).parameters
         return type(encoder)(**{name: getattr(encoder, name) for name in params})
+    if type(encoder).fit is not Encoder.fit:
+        return copy.deepcopy(encoder)
     return encoder
