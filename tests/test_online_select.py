@@ -56,6 +56,19 @@ def test_revisit_outcomes_are_counted():
     assert st_.selections["revisit"] >= 1
 
 
+def test_exploration_in_a_small_batch_costs_the_declared_share():
+    """B = 8 and 10% shares: revisits and Thompson slots average 0.8 and ~0.7 a step, not a whole slot each."""
+    settings = OnlineSettings(encoder="none", revisit=1.0, max_revisit_share=0.1, explore=0.1, seed=3)
+    book = PromptBook(_texts(64), settings=settings)
+    book.record(0, range(64), [_group(0)] * 32 + [_group(4)] * 32)   # half dead: revisits are always wanted
+    steps = 400
+    for _ in range(steps):
+        book.select(range(64), 8)
+    picks = book.stats().selections
+    assert abs(picks["revisit"] / steps - 0.8) < 0.1
+    assert abs(picks["explore"] / steps - 0.1 * (8 - 0.8)) < 0.1
+
+
 def test_unseen_prompts_get_chosen():
     book = PromptBook(_texts(200), settings=OnlineSettings(encoder="none", seed=0))
     rng = np.random.default_rng(0)

@@ -38,8 +38,7 @@ def draw_revisits(dead_streak: np.ndarray, n: int, settings: OnlineSettings, rng
     dead = dead_streak > 0
     prob = np.where(dead, settings.revisit * settings.revisit_decay ** np.maximum(dead_streak - 1, 0), 0.0)
     mask = dead & (u < prob)
-    # ceil: a small batch (n < 10) still gets an occasional revisit slot
-    cap = int(np.ceil(settings.max_revisit_share * n))
+    cap = stochastic_round(settings.max_revisit_share * n, rng)
     if mask.sum() > cap:
         keep = np.flatnonzero(mask)[np.argsort(u[mask], kind="stable")[:cap]]
         mask = np.zeros_like(mask)
@@ -60,7 +59,7 @@ def choose(belief: BetaPrediction, dead_streak: np.ndarray, n: int, settings: On
     chosen = list(np.flatnonzero(revisit))
     reasons = [2] * len(chosen)
     rest = n - len(chosen)
-    n_explore = int(round(settings.explore * rest))
+    n_explore = stochastic_round(settings.explore * rest, rng)
     n_exploit = rest - n_explore
     free = ~revisit
     # Ties (e.g. a fresh book where every belief is the same) are broken at random, not by pool order.
@@ -72,6 +71,18 @@ def choose(belief: BetaPrediction, dead_streak: np.ndarray, n: int, settings: On
     reasons = np.concatenate([np.asarray(reasons, np.int64), np.zeros(len(exploit), np.int64),
                               np.ones(len(explore), np.int64)])
     return chosen, reasons
+
+
+def stochastic_round(x: float, rng: np.random.Generator) -> int:
+    """floor(x), plus one with probability frac(x): the long-run mean is exactly x.
+
+    Why: a share of a small batch (10% of B = 8 slots) rounded up or to the
+    nearest is 12.5% of the slots, every step; exploration would then cost more
+    than the settings declare. One uniform draw is taken on every call, so the
+    random stream does not depend on x.
+    """
+    whole = int(np.floor(x))
+    return whole + int(rng.random() < x - whole)
 
 
 def _top(score: np.ndarray, m: int) -> np.ndarray:
