@@ -4,8 +4,8 @@
 
 Prints a table (mean and per-seed values over the seeds), writes results.json
 and trl_closed_loop.png into --out (results.json after every run, so a stopped
-run still reports with --from-json). Two seeds took ~15 minutes on 2 CPU cores
-shared with a load average of ~15; each run is ~1.5-2 minutes. See docs/trl.md and preroll/bench/trl_loop.py.
+run still reports with --from-json). The default run (3 seeds x 4 methods, 40 steps each) took about 10 minutes
+on the 2-core CPU machine at load average ~2-4; a run is 25-90 s. See docs/trl.md and preroll/bench/trl_loop.py.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()   # no per-run "Loading weights" bars in the log
     from rich.console import Console
     from rich.progress import Progress
 
@@ -68,7 +69,8 @@ def main(argv=None) -> int:
             for method in cfg.methods:
                 r = run_one(method, seed, cfg, policy, work)
                 results.append(r)
-                progress.console.print(f"{method:8s} seed {seed}: held-out {r.heldout[0]:.3f} -> {r.heldout[-1]:.3f} "
+                progress.console.print(f"{method:8s} seed {seed}: held-out reward {r.heldout_sampled[0]:.3f} -> "
+                                       f"{r.heldout_sampled[-1]:.3f} (greedy {r.heldout[0]:.3f} -> {r.heldout[-1]:.3f}) "
                                        f"after {r.rollouts[-1]} rollouts, dead groups {r.dead_share:.2f}, "
                                        f"{r.seconds_per_step:.2f} s/step")
                 progress.advance(runs)
@@ -81,22 +83,28 @@ def report(results, cfg, out: Path, console) -> int:
     import numpy as np
     from rich.table import Table
 
-    from preroll.bench.trl_loop import plot, summarise, targets
+    from preroll.bench.trl_loop import paired_difference, plot, summarise, targets
 
     summary = summarise(results, cfg)
     seeds = sorted({r.seed for r in results})
-    table = Table(title=f"TRL GRPO closed loop: {cfg.budget} rollouts per run, B={cfg.prompts_per_step}, "
-                        f"G={cfg.num_generations}, seeds {seeds}")
-    for col in ("method", "held-out start", "held-out final (mean)", "final per seed", "held-out curve mean",
+    table = Table(title=f"TRL GRPO closed loop: {cfg.budget} rollouts per run, {cfg.n_train} train prompts, "
+                        f"B={cfg.prompts_per_step}, G={cfg.num_generations}, lr {cfg.learning_rate:g}, seeds {seeds}")
+    for col in ("method", "held-out reward start", "final (mean)", "final per seed", "greedy final per seed",
                 "zero-signal groups", "s/step", "steps"):
         table.add_column(col)
     for m, s in summary.items():
-        table.add_row(m, f"{np.mean(s['start']):.3f}", f"{np.mean(s['final']):.3f}",
-                      " ".join(f"{x:.3f}" for x in s["final"]), f"{np.mean(s['curve_mean']):.3f}",
+        table.add_row(m, f"{np.mean(s['start_sampled']):.3f}", f"{np.mean(s['final_sampled']):.3f}",
+                      " ".join(f"{x:.3f}" for x in s["final_sampled"]), " ".join(f"{x:.3f}" for x in s["final"]),
                       f"{np.mean(s['dead_share']):.2f} ± {np.std(s['dead_share']):.2f}",
                       f"{np.mean(s['seconds_per_step']):.2f}", f"{int(np.mean(s['steps']))}")
     console.print(table)
-    for name, ok in targets(summary).items():
+    for m in summary:
+        if m != "uniform":
+            pairs = paired_difference(results, m)
+            if pairs:
+                console.print(f"{m} - uniform, final held-out reward per seed (± paired se): " + ", ".join(
+                    f"seed {x['seed']}: {x['diff']:+.3f} ± {x['se']:.3f}" for x in pairs))
+    for name, ok in targets(summary, results).items():
         console.print(f"target {name}: {'met' if ok else 'NOT met'}")
     plot(results, summary, out / "trl_closed_loop.png")
     console.print(f"wrote {out / 'trl_closed_loop.png'} (runs: {out / 'results.json'})")

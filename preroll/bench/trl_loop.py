@@ -14,9 +14,11 @@ trained with TRL's GRPO under equal rollout budgets by four prompt choices:
   against the budget, so it takes half as many gradient steps;
 - ``preroll``: ``PrerollGRPOTrainer`` with the default book (lexical neighbours).
 
-Measured per run: greedy held-out accuracy on unseen task items against
-rollouts generated, the share of generated groups whose rewards were all equal
-(zero-signal groups: no gradient), and wall time per training step (without
+Measured per run, against rollouts generated: the held-out reward (exact
+match of completions sampled at temperature 1, the quantity GRPO maximises,
+on unseen task items; same items and sampling stream for every method) and
+greedy held-out accuracy; the share of generated groups whose rewards were all
+equal (zero-signal groups: no gradient); wall time per training step (without
 the held-out evaluations).
 """
 
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from preroll.bench.trl_task import (TaskItem, char_tokenizer, exact_match_reward, greedy_accuracy, pretrain,
+                                    sampled_reward,
                                     sample_items, tiny_model)
 
 METHODS = ("uniform", "memory", "dapo", "preroll")
@@ -39,15 +42,19 @@ METHODS = ("uniform", "memory", "dapo", "preroll")
 class LoopConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = METHODS
-    n_train: int = 384
-    n_heldout: int = 200
+    # A small train set revisited epoch after epoch, as in an RL run: 2,560 rollouts = 40 steps of
+    # B * G = 64 = 5 epochs of uniform sampling. Chosen, like the learning rate, on development
+    # seeds 97-99 only (docs/trl.md); the reported seeds were never used to choose anything.
+    n_train: int = 64
+    n_heldout: int = 1000
+    heldout_samples: int = 4           # sampled completions per held-out item (the held-out reward)
     prompts_per_step: int = 8          # B
-    num_generations: int = 4           # G
-    budget: int = 640                  # rollouts per run (20 uniform steps of B * G)
-    eval_every: int = 160              # rollouts between held-out evaluations
+    num_generations: int = 8           # G
+    budget: int = 2560                 # rollouts per run
+    eval_every: int = 640              # rollouts between held-out evaluations
     pretrain_steps: int = 150
     hidden: int = 64
-    learning_rate: float = 3e-4         # 1e-3 collapsed the policy within 20 steps (docs/trl.md)
+    learning_rate: float = 1e-4        # 1e-3 collapsed the policy; 5e-4 lost held-out reward (docs/trl.md)
     k_max: int = 8
     threads: int = 1                   # torch threads per run; 1 is faster on a shared, loaded machine
 
@@ -57,7 +64,9 @@ class RunResult:
     method: str
     seed: int
     rollouts: list[int] = field(default_factory=list)      # at each held-out evaluation
-    heldout: list[float] = field(default_factory=list)
+    heldout: list[float] = field(default_factory=list)          # greedy accuracy
+    heldout_sampled: list[float] = field(default_factory=list)  # mean reward of sampled completions
+    final_items: list[float] = field(default_factory=list)      # per held-out item, at the last evaluation
     groups: int = 0
     dead_groups: int = 0
     steps: int = 0
@@ -152,7 +161,7 @@ def task_data(cfg: LoopConfig) -> tuple[list[TaskItem], list[TaskItem]]:
 def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Path) -> RunResult:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from preroll.integrations.trl import PrerollGRPOTrainer
@@ -181,10 +190,14 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
         def evaluate(self):
             t = time.perf_counter()
             acc = float(greedy_accuracy(model, tok, heldout).mean())
+            items = sampled_reward(model, tok, heldout, samples=cfg.heldout_samples, seed=1234)
+            sampled = float(items.mean())
+            result.final_items = items.round(4).tolist()   # common random numbers: paired across methods
             model.train()
             self.eval_seconds += time.perf_counter() - t
             result.rollouts.append(counter.rollouts)
             result.heldout.append(acc)
+            result.heldout_sampled.append(sampled)
             self.next_at = counter.rollouts + cfg.eval_every
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -205,6 +218,7 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
         trainer = PrerollGRPOTrainer(**common, preroll=OnlineSettings())
     else:
         raise ValueError(f"unknown method {method!r} (choose from {METHODS})")
+    trainer.remove_callback(PrinterCallback)   # the benchmark prints its own one line per run
     t, eval_before = time.perf_counter(), heldout_cb.eval_seconds
     trainer.train()
     result.train_seconds = time.perf_counter() - t - (heldout_cb.eval_seconds - eval_before)
@@ -215,13 +229,16 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
 
 
 def summarise(results: list[RunResult], cfg: LoopConfig) -> dict:
-    """Per method: final held-out accuracy and area under the held-out curve (mean, per seed), dead share, s/step."""
+    """Per method: final held-out reward (sampled) and greedy accuracy, curve means, dead share, s/step."""
     out = {}
     for m in cfg.methods:
         runs = [r for r in results if r.method == m]
         if not runs:
             continue
         out[m] = {
+            "final_sampled": [r.heldout_sampled[-1] for r in runs],
+            "curve_sampled": [float(np.mean(r.heldout_sampled[1:])) for r in runs],
+            "start_sampled": [r.heldout_sampled[0] for r in runs],
             "final": [r.heldout[-1] for r in runs],
             "curve_mean": [float(np.mean(r.heldout[1:])) for r in runs],
             "start": [r.heldout[0] for r in runs],
@@ -234,13 +251,43 @@ def summarise(results: list[RunResult], cfg: LoopConfig) -> dict:
     return out
 
 
-def targets(summary: dict) -> dict:
-    """The issue's targets: dead share at most half of uniform's; final held-out >= uniform's on every seed."""
+def paired_difference(results: list[RunResult], method: str, baseline: str = "uniform") -> list[dict]:
+    """Per seed: final held-out reward of ``method`` minus ``baseline``, with the paired standard error.
+
+    Both runs of a seed are scored on the same held-out items with the same
+    sampling stream, so the per-item difference's standard error is the noise
+    of the evaluation itself (not of training).
+    """
+    out = []
+    for r in results:
+        if r.method != method:
+            continue
+        base = next((b for b in results if b.method == baseline and b.seed == r.seed), None)
+        if base is None or not r.final_items or len(r.final_items) != len(base.final_items):
+            continue
+        d = np.asarray(r.final_items) - np.asarray(base.final_items)
+        out.append({"seed": r.seed, "diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d)))})
+    return out
+
+
+def targets(summary: dict, results: list[RunResult] | None = None) -> dict:
+    """The issue's targets: dead share at most half of uniform's; held-out reward no worse on every seed.
+
+    "No worse" is checked strictly (preroll >= uniform on each seed, held-out
+    sampled reward and greedy accuracy) and, where per-item results exist,
+    within two paired standard errors of the evaluation.
+    """
     if "uniform" not in summary or "preroll" not in summary:
         return {}
     u, p = summary["uniform"], summary["preroll"]
-    return {"dead_share_at_most_half_of_uniform": bool(np.mean(p["dead_share"]) <= 0.5 * np.mean(u["dead_share"])),
-            "heldout_no_worse_on_every_seed": bool(all(a >= b for a, b in zip(p["final"], u["final"])))}
+    out = {"dead_share_at_most_half_of_uniform": bool(np.mean(p["dead_share"]) <= 0.5 * np.mean(u["dead_share"])),
+           "heldout_reward_no_worse_on_every_seed": bool(all(a >= b for a, b in zip(p["final_sampled"],
+                                                                                    u["final_sampled"]))),
+           "heldout_greedy_no_worse_on_every_seed": bool(all(a >= b for a, b in zip(p["final"], u["final"])))}
+    pairs = paired_difference(results or [], "preroll")
+    if pairs:
+        out["heldout_reward_within_2_paired_se_on_every_seed"] = bool(all(x["diff"] >= -2 * x["se"] for x in pairs))
+    return out
 
 
 def plot(results: list[RunResult], summary: dict, path: Path) -> None:
@@ -254,11 +301,11 @@ def plot(results: list[RunResult], summary: dict, path: Path) -> None:
     for m in summary:
         runs = [r for r in results if r.method == m]
         for i, r in enumerate(runs):
-            ax1.plot(r.rollouts, r.heldout, color=colors.get(m), alpha=0.8, lw=1.5, marker="o", ms=3,
+            ax1.plot(r.rollouts, r.heldout_sampled, color=colors.get(m), alpha=0.8, lw=1.5, marker="o", ms=3,
                      label=m if i == 0 else None)
     ax1.set_xlabel("rollouts generated")
-    ax1.set_ylabel("held-out greedy accuracy")
-    ax1.set_title("Held-out accuracy vs rollouts (one line per seed)")
+    ax1.set_ylabel("held-out reward (sampled, T = 1)")
+    ax1.set_title("Held-out reward vs rollouts (one line per seed)")
     ax1.legend()
     names = list(summary)
     means = [np.mean(summary[m]["dead_share"]) for m in names]
@@ -275,7 +322,8 @@ def save_json(results: list[RunResult], summary: dict, cfg: LoopConfig, path: Pa
     payload = {"config": asdict(cfg), "runs": [asdict(r) | {"dead_share": r.dead_share,
                                                             "seconds_per_step": r.seconds_per_step}
                                                for r in results],
-               "summary": summary, "targets": targets(summary)}
+               "summary": summary, "targets": targets(summary, results),
+               "paired": {m: paired_difference(results, m) for m in summary if m != "uniform"}}
     path.write_text(json.dumps(payload, indent=1))
 
 

@@ -134,3 +134,38 @@ def greedy_accuracy(model, tokenizer, items: list[TaskItem], *, batch: int = 256
             for j, (it, t) in enumerate(zip(chunk, texts)):
                 out[s + j] = float(t.split("<eos>")[0].replace("<pad>", "").strip() == it.answer)
     return out
+
+
+def sampled_reward(model, tokenizer, items: list[TaskItem], *, samples: int = 4, seed: int = 0,
+                   batch: int = 512) -> np.ndarray:
+    """Per item: the mean exact-match reward of ``samples`` completions sampled at temperature 1.
+
+    Why beside :func:`greedy_accuracy`: GRPO maximises the expected reward of
+    *sampled* completions, and this is that objective on unseen prompts; the
+    greedy answer can stay the same while the sampling distribution sharpens.
+    Seeded, so two policies are scored on the same random stream.
+    """
+    import torch
+
+    out = np.zeros(len(items))
+    max_new = max(it.k for it in items) + 1
+    model.eval()
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with torch.no_grad():
+            for s in range(0, len(items), batch):
+                chunk = items[s:s + batch]
+                enc = tokenizer([it.prompt for it in chunk], return_tensors="pt", padding=True,
+                                add_special_tokens=False)
+                gen = model.generate(**enc, max_new_tokens=max_new, do_sample=True, temperature=1.0, top_k=0,
+                                     top_p=1.0, num_return_sequences=samples, pad_token_id=tokenizer.pad_token_id,
+                                     eos_token_id=tokenizer.eos_token_id)
+                texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=False)
+                for j, it in enumerate(chunk):
+                    got = texts[j * samples:(j + 1) * samples]
+                    out[s + j] = np.mean([t.split("<eos>")[0].replace("<pad>", "").strip() == it.answer
+                                          for t in got])
+    finally:
+        torch.random.set_rng_state(state)
+    return out
