@@ -35,7 +35,7 @@ SHARD_ROWS = 25_000
 
 
 def real_prompts() -> list[tuple[str, str]]:
-    """Distinct real prompts from the shared data with their source (order fixed, so runs are comparable)."""
+    """Distinct real prompts from the shared data with their source, in a seeded shuffled order (fixed across runs)."""
     from preroll.data.paths import dapo_dir, mmlu_dir, shared_data_dir
 
     found: dict[str, str] = {}
@@ -50,11 +50,20 @@ def real_prompts() -> list[tuple[str, str]]:
         with path.open(encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh):
                 found.setdefault(row["prompt"], "mmlu")
-    return [(text, source) for text, source in found.items() if text and text.strip()]
+    out = [(text, source) for text, source in found.items() if text and text.strip()]
+    import random
+
+    random.Random(0).shuffle(out)  # sources interleaved: any prefix is a sample of the whole mix
+    return out
 
 
 def write_pool(directory: Path, n: int, prompts: list[tuple[str, str]]) -> Path:
-    """``n`` rows as Parquet shards; prompts beyond the real ones are tiled with an index suffix."""
+    """``n`` rows as Parquet shards; prompts beyond the real ones are tiled with an index suffix.
+
+    ``prompts`` come in a seeded random order (:func:`real_prompts`), so a small pool is a sample of the same
+    mix of sources and lengths as a large one: a memory comparison between them measures the dataset's size,
+    not a different mix (the first 10k prompts in file order were short DAPO and LLMRouter ones only).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -84,12 +93,18 @@ def history(path: Path) -> Path:
     return path
 
 
-def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB, whole process tree) and stderr of a command; raises on failure."""
+def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str, float]:
+    """Wall seconds, peak RSS (MiB, whole process tree), stderr and CPU seconds of a command; raises on failure.
+
+    CPU seconds (user + system of the command and the children it waited for) say what the command costs
+    whatever else runs on the machine; wall seconds depend on the load. Ray's daemons are not counted.
+    """
+    import resource
     import tempfile
 
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     errors = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
@@ -113,7 +128,9 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str]:
     stderr = errors.read().decode("utf-8", errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-3000:]}")
-    return seconds, peak / 2**20, stderr
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, peak / 2**20, stderr, cpu
 
 
 def in_run_rate(stderr: str) -> float | None:
@@ -136,6 +153,8 @@ def main() -> None:
                         help="comma-separated subset of: lexical-small, lexical, lexical-ray, default-cold, "
                              "default-cached, minilm-cached, default-cached-ray (the warm runs need default-cold "
                              "first, on the same --default-rows)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local scoring processes (default: the command's own, this machine's CPUs)")
     parser.add_argument("--usd-per-cpu-hour", type=float, default=0.04,
                         help="assumed price of one vCPU-hour for the 1M-prompt cost estimate")
     args = parser.parse_args()
@@ -149,11 +168,15 @@ def main() -> None:
     hist = history(work / "history.jsonl")
 
     models = {}
+    needed = {"lexical-small": "lexical", "lexical": "lexical", "lexical-ray": "lexical", "default-cold": "default",
+              "default-cached": "default", "default-cached-ray": "default", "minilm-cached": "minilm"}
     for name, spec in (("lexical", "lexical"), ("default", "minilm+lexical+stats"), ("minilm", "minilm")):
+        if args.runs != "all" and name not in {needed.get(r) for r in args.runs.split(",")}:
+            continue
         target = work / f"model-{name}"
         if not target.exists():
             # The fit's own cache is kept apart, so the first scoring run below starts really cold.
-            seconds, _, _ = run_measured(cli + ["fit", "--context", str(hist), "--save", str(target),
+            seconds, _, _, _ = run_measured(cli + ["fit", "--context", str(hist), "--save", str(target),
                                                 "--encoder", spec], {**env, "PREROLL_CACHE": str(work / "cache-fit")})
             print(f"fit {spec}: {seconds:.0f} s", flush=True)
         models[name] = target
@@ -170,12 +193,16 @@ def main() -> None:
             return
         pool = write_pool(work / f"pool-{rows}", rows, prompts)
         out = work / f"out-{label}"
-        seconds, peak, stderr = run_measured(cli + ["score", "--model", str(models[model]), "--input", str(pool),
-                                                    "--out", str(out), "--force", "--no-progress",
-                                                    "--policy", args.policy, *extra], env)
+        if "--ray" not in extra and args.workers is not None:
+            extra = (*extra, "--workers", str(args.workers))
+        seconds, peak, stderr, cpu = run_measured(cli + ["score", "--model", str(models[model]), "--input", str(pool),
+                                                         "--out", str(out), "--force", "--no-progress",
+                                                         "--policy", args.policy, *extra], env)
         row = {"run": label, "model": model, "rows": rows, "backend": "ray" if "--ray" in extra else "local",
-               "workers": 2 if "--ray" in extra else 1, "cache": cache if model != "lexical" else "-",
+               "workers": int(extra[extra.index("--workers") + 1]) if "--workers" in extra else os.cpu_count(), "cache": cache if model != "lexical" else "-",
                "seconds": round(seconds, 1), "prompts_per_s": round(rows / seconds),
+               "cpu_seconds": round(cpu, 1), "prompts_per_cpu_s": round(rows / cpu) if cpu else 0,
+               "load_avg": round(os.getloadavg()[0], 1),
                "in_run_prompts_per_s": round(in_run_rate(stderr) or 0), "peak_rss_mib": round(peak)}
         results.append(row)
         print(json.dumps(row), flush=True)
@@ -195,11 +222,12 @@ def main() -> None:
 
     print()
     print(f"{'run':<22}{'encoder':<22}{'rows':>9}{'backend':>9}{'cache':>7}{'seconds':>9}{'prompts/s':>11}"
-          f"{'in-run/s':>10}{'peak RSS MiB':>14}")
+          f"{'in-run/s':>10}{'per CPU-s':>11}{'peak RSS MiB':>14}{'load':>6}")
     specs = {"lexical": "lexical", "default": "minilm+lexical+stats", "minilm": "minilm"}
     for r in results:
         print(f"{r['run']:<22}{specs[r['model']]:<22}{r['rows']:>9,}{r['backend']:>9}{r['cache']:>7}"
-              f"{r['seconds']:>9.1f}{r['prompts_per_s']:>11,}{r['in_run_prompts_per_s']:>10,}{r['peak_rss_mib']:>14,}")
+              f"{r['seconds']:>9.1f}{r['prompts_per_s']:>11,}{r['in_run_prompts_per_s']:>10,}"
+              f"{r.get('prompts_per_cpu_s', 0):>11,}{r['peak_rss_mib']:>14,}{r.get('load_avg', 0):>6}")
     by = {r["run"]: r for r in results}
     if "lexical-small" in by and "lexical" in by:
         ratio = by["lexical"]["peak_rss_mib"] / by["lexical-small"]["peak_rss_mib"]

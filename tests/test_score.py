@@ -213,6 +213,29 @@ def test_keep_bounds_for_the_plot():
     assert parse_keep("p_success > 0.2 or p_success < 0.1").bounds() is None
 
 
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_resume_after_kill_gives_identical_output(model_dir, pool_rows, tmp_path):
     """Kill a scoring process mid-run (SIGKILL), resume it, compare with an uninterrupted run byte for byte."""
     src = write_jsonl(tmp_path / "pool.jsonl", pool_rows[:240])
@@ -222,17 +245,20 @@ def test_resume_after_kill_gives_identical_output(model_dir, pool_rows, tmp_path
 
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "preroll.cli.main", "score", "--model", str(model_dir), "--input", str(src),
-           "--out", str(out), "--keep", options["keep"], "--format", "jsonl", "--chunk-rows", "4", "--no-progress"]
+           "--out", str(out), "--keep", options["keep"], "--format", "jsonl", "--chunk-rows", "4", "--no-progress",
+           "--workers", "2"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     done = 0
+    workers: list[int] = []
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             done = len(json.loads((out / MANIFEST).read_text())["parts"])
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             done = 0
         if done >= 5:
+            workers = _children(proc.pid)
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.005)
@@ -251,6 +277,26 @@ def test_resume_after_kill_gives_identical_output(model_dir, pool_rows, tmp_path
     ref_report = json.loads((reference / "_report" / "report.json").read_text())
     out_report = json.loads((out / "_report" / "report.json").read_text())
     assert out_report == ref_report
+    # The killed run's worker processes notice their parent is gone (they poll every 0.5 s) and exit.
+    alive = workers
+    deadline = time.monotonic() + 20
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in workers if _running(pid)]
+    assert workers and not alive, "worker processes of the killed run are still alive"
+
+
+def test_worker_processes_write_the_same_output(model_dir, pool_rows, tmp_path):
+    """Two scoring processes: the same parts byte for byte, the same report, whatever finishes first."""
+    src = write_jsonl(tmp_path / "pool.jsonl", pool_rows[:300])
+    options = ScoreOptions(keep="p_success >= 0.3", out_format="jsonl", chunk_rows=32)
+    one = score_dataset(model_dir, src, tmp_path / "one", options, workers=1)
+    two = score_dataset(model_dir, src, tmp_path / "two", options, workers=2)
+    parts = sorted(p.name for p in (tmp_path / "one").glob("part-*"))
+    assert len(parts) == 10 and sorted(p.name for p in (tmp_path / "two").glob("part-*")) == parts
+    for name in parts:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert two.report == one.report and two.rows == one.rows == 300
 
 
 def test_ray_backend_matches_local(model_dir, pool_rows, tmp_path):

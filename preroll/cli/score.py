@@ -28,8 +28,9 @@ def score(
     batch_rows: int = typer.Option(DEFAULT_BATCH_ROWS, "--batch-rows", help="Rows per model call."),
     ray: bool = typer.Option(False, "--ray", help="Run on a local Ray (needs: pip install 'preroll\\[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="Run on the Ray cluster at this address."),
-    workers: int = typer.Option(None, "--workers", help="Ray scoring actors, one CPU each (default: this "
-                                                        "machine's CPUs; on a cluster, its CPUs minus one)."),
+    workers: int = typer.Option(None, "--workers", min=1,
+                                help="Scoring processes (local) or Ray actors, one CPU each (default: this "
+                                     "machine's CPUs; on a Ray cluster, its CPUs minus one)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score every prompt of a dataset; keep the rows passing --keep; write parts and a report."""
@@ -41,7 +42,8 @@ def score(
     options = ScoreOptions(out_format=out_format, keep=keep, policy=policy, step=step, chunk_rows=chunk_rows,
                            batch_rows=batch_rows)
     summary = score_dataset(model, input_path, out, options, resume=resume, force=force,
-                            show_progress=progress, ray=ray, ray_address=ray_address, ray_concurrency=workers)
+                            show_progress=progress, ray=ray, ray_address=ray_address, ray_concurrency=workers,
+                            workers=workers)
     report = summary.report
     rate = summary.rows / summary.seconds if summary.seconds > 0 else float("nan")
     console.print(f"scored {summary.rows:,} rows in {summary.seconds:.1f} s ({rate:,.0f} rows/s); "

@@ -9,6 +9,9 @@ would have written.
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,11 +88,13 @@ def score_dataset(model_dir: str | Path, input_path: str | Path, out: str | Path
                   options: ScoreOptions = ScoreOptions(),
                   *, resume: bool = False, force: bool = False, show_progress: bool = False,
                   cache_dir=None, ray: bool = False, ray_address: str | None = None,
-                  ray_concurrency: int | None = None) -> ScoreSummary:
+                  ray_concurrency: int | None = None, workers: int | None = 1) -> ScoreSummary:
     """Score every row of ``input_path`` (file or directory) into the directory ``out``.
 
     Local: chunks of ``options.chunk_rows`` rows are scored ``batch_rows`` at a
-    time and written as one part each; memory stays bounded by a chunk. With
+    time and written as one part each; memory stays bounded by a few chunks.
+    ``workers`` processes predict in parallel (``None``: this machine's CPUs);
+    the output is the same for any number of workers. With
     ``ray``/``ray_address``: the unfinished input files go through one Ray Data
     pipeline (see :mod:`preroll.score.ray_backend`).
     """
@@ -109,19 +114,35 @@ def score_dataset(model_dir: str | Path, input_path: str | Path, out: str | Path
                                               concurrency=ray_concurrency, cache_dir=cache_dir,
                                               show_progress=show_progress)
     else:
-        rows, parts, skipped = _score_local(model_dir, files, state, keep, options, cache_dir, show_progress)
+        rows, parts, skipped = _score_local(model_dir, files, state, keep, options, cache_dir, show_progress,
+                                            workers=default_workers() if workers is None else workers)
     state.complete = True
     state.save()
     report = write_report(state, keep, model_dir=model_dir)
     return ScoreSummary(out, rows, report["kept"], parts, skipped, time.perf_counter() - started, report)
 
 
+def default_workers() -> int:
+    """The CPUs this process may run on (``sched_getaffinity`` where it exists, else ``os.cpu_count``)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def _score_local(model_dir: Path, files: list[InputFile], state: RunState, keep: KeepFilter | None,
-                 options: ScoreOptions, cache_dir, show_progress: bool) -> tuple[int, int, int]:
-    model = load_model(model_dir, cache_dir=cache_dir, memory_items=0)
+                 options: ScoreOptions, cache_dir, show_progress: bool, workers: int = 1) -> tuple[int, int, int]:
+    """Score the unfinished chunks; ``workers`` > 1 predicts in that many processes, one CPU each.
+
+    The main process reads chunks, writes parts and records them, in input
+    order, so the output does not depend on ``workers``; at most ``workers + 1``
+    chunks are in flight, so memory stays bounded by chunks, not by the dataset.
+    """
     total = sum(count_rows(f) for f in files)
     rows_done = parts_done = skipped = 0
-    with _progress(show_progress, total) as progress:
+    with _progress(show_progress, total) as progress, _predictor(model_dir, cache_dir, options, workers) as submit:
         task = progress.add_task("score", total=total, rate="-")
         started = time.perf_counter()
         scored = 0
@@ -132,20 +153,94 @@ def _score_local(model_dir: Path, files: list[InputFile], state: RunState, keep:
             elapsed = max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=n, rate=f"{scored / elapsed:,.0f}")
 
+        def finish(chunk, columns) -> None:
+            nonlocal rows_done, parts_done
+            mask = keep_mask(keep, columns)
+            name = f"part-{chunk.part_id}.{'jsonl' if options.out_format == 'jsonl' else 'parquet'}"
+            atomic_write_bytes(state.out / name, part_bytes(chunk, columns, mask, options.out_format))
+            state.finish_part(chunk.part_id, PartStats.measure(name, chunk.source.relpath, columns["p_success"],
+                                                               mask, chunk_sources(chunk)))
+            rows_done += len(chunk)
+            parts_done += 1
+            advance(len(chunk))
+
+        in_flight: deque = deque()
         for file_index, f in enumerate(files):
             for chunk in iter_chunks(file_index, f, options.chunk_rows):
                 if state.is_done(chunk.part_id):
                     progress.update(task, advance=len(chunk))
                     skipped += 1
                     continue
-                prompts = chunk_prompts(chunk)
-                columns = predict_columns(model, prompts, policy=options.policy, step=options.step,
-                                          batch_rows=options.batch_rows, on_batch=advance)
-                mask = keep_mask(keep, columns)
-                name = f"part-{chunk.part_id}.{'jsonl' if options.out_format == 'jsonl' else 'parquet'}"
-                atomic_write_bytes(state.out / name, part_bytes(chunk, columns, mask, options.out_format))
-                state.finish_part(chunk.part_id, PartStats.measure(name, f.relpath, columns["p_success"], mask,
-                                                                   chunk_sources(chunk)))
-                rows_done += len(chunk)
-                parts_done += 1
+                in_flight.append((chunk, submit(chunk_prompts(chunk))))
+                while len(in_flight) > (workers if workers > 1 else 0):
+                    done, future = in_flight.popleft()
+                    finish(done, future.result())
+        while in_flight:
+            done, future = in_flight.popleft()
+            finish(done, future.result())
     return rows_done, parts_done, skipped
+
+
+@contextmanager
+def _predictor(model_dir: Path, cache_dir, options: ScoreOptions, workers: int):
+    """Yields ``submit(prompts) -> future of the prediction columns``: in process, or on a process pool."""
+    if workers <= 1:
+        model = load_model(model_dir, cache_dir=cache_dir, memory_items=0)
+
+        def submit(prompts):
+            future: Future = Future()
+            future.set_result(predict_columns(model, prompts, policy=options.policy, step=options.step,
+                                              batch_rows=options.batch_rows))
+            return future
+
+        yield submit
+        return
+    import multiprocessing
+
+    # spawn, not fork: a forked copy of a process that has started torch's thread pools can hang.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_start, initargs=(str(model_dir), cache_dir)) as pool:
+        yield lambda prompts: pool.submit(_worker_predict, prompts, options.policy, options.step,
+                                          options.batch_rows)
+
+
+_WORKER_MODEL = None
+
+
+def _worker_start(model_dir: str, cache_dir) -> None:
+    """Load the model once per worker process, limited to one CPU thread (the pool is the parallelism)."""
+    import os
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = "1"
+    _exit_with_parent()
+    global _WORKER_MODEL
+    _WORKER_MODEL = load_model(model_dir, cache_dir=cache_dir, memory_items=0)
+    if "torch" in __import__("sys").modules:
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def _exit_with_parent() -> None:
+    """A killed scorer must not leave its workers behind: each one exits once its parent is gone.
+
+    (A pool worker otherwise waits for work forever on its queue; SIGKILL gives
+    the parent no chance to shut the pool down.)
+    """
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="preroll-parent-watch", daemon=True).start()
+
+
+def _worker_predict(prompts: list[str], policy, step, batch_rows: int) -> dict:
+    return predict_columns(_WORKER_MODEL, prompts, policy=policy, step=step, batch_rows=batch_rows)
