@@ -68,6 +68,21 @@ def test_missing_entries_are_left_out_not_counted_as_failures():
     assert conc[t1, 2].mean() < conc[t1, 1].mean()
 
 
+def test_a_handful_of_outcomes_does_not_give_near_certain_probabilities():
+    """Calibration maps fitted on four prompts stay near the identity; on many they are free to move."""
+    from preroll.route.joint import _fit_platt
+
+    z = np.array([-0.2, 0.1, 0.3, -0.1])
+    y = np.array([0.0, 1.0, 1.0, 0.0])
+    a, b = _fit_platt(z, y, np.ones(4))
+    assert 1.0 <= a < 3.0 and abs(b) < 0.5          # unshrunk, this separable sample drives a to its bound 10
+    rng = np.random.default_rng(0)
+    zz = rng.normal(size=4000)
+    yy = (rng.random(4000) < 1 / (1 + np.exp(-3.0 * zz))).astype(float)
+    a_many, _ = _fit_platt(zz, yy, np.ones(4000))
+    assert a_many == pytest.approx(3.0, abs=0.3)      # the true slope, barely shrunk
+
+
 def test_joint_model_rejects_bad_targets():
     X, Y, _ = _planted(50)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

@@ -64,6 +64,31 @@ def test_predict_on_a_history_without_step_or_policy(files):
     assert row["qid"] == 1 and 0 < row["p_success"] < 1
 
 
+def test_predict_by_policy_scores_every_policy_with_partial_histories(tmp_path):
+    """Two policies, prompts seen by only one of them: one row per query with a probability per policy."""
+    rows = [{"prompt": f"{topic} question {i}", "policy": policy, "success_rate": rate}
+            for i in range(8) for topic, policy, rate in (("algebra", "small", 0.2), ("algebra", "large", 0.9),
+                                                          ("poetry", "small", 0.7))]
+    rows += [{"prompt": f"geometry question {i}", "policy": "large", "success_rate": 0.8} for i in range(4)]
+    ctx = _jsonl(tmp_path / "h.jsonl", rows)
+    q = _jsonl(tmp_path / "q.jsonl", [{"prompt": "algebra question 99", "qid": "a"},
+                                      {"prompt": "poetry question 99", "qid": "b"}])
+    code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", tmp_path / "p.jsonl", "--by-policy",
+                      "--encoder", "lexical")
+    assert code == 0, text
+    out = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["qid"] for r in out] == ["a", "b"]
+    for r in out:
+        assert set(r["p_success"]) == set(r["p_std"]) == {"small", "large"}
+        assert all(0 < v < 1 for v in r["p_success"].values())
+        assert r["best_policy"] == max(r["p_success"], key=r["p_success"].get)
+    assert out[0]["p_success"]["large"] > out[0]["p_success"]["small"]
+    single = _jsonl(tmp_path / "one.jsonl", [{"prompt": "x", "policy": "small", "success_rate": 0.5},
+                                             {"prompt": "y", "policy": "small", "success_rate": 0.1}])
+    _one_line_error(*_run("predict", "--context", single, "--prompts", q, "--out", tmp_path / "p2.jsonl",
+                          "--by-policy", "--encoder", "lexical"), "at least two policies")
+
+
 def test_out_equal_to_context_is_refused_and_the_history_survives(files):
     tmp, ctx, q = files
     before = ctx.read_bytes()

@@ -21,12 +21,18 @@ def predict(
     prompts: Path = typer.Option(..., "--prompts", help="Query file: rows with 'prompt' (other fields pass through)."),
     out: Path = typer.Option(..., "--out", help="Output JSONL (refused if it is an input or exists, unless --force)."),
     encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder"),
-    head: str = typer.Option(DEFAULT_HEAD, "--head", help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
+    head: str = typer.Option(None, "--head", help="logistic (default), auto (logistic+knn), knn, gp, tabpfn; "
+                                                  "with --by-policy: auto (the router's joint model, default), "
+                                                  "ensemble, logistic, knn."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
     policy: str = typer.Option(None, help="Policy to score for (when the history holds several)."),
     step: int = typer.Option(None, help="Training step to score for (default: latest in the history)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
+    by_policy: bool = typer.Option(False, "--by-policy",
+                                   help="Score every policy of the history with one joint model (the predictor "
+                                        "`preroll serve` routes with): p_success and p_std become objects keyed "
+                                        "by policy, plus best_policy. Each policy's latest step (or --step)."),
 ) -> None:
     """Predict each query prompt's success probability and its uncertainty."""
     import warnings
@@ -41,9 +47,13 @@ def predict(
     history = load_records(context, reward_range=reward_range)
     rows = load_queries(prompts)
     console.log(f"context: {len(history)} records; queries: {len(rows)}")
+    if by_policy:
+        _predict_by_policy(history, rows, out, context=context, encoder=encoder, head=head or "auto", step=step,
+                           console=console)
+        return
     from preroll.model.value_model import ValueModel
 
-    vm = ValueModel(encoder=encoder, head=head, show_progress=True)
+    vm = ValueModel(encoder=encoder, head=head or DEFAULT_HEAD, show_progress=True)
     vm.fit(history)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -58,3 +68,43 @@ def predict(
                                  "alpha": float(a), "beta": float(b)}, ensure_ascii=False,
                                 allow_nan=False) + "\n")
     console.log(f"wrote {len(rows)} predictions to {out}", markup=False)
+
+
+def _predict_by_policy(history, rows: list[dict], out: Path, *, context: Path, encoder: str, head: str,
+                       step: int | None, console) -> None:
+    """One joint model over the policies (each its own history; a prompt may be seen by only some of them).
+
+    Why the router: comparing policies needs their probabilities calibrated against each
+    other, which per-policy models fitted apart are not (docs/route.md); this is the same
+    predictor ``preroll serve`` routes with, prices left out.
+    """
+    from preroll.data.errors import RecordError
+    from preroll.outputs import atomic_open
+    from preroll.route import ModelSpec, Router
+
+    missing = sum(r.policy is None for r in history)
+    if missing:
+        raise RecordError(f"--by-policy needs a policy on every record; {missing} have none", path=context,
+                          field="policy")
+    histories: dict[str, list] = {}
+    for policy in sorted({r.policy for r in history}):
+        mine = [r for r in history if r.policy == policy]
+        steps = sorted({r.step for r in mine if r.step is not None})
+        chosen = (step if step in steps else max(steps)) if steps else None
+        histories[policy] = [r for r in mine if chosen is None or r.step is None or r.step == chosen]
+        console.log(f"{policy}: {len(histories[policy])} records" + (f" at step {chosen}" if chosen is not None
+                                                                       else ""), markup=False)
+    if len(histories) < 2:
+        raise RecordError("--by-policy needs a history with at least two policies", path=context, field="policy")
+    names = list(histories)
+    router = Router(models=[ModelSpec(name=n, cost_per_call=1.0) for n in names], encoder=encoder, head=head)
+    router.fit(histories, show_progress=True)
+    belief = router.predict_beta([r["prompt"] for r in rows])
+    p, sd = belief.p_success, belief.std
+    with atomic_open(out) as fh:
+        for i, row in enumerate(rows):
+            fh.write(json.dumps({**row, "p_success": {n: float(p[i, j]) for j, n in enumerate(names)},
+                                 "p_std": {n: float(sd[i, j]) for j, n in enumerate(names)},
+                                 "best_policy": names[int(p[i].argmax())]}, ensure_ascii=False,
+                                allow_nan=False) + "\n")
+    console.log(f"wrote {len(rows)} predictions for {len(names)} policies to {out}", markup=False)
