@@ -8,6 +8,7 @@ would have written.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -199,7 +200,7 @@ def _predictor(model_dir: Path, cache_dir, options: ScoreOptions, workers: int):
 
     # spawn, not fork: a forked copy of a process that has started torch's thread pools can hang.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_start, initargs=(str(model_dir), cache_dir)) as pool:
+                             initializer=_worker_start, initargs=(str(model_dir), cache_dir, os.getpid())) as pool:
         yield lambda prompts: pool.submit(_worker_predict, prompts, options.policy, options.step,
                                           options.batch_rows)
 
@@ -207,13 +208,12 @@ def _predictor(model_dir: Path, cache_dir, options: ScoreOptions, workers: int):
 _WORKER_MODEL = None
 
 
-def _worker_start(model_dir: str, cache_dir) -> None:
+def _worker_start(model_dir: str, cache_dir, parent: int) -> None:
     """Load the model once per worker process, limited to one CPU thread (the pool is the parallelism)."""
-    import os
 
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = "1"
-    _exit_with_parent()
+    _exit_with_parent(parent)
     global _WORKER_MODEL
     _WORKER_MODEL = load_model(model_dir, cache_dir=cache_dir, memory_items=0)
     if "torch" in __import__("sys").modules:
@@ -222,16 +222,15 @@ def _worker_start(model_dir: str, cache_dir) -> None:
         torch.set_num_threads(1)
 
 
-def _exit_with_parent() -> None:
+def _exit_with_parent(parent: int) -> None:
     """A killed scorer must not leave its workers behind: each one exits once its parent is gone.
 
     (A pool worker otherwise waits for work forever on its queue; SIGKILL gives
-    the parent no chance to shut the pool down.)
+    the parent no chance to shut the pool down.) ``parent`` is the pid the
+    parent passed in, not ``os.getppid()`` read here: a worker still starting
+    up when the parent is killed would read the reaper's pid and wait forever.
     """
-    import os
     import threading
-
-    parent = os.getppid()
 
     def watch() -> None:
         while True:
