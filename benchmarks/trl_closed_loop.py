@@ -4,8 +4,8 @@
 
 Prints a table (mean and per-seed values over the seeds), writes results.json
 and trl_closed_loop.png into --out (results.json after every run, so a stopped
-run still reports with --from-json). The default run (3 seeds x 4 methods, 40 steps each) took about 10 minutes
-on the 2-core CPU machine at load average ~2-4; a run is 25-90 s. See docs/trl.md and preroll/bench/trl_loop.py.
+run still reports with --from-json). A run of the default 6,144 rollouts takes 1.5-4 minutes on one core of
+the shared 2-core machine (measured times in docs/trl.md). See docs/trl.md and preroll/bench/trl_loop.py.
 """
 
 from __future__ import annotations
@@ -26,6 +26,15 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=list(LoopConfig.seeds))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--budget", type=int, default=LoopConfig.budget, help="rollouts per run")
+    p.add_argument("--n-train", type=int, default=LoopConfig.n_train, help="train prompts (revisited every epoch)")
+    p.add_argument("--group-size", type=int, default=LoopConfig.num_generations, help="G, rollouts per prompt")
+    p.add_argument("--eval-every", type=int, default=LoopConfig.eval_every, help="rollouts between held-out evals")
+    p.add_argument("--encoder", default=LoopConfig.encoder,
+                   help="preroll's neighbour encoder spec (preroll.encoders.get_encoder), e.g. lexical, lexical+stats")
+    p.add_argument("--book", nargs="*", default=None, metavar="FIELD=VALUE",
+                   help="OnlineSettings fields for both book methods, replacing the benchmark's "
+                        f"({' '.join(f'{k}={v}' for k, v in LoopConfig().book.items())}); none given = the "
+                        "book's own defaults (numbers parsed as JSON)")
     p.add_argument("--pretrain-steps", type=int, default=LoopConfig.pretrain_steps)
     p.add_argument("--threads", type=int, default=LoopConfig.threads)
     p.add_argument("--learning-rate", type=float, default=LoopConfig.learning_rate)
@@ -34,7 +43,9 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", type=Path, default=None,
                    help="print the table and draw the PNG from a results.json of an earlier (possibly partial) run")
     a = p.parse_args(argv)
-    cfg = LoopConfig(seeds=tuple(a.seeds), methods=tuple(a.methods), budget=a.budget,
+    cfg = LoopConfig(seeds=tuple(a.seeds), methods=tuple(a.methods), budget=a.budget, n_train=a.n_train,
+                     num_generations=a.group_size, eval_every=a.eval_every, encoder=a.encoder,
+                     book=LoopConfig().book if a.book is None else book_fields(a.book, p),
                      pretrain_steps=a.pretrain_steps, threads=a.threads, learning_rate=a.learning_rate)
     if cfg.budget < cfg.eval_every:
         print(f"--budget must be at least {cfg.eval_every} rollouts", file=sys.stderr)
@@ -72,11 +83,35 @@ def main(argv=None) -> int:
                 progress.console.print(f"{method:8s} seed {seed}: held-out reward {r.heldout_sampled[0]:.3f} -> "
                                        f"{r.heldout_sampled[-1]:.3f} (greedy {r.heldout[0]:.3f} -> {r.heldout[-1]:.3f}) "
                                        f"after {r.rollouts[-1]} rollouts, dead groups {r.dead_share:.2f}, "
-                                       f"{r.seconds_per_step:.2f} s/step")
+                                       f"{r.seconds_per_step:.2f} s/step"
+                                       + "".join(f", {k} {d}/{n} dead" for k, (d, n) in r.dead_by_reason.items()))
                 progress.advance(runs)
                 save_json(results, summarise(results, cfg), cfg, a.out / "results.json")  # partial results survive
     save_json(results, summarise(results, cfg), cfg, a.out / "results.json")
     return report(results, cfg, a.out, console)
+
+
+def book_fields(pairs: list[str], parser) -> dict:
+    """``FIELD=VALUE`` pairs as a dict (values parsed as JSON when they parse, else kept as strings)."""
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            parser.error(f"--book expects FIELD=VALUE (got {pair!r})")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    from preroll.online import OnlineInputError
+    from preroll.online.settings import build_settings
+
+    try:
+        build_settings(**out)
+    except OnlineInputError as exc:
+        parser.error(f"--book: {exc}")
+    return out
 
 
 def report(results, cfg, out: Path, console) -> int:
@@ -89,12 +124,14 @@ def report(results, cfg, out: Path, console) -> int:
     seeds = sorted({r.seed for r in results})
     table = Table(title=f"TRL GRPO closed loop: {cfg.budget} rollouts per run, {cfg.n_train} train prompts, "
                         f"B={cfg.prompts_per_step}, G={cfg.num_generations}, lr {cfg.learning_rate:g}, seeds {seeds}")
-    for col in ("method", "held-out reward start", "final (mean)", "final per seed", "greedy final per seed",
+    for col in ("method", "held-out reward start", "final (mean)", "final per seed", "last quarter (mean)",
+                "greedy final per seed",
                 "zero-signal groups", "s/step", "steps"):
         table.add_column(col)
     for m, s in summary.items():
         table.add_row(m, f"{np.mean(s['start_sampled']):.3f}", f"{np.mean(s['final_sampled']):.3f}",
-                      " ".join(f"{x:.3f}" for x in s["final_sampled"]), " ".join(f"{x:.3f}" for x in s["final"]),
+                      " ".join(f"{x:.3f}" for x in s["final_sampled"]), f"{np.mean(s['late_sampled']):.3f}",
+                      " ".join(f"{x:.3f}" for x in s["final"]),
                       f"{np.mean(s['dead_share']):.2f} ± {np.std(s['dead_share']):.2f}",
                       f"{np.mean(s['seconds_per_step']):.2f}", f"{int(np.mean(s['steps']))}")
     console.print(table)

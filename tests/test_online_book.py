@@ -195,3 +195,19 @@ def test_default_lexical_encoder_builds_and_saves_the_graph(tmp_path):
     loaded = PromptBook.load(book.save(tmp_path / "b.npz"), texts)
     assert np.array_equal(loaded._graph[0], idx)
     np.testing.assert_allclose(loaded.predict().alpha, book.predict().alpha)
+
+
+def test_prior_is_fitted_once_enough_first_observations_trickle_in():
+    """A small batch over a small dataset: 8 first observations a step must still fit the prior (at 64, not 256)."""
+    rng = np.random.default_rng(0)
+    book = PromptBook(_texts(120), settings=OnlineSettings(encoder="none", fit_drift=False))
+    order = rng.permutation(120)
+    for step in range(7):   # 56 first observations (the first step's are not kept): no fit yet
+        idx = order[8 * step:8 * (step + 1)]
+        book.record(step, idx, [_group(int(k)) for k in rng.binomial(8, 0.5, size=8)])
+    assert book.stats().prior_concentration == 2.0
+    for step in range(7, 12):
+        idx = order[8 * step:8 * (step + 1)]
+        book.record(step, idx, [_group(int(k)) for k in rng.binomial(8, 0.5, size=8)])
+    # every prompt's rate is exactly 0.5: the fitted prior is far more concentrated than the starting 2 attempts
+    assert book.stats().prior_concentration > 10.0

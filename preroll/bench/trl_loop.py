@@ -12,7 +12,9 @@ trained with TRL's GRPO under equal rollout budgets by four prompt choices:
   the first B groups whose rewards are not all equal and fills any remaining
   slots with dead groups (zero advantage). Every generated rollout counts
   against the budget, so it takes half as many gradient steps;
-- ``preroll``: ``PrerollGRPOTrainer`` with the default book (lexical neighbours).
+- ``preroll``: ``PrerollGRPOTrainer`` with the neighbour part on (``LoopConfig.encoder``).
+
+Both book methods use the same ``LoopConfig.book`` settings.
 
 Measured per run, against rollouts generated: the held-out reward (exact
 match of completions sampled at temperature 1, the quantity GRPO maximises,
@@ -42,21 +44,28 @@ METHODS = ("uniform", "memory", "dapo", "preroll")
 class LoopConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = METHODS
-    # A small train set revisited epoch after epoch, as in an RL run: 2,560 rollouts = 40 steps of
-    # B * G = 64 = 5 epochs of uniform sampling. Chosen, like the learning rate, on development
-    # seeds 97-99 only (docs/trl.md); the reported seeds were never used to choose anything.
-    n_train: int = 64
-    n_heldout: int = 1000
+    # A small train set revisited epoch after epoch, as in an RL run: 6,144 rollouts = 96 steps of
+    # B * G = 64 = 8 epochs of uniform sampling. Chosen, with the learning rate, the encoder and the book
+    # settings, on the development seed 99 only (docs/trl.md); the reported seeds were never used to choose.
+    n_train: int = 96
+    n_heldout: int = 500
     heldout_samples: int = 4           # sampled completions per held-out item (the held-out reward)
     prompts_per_step: int = 8          # B
     num_generations: int = 8           # G
-    budget: int = 2560                 # rollouts per run
-    eval_every: int = 640              # rollouts between held-out evaluations
+    budget: int = 6144                 # rollouts per run
+    eval_every: int = 512              # rollouts between held-out evaluations
     pretrain_steps: int = 150
     hidden: int = 64
-    learning_rate: float = 1e-4        # 1e-3 collapsed the policy; 5e-4 lost held-out reward (docs/trl.md)
+    learning_rate: float = 3e-4        # 1e-3 collapsed the policy (docs/trl.md)
     k_max: int = 8
     threads: int = 1                   # torch threads per run; 1 is faster on a shared, loaded machine
+    # preroll's neighbour encoder: a generic registry spec (preroll.encoders), chosen on seed 99 and on the
+    # pre-trained policy's own rates; on this task its statistics see the prompt's length (docs/trl.md)
+    encoder: str = "lexical+stats"
+    # OnlineSettings fields for both book methods (memory, preroll), tuned on seed 99 (docs/trl.md): at B = 8
+    # the default exploration (tuned at batch 256) mostly buys dead groups, and a slower global level suits a
+    # small train set whose chosen prompts improve faster than the rest.
+    book: dict = field(default_factory=lambda: {"explore": 0.0, "revisit": 0.05, "level_gain": 0.2})
 
 
 @dataclass
@@ -71,6 +80,8 @@ class RunResult:
     dead_groups: int = 0
     steps: int = 0
     train_seconds: float = 0.0
+    dead_per_call: list[int] = field(default_factory=list)  # zero-signal groups of each reward call (one per step)
+    dead_by_reason: dict = field(default_factory=dict)     # book runs: reason -> [dead groups, groups]
 
     @property
     def dead_share(self) -> float:
@@ -94,7 +105,9 @@ class GroupCounter:
         r = np.asarray(exact_match_reward(completions, answer))
         groups = r.reshape(-1, self.G)
         self.result.groups += len(groups)
-        self.result.dead_groups += int((groups.min(axis=1) == groups.max(axis=1)).sum())
+        dead = int((groups.min(axis=1) == groups.max(axis=1)).sum())
+        self.result.dead_groups += dead
+        self.result.dead_per_call.append(dead)
         self.rollouts += len(r)
         return r.tolist()
 
@@ -213,9 +226,9 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
     elif method == "dapo":
         trainer = _dapo_trainer_class()(**common, extra_seed=seed)
     elif method == "memory":
-        trainer = PrerollGRPOTrainer(**common, preroll=OnlineSettings(encoder="none"))
+        trainer = PrerollGRPOTrainer(**common, preroll=OnlineSettings(**{**cfg.book, "encoder": "none"}))
     elif method == "preroll":
-        trainer = PrerollGRPOTrainer(**common, preroll=OnlineSettings())
+        trainer = PrerollGRPOTrainer(**common, preroll=OnlineSettings(**{**cfg.book, "encoder": cfg.encoder}))
     else:
         raise ValueError(f"unknown method {method!r} (choose from {METHODS})")
     trainer.remove_callback(PrinterCallback)   # the benchmark prints its own one line per run
@@ -225,7 +238,28 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
     if result.rollouts[-1] != counter.rollouts:
         heldout_cb.evaluate()
     result.steps = int(trainer.state.global_step)
+    if isinstance(trainer, PrerollGRPOTrainer):
+        result.dead_by_reason = dead_groups_by_reason(trainer)
     return result
+
+
+def dead_groups_by_reason(trainer) -> dict[str, list[int]]:
+    """Per reason of the book's choice (exploit, explore, revisit): [dead groups, groups] over the run.
+
+    Why: it tells whether the zero-signal groups left are the price of exploration
+    (revisits of dead prompts, Thompson draws) or errors of the belief.
+    """
+    hist = trainer.preroll_book.history()
+    dead = {(int(st), int(i)): bool(s == 0 or s == a)
+            for st, i, s, a in zip(hist["step"], hist["index"], hist["successes"], hist["attempts"])}
+    out: dict[str, list[int]] = {}
+    for choice in trainer.preroll_log:
+        for i, reason in zip(choice.indices, choice.reason):
+            key = (choice.step, int(i))
+            if key in dead:
+                d, n = out.setdefault(str(reason), [0, 0])
+                out[str(reason)] = [d + int(dead[key]), n + 1]
+    return out
 
 
 def summarise(results: list[RunResult], cfg: LoopConfig) -> dict:
@@ -239,6 +273,7 @@ def summarise(results: list[RunResult], cfg: LoopConfig) -> dict:
             "final_sampled": [r.heldout_sampled[-1] for r in runs],
             "curve_sampled": [float(np.mean(r.heldout_sampled[1:])) for r in runs],
             "start_sampled": [r.heldout_sampled[0] for r in runs],
+            "late_sampled": [late_mean(r.rollouts, r.heldout_sampled) for r in runs],
             "final": [r.heldout[-1] for r in runs],
             "curve_mean": [float(np.mean(r.heldout[1:])) for r in runs],
             "start": [r.heldout[0] for r in runs],
@@ -249,6 +284,18 @@ def summarise(results: list[RunResult], cfg: LoopConfig) -> dict:
             "seeds": [r.seed for r in runs],
         }
     return out
+
+
+def late_mean(rollouts: list[int], values: list[float], share: float = 0.25) -> float:
+    """Mean of the evaluations in the last ``share`` of the run's rollouts.
+
+    Why: consecutive held-out evaluations of one run swing by ~0.02-0.03 (the
+    policy oscillates from step to step), so the last point alone is a noisy
+    reading of where a run ended.
+    """
+    r = np.asarray(rollouts, float)
+    v = np.asarray(values, float)
+    return float(v[r >= (1.0 - share) * r[-1]].mean())
 
 
 def paired_difference(results: list[RunResult], method: str, baseline: str = "uniform") -> list[dict]:
@@ -283,6 +330,8 @@ def targets(summary: dict, results: list[RunResult] | None = None) -> dict:
     out = {"dead_share_at_most_half_of_uniform": bool(np.mean(p["dead_share"]) <= 0.5 * np.mean(u["dead_share"])),
            "heldout_reward_no_worse_on_every_seed": bool(all(a >= b for a, b in zip(p["final_sampled"],
                                                                                     u["final_sampled"]))),
+           "heldout_reward_last_quarter_no_worse_on_every_seed": bool(
+               all(a >= b for a, b in zip(p["late_sampled"], u["late_sampled"]))),
            "heldout_greedy_no_worse_on_every_seed": bool(all(a >= b for a, b in zip(p["final"], u["final"])))}
     pairs = paired_difference(results or [], "preroll")
     if pairs:
@@ -296,21 +345,30 @@ def plot(results: list[RunResult], summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(16, 4.2))
     colors = dict(zip(METHODS, ("tab:gray", "tab:orange", "tab:green", "tab:blue")))
     for m in summary:
         runs = [r for r in results if r.method == m]
         for i, r in enumerate(runs):
-            ax1.plot(r.rollouts, r.heldout_sampled, color=colors.get(m), alpha=0.8, lw=1.5, marker="o", ms=3,
+            ax0.plot(r.rollouts, r.heldout_sampled, color=colors.get(m), alpha=0.8, lw=1.3, marker="o", ms=2.5,
                      label=m if i == 0 else None)
+            ax1.plot(r.rollouts, r.heldout, color=colors.get(m), alpha=0.8, lw=1.3, marker="o", ms=2.5,
+                     label=m if i == 0 else None)
+    ax0.set_xlabel("rollouts generated")
+    ax0.set_ylabel("held-out reward (sampled, T = 1)")
+    ax0.set_title("Held-out reward vs rollouts (one line per seed)")
+    ax0.legend()
     ax1.set_xlabel("rollouts generated")
-    ax1.set_ylabel("held-out reward (sampled, T = 1)")
-    ax1.set_title("Held-out reward vs rollouts (one line per seed)")
-    ax1.legend()
+    ax1.set_ylabel("held-out greedy accuracy")
+    ax1.set_title("Held-out greedy accuracy vs rollouts")
     names = list(summary)
     means = [np.mean(summary[m]["dead_share"]) for m in names]
     errs = [np.std(summary[m]["dead_share"]) for m in names]
     ax2.bar(names, means, yerr=errs, color=[colors.get(m) for m in names])
+    if "uniform" in summary:
+        ax2.axhline(0.5 * np.mean(summary["uniform"]["dead_share"]), color="k", ls="--", lw=1,
+                    label="half of uniform's (target)")
+        ax2.legend()
     ax2.set_ylabel("share of zero-signal groups (generated)")
     ax2.set_title("Groups with all rewards equal")
     fig.tight_layout()

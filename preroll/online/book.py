@@ -258,6 +258,19 @@ class PromptBook:
             self._fit[key] = np.concatenate([self._fit[key], new[key]])[-FIT_WINDOW:]
         self._fit_rows_since_ += len(idx)
 
+    def _prior_fit_due(self) -> bool:
+        """Refit the prior every HYPER_EVERY_ROWS new first observations, and once as soon as MIN_FIT_ROWS exist.
+
+        Why the second case: a small dataset (or a small batch) gathers first
+        observations slowly; counting to HYPER_EVERY_ROWS alone would leave the
+        prior at its starting concentration for the whole run (a 96-prompt
+        dataset never gets there). ``rows kept - rows since the last fit`` is
+        what the last fit saw: below MIN_FIT_ROWS it fitted nothing.
+        """
+        kept = len(self._fit["attempts"])
+        fitted_before = kept - self._fit_rows_since_ >= MIN_FIT_ROWS
+        return self._fit_rows_since_ >= HYPER_EVERY_ROWS or (kept >= MIN_FIT_ROWS and not fitted_before)
+
     def _fit_prior(self) -> None:
         """Fit the neighbour shrinkage and the prior concentration on first observations (beta-binomial likelihood).
 
@@ -371,7 +384,7 @@ class PromptBook:
                                                         power=self.settings.neighbour_power)
             self.nb_level_ = float(self.level_)
             self.nb_global_ = self.global_rate
-        if self._fit_rows_since_ >= HYPER_EVERY_ROWS or (self.refits_ == 0 and len(self._fit["attempts"])):
+        if self._prior_fit_due():
             self._fit_prior()
             self._fit_rows_since_ = 0
         if self.settings.fit_drift:

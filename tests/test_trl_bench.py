@@ -1,0 +1,53 @@
+"""The closed-loop TRL benchmark's own pieces: the held-out reward estimate and the book-settings option."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from preroll.bench.trl_task import char_tokenizer, exact_match_reward, sample_items, sampled_reward, tiny_model  # noqa: E402
+
+
+def _bench_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "trl_closed_loop.py"
+    spec = importlib.util.spec_from_file_location("trl_closed_loop", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sampled_reward_is_seeded_and_leaves_the_training_rng_alone():
+    tok = char_tokenizer()
+    model = tiny_model(tok, hidden=16, seed=0)
+    items = sample_items(12, np.random.default_rng(0), (1, 3))
+    torch.manual_seed(5)
+    before = torch.get_rng_state().clone()
+    a = sampled_reward(model, tok, items, samples=3, seed=1)
+    assert torch.equal(torch.get_rng_state(), before)        # evaluation does not move the training stream
+    b = sampled_reward(model, tok, items, samples=3, seed=1)
+    assert a.shape == (12,) and np.array_equal(a, b)
+    assert set(np.unique(a * 3)) <= {0.0, 1.0, 2.0, 3.0}     # a mean of 3 exact-match rewards per item
+
+
+def test_exact_match_reward_stops_at_eos():
+    assert exact_match_reward(["12<eos>9", "13", "12"], ["12", "12", "1"]) == [1.0, 0.0, 0.0]
+
+
+def test_book_option_parses_values_and_names_a_bad_field():
+    bench = _bench_module()
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    assert bench.book_fields(["explore=0.0", "revisit=0.05"], parser) == {"explore": 0.0, "revisit": 0.05}
+    with pytest.raises(SystemExit):
+        bench.book_fields(["explore=2"], parser)          # out of [0, 1]
+    with pytest.raises(SystemExit):
+        bench.book_fields(["no_such_field=1"], parser)
+    with pytest.raises(SystemExit):
+        bench.book_fields(["explore"], parser)
