@@ -314,3 +314,11 @@ def test_ray_backend_matches_local(model_dir, pool_rows, tmp_path):
     assert remote.report["by_source"] == local.report["by_source"]
     again = score_dataset(model_dir, src, tmp_path / "ray", options, ray=True, ray_concurrency=2, resume=True)
     assert again.rows == 0
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(2):
+        pq.write_table(pa.Table.from_pylist(pool_rows[i * 150:(i + 1) * 150]), shards / f"shard-{i}.parquet")
+    sharded = score_dataset(model_dir, shards, tmp_path / "ray-shards", options, ray=True, ray_concurrency=2)
+    c = read_parquet_dir(tmp_path / "ray-shards").sort_by("id")
+    assert sharded.report["kept"] == local.report["kept"]
+    np.testing.assert_array_equal(c.column("p_success").to_numpy(), a.column("p_success").to_numpy())

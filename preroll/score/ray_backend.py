@@ -88,10 +88,12 @@ def score_with_ray(model_dir: Path, files, state: RunState, keep: KeepFilter | N
                    address: str | None, concurrency: int | None, cache_dir,
                    show_progress: bool) -> tuple[int, int, int]:
     try:
+        import aiohttp  # noqa: F401  (Ray Data lists a directory of shards through fsspec's http module)
         import ray
         import ray.data  # noqa: F401
-    except ImportError:
-        raise MissingExtraError("--ray needs Ray Data: pip install 'preroll[ray]'") from None
+    except ImportError as exc:
+        raise MissingExtraError(f"--ray needs Ray Data and aiohttp ({exc.name} is missing): "
+                                "pip install 'preroll[ray]'") from None
     if state.complete:
         return 0, 0, len(state.parts)
     staging = state.out / STAGING
