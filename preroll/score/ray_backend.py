@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from preroll.outputs import atomic_write_bytes
 from preroll.data.errors import RecordError
 from preroll.errors import MissingExtraError
 from preroll.model.persist import ENCODER_STATE, MANIFEST, STATE, load_model
 from preroll.score.keep import PREDICTION_COLUMNS, KeepFilter, parse_keep
 from preroll.score.parts import SOURCE_COLUMNS, predict_columns, with_prediction_columns
-from preroll.score.state import PartStats, RunState, atomic_write_bytes
+from preroll.score.state import PartStats, RunState
 
 KEEP_FLAG = "_preroll_keep"
 STAGING = "_staging"

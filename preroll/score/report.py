@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from preroll.outputs import atomic_write_bytes
 from preroll.score.keep import KeepFilter
-from preroll.score.state import HIST_BINS, REPORT_DIR, RunState, atomic_write_bytes
+from preroll.score.state import HIST_BINS, REPORT_DIR, RunState
 
 
 def aggregate(state: RunState) -> dict:

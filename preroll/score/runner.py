@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preroll.outputs import atomic_write_bytes
 from preroll.errors import InputError
 from preroll.defaults import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS
 from preroll.model.persist import load_model, read_manifest
@@ -23,7 +24,7 @@ from preroll.score.keep import KeepFilter, parse_keep
 from preroll.score.parts import (chunk_prompts, chunk_sources, keep_mask, part_bytes, predict_columns)
 from preroll.score.report import write_report
 from preroll.score.sources import InputFile, count_rows, discover_inputs, input_fingerprint, iter_chunks
-from preroll.score.state import OutputDirError, PartStats, RunState, atomic_write_bytes
+from preroll.score.state import OutputDirError, PartStats, RunState
 
 FORMATS = ("parquet", "jsonl")
 

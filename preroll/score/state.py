@@ -13,7 +13,6 @@ readers pointed at the directory read the parts only.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from preroll.errors import OutputError
+from preroll.outputs import atomic_write_bytes
 
 MANIFEST = "_manifest.json"
 REPORT_DIR = "_report"
@@ -56,15 +56,6 @@ class PartStats:
                 slot = by_source.setdefault(str(name), [0, 0])
                 slot[0 if keep else 1] += 1
         return cls(file, input, int(len(p_success)), int(mask.sum()), hist_all.tolist(), hist_kept.tolist(), by_source)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class RunState:
