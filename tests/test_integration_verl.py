@@ -1,14 +1,15 @@
-"""The verl integration against verl's own classes (skipped without verl: ``pip install 'preroll[verl]'``).
+"""The verl integration against verl 0.9's own classes (skipped without verl: ``pip install 'preroll[verl]'``).
 
 Exercised here on the CPU, with real verl 0.9 objects: verl's RLHFDataset on a
 parquet file and its collate_fn, TensorDict batches built by verl's
-tensordict_utils, DataProto batches repeated per rollout as verl's trainer
-does, jagged ``rm_scores`` as verl's agent loop writes them, verl's trainer
-registry reached through ``VERL_USE_EXTERNAL_MODULES``, the trainer's replay
-buffer and dataloader set-up from verl's generated default config. Not
-exercised: a training step (rollout servers, FSDP workers and the
-TransferQueue service need GPUs and Ray), so ``step`` is run with the
-TransferQueue read replaced by the stored trajectories.
+tensordict_utils, DataProto batches repeated per rollout as verl's legacy
+trainer does, jagged ``rm_scores`` as verl's agent loop writes them, verl's
+trainer registry reached through ``VERL_USE_EXTERNAL_MODULES``, the documented
+overrides composed with verl's Hydra config, the trainer's replay buffer and
+dataloader set-up from verl's generated default config, and the checkpoint
+through verl's ``_save_checkpoint`` / ``_load_checkpoint``. A whole v1 step
+through the TransferQueue is in tests/test_verl_v1_step.py; the legacy hook
+against verl 0.7 in tests/test_verl_legacy_sampler.py.
 """
 
 from __future__ import annotations
