@@ -102,14 +102,17 @@ class InProcessAgentLoop:
 
 @pytest.fixture(scope="module")
 def transfer_queue():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started_here = not ray.is_initialized()
+    if started_here:         # a local cluster of our own ("local": never a RAY_ADDRESS from the environment)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        # one storage unit: the default two plus the controller do not fit a 2-core machine's actor slots
+        # one storage unit: the default two plus the controller did not start under num_cpus=2 on 2 cores
         tq.init(OmegaConf.create({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}}))
         yield tq
         tq.close()
     finally:
-        ray.shutdown()
+        if started_here:
+            ray.shutdown()
 
 
 def _cpu_trainer(tmp_path):
