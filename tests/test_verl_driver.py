@@ -6,8 +6,6 @@ code against verl's own classes.
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -155,9 +153,15 @@ def test_driver_save_load_gives_the_same_next_plan(tmp_path):
     assert not PrerollDriver(PROMPTS, PrerollVerlConfig(settings=SETTINGS)).load(tmp_path / "empty")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("verl") is not None, reason="verl is installed")
-def test_verl_classes_say_how_to_install_verl():
+def test_verl_classes_say_how_to_install_verl(monkeypatch):
+    import sys
+
     import preroll.integrations.verl as integration
+
+    # without verl (None in sys.modules makes `import verl` fail, also where verl is installed)
+    monkeypatch.setitem(sys.modules, "verl", None)
+    for name in ("preroll.integrations.verl.trainer", "preroll.integrations.verl.sampler"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
 
     with pytest.raises(ImportError, match=r"pip install 'preroll\[verl\]'"):
         integration.PrerollPPOTrainer

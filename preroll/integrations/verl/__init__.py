@@ -4,7 +4,7 @@
   selection before rollout, per-prompt n through ``__rollout_n__``, rewards
   read back per uid. Registered when ``preroll.integrations.verl.trainer`` is
   imported (``VERL_USE_EXTERNAL_MODULES=preroll.integrations.verl.trainer``).
-- ``PrerollCurriculumSampler`` (verl < 0.9, ``data.sampler``): selection only.
+- ``PrerollCurriculumSampler`` (verl 0.6-0.7, ``data.sampler``): selection only.
 
 The verl-free parts (``PrerollDriver``, ``PrerollVerlConfig``, the plan and
 outcome functions) import without verl; the two verl classes raise an

@@ -1,11 +1,11 @@
-"""``PrerollCurriculumSampler``: the prompt book behind verl's legacy ``data.sampler`` hook (verl < 0.9).
+"""``PrerollCurriculumSampler``: the prompt book behind verl's legacy ``data.sampler`` hook (verl 0.6-0.7).
 
-verl up to 0.8 builds the training dataloader with a user sampler
+verl 0.6 and 0.7 build the training dataloader with a user sampler
 (``data.sampler.class_path`` / ``class_name``, constructed as
 ``cls(data_source=dataset, data_config=config.data)``) and, when it subclasses
 ``AbstractCurriculumSampler``, calls ``sampler.update(batch=DataProto)`` after
-every step. verl 0.9 removed that hook (use ``PrerollPPOTrainer`` there); the
-class still constructs on 0.9 as a plain torch ``Sampler`` so it can be tested.
+every step. verl 0.8 removed that hook (on 0.9 use ``PrerollPPOTrainer``); the
+class still constructs on 0.8+ as a plain torch ``Sampler``.
 
 The sampler yields dataset positions batch by batch: each batch is the book's
 selection out of a pool of ``pool_factor`` x ``train_batch_size``. Rewards come
@@ -27,9 +27,9 @@ from preroll.online.errors import OnlineInputError
 
 require_verl()
 
-try:        # verl <= 0.8
+try:        # verl <= 0.7
     from verl.experimental.dataset.sampler import AbstractCurriculumSampler as _Base
-except ImportError:     # verl >= 0.9: no curriculum hook; a torch Sampler with the same methods
+except ImportError:     # verl >= 0.8: no curriculum hook; a torch Sampler with the same methods
     from torch.utils.data import Sampler as _Base
 
 CONFIG_PATH = "data.sampler.preroll"
