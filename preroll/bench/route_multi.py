@@ -49,7 +49,7 @@ class MultiBenchConfig:
     folds: int = 5
     seed: int = 0
     max_prompts: int | None = None
-    encoder: Any = "minilm+lexical"
+    encoder: Any = "minilm+lexical+stats"
     cache_dir: str | None = None
     output_tokens: int = 256               # expected completion tokens priced per call
     confidence: float = 1.0                # z of the 'confident' rule

@@ -131,9 +131,10 @@ class JointSuccessModel(BaseEstimator):
         oof: dict[str, np.ndarray] = {}
         # Neighbour parts: leave-one-out rates for every k from one search.
         self.ks_ = sorted({int(k) for k in self.ks if 0 < int(k) < n}) or [max(1, n - 1)]
-        found = neighbours(X, X, max(self.ks_), leave_one_out=True)
+        pooled = pool_neighbours(*neighbours(X, X, max(self.ks_), leave_one_out=True), self.ks_, Yz, W,
+                                 self.base_rate_, self.prior)
         for k in self.ks_:
-            oof[f"knn{k}"] = pool_neighbours(*found, k, Yz, W, self.base_rate_, self.prior)[0]
+            oof[f"knn{k}"] = pooled[k][0]
         self.knn_losses_ = {k: float(masked_log_loss(Y, W, oof[f"knn{k}"]).mean()) for k in self.ks_}
         self.k_ = min(self.knn_losses_, key=self.knn_losses_.get)
 
@@ -190,14 +191,10 @@ class JointSuccessModel(BaseEstimator):
         return self._parts(unit_rows(X))[0]
 
     def _parts(self, X):
-        found = neighbours(X, self.X_, max(self.ks_))
-        out = {}
-        n_eff = None
-        for k in self.ks_:
-            rates, ne = pool_neighbours(*found, k, self.Yz_, self.W_, self.base_rate_, self.prior)
-            out[f"knn{k}"] = rates
-            if k == self.k_:
-                n_eff = ne
+        pooled = pool_neighbours(*neighbours(X, self.X_, max(self.ks_)), self.ks_, self.Yz_, self.W_,
+                                 self.base_rate_, self.prior)
+        out = {f"knn{k}": pooled[k][0] for k in self.ks_}
+        n_eff = pooled[self.k_][1]
         if self.nets_:
             out["net"] = np.mean([net.predict(X) for net in self.nets_], axis=0)
         for name, part in self.parts_.items():

@@ -44,20 +44,29 @@ def neighbours(Q: np.ndarray, H: np.ndarray, k: int, *, leave_one_out: bool = Fa
     return idx, sim, np.ones(idx.shape, dtype=bool)
 
 
-def pool_neighbours(idx, sim, valid, k: int, Yz: np.ndarray, W: np.ndarray, base: np.ndarray, prior: float):
-    """Similarity-weighted rates of the first ``k`` valid neighbours, shrunk to ``base`` by ``prior`` rows.
+def pool_neighbours(idx, sim, valid, ks, Yz: np.ndarray, W: np.ndarray, base: np.ndarray, prior: float):
+    """Similarity-weighted rates of the first ``k`` valid neighbours for each ``k`` in ``ks``, shrunk to ``base``.
 
-    Returns ``(rates, n_eff)``, both (n, m): ``n_eff`` is the effective number
-    of observed neighbour rows per model (Kish), the evidence behind the rate.
+    One cumulative pass over the neighbours (nearest first) serves every ``k``.
+    Returns ``{k: (rates, n_eff)}``, arrays (n, m): ``n_eff`` is the effective
+    number of observed neighbour rows per model (Kish), the evidence behind the rate.
     """
-    use = valid & (np.cumsum(valid, axis=1) <= k)
-    w = np.where(use, np.maximum(sim, 0.0) + 1e-6, 0.0)[:, :, None]       # (n, K, 1)
+    rank = np.cumsum(valid, axis=1)                                        # (n, K): position among valid ones
+    w = np.where(valid, np.maximum(sim, 0.0) + 1e-6, 0.0)[:, :, None]      # (n, K, 1)
     obs = W[idx] * w                                                       # (n, K, m)
-    wsum = obs.sum(axis=1)
-    rates = ((Yz * W)[idx] * w).sum(axis=1) + prior * base
-    rates = rates / (wsum + prior)
-    n_eff = np.where(wsum > 0, wsum ** 2 / np.maximum((obs ** 2).sum(axis=1), 1e-12), 0.0)
-    return rates, n_eff
+    c_num = np.cumsum((Yz * W)[idx] * w, axis=1)
+    c_obs = np.cumsum(obs, axis=1)
+    c_sq = np.cumsum(obs ** 2, axis=1)
+    rows = np.arange(len(idx))
+    out = {}
+    for k in ks:
+        # the last column whose valid rank is <= k (every row has at least min(k, valid) of them)
+        last = np.minimum((rank <= k).sum(axis=1), idx.shape[1]) - 1
+        num, wsum, sq = c_num[rows, last], c_obs[rows, last], c_sq[rows, last]
+        rates = (num + prior * base) / (wsum + prior)
+        n_eff = np.where(wsum > 0, wsum ** 2 / np.maximum(sq, 1e-12), 0.0)
+        out[k] = (rates, n_eff)
+    return out
 
 
 class TrunkNet:
@@ -94,14 +103,22 @@ class TrunkNet:
                 (loss / w.sum().clamp_min(1e-9)).backward()
                 opt.step()
         net.eval()
-        self.net_ = net
+        # Prediction runs in NumPy on copies of the weights (dropout is off at prediction): a torch call
+        # costs more in dispatch than the two small products, and this is on the routing path.
+        self.module_ = net
+        self.w1_ = np.ascontiguousarray(net[1].weight.detach().numpy().T)
+        self.b1_ = net[1].bias.detach().numpy().copy()
+        self.w2_ = np.ascontiguousarray(net[4].weight.detach().numpy().T)
+        self.b2_ = net[4].bias.detach().numpy().copy()
         return self
 
     def predict(self, X) -> np.ndarray:
-        import torch
+        from scipy.special import erf
 
-        with torch.no_grad():
-            return torch.sigmoid(self.net_(torch.as_tensor(X, dtype=torch.float32))).numpy().astype(float)
+        h = np.asarray(X, np.float32) @ self.w1_ + self.b1_
+        h = 0.5 * h * (1.0 + erf(h / np.sqrt(2.0)))                          # exact GELU, as torch's default
+        z = (h @ self.w2_ + self.b2_).astype(float)
+        return 1.0 / (1.0 + np.exp(-z))
 
 
 class LinearPart:
