@@ -124,8 +124,11 @@ class TrunkNet:
 class LinearPart:
     """Per-model logistic regression on the embedding, all models fitted at once (full-batch L-BFGS).
 
-    ``l2`` penalises the weights against the mean per-cell loss; the bias
-    starts at each model's base rate and is not penalised.
+    ``l2`` is the ridge penalty against the loss summed over prompts
+    (scikit-learn's ``1 / C``), so it weighs more on a small history: eight
+    prompts in a 16-dimensional space are separable, and an unscaled penalty
+    let the part predict 0 and 1. The bias starts at each model's base rate
+    and is not penalised.
     """
 
     def __init__(self, l2: float):
@@ -142,11 +145,12 @@ class LinearPart:
         b = b.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([A, b], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
         total = Wt.sum().clamp_min(1e-9)
+        l2 = self.l2 / max(len(X), 1)               # per prompt, against the mean loss below
 
         def closure():
             opt.zero_grad()
             cell = torch.nn.functional.binary_cross_entropy_with_logits(Xt @ A + b, Yt, reduction="none")
-            loss = (cell * Wt).sum() / total + 0.5 * self.l2 * (A ** 2).sum()
+            loss = (cell * Wt).sum() / total + 0.5 * l2 * (A ** 2).sum()
             loss.backward()
             return loss
 
