@@ -224,7 +224,7 @@ def test_stacked_model_beats_each_of_its_parts_on_held_out_loss():
     assert stacked < min(parts.values()), (stacked, parts)
     # out of fold on the history too, and the weights are a non-negative blend
     assert jm.stacked_loss_ < min(jm.part_losses_.values())
-    assert np.all(jm.weights_[:, :-1] >= 0) and jm.weights_.shape == (2, len(jm.part_names_) + 1)
+    assert np.all(jm.weights_[:, :-1] >= 0) and jm.weights_.shape == (2, 2 * len(jm.part_names_) + 1)
 
 
 def test_a_handful_of_prompts_gives_no_near_certain_probabilities():
