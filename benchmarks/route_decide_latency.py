@@ -1,11 +1,18 @@
-"""Decision latency of the nine-model router from ready embeddings, one prompt per call.
+"""Decision latency of the nine-model router, one prompt per call: from ready embeddings and end to end.
 
 Fits the default (joint) router on fold 0's training prompts of ``preroll bench route --models 9``
-(MiniLM, on-disk embedding cache at ``$PREROLL_CACHE``), then times ``route_embeddings`` on one held-out
-prompt at a time: the part of a decision that is not the encoder pass.
+(on-disk embedding cache at ``$PREROLL_CACHE``), then times, one held-out prompt at a time,
+
+* ``route_embeddings``: the part of a decision that is not the encoder pass;
+* ``route()``: the whole decision, encoder included, on texts the encoder has never seen (a suffix makes each
+  prompt new, so every call encodes and writes the cache, as a server does for a new prompt).
+
+Usage: ``python benchmarks/route_decide_latency.py [ENCODER]`` (default ``minilm+lexical+stats``). Run it with
+``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`` on a quiet machine: percentiles on shared cores are noise.
 """
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -16,18 +23,36 @@ from preroll.encoders import get_encoder
 from preroll.route import Router
 
 N_PROMPTS, WARM_UP = 300, 20
+encoder = sys.argv[1] if len(sys.argv) > 1 else "minilm+lexical+stats"
 
 data = load_llmrouter()
 test = fold_indices(data.prompts, 5, 0)[0]
 train = np.setdiff1d(np.arange(len(data)), test)
-router = Router(models=data.model_specs(256), encoder=get_encoder("minilm"), lam=0.0).fit(data.histories(train))
+router = Router(models=data.model_specs(256), encoder=get_encoder(encoder), lam=0.0).fit(data.histories(train))
 prompts = [data.prompts[i] for i in test[:N_PROMPTS]]
 X = router.embed(prompts)
+
+
+def percentiles(times):
+    t = np.array(times[WARM_UP:])
+    return (f"p50 {np.percentile(t, 50):.2f} ms, p90 {np.percentile(t, 90):.2f} ms, p99 {np.percentile(t, 99):.2f} ms "
+            f"(n={len(t)})")
+
+
 times = []
 for i in range(len(prompts)):
     t0 = time.perf_counter()
     router.route_embeddings(X[i:i + 1], prompts[i:i + 1])
     times.append((time.perf_counter() - t0) * 1000)
-t = np.array(times[WARM_UP:])
-print(f"route_embeddings, one prompt per call: p50 {np.percentile(t, 50):.2f} ms, p90 {np.percentile(t, 90):.2f} ms, "
-      f"p99 {np.percentile(t, 99):.2f} ms (n={len(t)}); load average {os.getloadavg()[0]:.1f}")
+print(f"{encoder}: route_embeddings, one prompt per call: {percentiles(times)}; "
+      f"load average {os.getloadavg()[0]:.1f}")
+
+stamp = time.time_ns()
+times = []
+for i, p in enumerate(prompts):
+    q = f"{p}\n[{stamp}-{i}]"
+    t0 = time.perf_counter()
+    router.route([q])
+    times.append((time.perf_counter() - t0) * 1000)
+print(f"{encoder}: route() end to end, one unseen prompt per call: {percentiles(times)}; "
+      f"load average {os.getloadavg()[0]:.1f}")

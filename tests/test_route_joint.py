@@ -191,3 +191,100 @@ def test_nine_model_bench_runs_on_a_small_real_subset():
     assert by["oracle"]["quality_at_zero"] >= by["best single (training folds)"]["quality_at_zero"]
     assert res["topics"]["rows"][-1]["n"] == 240
     assert res["latency_ms"]["n"] == 3
+
+
+# ------------------------------------------------------------ stacked parts
+
+def _two_signals(n=1500, seed=0):
+    """Success = a topic effect (eight tight topics, no linear pattern) plus a smooth linear trend.
+
+    The neighbour and topic parts see the topics but blur the trend; the linear part sees the trend
+    but not the topics: only a blend of both is right, so the stack must beat every part.
+    """
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, 8, n)
+    centres = rng.normal(size=(8, 12))
+    u = rng.normal(size=n)
+    X = np.hstack([centres[topic] + 0.2 * rng.normal(size=(n, 12)), 2.0 * u[:, None]])
+    effect = rng.normal(scale=1.5, size=(8, 2))
+    z = effect[topic] + np.outer(u, [1.5, -1.5])
+    Y = (rng.random((n, 2)) < 1 / (1 + np.exp(-z))).astype(float)
+    return X.astype(np.float32), Y
+
+
+def test_stacked_model_beats_each_of_its_parts_on_held_out_loss():
+    from preroll.route.joint import masked_log_loss
+
+    X, Y = _two_signals()
+    jm = JointSuccessModel(**FAST, linear_l2=(0.5,), clusters=(8,)).fit(X[:1000], Y[:1000])
+    W = np.ones_like(Y[1000:])
+    stacked = masked_log_loss(Y[1000:], W, jm.predict(X[1000:]).p_success).mean()
+    parts = {name: masked_log_loss(Y[1000:], W, P).mean() for name, P in jm.parts_proba(X[1000:]).items()}
+    assert set(parts) == set(jm.part_names_) and {"net", "linear0.5", "clusters8"} <= set(parts)
+    assert stacked < min(parts.values()), (stacked, parts)
+    # out of fold on the history too, and the weights are a non-negative blend
+    assert jm.stacked_loss_ < min(jm.part_losses_.values())
+    assert np.all(jm.weights_[:, :-1] >= 0) and jm.weights_.shape == (2, 2 * len(jm.part_names_) + 1)
+
+
+def test_a_handful_of_prompts_gives_no_near_certain_probabilities():
+    """Eight prompts in 16 dimensions are separable: the linear parts' penalty and the stacker's prior hold."""
+    X, Y, _ = _planted(8, seed=4)
+    jm = JointSuccessModel(**FAST).fit(X, Y)
+    P = jm.predict(X).p_success
+    assert np.all((P > 0.05) & (P < 0.95)), P
+    assert {"linear0.5", "linear5"} <= set(jm.part_names_)
+
+
+def test_parts_are_skipped_when_the_history_is_too_small_for_them():
+    X, Y, _ = _planted(120, seed=5)
+    jm = JointSuccessModel(**FAST, clusters=(4, 40)).fit(X, Y)
+    assert "clusters4" in jm.part_names_ and "clusters40" not in jm.part_names_   # 40 topics need 400 prompts
+    assert max(jm.ks_) < 120
+
+
+def test_a_model_seen_on_few_prompts_keeps_finite_calibrated_beliefs():
+    X, Y, topic = _planted(900, seed=6)
+    Ym = Y.copy()
+    Ym[40:, 2] = np.nan                     # model 2: outcomes on 40 prompts only
+    jm = JointSuccessModel(**FAST).fit(X[:600], Ym[:600])
+    belief = jm.predict(X[600:])
+    P = belief.p_success
+    assert np.all(np.isfinite(P)) and P.min() > 0 and P.max() < 1
+    assert belief.concentration[:, 2].mean() < belief.concentration[:, 0].mean()
+    for j in (0, 1):                        # the fully observed models stay calibrated
+        assert expected_calibration_error(P[:, j], Y[600:, j]) < 0.08
+
+
+def test_cumulative_neighbour_pooling_equals_pooling_each_k_directly():
+    from preroll.heads.knn import unit_rows
+    from preroll.route.parts import neighbours, pool_neighbours
+
+    rng = np.random.default_rng(0)
+    X = unit_rows(rng.normal(size=(200, 8)))
+    Y = (rng.random((200, 3)) < 0.4).astype(float)
+    W = (rng.random((200, 3)) < 0.7).astype(float)
+    base = (Y * W).sum(0) / W.sum(0)
+    for loo in (True, False):
+        idx, sim, valid = neighbours(X, X, 40, leave_one_out=loo)
+        pooled = pool_neighbours(idx, sim, valid, [3, 17, 40], Y, W, base, 2.0)
+        for k in (3, 17, 40):
+            rates, n_eff = np.zeros((200, 3)), np.zeros((200, 3))
+            for i in range(200):
+                cols = np.flatnonzero(valid[i])[:k]
+                w = (np.maximum(sim[i, cols], 0) + 1e-6)[:, None] * W[idx[i, cols]]
+                rates[i] = ((w * Y[idx[i, cols]]).sum(0) + 2.0 * base) / (w.sum(0) + 2.0)
+                n_eff[i] = np.where(w.sum(0) > 0, w.sum(0) ** 2 / np.maximum((w ** 2).sum(0), 1e-12), 0)
+            assert np.allclose(pooled[k][0], rates) and np.allclose(pooled[k][1], n_eff)
+
+
+def test_trunk_prediction_in_numpy_matches_the_torch_network():
+    import torch
+
+    from preroll.route.parts import TrunkNet
+
+    X, Y, _ = _planted(200, seed=7)
+    net = TrunkNet(16, 2, 0.3, 1e-4, 2e-3, seed=0).fit(X, Y, np.ones_like(Y))
+    with torch.no_grad():
+        ref = torch.sigmoid(net.module_(torch.as_tensor(X))).numpy()
+    assert np.allclose(net.predict(X), ref, atol=1e-5)

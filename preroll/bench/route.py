@@ -42,7 +42,7 @@ class RouteBenchConfig:
     seed: int = 0
     repeats: int = 1                      # independent splits (seed, seed+1, ...)
     max_prompts: int | None = None        # random subset, for a quick look
-    encoder: Any = "minilm+lexical"
+    encoder: Any = "minilm+lexical+stats"
     cache_dir: str | None = None
     head: Any = "auto"
     knn_ks: tuple[int, ...] = (5, 10, 20, 40, 80, 160)

@@ -49,7 +49,7 @@ class MultiBenchConfig:
     folds: int = 5
     seed: int = 0
     max_prompts: int | None = None
-    encoder: Any = "minilm+lexical"
+    encoder: Any = "minilm+lexical+stats"
     cache_dir: str | None = None
     output_tokens: int = 256               # expected completion tokens priced per call
     confidence: float = 1.0                # z of the 'confident' rule
@@ -188,7 +188,8 @@ def run_multi_bench(cfg: MultiBenchConfig, progress: Callable[[str], None] = lam
         picks = _utility_picks(P, C, grid)
         add(_method("router (joint), utility", picks, Y_te, C, single_cost, best_q, best_cost, fit_s=fit_router,
                     decide_ms=decide_ms, extra={"ece": ece, "k": int(router.joint_.k_),
-                                                "mix": float(router.joint_.mix_)}))
+                                                "parts": router.joint_.part_names_,
+                                                "weights": router.joint_.weights_.tolist()}))
         pooled_pick[te] = picks[0]
         pooled_P[te] = P
         conf_picks = [router.rank_models(belief, C, "confident", float(g))[:, 0] for g in grid]

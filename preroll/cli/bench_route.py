@@ -56,7 +56,7 @@ def bench_route(
     history_frac: float = typer.Option(0.5, help="Share of prompts used as the router's history."),
     seed: int = typer.Option(0, help="Seed of the first split."),
     repeats: int = typer.Option(1, min=1, help="Independent splits (seed, seed+1, ...); mean and std reported."),
-    encoder: str = typer.Option("minilm+lexical", help="Encoder: minilm, lexical, a sentence-transformers path, or several joined by + (e.g. minilm+lexical)."),
+    encoder: str = typer.Option("minilm+lexical+stats", help="Encoder: minilm, lexical, stats, a sentence-transformers path, or several joined by + (e.g. minilm+lexical+stats)."),
     cache_dir: Path = typer.Option(Path(".preroll-cache"), help="On-disk embedding cache."),
     head: str = typer.Option("auto", help="Router head: auto, logistic or knn."),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the MLP router baseline."),
