@@ -83,12 +83,20 @@ def main(argv=None) -> int:
                 progress.console.print(f"{method:8s} seed {seed}: held-out reward {r.heldout_sampled[0]:.3f} -> "
                                        f"{r.heldout_sampled[-1]:.3f} (greedy {r.heldout[0]:.3f} -> {r.heldout[-1]:.3f}) "
                                        f"after {r.rollouts[-1]} rollouts, dead groups {r.dead_share:.2f}, "
-                                       f"{r.seconds_per_step:.2f} s/step"
+                                       f"{r.seconds_per_step:.2f} s/step, train-prompt reward {r.train_sampled:.3f}, "
+                                       + coverage_text(r.coverage(cfg.n_train))
                                        + "".join(f", {k} {d}/{n} dead" for k, (d, n) in r.dead_by_reason.items()))
                 progress.advance(runs)
                 save_json(results, summarise(results, cfg), cfg, a.out / "results.json")  # partial results survive
     save_json(results, summarise(results, cfg), cfg, a.out / "results.json")
     return report(results, cfg, a.out, console)
+
+
+def coverage_text(c: dict) -> str:
+    if not c["prompts"]:
+        return "no informative groups trained"
+    return (f"informative groups on {c['prompts']}/{c['of']} prompts (top 10: {c['top_share']:.0%}, max {c['max']}, "
+            f"{c['mean_visits']:.1f} groups per prompt trained)")
 
 
 def book_fields(pairs: list[str], parser) -> dict:

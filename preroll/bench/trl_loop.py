@@ -82,6 +82,9 @@ class RunResult:
     train_seconds: float = 0.0
     dead_per_call: list[int] = field(default_factory=list)  # zero-signal groups of each reward call (one per step)
     dead_by_reason: dict = field(default_factory=dict)     # book runs: reason -> [dead groups, groups]
+    # per train prompt: [groups trained on, informative groups trained on] (dapo: the kept groups only)
+    trained_groups: dict = field(default_factory=dict)
+    train_sampled: float = float("nan")     # held-out-style sampled reward on the train prompts, at the end
 
     @property
     def dead_share(self) -> float:
@@ -91,25 +94,58 @@ class RunResult:
     def seconds_per_step(self) -> float:
         return self.train_seconds / self.steps if self.steps else float("nan")
 
+    def coverage(self, n_train: int, top: int = 10) -> dict:
+        """How the informative (gradient-carrying) groups trained on spread over the train prompts.
+
+        ``prompts``: prompts with at least one; ``top_share``: share of them on the
+        ``top`` most-trained prompts; ``max``: the most any one prompt got;
+        ``mean_visits``: groups trained per prompt chosen at least once (how often a
+        prompt is trained on again).
+        """
+        live = np.array(sorted((k for _, k in self.trained_groups.values()), reverse=True), float)
+        visits = np.array([n for n, _ in self.trained_groups.values()], float)
+        if not live.sum():
+            return {"prompts": 0, "top_share": float("nan"), "max": 0, "mean_visits": float("nan")}
+        return {"prompts": int((live > 0).sum()), "of": n_train, "top_share": float(live[:top].sum() / live.sum()),
+                "max": int(live[0]), "mean_visits": float(visits.mean())}
+
 
 class GroupCounter:
     """A reward wrapper that counts generated groups and the zero-signal ones (all G rewards equal)."""
 
     __name__ = "exact_match"
 
-    def __init__(self, G: int, result: RunResult) -> None:
+    def __init__(self, G: int, result: RunResult, *, count_training: bool = True) -> None:
         self.G, self.result = G, result
+        self.count_training = count_training      # False: the trainer reports the groups it keeps (dapo)
         self.rollouts = 0
+        self._last: list[tuple[str, bool]] = []   # (prompt, informative) per group of the last call
 
     def __call__(self, prompts, completions, answer, **kwargs):
         r = np.asarray(exact_match_reward(completions, answer))
         groups = r.reshape(-1, self.G)
         self.result.groups += len(groups)
-        dead = int((groups.min(axis=1) == groups.max(axis=1)).sum())
+        live = groups.min(axis=1) != groups.max(axis=1)
+        dead = int((~live).sum())
         self.result.dead_groups += dead
         self.result.dead_per_call.append(dead)
         self.rollouts += len(r)
+        self._last = [(str(p), bool(x)) for p, x in zip(prompts[::self.G], live)]
+        if self.count_training:
+            self.trained(range(len(self._last)))
         return r.tolist()
+
+    def trained(self, group_positions) -> None:
+        """Count the groups of the last call the gradient step uses (all of them except in ``dapo``).
+
+        Why: whether a prompt choice spreads the gradient over the train set or
+        concentrates it on a few prompts is the suspected cause of its held-out
+        reward; this is measured per prompt, the same way for every method.
+        """
+        for pos in group_positions:
+            prompt, live = self._last[int(pos)]
+            n, k = self.result.trained_groups.get(prompt, [0, 0])
+            self.result.trained_groups[prompt] = [n + 1, k + int(live)]
 
 
 def _dapo_trainer_class():
@@ -141,6 +177,9 @@ def _dapo_trainer_class():
             adv = out["advantages"].view(-1, G)
             informative = (adv.abs() > 0).any(dim=1)
             order = torch.argsort((~informative).int(), stable=True)[:B]
+            counter = self.reward_funcs[0]
+            if hasattr(counter, "trained"):
+                counter.trained(order.tolist())
             rows = (order[:, None] * G + torch.arange(G)[None, :]).reshape(-1)
             n_rows = adv.numel()
             kept = {}
@@ -186,7 +225,7 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
     tok = PreTrainedTokenizerFast.from_pretrained(policy_dir)
     model = AutoModelForCausalLM.from_pretrained(policy_dir)
     result = RunResult(method, seed)
-    counter = GroupCounter(cfg.num_generations, result)
+    counter = GroupCounter(cfg.num_generations, result, count_training=method != "dapo")
     per_step = cfg.prompts_per_step * cfg.num_generations * (2 if method == "dapo" else 1)
     max_steps = cfg.budget // per_step
     args = GRPOConfig(output_dir=str(work / f"{method}-{seed}"), use_cpu=True, report_to="none", seed=seed,
@@ -238,6 +277,7 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
     if result.rollouts[-1] != counter.rollouts:
         heldout_cb.evaluate()
     result.steps = int(trainer.state.global_step)
+    result.train_sampled = float(sampled_reward(model, tok, train, samples=cfg.heldout_samples, seed=1234).mean())
     if isinstance(trainer, PrerollGRPOTrainer):
         result.dead_by_reason = dead_groups_by_reason(trainer)
     return result
@@ -282,6 +322,8 @@ def summarise(results: list[RunResult], cfg: LoopConfig) -> dict:
             "rollouts": [r.rollouts[-1] for r in runs],
             "steps": [r.steps for r in runs],
             "seeds": [r.seed for r in runs],
+            "train_sampled": [r.train_sampled for r in runs],
+            "coverage": [r.coverage(cfg.n_train) for r in runs],
         }
     return out
 
