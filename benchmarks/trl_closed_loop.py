@@ -38,6 +38,9 @@ def main(argv=None) -> int:
     p.add_argument("--pretrain-steps", type=int, default=LoopConfig.pretrain_steps)
     p.add_argument("--threads", type=int, default=LoopConfig.threads)
     p.add_argument("--learning-rate", type=float, default=LoopConfig.learning_rate)
+    p.add_argument("--loss-type", default=LoopConfig.loss_type, help="TRL GRPOConfig.loss_type, for every method")
+    p.add_argument("--scale-rewards", default=LoopConfig.scale_rewards, choices=("group", "batch", "none"),
+                   help="TRL GRPOConfig.scale_rewards, for every method")
     p.add_argument("--policy-dir", type=Path, default=None,
                    help="reuse the pre-trained policy saved here (pre-train and save it there when absent)")
     p.add_argument("--from-json", type=Path, default=None,
@@ -46,7 +49,8 @@ def main(argv=None) -> int:
     cfg = LoopConfig(seeds=tuple(a.seeds), methods=tuple(a.methods), budget=a.budget, n_train=a.n_train,
                      num_generations=a.group_size, eval_every=a.eval_every, encoder=a.encoder,
                      book=LoopConfig().book if a.book is None else book_fields(a.book, p),
-                     pretrain_steps=a.pretrain_steps, threads=a.threads, learning_rate=a.learning_rate)
+                     pretrain_steps=a.pretrain_steps, threads=a.threads, learning_rate=a.learning_rate,
+                     loss_type=a.loss_type, scale_rewards=a.scale_rewards)
     if cfg.budget < cfg.eval_every:
         print(f"--budget must be at least {cfg.eval_every} rollouts", file=sys.stderr)
         return 2

@@ -57,6 +57,11 @@ class LoopConfig:
     pretrain_steps: int = 150
     hidden: int = 64
     learning_rate: float = 3e-4        # 1e-3 collapsed the policy (docs/trl.md)
+    # TRL's loss normalisation, the same for every method (TRL's defaults): "dapo" divides the summed token
+    # losses by all completion tokens of the batch, dead groups' included; "group" divides advantages by the
+    # group's reward std
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
     k_max: int = 8
     threads: int = 1                   # torch threads per run; 1 is faster on a shared, loaded machine
     # preroll's neighbour encoder: a generic registry spec (preroll.encoders), chosen on seed 99 and on the
@@ -232,6 +237,7 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
                       max_steps=max_steps, per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
                       num_generations=cfg.num_generations, max_completion_length=cfg.k_max + 1,
                       learning_rate=cfg.learning_rate, lr_scheduler_type="constant", beta=0.0, temperature=1.0,
+                      loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
                       logging_steps=10_000, save_strategy="no", disable_tqdm=True)
 
     class HeldOut(TrainerCallback):
