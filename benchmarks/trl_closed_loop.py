@@ -35,6 +35,8 @@ def main(argv=None) -> int:
                    help="OnlineSettings fields for both book methods, replacing the benchmark's "
                         f"({' '.join(f'{k}={v}' for k, v in LoopConfig().book.items())}); none given = the "
                         "book's own defaults (numbers parsed as JSON)")
+    p.add_argument("--coverage-bar", type=float, default=LoopConfig().coverage["coverage_bar"],
+                   help="preroll-coverage: OnlineSettings.coverage_bar (the expected informativeness a prompt needs)")
     p.add_argument("--pretrain-steps", type=int, default=LoopConfig.pretrain_steps)
     p.add_argument("--threads", type=int, default=LoopConfig.threads)
     p.add_argument("--learning-rate", type=float, default=LoopConfig.learning_rate)
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
                      num_generations=a.group_size, eval_every=a.eval_every, encoder=a.encoder,
                      book=LoopConfig().book if a.book is None else book_fields(a.book, p),
                      pretrain_steps=a.pretrain_steps, threads=a.threads, learning_rate=a.learning_rate,
-                     loss_type=a.loss_type, scale_rewards=a.scale_rewards)
+                     loss_type=a.loss_type, scale_rewards=a.scale_rewards,
+                     coverage={**LoopConfig().coverage, "coverage_bar": a.coverage_bar})
     if cfg.budget < cfg.eval_every:
         print(f"--budget must be at least {cfg.eval_every} rollouts", file=sys.stderr)
         return 2
@@ -153,8 +156,11 @@ def report(results, cfg, out: Path, console) -> int:
             if pairs:
                 console.print(f"{m} - uniform, final held-out reward per seed (± paired se): " + ", ".join(
                     f"seed {x['seed']}: {x['diff']:+.3f} ± {x['se']:.3f}" for x in pairs))
-    for name, ok in targets(summary, results).items():
-        console.print(f"target {name}: {'met' if ok else 'NOT met'}")
+    from preroll.bench.trl_loop import BOOK_METHODS
+
+    for method in BOOK_METHODS:
+        for name, ok in targets(summary, results, method).items():
+            console.print(f"{method}: target {name}: {'met' if ok else 'NOT met'}")
     plot(results, summary, out / "trl_closed_loop.png")
     console.print(f"wrote {out / 'trl_closed_loop.png'} (runs: {out / 'results.json'})")
     return 0

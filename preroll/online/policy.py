@@ -82,8 +82,6 @@ def choose(belief: BetaPrediction, dead_streak: np.ndarray, n: int, settings: On
     if settings.selection == "coverage":
         stale = np.full(k, -1, np.int64) if last_seen is None else np.asarray(last_seen, np.int64)
         exploit, fallback = cover(value, stale, free, n_exploit, settings.coverage_bar, tie)
-    elif settings.selection == "sample":
-        exploit, fallback = weighted_sample(value, free, n_exploit, settings.coverage_bar, rng), np.zeros(0, np.int64)
     else:
         exploit, fallback = _top(np.where(free, value + tie, -np.inf), n_exploit), np.zeros(0, np.int64)
     free[exploit] = False
@@ -111,25 +109,6 @@ def cover(value: np.ndarray, last_seen: np.ndarray, free: np.ndarray, m: int, ba
     rest[picks] = False
     fallback = _top(np.where(rest, value + tie, -np.inf), min(m - m_eligible, int(rest.sum())))
     return picks, fallback
-
-
-def weighted_sample(value: np.ndarray, free: np.ndarray, m: int, bar: float, rng: np.random.Generator) -> np.ndarray:
-    """``selection="sample"``: m free positions drawn without replacement, weights min(value, bar).
-
-    Why: drawn with weights equal to the chance of an informative group
-    (bar = 1), the chosen prompts are spread over the dataset as the
-    informative groups of a uniform draw are, i.e. as what DAPO's filter
-    keeps, but without generating the dead groups; easy prompts that fail only
-    now and then keep their share of the gradient. A bar below 1 flattens the
-    weights above it (every prompt at least that informative equally likely).
-    Efraimidis-Spirakis keys ``log(u) / w`` (the largest m are a weighted draw without replacement), one
-    uniform draw per candidate; a weight is floored at 1e-12 so a (numerically) certain dead group comes
-    last rather than never.
-    """
-    u = rng.random(len(value))
-    w = np.clip(value, 1e-12, bar)
-    key = np.where(free, np.log(np.maximum(u, 1e-300)) / w, -np.inf)
-    return _top(key, min(m, int(free.sum())))
 
 
 def stochastic_round(x: float, rng: np.random.Generator) -> int:

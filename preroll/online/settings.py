@@ -55,11 +55,8 @@ class OnlineSettings(BaseModel):
     #: filled by the highest value below it (reason ``"fallback"``). Why: on a small train set revisited for
     #: many epochs, "value" trains on the same few mid-difficulty prompts over and over; "coverage" still skips
     #: the prompts predicted dead but spreads the gradient over every learnable one (docs/trl.md).
-    #: ``"sample"``: B drawn without replacement with weights min(E[informative], ``coverage_bar``) (bar 1: in
-    #: proportion to the chance of an informative group, the spread of what DAPO's filter keeps).
-    selection: Literal["value", "coverage", "sample"] = "value"
-    #: ``"coverage"``: the expected informativeness a candidate needs to be eligible; ``"sample"``: the weight
-    #: above which every candidate is equally likely.
+    selection: Literal["value", "coverage"] = "value"
+    #: ``selection="coverage"``: the expected informativeness a candidate needs to be eligible.
     coverage_bar: float = 0.5
     #: Gain of the global-level tracker: share of this step's batch-level residual (logit) taken on.
     level_gain: float = 0.5
