@@ -150,6 +150,16 @@ def report(results, cfg, out: Path, console) -> int:
                       f"{np.mean(s['dead_share']):.2f} ± {np.std(s['dead_share']):.2f}",
                       f"{np.mean(s['seconds_per_step']):.2f}", f"{int(np.mean(s['steps']))}")
     console.print(table)
+    spread = Table(title="Where the gradient went: informative groups trained on, per seed (dapo: the kept groups)")
+    for col in ("method", "prompts with any", "top-10 share", "most on one prompt", "train-prompt reward"):
+        spread.add_column(col)
+    for m, s in summary.items():
+        cov = s.get("coverage", [])
+        spread.add_row(m, " ".join(str(c.get("prompts", 0)) for c in cov),
+                       " ".join(f"{c.get('top_share', float('nan')):.2f}" for c in cov),
+                       " ".join(str(c.get("max", 0)) for c in cov),
+                       " ".join(f"{x:.3f}" for x in s.get("train_sampled", [])))
+    console.print(spread)
     for m in summary:
         if m != "uniform":
             pairs = paired_difference(results, m)

@@ -106,7 +106,6 @@ def cover(value: np.ndarray, last_seen: np.ndarray, free: np.ndarray, m: int, ba
     picks = pos[np.lexsort((tie[pos], last_seen[pos]))[:m]].astype(np.int64)
     m_eligible = len(picks)
     rest = free & ~eligible
-    rest[picks] = False
     fallback = _top(np.where(rest, value + tie, -np.inf), min(m - m_eligible, int(rest.sum())))
     return picks, fallback
 

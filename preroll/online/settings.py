@@ -48,13 +48,15 @@ class OnlineSettings(BaseModel):
     revisit_decay: float = 0.5
     #: At most this share of the n slots goes to revisits.
     max_revisit_share: float = 0.1
-    #: How the exploitation slots are filled. ``"value"``: the highest expected informativeness
-    #: E[1 - p^g - (1-p)^g] in the pool. ``"coverage"``: every candidate whose expected informativeness is at
-    #: least ``coverage_bar`` is equally eligible, and the slots go to the eligible ones trained on least
-    #: recently (never-seen first, ties at random); only when too few clear the bar are the remaining slots
-    #: filled by the highest value below it (reason ``"fallback"``). Why: on a small train set revisited for
-    #: many epochs, "value" trains on the same few mid-difficulty prompts over and over; "coverage" still skips
-    #: the prompts predicted dead but spreads the gradient over every learnable one (docs/trl.md).
+    #: How :meth:`PromptBook.select` fills its exploitation slots (``allocate`` is not affected).
+    #: ``"value"``: the highest expected informativeness E[1 - p^g - (1-p)^g] in the pool. ``"coverage"``:
+    #: every candidate whose expected informativeness is at least ``coverage_bar`` is equally eligible, and the
+    #: slots go to the eligible ones recorded least recently (never-seen first, ties at random); only when too
+    #: few clear the bar are the remaining slots filled by the highest value below it (reason ``"fallback"``).
+    #: Why: on a small train set revisited for many epochs, "value" trains on the same few mid-difficulty
+    #: prompts over and over; "coverage" still skips the prompts predicted dead but rotates through every
+    #: learnable one. On a large dataset it prefers never-seen prompts and loses most of the book's gain
+    #: (docs/online.md), hence not the default. Measured in docs/trl.md.
     selection: Literal["value", "coverage"] = "value"
     #: ``selection="coverage"``: the expected informativeness a candidate needs to be eligible.
     coverage_bar: float = 0.5
