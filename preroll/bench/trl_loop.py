@@ -2,7 +2,7 @@
 
 A tiny Llama is pre-trained briefly on the graded task family of
 :mod:`preroll.bench.trl_task` (so its success rates spread over 0..1), then
-trained with TRL's GRPO under equal rollout budgets by four prompt choices:
+trained with TRL's GRPO under equal rollout budgets by five prompt choices:
 
 - ``uniform``: TRL's own shuffled sampler (plain ``trl.GRPOTrainer``);
 - ``memory``: ``PrerollGRPOTrainer`` with the neighbour part off (``encoder="none"``):
