@@ -35,9 +35,14 @@ def main(argv=None) -> int:
                    help="OnlineSettings fields for both book methods, replacing the benchmark's "
                         f"({' '.join(f'{k}={v}' for k, v in LoopConfig().book.items())}); none given = the "
                         "book's own defaults (numbers parsed as JSON)")
+    p.add_argument("--coverage-bar", type=float, default=LoopConfig().coverage["coverage_bar"],
+                   help="preroll-coverage: OnlineSettings.coverage_bar (the expected informativeness a prompt needs)")
     p.add_argument("--pretrain-steps", type=int, default=LoopConfig.pretrain_steps)
     p.add_argument("--threads", type=int, default=LoopConfig.threads)
     p.add_argument("--learning-rate", type=float, default=LoopConfig.learning_rate)
+    p.add_argument("--loss-type", default=LoopConfig.loss_type, help="TRL GRPOConfig.loss_type, for every method")
+    p.add_argument("--scale-rewards", default=LoopConfig.scale_rewards, choices=("group", "batch", "none"),
+                   help="TRL GRPOConfig.scale_rewards, for every method")
     p.add_argument("--policy-dir", type=Path, default=None,
                    help="reuse the pre-trained policy saved here (pre-train and save it there when absent)")
     p.add_argument("--from-json", type=Path, default=None,
@@ -46,7 +51,9 @@ def main(argv=None) -> int:
     cfg = LoopConfig(seeds=tuple(a.seeds), methods=tuple(a.methods), budget=a.budget, n_train=a.n_train,
                      num_generations=a.group_size, eval_every=a.eval_every, encoder=a.encoder,
                      book=LoopConfig().book if a.book is None else book_fields(a.book, p),
-                     pretrain_steps=a.pretrain_steps, threads=a.threads, learning_rate=a.learning_rate)
+                     pretrain_steps=a.pretrain_steps, threads=a.threads, learning_rate=a.learning_rate,
+                     loss_type=a.loss_type, scale_rewards=a.scale_rewards,
+                     coverage={**LoopConfig().coverage, "coverage_bar": a.coverage_bar})
     if cfg.budget < cfg.eval_every:
         print(f"--budget must be at least {cfg.eval_every} rollouts", file=sys.stderr)
         return 2
@@ -83,12 +90,20 @@ def main(argv=None) -> int:
                 progress.console.print(f"{method:8s} seed {seed}: held-out reward {r.heldout_sampled[0]:.3f} -> "
                                        f"{r.heldout_sampled[-1]:.3f} (greedy {r.heldout[0]:.3f} -> {r.heldout[-1]:.3f}) "
                                        f"after {r.rollouts[-1]} rollouts, dead groups {r.dead_share:.2f}, "
-                                       f"{r.seconds_per_step:.2f} s/step"
+                                       f"{r.seconds_per_step:.2f} s/step, train-prompt reward {r.train_sampled:.3f}, "
+                                       + coverage_text(r.coverage(cfg.n_train))
                                        + "".join(f", {k} {d}/{n} dead" for k, (d, n) in r.dead_by_reason.items()))
                 progress.advance(runs)
                 save_json(results, summarise(results, cfg), cfg, a.out / "results.json")  # partial results survive
     save_json(results, summarise(results, cfg), cfg, a.out / "results.json")
     return report(results, cfg, a.out, console)
+
+
+def coverage_text(c: dict) -> str:
+    if not c["prompts"]:
+        return "no informative groups trained"
+    return (f"informative groups on {c['prompts']}/{c['of']} prompts (top 10: {c['top_share']:.0%}, max {c['max']}, "
+            f"{c['mean_visits']:.1f} groups per prompt trained)")
 
 
 def book_fields(pairs: list[str], parser) -> dict:
@@ -135,14 +150,27 @@ def report(results, cfg, out: Path, console) -> int:
                       f"{np.mean(s['dead_share']):.2f} ± {np.std(s['dead_share']):.2f}",
                       f"{np.mean(s['seconds_per_step']):.2f}", f"{int(np.mean(s['steps']))}")
     console.print(table)
+    spread = Table(title="Where the gradient went: informative groups trained on, per seed (dapo: the kept groups)")
+    for col in ("method", "prompts with any", "top-10 share", "most on one prompt", "train-prompt reward"):
+        spread.add_column(col)
+    for m, s in summary.items():
+        cov = s.get("coverage", [])
+        spread.add_row(m, " ".join(str(c.get("prompts", 0)) for c in cov),
+                       " ".join(f"{c.get('top_share', float('nan')):.2f}" for c in cov),
+                       " ".join(str(c.get("max", 0)) for c in cov),
+                       " ".join(f"{x:.3f}" for x in s.get("train_sampled", [])))
+    console.print(spread)
     for m in summary:
         if m != "uniform":
             pairs = paired_difference(results, m)
             if pairs:
                 console.print(f"{m} - uniform, final held-out reward per seed (± paired se): " + ", ".join(
                     f"seed {x['seed']}: {x['diff']:+.3f} ± {x['se']:.3f}" for x in pairs))
-    for name, ok in targets(summary, results).items():
-        console.print(f"target {name}: {'met' if ok else 'NOT met'}")
+    from preroll.bench.trl_loop import BOOK_METHODS
+
+    for method in BOOK_METHODS:
+        for name, ok in targets(summary, results, method).items():
+            console.print(f"{method}: target {name}: {'met' if ok else 'NOT met'}")
     plot(results, summary, out / "trl_closed_loop.png")
     console.print(f"wrote {out / 'trl_closed_loop.png'} (runs: {out / 'results.json'})")
     return 0

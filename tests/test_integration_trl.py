@@ -119,12 +119,14 @@ def test_choice_for_a_batch_sees_the_rewards_of_the_previous_batch(trained):
     assert events == [(kind, k) for k in range(4) for kind in ("select", "record")]
 
 
-def test_resume_gives_the_same_next_choices(tmp_path):
-    full = trainer(tmp_path / "a", max_steps=3, save_strategy="steps", save_steps=2)
+@pytest.mark.parametrize("selection", ["value", "coverage"])
+def test_resume_gives_the_same_next_choices(tmp_path, selection):
+    book = OnlineSettings(selection=selection)
+    full = trainer(tmp_path / "a", max_steps=3, save_strategy="steps", save_steps=2, preroll=book)
     full.train()
     ckpt = tmp_path / "a" / "out" / "checkpoint-2"
     assert (ckpt / "preroll_book.npz").exists() and (ckpt / "preroll_pool.json").exists()
-    resumed = trainer(tmp_path / "b", max_steps=3)
+    resumed = trainer(tmp_path / "b", max_steps=3, preroll=book)
     resumed.train(resume_from_checkpoint=str(ckpt))
     a = {c.step: c for c in full.preroll_log}
     b = {c.step: c for c in resumed.preroll_log}

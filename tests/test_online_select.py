@@ -117,4 +117,82 @@ def test_beliefs_stay_valid_and_selection_is_distinct(seed, ks, n):
     assert len(sel.indices) == min(n, 25) == len(set(sel.indices.tolist()))
     assert set(sel.indices.tolist()) <= set(pool.tolist())
     assert sel.indices.dtype == np.int64
-    assert set(sel.reason) <= {"exploit", "explore", "revisit"}
+    assert set(sel.reason) <= {"exploit", "explore", "revisit", "fallback"}
+
+
+# -- selection="coverage" ---------------------------------------------------------------------------------
+
+
+def _cover_book(selection="coverage", seed=0, **kw):
+    """60 prompts seen three times: 20 always solved, 20 never, 20 at 4/8 (the learnable ones, 40..59)."""
+    settings = OnlineSettings(encoder="none", explore=0.0, revisit=0.0, selection=selection, seed=seed, **kw)
+    book = PromptBook(_texts(60), settings=settings)
+    for step in range(3):
+        book.record(step, range(60), [_group(8)] * 20 + [_group(0)] * 20 + [_group(4)] * 20)
+    return book
+
+
+def _coverage_pass(book, steps=4, n=5, first_step=3):
+    """``steps`` selections from the whole dataset, each chosen prompt coming back informative (3/8)."""
+    chosen = []
+    for t in range(steps):
+        sel = book.select(range(60), n)
+        chosen.append(sel)
+        book.record(first_step + t, sel.indices, [_group(3)] * n)
+    return chosen
+
+
+def test_coverage_chooses_every_eligible_prompt_once_per_pass_and_skips_dead_ones():
+    picks = np.concatenate([s.indices for s in _coverage_pass(_cover_book())])
+    # 4 steps x 5 slots = the 20 learnable prompts, each exactly once: least recently trained first
+    assert sorted(picks.tolist()) == list(range(40, 60))
+    # "value" keeps choosing the prompts it has just seen informative again (more evidence of p near 0.5)
+    value = np.concatenate([s.indices for s in _coverage_pass(_cover_book("value"))])
+    assert set(value.tolist()) <= set(range(40, 60))
+    assert len(set(value.tolist())) < 20
+
+
+def test_coverage_fills_from_below_the_bar_when_too_few_clear_it():
+    book = _cover_book()
+    pool = [0, 1, 2, 20, 21, 40, 41]          # two learnable prompts, the rest dead (always or never solved)
+    sel = book.select(pool, 4)
+    reason = dict(zip(sel.indices.tolist(), sel.reason.tolist()))
+    assert {i for i, r in reason.items() if r == "exploit"} == {40, 41}
+    fallback = [i for i, r in reason.items() if r == "fallback"]
+    assert len(fallback) == 2
+    # the fallback slots go to the highest expected informativeness below the bar
+    from preroll.online.policy import expected_informative
+
+    value = dict(zip(pool, expected_informative(book.predict(pool), 8)))
+    below = sorted((i for i in pool if i not in (40, 41)), key=lambda i: -value[i])
+    assert sorted(fallback) == sorted(below[:2])
+    assert book.stats().selections["fallback"] == 2
+
+
+def test_coverage_is_reproducible_with_a_seed_and_random_among_equals():
+    def first_choices(seed):
+        book = PromptBook(_texts(50), settings=OnlineSettings(encoder="none", selection="coverage", seed=seed))
+        return [book.select(range(50), 5).indices.tolist() for _ in range(3)]
+
+    assert first_choices(4) == first_choices(4)
+    # a fresh book: every prompt is equally eligible and equally stale, so the seed decides
+    assert first_choices(4) != first_choices(5)
+
+
+def test_coverage_resumes_with_the_same_next_choices(tmp_path):
+    book = _cover_book(seed=3)
+    _coverage_pass(book, steps=2)
+    path = book.save(tmp_path / "book.npz")
+    again = PromptBook.load(path, _texts(60))
+    a = [s.indices.tolist() for s in _coverage_pass(book, steps=3, first_step=5)]
+    b = [s.indices.tolist() for s in _coverage_pass(again, steps=3, first_step=5)]
+    assert a == b
+
+
+def test_coverage_bar_is_validated():
+    from preroll.online import OnlineInputError
+
+    with pytest.raises(OnlineInputError, match="coverage_bar"):
+        PromptBook(_texts(3), settings={"coverage_bar": 1.5})
+    with pytest.raises(OnlineInputError, match="selection"):
+        PromptBook(_texts(3), settings={"selection": "best"})

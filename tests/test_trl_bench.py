@@ -51,3 +51,25 @@ def test_book_option_parses_values_and_names_a_bad_field():
         bench.book_fields(["no_such_field=1"], parser)
     with pytest.raises(SystemExit):
         bench.book_fields(["explore"], parser)
+
+
+def test_group_counter_counts_trained_groups_per_prompt_and_their_spread():
+    from preroll.bench.trl_loop import GroupCounter, RunResult
+
+    result = RunResult("uniform", 0)
+    counter = GroupCounter(2, result)
+    # two groups of two: "a" informative (1, 0), "b" dead (1, 1)
+    counter(["a", "a", "b", "b"], ["1", "2", "1", "1"], ["1", "1", "1", "1"])
+    counter(["a", "a", "c", "c"], ["1", "2", "2", "1"], ["1", "1", "1", "1"])
+    assert result.trained_groups == {"a": [2, 2], "b": [1, 0], "c": [1, 1]}
+    assert (result.groups, result.dead_groups) == (4, 1)
+    cov = result.coverage(n_train=5, top=1)
+    assert cov["prompts"] == 2 and cov["max"] == 2 and cov["top_share"] == pytest.approx(2 / 3)
+    assert cov["mean_visits"] == pytest.approx(4 / 3)
+    # dapo's trainer reports which of the generated groups it kept
+    kept = RunResult("dapo", 0)
+    dapo = GroupCounter(2, kept, count_training=False)
+    dapo(["a", "a", "b", "b"], ["1", "2", "1", "1"], ["1", "1", "1", "1"])
+    assert kept.trained_groups == {}
+    dapo.trained([0])
+    assert kept.trained_groups == {"a": [1, 1]}

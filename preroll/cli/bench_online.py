@@ -24,6 +24,8 @@ def bench_online(
     overhead: bool = typer.Option(True, "--overhead/--no-overhead", help="Also time the book at trainer scale."),
     overhead_pool: int = typer.Option(2048, min=2, help="Overhead: candidate pool per step."),
     overhead_history: int = typer.Option(50_000, min=0, help="Overhead: history rows recorded before timing."),
+    selection: str = typer.Option("value", help="The book's selection (OnlineSettings.selection): value or coverage."),
+    coverage_bar: float = typer.Option(0.5, min=0.0, max=1.0, help="OnlineSettings.coverage_bar (selection=coverage)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny run for tests: 300 texts x 2, batch 16, 3 epochs."),
     out: Path = typer.Option(Path("runs/bench-online"), help="Output folder for results.json and online.png."),
 ) -> None:
@@ -38,7 +40,8 @@ def bench_online(
     console = Console(width=max(shutil.get_terminal_size((140, 24)).columns, 120))
     cfg = OnlineBenchConfig(variants=variants, share=share, batch=batch, pool_factor=pool_factor,
                             group_size=group_size, epochs=epochs, seeds=tuple(range(seeds)),
-                            samplers=tuple(s.strip() for s in samplers.split(",") if s.strip()), quick=quick)
+                            samplers=tuple(s.strip() for s in samplers.split(",") if s.strip()), quick=quick,
+                            book_settings=book_settings(selection, coverage_bar))
     if quick:
         cfg.variants, cfg.batch, cfg.epochs, cfg.max_anchors = 2, 16, 3, 300
     try:
@@ -58,6 +61,19 @@ def bench_online(
     paths = write_outputs(result, out)
     print_tables(result, console)
     console.print(f"wrote {paths['json']} and {paths['png']}")
+
+
+def book_settings(selection: str, coverage_bar: float) -> dict:
+    """OnlineSettings fields for the book samplers; only what differs from the book's defaults."""
+    from preroll.online import OnlineInputError
+    from preroll.online.settings import build_settings
+
+    fields = {} if selection == "value" else {"selection": selection, "coverage_bar": coverage_bar}
+    try:
+        build_settings(**fields)
+    except OnlineInputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return fields
 
 
 def print_tables(result: dict, console) -> None:

@@ -400,7 +400,7 @@ class PromptBook:
         pool = check_indices(pool, len(self), "pool", distinct=True)
         n = _check_count(n, len(pool))
         belief = self._belief(pool)
-        pos, codes = choose(belief, self.dead_streak_[pool], n, self.settings, self._rng)
+        pos, codes = choose(belief, self.dead_streak_[pool], n, self.settings, self._rng, last_seen=self.last_[pool])
         chosen = pool[pos]
         self._count_choices(chosen, codes)
         return Selection(indices=chosen.astype(np.int64), p_success=belief.p_success[pos],

@@ -14,6 +14,18 @@ would under-sample prompts the book knows little about, so:
 - **Thompson slots**: ``explore`` of the remaining slots go to the best
   prompts by a *draw* from the belief instead of its expectation (MoPPS-style),
   which gives uncertain (e.g. never-seen) prompts their fair chance.
+
+The exploitation slots are filled in one of two ways (``settings.selection``):
+
+- ``"value"``: the highest expected informativeness in the pool. Best per
+  group, but on a small train set it keeps choosing the same prompts (those
+  nearest p = 0.5), epoch after epoch;
+- ``"coverage"``: a bar on expected informativeness (``coverage_bar``) splits
+  the pool into eligible and not; eligible prompts are taken least recently
+  trained first (never-seen first, ties at random), so over a few passes every
+  prompt the book expects to be learnable gets its turn, as in DAPO's
+  filtering of a uniform draw, without generating the dead groups. Too few
+  eligible: the rest are the best below the bar (reason ``"fallback"``).
 """
 
 from __future__ import annotations
@@ -47,8 +59,11 @@ def draw_revisits(dead_streak: np.ndarray, n: int, settings: OnlineSettings, rng
 
 
 def choose(belief: BetaPrediction, dead_streak: np.ndarray, n: int, settings: OnlineSettings,
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (into the pool) of the n chosen prompts and the reason code of each (index into REASONS)."""
+           rng: np.random.Generator, last_seen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (into the pool) of the n chosen prompts and the reason code of each (index into REASONS).
+
+    ``last_seen``: the step each pool prompt was last recorded at (-1: never), used by ``"coverage"``.
+    """
     k = len(belief)
     g = settings.group_size
     revisit = draw_revisits(dead_streak, n, settings, rng)
@@ -64,13 +79,35 @@ def choose(belief: BetaPrediction, dead_streak: np.ndarray, n: int, settings: On
     free = ~revisit
     # Ties (e.g. a fresh book where every belief is the same) are broken at random, not by pool order.
     tie = rng.random(k) * 1e-9
-    exploit = _top(np.where(free, value + tie, -np.inf), n_exploit)
+    if settings.selection == "coverage":
+        stale = np.full(k, -1, np.int64) if last_seen is None else np.asarray(last_seen, np.int64)
+        exploit, fallback = cover(value, stale, free, n_exploit, settings.coverage_bar, tie)
+    else:
+        exploit, fallback = _top(np.where(free, value + tie, -np.inf), n_exploit), np.zeros(0, np.int64)
     free[exploit] = False
+    free[fallback] = False
     explore = _top(np.where(free, thompson_value + tie, -np.inf), n_explore)
-    chosen = np.concatenate([np.asarray(chosen, np.int64), exploit, explore])
+    chosen = np.concatenate([np.asarray(chosen, np.int64), exploit, fallback, explore])
     reasons = np.concatenate([np.asarray(reasons, np.int64), np.zeros(len(exploit), np.int64),
-                              np.ones(len(explore), np.int64)])
+                              np.full(len(fallback), 3, np.int64), np.ones(len(explore), np.int64)])
     return chosen, reasons
+
+
+def cover(value: np.ndarray, last_seen: np.ndarray, free: np.ndarray, m: int, bar: float,
+          tie: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``selection="coverage"``: m positions, eligible ones (value >= bar) least recently seen first.
+
+    Returns (eligible picks, fallback picks). Within equal staleness (e.g. all
+    never-seen) the order is the random ``tie``, not the value: every eligible
+    prompt is as good as any other, which is the point.
+    """
+    eligible = free & (value >= bar)
+    pos = np.flatnonzero(eligible)
+    picks = pos[np.lexsort((tie[pos], last_seen[pos]))[:m]].astype(np.int64)
+    m_eligible = len(picks)
+    rest = free & ~eligible
+    fallback = _top(np.where(rest, value + tie, -np.inf), min(m - m_eligible, int(rest.sum())))
+    return picks, fallback
 
 
 def stochastic_round(x: float, rng: np.random.Generator) -> int:

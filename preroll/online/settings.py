@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
@@ -47,6 +48,18 @@ class OnlineSettings(BaseModel):
     revisit_decay: float = 0.5
     #: At most this share of the n slots goes to revisits.
     max_revisit_share: float = 0.1
+    #: How :meth:`PromptBook.select` fills its exploitation slots (``allocate`` is not affected).
+    #: ``"value"``: the highest expected informativeness E[1 - p^g - (1-p)^g] in the pool. ``"coverage"``:
+    #: every candidate whose expected informativeness is at least ``coverage_bar`` is equally eligible, and the
+    #: slots go to the eligible ones recorded least recently (never-seen first, ties at random); only when too
+    #: few clear the bar are the remaining slots filled by the highest value below it (reason ``"fallback"``).
+    #: Why: on a small train set revisited for many epochs, "value" trains on the same few mid-difficulty
+    #: prompts over and over; "coverage" still skips the prompts predicted dead but rotates through every
+    #: learnable one. On a large dataset it prefers never-seen prompts and loses most of the book's gain
+    #: (docs/online.md), hence not the default. Measured in docs/trl.md.
+    selection: Literal["value", "coverage"] = "value"
+    #: ``selection="coverage"``: the expected informativeness a candidate needs to be eligible.
+    coverage_bar: float = 0.5
     #: Gain of the global-level tracker: share of this step's batch-level residual (logit) taken on.
     level_gain: float = 0.5
     seed: int = 0
@@ -80,7 +93,7 @@ class OnlineSettings(BaseModel):
             raise ValueError(f"must be in (0, 1] (got {v})")
         return v
 
-    @field_validator("explore", "revisit", "max_revisit_share", "level_gain")
+    @field_validator("explore", "revisit", "max_revisit_share", "level_gain", "coverage_bar")
     @classmethod
     def _share(cls, v):
         if not (0.0 <= v <= 1.0):

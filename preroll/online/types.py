@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Why a prompt was chosen.
-REASONS = ("exploit", "explore", "revisit")
+#: Why a prompt was chosen ("fallback": ``selection="coverage"`` found too few candidates above its bar and
+#: filled the slot with the best one below it).
+REASONS = ("exploit", "explore", "revisit", "fallback")
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class Selection:
 
     indices: np.ndarray    # int64, length n
     p_success: np.ndarray  # belief mean of each chosen prompt
-    reason: np.ndarray     # "exploit" | "explore" | "revisit"
+    reason: np.ndarray     # "exploit" | "explore" | "revisit" | "fallback"
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -25,7 +25,7 @@ class RolloutPlan:
 
     indices: np.ndarray               # int64 dataset positions, distinct
     rollout_n: np.ndarray | None      # int64 per prompt, or None for the trainer's fixed n
-    reason: np.ndarray                # "exploit" | "explore" | "revisit" per prompt ("" when unknown)
+    reason: np.ndarray                # "exploit" | "explore" | "revisit" | "fallback" per prompt ("" when unknown)
     pool_size: int
 
     def __len__(self) -> int:
