@@ -232,7 +232,12 @@ def test_library_and_server_router_options_share_one_set_of_checks():
 
 @pytest.mark.shared_data
 def test_router_on_real_mmlu_beats_random():
-    """A few hundred real prompts from subjects where the gap differs: routing must find it."""
+    """A few hundred real prompts from subjects where the gap differs: routing must find it.
+
+    One half/half split of ~850 prompts swings APGR by +-0.15 (0.51-0.86 over four seeds), so a single
+    split at a bar of 0.6 passed or failed with the split, not with the router; the mean of three splits
+    (random routing: 0.5 in expectation) is what is asserted.
+    """
     from preroll.bench.mmlu import load_mmlu
     from preroll.bench import route_metrics as metrics
 
@@ -240,15 +245,17 @@ def test_router_on_real_mmlu_beats_random():
     subjects = ["formal_logic", "abstract_algebra", "marketing", "high_school_government_and_politics",
                 "sociology"]
     data = load_mmlu(subjects=subjects)
-    rng = np.random.default_rng(0)
-    perm = rng.permutation(len(data))
-    hist, ev = perm[: len(data) // 2], perm[len(data) // 2:]
     specs = [ModelSpec(name=m, cost_per_call=c) for m, c in zip(data.models, (1.0, 10.0))]
-    r = Router(models=specs, encoder=HashingEncoder(512), rule="gain").fit(data.subset(hist).histories())
-    ev_data = data.subset(ev)
-    P = r.predict_proba(ev_data.prompts)
-    w, s = ev_data.correct[:, 0], ev_data.correct[:, 1]
-    assert metrics.apgr(metrics.routing_curve(P[:, 1] - P[:, 0], w, s)) > 0.6
+    scores = []
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(len(data))
+        hist, ev = perm[: len(data) // 2], perm[len(data) // 2:]
+        r = Router(models=specs, encoder=HashingEncoder(512), rule="gain").fit(data.subset(hist).histories())
+        ev_data = data.subset(ev)
+        P = r.predict_proba(ev_data.prompts)
+        w, s = ev_data.correct[:, 0], ev_data.correct[:, 1]
+        scores.append(metrics.apgr(metrics.routing_curve(P[:, 1] - P[:, 0], w, s)))
+    assert np.mean(scores) > 0.6, scores
 
 
 @pytest.mark.slow
