@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from preroll.bench.llmrouter import load_llmrouter
-from preroll.bench.route_multi import fold_indices
+from preroll.bench.route_multi import fold_indices, latency_summary, route_latency
 from preroll.encoders import get_encoder
 from preroll.route import Router
 
@@ -33,10 +33,9 @@ prompts = [data.prompts[i] for i in test[:N_PROMPTS]]
 X = router.embed(prompts)
 
 
-def percentiles(times):
-    t = np.array(times[WARM_UP:])
-    return (f"p50 {np.percentile(t, 50):.2f} ms, p90 {np.percentile(t, 90):.2f} ms, p99 {np.percentile(t, 99):.2f} ms "
-            f"(n={len(t)})")
+def percentiles(summary: dict) -> str:
+    return (f"p50 {summary['p50']:.2f} ms, p90 {summary['p90']:.2f} ms, p99 {summary['p99']:.2f} ms "
+            f"(n={summary['n']})")
 
 
 times = []
@@ -44,15 +43,9 @@ for i in range(len(prompts)):
     t0 = time.perf_counter()
     router.route_embeddings(X[i:i + 1], prompts[i:i + 1])
     times.append((time.perf_counter() - t0) * 1000)
-print(f"{encoder}: route_embeddings, one prompt per call: {percentiles(times)}; "
+print(f"{encoder}: route_embeddings, one prompt per call: {percentiles(latency_summary(times[WARM_UP:]))}; "
       f"load average {os.getloadavg()[0]:.1f}")
 
-stamp = time.time_ns()
-times = []
-for i, p in enumerate(prompts):
-    q = f"{p}\n[{stamp}-{i}]"
-    t0 = time.perf_counter()
-    router.route([q])
-    times.append((time.perf_counter() - t0) * 1000)
-print(f"{encoder}: route() end to end, one unseen prompt per call: {percentiles(times)}; "
+end_to_end = route_latency(router, prompts, warm_up=WARM_UP)
+print(f"{encoder}: route() end to end, one unseen prompt per call: {percentiles(end_to_end)}; "
       f"load average {os.getloadavg()[0]:.1f}")

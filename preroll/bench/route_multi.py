@@ -261,8 +261,11 @@ def run_multi_bench(cfg: MultiBenchConfig, progress: Callable[[str], None] = lam
     return result
 
 
-def route_latency(router, prompts: list[str]) -> dict[str, float]:
-    """Wall time of ``router.route([p])`` per prompt on texts the encoder has not seen (a suffix makes them new)."""
+def route_latency(router, prompts: list[str], warm_up: int = 0) -> dict[str, float]:
+    """Wall time of ``router.route([p])`` per prompt on texts the encoder has not seen (a suffix makes them new).
+
+    The first ``warm_up`` calls are timed but left out of the percentiles (first-call allocations, lazy imports).
+    """
     stamp = f"{time.time_ns()}"
     times = []
     for i, p in enumerate(prompts):
@@ -270,7 +273,11 @@ def route_latency(router, prompts: list[str]) -> dict[str, float]:
         t0 = time.perf_counter()
         router.route([q])
         times.append((time.perf_counter() - t0) * 1000)
-    t = np.array(times)
+    return latency_summary(times[warm_up:])
+
+
+def latency_summary(times_ms) -> dict[str, float]:
+    t = np.asarray(times_ms, dtype=float)
     return {"n": int(len(t)), "p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)),
             "p99": float(np.percentile(t, 99)), "mean": float(t.mean())}
 
