@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from preroll.defaults import DEFAULT_ENCODER
 from preroll.route.errors import RouteConfigError
 from preroll.validation import from_pydantic
 
@@ -135,7 +136,7 @@ class RouterOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    encoder: str = "minilm"
+    encoder: str = DEFAULT_ENCODER
     head: str = "auto"
     rule: RuleName = "utility"
     lam: float = Field(default=1.0, ge=0, allow_inf_nan=False)

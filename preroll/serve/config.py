@@ -3,7 +3,7 @@
 Example (see ``examples/serve.yaml``)::
 
     store: preroll-history.sqlite        # relative paths are relative to this file
-    router: {encoder: minilm, head: auto, rule: utility, lam: 1.0, refit_every: 50}
+    router: {encoder: minilm+lexical+stats, head: auto, rule: utility, lam: 1.0, refit_every: 50}
     backends:
       - name: small
         base_url: http://127.0.0.1:9001/v1
