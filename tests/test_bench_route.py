@@ -125,6 +125,7 @@ def test_split_keeps_identical_prompts_together():
     assert sorted(np.r_[hist, ev].tolist()) == list(range(len(prompts)))
 
 
+@pytest.mark.shared_data
 def test_bench_refuses_unknown_model():
     from preroll.bench.route import RouteBenchConfig, run_route_bench
 
@@ -135,7 +136,6 @@ def test_bench_refuses_unknown_model():
         run_route_bench(cfg)
 
 
-@pytest.mark.shared_data
 @pytest.mark.shared_data
 def test_cli_writes_table_json_and_png(tmp_path, monkeypatch):
     from typer.testing import CliRunner
