@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -212,3 +219,56 @@ def test_closed_loop_held_out_reward_is_seeded_and_paired():
             RunResult("preroll", 0, final_items=[0.5, 0.5, 1.0, 1.0])]
     (pair,) = paired_difference(runs, "preroll")
     assert pair["seed"] == 0 and pair["diff"] == pytest.approx(0.25) and pair["se"] > 0
+
+
+# -- several processes: two real ranks on CPU (torchrun, gloo) ----------------------------------------------------
+
+MULTI = Path(__file__).with_name("trl_multiprocess_run.py")
+
+
+def _launch(out: Path, *extra: str) -> list[dict]:
+    """Run the two-rank GRPO script; return each rank's report (rank order)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(MULTI.parents[1]), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(MULTI),
+           str(out), *extra]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return _launch(tmp_path_factory.mktemp("mp") / "full", "--save-steps", "2"), tmp_path_factory
+
+
+def test_two_ranks_keep_identical_books_and_each_rolls_out_its_slice(two_ranks):
+    ranks, _ = two_ranks
+    r0, r1 = ranks
+    assert (r0["world"], r1["world"]) == (2, 2) and r0["backend"] == "gloo"
+    assert r0["choices"] == r1["choices"] and len(r0["choices"]) == 4
+    assert r0["book_sha256"] == r1["book_sha256"] and r0["history"] == r1["history"]
+    prompts, G, L = r0["prompts"], r0["G"], r0["per_device"]
+    for step, choice in enumerate(r0["choices"]):
+        rows = [prompts[i] for i in np.repeat(choice["indices"], G)]
+        # rank r rolled out rows r*L .. (r+1)*L - 1 of the book's choice (a group straddles the two ranks)
+        assert r0["scored"][step] == rows[:L] and r1["scored"][step] == rows[L:2 * L]
+    # the book counts every rollout of a group, both ranks' halves gathered
+    hist = r0["history"]
+    assert len(hist["index"]) == 4 * len(r0["choices"][0]["indices"]) and set(hist["attempts"]) == {float(G)}
+
+
+def test_two_ranks_resume_with_the_same_next_choices(two_ranks):
+    ranks, factory = two_ranks
+    ckpt = Path(ranks[0]["output_dir"]) / "checkpoint-2"
+    assert (ckpt / "preroll_book.npz").exists() and (ckpt / "preroll_pool.json").exists()
+    # transformers 5.10 cannot load an optimizer state on several CPU processes (torch.load with map_location
+    # 'cpu:0'); the book and pool do not depend on it, so the resume starts from a copy without it
+    copy = factory.mktemp("ckpt") / "checkpoint-2"
+    shutil.copytree(ckpt, copy)
+    (copy / "optimizer.pt").unlink()
+    resumed = _launch(factory.mktemp("mp") / "resumed", "--resume", str(copy))
+    assert [c["step"] for c in resumed[0]["choices"]] == [2, 3]
+    assert resumed[0]["choices"] == resumed[1]["choices"] == ranks[0]["choices"][2:]
+    assert resumed[0]["book_sha256"] == resumed[1]["book_sha256"]
+    assert resumed[0]["history"]["index"] == ranks[0]["history"]["index"]
