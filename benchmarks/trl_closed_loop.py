@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=LoopConfig.budget, help="rollouts per run")
     p.add_argument("--n-train", type=int, default=LoopConfig.n_train, help="train prompts (revisited every epoch)")
     p.add_argument("--group-size", type=int, default=LoopConfig.num_generations, help="G, rollouts per prompt")
+    p.add_argument("--prompts-per-step", type=int, default=LoopConfig.prompts_per_step,
+                   help="B, prompts per generation batch (each rolled out G times)")
     p.add_argument("--eval-every", type=int, default=LoopConfig.eval_every, help="rollouts between held-out evals")
     p.add_argument("--encoder", default=LoopConfig.encoder,
                    help="preroll's neighbour encoder spec (preroll.encoders.get_encoder), e.g. lexical, lexical+stats")
@@ -49,7 +51,8 @@ def main(argv=None) -> int:
                    help="print the table and draw the PNG from a results.json of an earlier (possibly partial) run")
     a = p.parse_args(argv)
     cfg = LoopConfig(seeds=tuple(a.seeds), methods=tuple(a.methods), budget=a.budget, n_train=a.n_train,
-                     num_generations=a.group_size, eval_every=a.eval_every, encoder=a.encoder,
+                     num_generations=a.group_size, prompts_per_step=a.prompts_per_step,
+                     eval_every=a.eval_every, encoder=a.encoder,
                      book=LoopConfig().book if a.book is None else book_fields(a.book, p),
                      pretrain_steps=a.pretrain_steps, threads=a.threads, learning_rate=a.learning_rate,
                      loss_type=a.loss_type, scale_rewards=a.scale_rewards,

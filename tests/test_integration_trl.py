@@ -126,6 +126,24 @@ def test_choice_for_a_batch_sees_the_rewards_of_the_previous_batch(trained):
     assert events == [(kind, k) for k in range(4) for kind in ("select", "record")]
 
 
+
+@pytest.mark.parametrize("kw, every", [(dict(num_iterations=2), 2),
+                                       (dict(steps_per_generation=2, per_device_train_batch_size=B * G // 2), 2),
+                                       (dict(gradient_accumulation_steps=2, per_device_train_batch_size=B * G // 2), 1)])
+def test_one_choice_per_generation_batch_when_generations_are_reused_or_split(tmp_path, kw, every):
+    # TRL reuses a generation for num_iterations steps and splits one over steps_per_generation steps: the book
+    # chooses and records once per generation batch, at the step that generated it, with all G rollouts
+    rec = Recorder()
+    tr = trainer(tmp_path, reward_funcs=rec, **kw)
+    tr.train()
+    steps = list(range(0, 4, every))
+    assert [c.step for c in tr.preroll_log] == steps and len(rec.calls) == len(steps)
+    hist = tr.preroll_book.history()
+    assert sorted(set(hist["step"].tolist())) == steps and set(hist["attempts"].tolist()) == {G}
+    for c, (scored, _) in zip(tr.preroll_log, rec.calls):
+        assert scored == [tr.train_dataset["prompt"][i] for i in np.repeat(c.indices, G)]
+
+
 @pytest.mark.parametrize("selection", ["value", "coverage"])
 def test_resume_gives_the_same_next_choices(tmp_path, selection):
     book = OnlineSettings(selection=selection)
