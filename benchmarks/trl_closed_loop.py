@@ -163,6 +163,16 @@ def report(results, cfg, out: Path, console) -> int:
                        " ".join(str(c.get("max", 0)) for c in cov),
                        " ".join(f"{x:.3f}" for x in s.get("train_sampled", [])))
     console.print(spread)
+    lengths = Table(title="By task length k (difficulty): final held-out reward / informative groups trained, "
+                          "mean over seeds")
+    lengths.add_column("method")
+    for k in range(1, cfg.k_max + 1):
+        lengths.add_column(f"k={k}")
+    for m, s in summary.items():
+        bl = s.get("by_length") or {}
+        if bl:
+            lengths.add_row(m, *(f"{h:.3f} / {g:.0f}" for h, g in zip(bl["heldout"], bl["informative"])))
+    console.print(lengths)
     for m in summary:
         if m != "uniform":
             pairs = paired_difference(results, m)

@@ -73,3 +73,23 @@ def test_group_counter_counts_trained_groups_per_prompt_and_their_spread():
     assert kept.trained_groups == {}
     dapo.trained([0])
     assert kept.trained_groups == {"a": [1, 1]}
+
+
+def test_by_length_splits_held_out_reward_and_informative_groups_by_task_length():
+    from preroll.bench.trl_loop import LoopConfig, RunResult, by_length, task_data
+
+    cfg = LoopConfig(n_train=6, n_heldout=10, k_max=3)
+    train, heldout = task_data(cfg)
+    held_k = np.array([it.k for it in heldout])
+    a = RunResult("preroll", 0, final_items=[float(it.k == 1) for it in heldout],
+                  trained_groups={train[0].prompt: [3, 2], train[1].prompt: [1, 0]})
+    b = RunResult("preroll", 1, final_items=[0.0] * len(heldout), trained_groups={train[0].prompt: [1, 1]})
+    other = RunResult("uniform", 0, final_items=[1.0] * len(heldout))
+    out = by_length([a, b, other], cfg, "preroll")
+    # seed 0 solves every k = 1 item and seed 1 none; a length with no held-out item has no mean
+    expected = [(0.5 if k == 1 else 0.0) if (held_k == k).any() else np.nan for k in (1, 2, 3)]
+    assert out["heldout"] == pytest.approx(expected, nan_ok=True)
+    informative = np.zeros(3)
+    informative[train[0].k - 1] += 1.5              # (2 + 1) informative groups over two seeds
+    assert out["informative"] == pytest.approx(informative.tolist())
+    assert by_length([other], cfg, "preroll") == {}

@@ -343,8 +343,34 @@ def summarise(results: list[RunResult], cfg: LoopConfig) -> dict:
             "seeds": [r.seed for r in runs],
             "train_sampled": [r.train_sampled for r in runs],
             "coverage": [r.coverage(cfg.n_train) for r in runs],
+            "by_length": by_length(runs, cfg, m),
         }
     return out
+
+
+def by_length(results: list[RunResult], cfg: LoopConfig, method: str) -> dict[str, list[float]]:
+    """Per task length k = 1..k_max, mean over seeds: the final held-out reward and the informative groups trained.
+
+    Why: length sets an item's difficulty, so this shows where each choice puts
+    its gradient and which held-out items gain or lose by it (measured: a small
+    train set's extra gradient on mid lengths went into its own prompts and left
+    the held-out items of those lengths where uniform's were, while the easy
+    lengths it skipped lost; docs/trl.md).
+    """
+    train, heldout = task_data(cfg)
+    runs = [r for r in results if r.method == method and len(r.final_items) == len(heldout)]
+    if not runs:
+        return {}
+    lengths = np.arange(1, cfg.k_max + 1)
+    held_k = np.array([it.k for it in heldout])
+    train_k = {it.prompt: it.k for it in train}
+    final = np.mean([r.final_items for r in runs], axis=0)
+    informative = np.zeros(len(lengths))
+    for r in runs:
+        for prompt, (_, live) in r.trained_groups.items():
+            informative[train_k[prompt] - 1] += live
+    return {"heldout": [float(final[held_k == k].mean()) if (held_k == k).any() else float("nan") for k in lengths],
+            "informative": (informative / len(runs)).tolist()}
 
 
 def late_mean(rollouts: list[int], values: list[float], share: float = 0.25) -> float:
