@@ -136,7 +136,7 @@ def report(results, cfg, out: Path, console) -> int:
     import numpy as np
     from rich.table import Table
 
-    from preroll.bench.trl_loop import paired_difference, plot, summarise, targets
+    from preroll.bench.trl_loop import against_uniform_over_the_run, paired_difference, plot, summarise, targets
 
     summary = summarise(results, cfg)
     seeds = sorted({r.seed for r in results})
@@ -173,6 +173,17 @@ def report(results, cfg, out: Path, console) -> int:
         if bl:
             lengths.add_row(m, *(f"{h:.3f} / {g:.0f}" for h, g in zip(bl["heldout"], bl["informative"])))
     console.print(lengths)
+    run_table = Table(title="Held-out reward against rollouts, per seed: mean over the run minus uniform's; rollouts "
+                            "until it first reached uniform's last-quarter level")
+    for col in ("method", "curve mean - uniform", "rollouts to reach uniform's late level"):
+        run_table.add_column(col)
+    for m in summary:
+        rows = against_uniform_over_the_run(results, m)
+        if rows:
+            run_table.add_row(m, " ".join(f"{x['curve_gap']:+.4f}" for x in rows),
+                              " ".join("never" if x["rollouts_to_reach"] is None else str(x["rollouts_to_reach"])
+                                       for x in rows))
+    console.print(run_table)
     for m in summary:
         if m != "uniform":
             pairs = paired_difference(results, m)

@@ -93,3 +93,19 @@ def test_by_length_splits_held_out_reward_and_informative_groups_by_task_length(
     informative[train[0].k - 1] += 1.5              # (2 + 1) informative groups over two seeds
     assert out["informative"] == pytest.approx(informative.tolist())
     assert by_length([other], cfg, "preroll") == {}
+
+
+def test_against_uniform_over_the_run_pairs_seeds_and_finds_the_first_evaluation_at_uniforms_late_level():
+    from preroll.bench.trl_loop import RunResult, against_uniform_over_the_run
+
+    ro = [0, 100, 200, 300, 400]
+    uniform = RunResult("uniform", 0, rollouts=ro, heldout_sampled=[0.2, 0.22, 0.24, 0.30, 0.28])
+    ahead = RunResult("preroll", 0, rollouts=ro, heldout_sampled=[0.2, 0.26, 0.295, 0.30, 0.30])
+    behind = RunResult("preroll", 1, rollouts=ro, heldout_sampled=[0.2, 0.21, 0.22, 0.23, 0.24])
+    uniform1 = RunResult("uniform", 1, rollouts=ro, heldout_sampled=[0.2, 0.22, 0.24, 0.26, 0.28])
+    rows = against_uniform_over_the_run([uniform, ahead, behind, uniform1], "preroll")
+    assert [r["seed"] for r in rows] == [0, 1]
+    # uniform's last-quarter level on seed 0: mean of the evaluations at >= 300 rollouts = 0.29
+    assert rows[0]["rollouts_to_reach"] == 200
+    assert rows[0]["curve_gap"] == pytest.approx((0.26 + 0.295 + 0.30 + 0.30 - 0.22 - 0.24 - 0.30 - 0.28) / 4)
+    assert rows[1]["rollouts_to_reach"] is None and rows[1]["curve_gap"] < 0

@@ -404,6 +404,32 @@ def paired_difference(results: list[RunResult], method: str, baseline: str = "un
     return out
 
 
+def against_uniform_over_the_run(results: list[RunResult], method: str, baseline: str = "uniform") -> list[dict]:
+    """Per seed, the held-out reward against rollouts generated, summed up two ways against ``baseline``.
+
+    ``curve_gap``: the mean held-out reward over the run's evaluations (the start
+    left out) minus the baseline's, same seed: above zero, the method was ahead on
+    average along the way. ``rollouts_to_reach``: the rollouts after which the
+    method's held-out reward first reached the baseline's last-quarter mean (its
+    late level; the final point alone swings), None if it never did.
+    Why: the final point is one noisy reading; a trainer's question is also how
+    many rollouts it takes to get there.
+    """
+    out = []
+    for r in results:
+        if r.method != method:
+            continue
+        base = next((b for b in results if b.method == baseline and b.seed == r.seed), None)
+        if base is None or len(r.heldout_sampled) < 2 or len(base.heldout_sampled) < 2:
+            continue
+        level = late_mean(base.rollouts, base.heldout_sampled)
+        reached = [n for n, h in zip(r.rollouts, r.heldout_sampled) if h >= level]
+        out.append({"seed": r.seed,
+                    "curve_gap": float(np.mean(r.heldout_sampled[1:]) - np.mean(base.heldout_sampled[1:])),
+                    "rollouts_to_reach": reached[0] if reached else None})
+    return out
+
+
 def targets(summary: dict, results: list[RunResult] | None = None, method: str = "preroll") -> dict:
     """The issue's targets: dead share at most half of uniform's; held-out reward no worse on every seed.
 
@@ -468,7 +494,8 @@ def save_json(results: list[RunResult], summary: dict, cfg: LoopConfig, path: Pa
                                                             "seconds_per_step": r.seconds_per_step}
                                                for r in results],
                "summary": summary, "targets": {m: targets(summary, results, m) for m in BOOK_METHODS if m in summary},
-               "paired": {m: paired_difference(results, m) for m in summary if m != "uniform"}}
+               "paired": {m: paired_difference(results, m) for m in summary if m != "uniform"},
+               "over_the_run": {m: against_uniform_over_the_run(results, m) for m in summary}}
     path.write_text(json.dumps(payload, indent=1))
 
 
