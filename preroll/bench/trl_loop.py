@@ -389,6 +389,12 @@ def late_mean(rollouts: list[int], values: list[float], share: float = 0.25) -> 
     return float(v[r >= (1.0 - share) * r[-1]].mean())
 
 
+def seed_pairs(results: list[RunResult], method: str, baseline: str) -> list[tuple[RunResult, RunResult]]:
+    """``(run of method, run of baseline)`` for every seed both have: the comparisons pair runs by seed."""
+    base = {r.seed: r for r in results if r.method == baseline}
+    return [(r, base[r.seed]) for r in results if r.method == method and r.seed in base]
+
+
 def paired_difference(results: list[RunResult], method: str, baseline: str = "uniform") -> list[dict]:
     """Per seed: final held-out reward of ``method`` minus ``baseline``, with the paired standard error.
 
@@ -397,11 +403,8 @@ def paired_difference(results: list[RunResult], method: str, baseline: str = "un
     of the evaluation itself (not of training).
     """
     out = []
-    for r in results:
-        if r.method != method:
-            continue
-        base = next((b for b in results if b.method == baseline and b.seed == r.seed), None)
-        if base is None or not r.final_items or len(r.final_items) != len(base.final_items):
+    for r, base in seed_pairs(results, method, baseline):
+        if not r.final_items or len(r.final_items) != len(base.final_items):
             continue
         d = np.asarray(r.final_items) - np.asarray(base.final_items)
         out.append({"seed": r.seed, "diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d)))})
@@ -420,11 +423,8 @@ def against_uniform_over_the_run(results: list[RunResult], method: str, baseline
     many rollouts it takes to get there.
     """
     out = []
-    for r in results:
-        if r.method != method:
-            continue
-        base = next((b for b in results if b.method == baseline and b.seed == r.seed), None)
-        if base is None or len(r.heldout_sampled) < 2 or len(base.heldout_sampled) < 2:
+    for r, base in seed_pairs(results, method, baseline):
+        if len(r.heldout_sampled) < 2 or len(base.heldout_sampled) < 2:
             continue
         level = late_mean(base.rollouts, base.heldout_sampled)
         reached = [n for n, h in zip(r.rollouts, r.heldout_sampled) if h >= level]
