@@ -4,9 +4,9 @@
 
 Prints a table (mean and per-seed values over the seeds), writes results.json
 and trl_closed_loop.png into --out (results.json after every run, so a stopped
-run still reports with --from-json). A run of the default 12,288 rollouts (384 train prompts, 4 epochs) takes
-2-5 minutes on one core of the shared 2-core machine; the 15 runs of the defaults about 40 minutes in one
-process (measured times in docs/trl.md). See docs/trl.md and preroll/bench/trl_loop.py.
+run still reports with --from-json). A run of the default 12,288 rollouts (384 train prompts, 4 epochs) took
+20-45 s on one core of the shared 2-core machine, so the 15 runs of the defaults take about 5-10 minutes in one
+process, plus ~2 minutes of pre-training (measured times in docs/trl.md). See docs/trl.md and preroll/bench/trl_loop.py.
 """
 
 from __future__ import annotations
