@@ -247,7 +247,7 @@ MULTI = Path(__file__).with_name("trl_multiprocess_run.py")
 def _launch(out: Path, *extra: str) -> list[dict]:
     """Run the two-rank GRPO script; return each rank's report (rank order)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(MULTI.parents[1]), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(MULTI.parents[1]), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(MULTI),
            str(out), *extra]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
