@@ -257,12 +257,11 @@ def _launch(out: Path, *extra: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    return _launch(tmp_path_factory.mktemp("mp") / "full", "--save-steps", "2"), tmp_path_factory
+    return _launch(tmp_path_factory.mktemp("mp") / "full", "--save-steps", "2")
 
 
 def test_two_ranks_keep_identical_books_and_each_rolls_out_its_slice(two_ranks):
-    ranks, _ = two_ranks
-    r0, r1 = ranks
+    r0, r1 = two_ranks
     assert (r0["world"], r1["world"]) == (2, 2) and r0["backend"] == "gloo"
     assert r0["choices"] == r1["choices"] and len(r0["choices"]) == 4
     assert r0["book_sha256"] == r1["book_sha256"] and r0["history"] == r1["history"]
@@ -276,8 +275,8 @@ def test_two_ranks_keep_identical_books_and_each_rolls_out_its_slice(two_ranks):
     assert len(hist["index"]) == 4 * len(r0["choices"][0]["indices"]) and set(hist["attempts"]) == {float(G)}
 
 
-def test_two_ranks_resume_with_the_same_next_choices(two_ranks):
-    ranks, factory = two_ranks
+def test_two_ranks_resume_with_the_same_next_choices(two_ranks, tmp_path_factory):
+    ranks, factory = two_ranks, tmp_path_factory
     ckpt = Path(ranks[0]["output_dir"]) / "checkpoint-2"
     assert (ckpt / "preroll_book.npz").exists() and (ckpt / "preroll_pool.json").exists()
     # transformers 5.10 cannot load an optimizer state on several CPU processes (torch.load with map_location
