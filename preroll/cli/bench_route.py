@@ -61,11 +61,25 @@ def bench_route(
     head: str = typer.Option("auto", help="Router head: auto, logistic or knn."),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the MLP router baseline."),
     out: Path = typer.Option(Path("runs/bench-route"), help="Output folder for results.json and frontier.png."),
+    learning_curve: Optional[str] = typer.Option(
+        None, "--learning-curve", metavar="F1,F2,...",
+        help="Instead of the full benchmark: refit the router (and the kNN router) on these shares of each "
+             "history, e.g. 0.25,0.5,1, with the evaluation prompts fixed; prints the gain against history "
+             "size and what a doubling added."),
 ) -> None:
     """Route MMLU prompts between two models (APGR, AIQ, CPT), or LLMRouter's nine priced models (--models 9)."""
     import json
 
+    fractions = _parse_fractions(learning_curve) if learning_curve is not None else None
     if models in ("9", "llmrouter-9"):
+        if fractions is not None:
+            from preroll.bench.route_multi import MultiBenchConfig
+
+            cfg9 = MultiBenchConfig(root=None if data is None else str(data), folds=folds, seed=seed,
+                                    max_prompts=QUICK_PROMPTS if quick and max_prompts is None else max_prompts,
+                                    encoder=encoder, cache_dir=str(cache_dir), output_tokens=output_tokens,
+                                    max_folds=max_folds)
+            return _curve("nine", cfg9, fractions, out, data)
         return _bench_nine(data=data, folds=folds, seed=seed, max_prompts=QUICK_PROMPTS if quick and max_prompts
                            is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
                            output_tokens=output_tokens, confidence=confidence, independent=independent,
@@ -95,6 +109,8 @@ def bench_route(
     cfg = RouteBenchConfig(models=specs, root=None if data is None else str(data), history_frac=history_frac,
                            seed=seed, repeats=repeats, max_prompts=QUICK_PROMPTS if quick and max_prompts is None
                            else max_prompts, encoder=encoder, cache_dir=str(cache_dir), head=head, mlp=mlp)
+    if fractions is not None:
+        return _curve("pair", cfg, fractions, out, data)
     result = run_route_bench(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
 
     out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +138,64 @@ def bench_route(
                       fmt(row, "share_for_target", True), fmt(row, "acc_at_half"), fmt(row, "accuracy"))
     console.print(table)
     console.print(f"wrote {out / 'results.json'} and {png}")
+
+
+def _parse_fractions(text: str) -> list[float]:
+    from preroll.bench.route_learning import check_fractions
+
+    try:
+        return check_fractions([float(x) for x in text.split(",") if x.strip()])
+    except ValueError as e:
+        msg = str(e) if "fraction" in str(e) else f"expected numbers separated by commas, got {text!r}"
+        raise typer.BadParameter(msg, param_hint="--learning-curve") from None
+
+
+def _curve(kind: str, cfg, fractions: list[float], out: Path, data: Optional[Path]) -> None:
+    """Run a learning curve (``kind``: "nine" or "pair"), save JSON and PNG, print the table."""
+    import json
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from preroll.bench import route_learning as rl
+    from preroll.outputs import atomic_write_text, check_output
+
+    check_output(out, inputs=(data,), folder=True)
+    console = Console(width=None if Console().is_terminal else 160)
+    progress = lambda msg: console.print(f"[dim]{msg}[/dim]")  # noqa: E731
+    if kind == "nine":
+        points = rl.nine_model_curve(cfg, fractions, progress)
+        metric, what = "gain over the best single model at lam = 0 (points)", "fold"
+        config = {k: v for k, v in asdict(cfg).items()}
+    else:
+        points = rl.pair_curve(cfg, fractions, progress)
+        metric, what = "APGR (gain rule)", "split"
+        config = {k: v for k, v in asdict(cfg).items() if k != "models"}
+        config["models"] = [m.model_dump() for m in cfg.models]
+    config["encoder"] = cfg.encoder if isinstance(cfg.encoder, str) else type(cfg.encoder).__name__
+    config["fractions"] = fractions
+    result = rl.curve_result(points, metric, config)
+    stem = "learning-curve-nine" if kind == "nine" else "learning-curve"
+    atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=1))
+    png = rl.plot_curve(result, out / f"{stem}.png")
+    fmt = (lambda v: f"{v:+.2f}") if kind == "nine" else (lambda v: f"{v:.3f}")
+    sd = (lambda v: f"{v:.2f}") if kind == "nine" else (lambda v: f"{v:.3f}")
+    table = Table(title=f"Learning curve: {metric}; mean ± std over {what}s, evaluation prompts fixed")
+    for col in ("history share", "history prompts", "router", f"router per {what}", "kNN router", "fit s"):
+        table.add_column(col, justify="right")
+    for r in result["summary"]:
+        table.add_row(f"{r['fraction']:g}", f"{r['n_history']:.0f}", f"{fmt(r['router'])} ± {sd(r['router_std'])}",
+                      " ".join(fmt(v) for v in r["router_per_fold"]), f"{fmt(r['knn'])} ± {sd(r['knn_std'])}",
+                      f"{r['fit_s']:.1f}")
+    console.print(table)
+    for key, label in (("router", "router"), ("knn", "kNN router")):
+        t = result["trend"][key]
+        if t is not None:
+            largest = result["summary"][-1]["n_history"]
+            console.print(f"{label}: {t['per_doubling']:+.3f} per doubling of the history; the trend line gives "
+                          f"{fmt(rl.CurveTrend(**t).at(2 * largest))} at {2 * largest:.0f} prompts (an extrapolation)")
+    console.print(f"wrote {out / (stem + '.json')} and {png}")
 
 
 def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, output_tokens, confidence, independent,
