@@ -4,7 +4,9 @@ Why up front: a fit can take minutes; finding out after it that ``--out`` is
 in a missing folder, or *is* the history file, wastes the work or the data.
 Paths are compared after resolving symlinks, so a link to the history is
 refused like the history itself. Files are written to a temporary sibling and
-renamed, so an interrupted write never leaves half a file behind.
+renamed, so an interrupted write never leaves half a file behind. The renamed
+file gets the permissions an ordinary ``open()`` would have given it (the
+temporary file is private, mode 0600), or keeps those of the file it replaces.
 """
 
 from __future__ import annotations
@@ -16,6 +18,27 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from preroll.errors import OutputError
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` alone must set one)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
 
 
 def _same_or_inside(a: Path, b: Path) -> bool:
@@ -73,6 +96,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
             yield fh
             fh.flush()
+            os.fchmod(fh.fileno(), _final_mode(path))
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

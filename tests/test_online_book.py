@@ -118,6 +118,22 @@ def test_save_and_resume_give_identical_next_choices(tmp_path):
     assert x.sum() == 64
 
 
+def test_saved_book_is_readable_like_any_checkpoint_file(tmp_path):
+    """Written through a private temporary file, the book must still get the umask's mode: a team reading a
+    checkpoint folder reads the book with it."""
+    import os
+
+    book = PromptBook(_texts(10), settings=OnlineSettings(encoder="none"))
+    book.record(0, [1], [_group(3)])
+    old = os.umask(0o022)
+    try:
+        path = book.save(tmp_path / "b.npz")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name != "b.npz"]  # no temporary file left behind
+
+
 def test_load_refuses_another_dataset(tmp_path):
     book = PromptBook(_texts(10), settings=OnlineSettings(encoder="none"))
     book.record(0, [1], [_group(3)])

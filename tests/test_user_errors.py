@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 
 import pytest
 from typer.testing import CliRunner
@@ -121,6 +120,28 @@ def test_out_in_a_missing_folder_is_created(files):
     out = tmp / "new" / "dir" / "p.jsonl"
     code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical")
     assert code == 0, text and out.exists()
+
+
+def test_out_gets_the_permissions_of_an_ordinary_file(files):
+    """The atomic write goes through a private temporary file; the output must not stay private (mode 0600)."""
+    tmp, ctx, q = files
+    old = os.umask(0o022)
+    try:
+        out = tmp / "p.jsonl"
+        code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical")
+        assert code == 0, text
+        assert out.stat().st_mode & 0o777 == 0o644
+        os.chmod(out, 0o640)  # a replaced output keeps the mode its owner gave it
+        code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical",
+                          "--force")
+        assert code == 0, text
+        assert out.stat().st_mode & 0o777 == 0o640
+        os.umask(0o077)
+        fresh = tmp / "private.jsonl"
+        assert _run("predict", "--context", ctx, "--prompts", q, "--out", fresh, "--encoder", "lexical")[0] == 0
+        assert fresh.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
 
 
 def test_out_under_a_file_fails_before_any_work(files):

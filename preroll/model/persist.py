@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from preroll.errors import InputError, NotFittedError
+from preroll.outputs import current_umask
 from preroll.encoders.base import Encoder
 from preroll.encoders.cache import CachedEncoder
 from preroll.encoders.concat import ConcatEncoder
@@ -115,12 +116,6 @@ def _snapshot_json(snapshots) -> list[list]:
     return [[s.policy, s.step] for s in snapshots]  # a Snapshot says "not given" with None: JSON null
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_model(model, directory: str | Path, *, overwrite: bool = False) -> Path:
     """Write fitted ``model`` to ``directory`` (created; an existing one only with ``overwrite``).
 
@@ -154,9 +149,7 @@ def save_model(model, directory: str | Path, *, overwrite: bool = False) -> Path
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a model directory is shared like any file
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; a model directory is shared like any file
     try:
         (staging / STATE).write_bytes(state_bytes)
         (staging / ENCODER_STATE).write_bytes(encoder_bytes)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from preroll.integrations.trl.pool import PoolStream
 from preroll.integrations.trl.rewards import check_weights, groups_for_book, weighted_rewards
 from preroll.integrations.trl.settings import PrerollTRLSettings, make_trl_settings
 from preroll.online import OnlineInputError, OnlineSettings, PromptBook
+from preroll.outputs import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ class PrerollGRPOTrainer(GRPOTrainer):
 
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         self.preroll_book.save(folder / self.preroll_settings.book_file)
-        _write_json_atomically(folder / self.preroll_settings.pool_file, self.preroll_pool.state_dict())
+        atomic_write_text(folder / self.preroll_settings.pool_file, json.dumps(self.preroll_pool.state_dict()))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -227,13 +227,3 @@ class PrerollGRPOTrainer(GRPOTrainer):
         except (OnlineInputError, ValueError, KeyError) as exc:
             raise PrerollTRLError(f"{folder}: cannot resume the prompt book: {exc}") from None
 
-
-def _write_json_atomically(path: Path, value) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(value, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

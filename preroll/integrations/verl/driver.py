@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -21,6 +20,7 @@ from preroll.integrations.verl.outcomes import StepOutcomes, outcomes_from_traje
 from preroll.integrations.verl.plan import PoolWalker, RolloutPlan, plan_allocate, plan_select
 from preroll.online import OnlineSettings, PromptBook
 from preroll.online.errors import OnlineInputError
+from preroll.outputs import atomic_write_text
 
 #: Where the trainer reads its options in verl's config (``+trainer.v1.preroll.mode=allocate`` on the command line).
 CONFIG_PATH = "trainer.v1.preroll"
@@ -180,12 +180,7 @@ class PrerollDriver:
         folder.mkdir(parents=True, exist_ok=True)
         self.book.save(folder / BOOK_FILE)
         state = {"walker": self.walker.state_dict(), "uid_positions": self.uid_positions}
-        fd, tmp = tempfile.mkstemp(prefix=POOL_FILE + ".", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / POOL_FILE)
+        atomic_write_text(folder / POOL_FILE, json.dumps(state))
 
     def load(self, folder: str | os.PathLike) -> bool:
         """Restore what :meth:`save` wrote in ``folder``; False when it holds no preroll state."""
