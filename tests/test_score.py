@@ -322,3 +322,15 @@ def test_ray_backend_matches_local(model_dir, pool_rows, tmp_path):
     c = read_parquet_dir(tmp_path / "ray-shards").sort_by("id")
     assert sharded.report["kept"] == local.report["kept"]
     np.testing.assert_array_equal(c.column("p_success").to_numpy(), a.column("p_success").to_numpy())
+
+
+def test_chunk_size_must_be_positive_in_the_library_call_too(tmp_path):
+    from preroll.errors import InputError
+    from preroll.score.sources import discover_inputs, iter_chunks
+
+    src = tmp_path / "pool.jsonl"
+    src.write_text('{"prompt": "a"}\n', encoding="utf-8")
+    [f] = discover_inputs(src)
+    with pytest.raises(InputError, match="chunk_rows must be positive"):
+        iter_chunks(0, f, 0)
+    assert [len(c) for c in iter_chunks(0, f, 10)] == [1]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from preroll.data.errors import RecordError
+from preroll.errors import InputError
 
 INPUT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
