@@ -11,7 +11,6 @@ from conftest import HashingEncoder
 from preroll.data import RecordError
 from preroll.bench.mmlu import load_contaminated, load_mmlu, read_responses
 from preroll.data.paths import mmlu_dir
-from preroll.encoders.base import Encoder
 from preroll.route import ModelSpec, UnknownModelError
 
 HEADER = "prompt,small-model,big-model\n"

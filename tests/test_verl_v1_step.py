@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from verl_testing import SETTINGS, bare_trainer, needs, verl_config, write_parquet

@@ -25,7 +25,6 @@ simulator draws synthetic prompts whose statistics are fitted to it:
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

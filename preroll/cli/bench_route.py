@@ -203,7 +203,6 @@ def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, outp
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
     from preroll.bench.route_multi import MultiBenchConfig, plot_multi_frontier, run_multi_bench
 

@@ -38,7 +38,7 @@ from preroll.data.errors import RecordError
 from preroll.defaults import DEFAULT_ENCODER
 from preroll.data.records import Outcome, make_outcome
 from preroll.route import rules as _rules
-from preroll.validation import check_fitted, from_pydantic
+from preroll.validation import from_pydantic
 from preroll.route.errors import MissingHistoryError, NotFittedError, RouteConfigError, RouteError, UnknownModelError
 from preroll.encoders import fresh_views
 from preroll.beliefs import BetaPrediction
