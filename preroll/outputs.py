@@ -113,3 +113,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def save_figure(fig, path: str | Path, *, dpi: int = 120) -> Path:
+    """Write a matplotlib figure atomically (format from the suffix, PNG by default), creating the folder, and
+    close it: a long benchmark that plots many figures must not keep them all in memory."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
+    return path

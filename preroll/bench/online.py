@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from preroll.bench.online_world import World, build_world, fit_world, load_rates
+from preroll.outputs import save_figure
 
 SAMPLERS = ("uniform", "dapo", "memory", "book-no-neighbours", "book", "oracle")
 
@@ -348,8 +349,7 @@ def write_outputs(result: dict, out: Path) -> dict[str, Path]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     path_png = out / "online.png"
-    fig.savefig(path_png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path_png)
     return {"json": path_json, "png": path_png}
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from preroll.encoders.base import Encoder
 from preroll.encoders.memo import MemoEncoder
 from preroll.bench import route_baselines as baselines, route_metrics as metrics
+from preroll.outputs import save_figure
 from preroll.route.specs import ModelSpec
 
 
@@ -269,8 +270,4 @@ def plot_frontier(result: dict[str, Any], path: str | Path) -> Path:
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"MMLU routing, {split['n_history']} history / {split['n_eval']} evaluation prompts")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -25,6 +25,7 @@ import numpy as np
 
 from preroll.bench import route_baselines as baselines
 from preroll.bench import route_metrics as metrics
+from preroll.outputs import save_figure
 
 
 @dataclass(frozen=True)
@@ -216,8 +217,4 @@ def plot_curve(result: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -41,6 +41,7 @@ import numpy as np
 from preroll.bench import route_baselines as baselines
 from preroll.bench import route_metrics as metrics
 from preroll.bench.route import mean_std_by_row
+from preroll.outputs import save_figure
 
 
 @dataclass
@@ -351,8 +352,4 @@ def plot_multi_frontier(result: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from preroll.outputs import atomic_write_text
+from preroll.outputs import atomic_write_text, save_figure
 from preroll.bench._schedule_data import SnapshotRecords, load_snapshots
 from preroll.bench._schedule_predictors import (
     PREDICTORS,
@@ -371,5 +371,4 @@ def plot(summary: dict, path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=7, frameon=False)
     fig.suptitle("Rollout allocation on real DAPO-Math success rates")
     fig.tight_layout(rect=(0, 0.14, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -39,6 +39,7 @@ import numpy as np
 from preroll.bench.trl_task import (TaskItem, char_tokenizer, exact_match_reward, greedy_accuracy, pretrain,
                                     sampled_reward,
                                     sample_items, tiny_model)
+from preroll.outputs import save_figure
 
 METHODS = ("uniform", "memory", "dapo", "preroll", "preroll-coverage")
 #: The book methods whose targets are reported.
@@ -489,8 +490,7 @@ def plot(results: list[RunResult], summary: dict, path: Path) -> None:
     ax2.set_ylabel("share of zero-signal groups (generated)")
     ax2.set_title("Groups with all rewards equal")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_json(results: list[RunResult], summary: dict, cfg: LoopConfig, path: Path) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from preroll.data.v0 import load_v0
 from preroll.errors import InputError
 from preroll.encoders import get_encoder
+from preroll.outputs import save_figure
 from preroll.model.crossval import cross_val_predict
 from preroll.model.metrics import score
 from preroll.outputs import atomic_write_text
@@ -109,8 +110,7 @@ def reliability_plot(report: dict, path: Path) -> None:
     ax.set_title(f"Reliability: {short} / {report['head']}\nmean CV AUC {report['mean_cv']['auc']:.3f}")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:

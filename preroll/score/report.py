@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from preroll.outputs import atomic_write_bytes
+from preroll.outputs import atomic_write_bytes, save_figure
 from preroll.score.keep import KeepFilter
 from preroll.score.state import HIST_BINS, REPORT_DIR, RunState
 
@@ -82,7 +82,4 @@ def _plot(path: Path, edges: np.ndarray, totals: dict, keep: KeepFilter | None) 
     ax.set_title(f"{totals['rows']:,} prompts scored, {totals['kept']:,} kept")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
