@@ -72,6 +72,13 @@ def resolve_encoder(encoder: Any, cache_dir: str | None) -> Encoder:
     return get_encoder(encoder, cache_dir=cache_dir)
 
 
+def random_subset(data, max_prompts: int | None, seed: int):
+    """``max_prompts`` rows of a benchmark's data drawn at random (in their original order), or all of it."""
+    if max_prompts is None or max_prompts >= len(data):
+        return data
+    return data.subset(np.sort(np.random.default_rng(seed).permutation(len(data))[:max_prompts]))
+
+
 def split_prompts(prompts: Sequence[str], history_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of history and evaluation; identical texts stay on one side."""
     if not 0.0 < history_frac < 1.0:
@@ -200,9 +207,7 @@ def run_route_bench(cfg: RouteBenchConfig, progress: Callable[[str], None] = lam
             from preroll.route.errors import UnknownModelError
 
             raise UnknownModelError(m.name, data.models, where="not a column of the MMLU response files")
-    if cfg.max_prompts is not None and cfg.max_prompts < len(data):
-        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(data))[:cfg.max_prompts])
-        data = data.subset(keep)
+    data = random_subset(data, cfg.max_prompts, cfg.seed)
     progress(f"{len(data)} prompts ({data.n_excluded} contaminated excluded), models {', '.join(data.models)}")
     encoder = MemoEncoder(resolve_encoder(cfg.encoder, cfg.cache_dir))  # each split encodes a prompt once
 

@@ -74,14 +74,14 @@ def nine_model_curve(cfg, fractions: Sequence[float],
     import time
 
     from preroll.bench.llmrouter import load_llmrouter
+    from preroll.bench.route import random_subset
     from preroll.bench.route_multi import _utility_picks, fold_indices
     from preroll.encoders import get_encoder
     from preroll.route import Router
 
     fractions = check_fractions(fractions)
     data = load_llmrouter(cfg.root)
-    if cfg.max_prompts is not None and cfg.max_prompts < len(data):
-        data = data.subset(np.sort(np.random.default_rng(cfg.seed).permutation(len(data))[:cfg.max_prompts]))
+    data = random_subset(data, cfg.max_prompts, cfg.seed)
     specs = data.model_specs(cfg.output_tokens)
     Y = data.scores
     tests = fold_indices(data.prompts, cfg.folds, cfg.seed)
@@ -122,15 +122,14 @@ def pair_curve(cfg, fractions: Sequence[float],
     import time
 
     from preroll.bench.mmlu import load_mmlu
-    from preroll.bench.route import resolve_encoder, split_prompts
+    from preroll.bench.route import random_subset, resolve_encoder, split_prompts
     from preroll.encoders.memo import MemoEncoder
     from preroll.route import rules
     from preroll.route.router import Router
 
     fractions = check_fractions(fractions)
     data = load_mmlu(cfg.root)
-    if cfg.max_prompts is not None and cfg.max_prompts < len(data):
-        data = data.subset(np.sort(np.random.default_rng(cfg.seed).permutation(len(data))[:cfg.max_prompts]))
+    data = random_subset(data, cfg.max_prompts, cfg.seed)
     names = [m.name for m in cfg.models]
     Y = data.correct[:, [data.models.index(n) for n in names]].astype(float)
     encoder = MemoEncoder(resolve_encoder(cfg.encoder, cfg.cache_dir))

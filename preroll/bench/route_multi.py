@@ -40,7 +40,7 @@ import numpy as np
 
 from preroll.bench import route_baselines as baselines
 from preroll.bench import route_metrics as metrics
-from preroll.bench.route import mean_std_by_row
+from preroll.bench.route import mean_std_by_row, random_subset
 from preroll.outputs import save_figure
 
 
@@ -135,8 +135,7 @@ def run_multi_bench(cfg: MultiBenchConfig, progress: Callable[[str], None] = lam
     from preroll.route.joint import expected_calibration_error
 
     data = load_llmrouter(cfg.root)
-    if cfg.max_prompts is not None and cfg.max_prompts < len(data):
-        data = data.subset(np.sort(np.random.default_rng(cfg.seed).permutation(len(data))[:cfg.max_prompts]))
+    data = random_subset(data, cfg.max_prompts, cfg.seed)
     specs = data.model_specs(cfg.output_tokens)
     names = data.models
     progress(f"{len(data)} prompts, {len(names)} models, {cfg.folds}-fold CV")
