@@ -92,3 +92,19 @@ def test_cli_refuses_a_bad_fraction_in_one_line():
     assert r.exit_code == 2 and "history fractions must lie in (0, 1]" in r.output
     r = CliRunner().invoke(app, ["bench", "route", "--learning-curve", "half"])
     assert r.exit_code == 2 and "expected numbers separated by commas" in r.output
+
+
+@pytest.mark.shared_data
+def test_nine_model_outputs_never_go_into_the_data_folder(tmp_path):
+    import shutil
+
+    from preroll.bench.llmrouter import llmrouter_dir
+    from preroll.cli.main import app
+
+    data = tmp_path / "llmrouter-9"
+    shutil.copytree(llmrouter_dir(), data)
+    for extra in ([], ["--learning-curve", "1"]):
+        r = CliRunner().invoke(app, ["bench", "route", "--models", "9", "--data", str(data), "--out", str(data),
+                                     *extra])
+        assert r.exit_code != 0 and "would overwrite the input" in r.output
+    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in llmrouter_dir().iterdir())

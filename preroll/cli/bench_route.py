@@ -205,16 +205,17 @@ def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, outp
     from rich.console import Console
 
     from preroll.bench.route_multi import MultiBenchConfig, plot_multi_frontier, run_multi_bench
+    from preroll.outputs import atomic_write_text, check_output
 
+    check_output(out, inputs=(data,), folder=True)
     console = Console(width=None if Console().is_terminal else 180)
     cfg = MultiBenchConfig(root=None if data is None else str(data), folds=folds, seed=seed, max_prompts=max_prompts,
                            encoder=encoder, cache_dir=str(cache_dir), output_tokens=output_tokens,
                            confidence=confidence, independent=independent, mlp=mlp, latency_prompts=latency_prompts,
                            max_folds=max_folds)
-    out.mkdir(parents=True, exist_ok=True)
 
     def save(partial):  # after every fold, so a long run leaves its finished folds behind
-        (out / "results-nine.json").write_text(json.dumps(partial, indent=1))
+        atomic_write_text(out / "results-nine.json", json.dumps(partial, indent=1))
         console.print(f"[dim]saved {len(partial['folds'])} fold(s) to {out / 'results-nine.json'}[/dim]")
 
     result = run_multi_bench(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"), checkpoint=save)
