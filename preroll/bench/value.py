@@ -16,10 +16,9 @@ import numpy as np
 from preroll.data.v0 import load_v0
 from preroll.errors import InputError
 from preroll.encoders import get_encoder
-from preroll.outputs import save_figure
 from preroll.model.crossval import cross_val_predict
 from preroll.model.metrics import score
-from preroll.outputs import atomic_write_text
+from preroll.outputs import atomic_write_text, save_figure
 from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.model.value_model import ValueModel
 
