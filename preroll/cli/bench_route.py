@@ -72,18 +72,10 @@ def bench_route(
 
     fractions = _parse_fractions(learning_curve) if learning_curve is not None else None
     if models in ("9", "llmrouter-9"):
-        if fractions is not None:
-            from preroll.bench.route_multi import MultiBenchConfig
-
-            cfg9 = MultiBenchConfig(root=None if data is None else str(data), folds=folds, seed=seed,
-                                    max_prompts=QUICK_PROMPTS if quick and max_prompts is None else max_prompts,
-                                    encoder=encoder, cache_dir=str(cache_dir), output_tokens=output_tokens,
-                                    max_folds=max_folds)
-            return _curve("nine", cfg9, fractions, out, data)
         return _bench_nine(data=data, folds=folds, seed=seed, max_prompts=QUICK_PROMPTS if quick and max_prompts
                            is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
                            output_tokens=output_tokens, confidence=confidence, independent=independent,
-                           mlp=mlp, latency_prompts=latency_prompts, max_folds=max_folds)
+                           mlp=mlp, latency_prompts=latency_prompts, max_folds=max_folds, fractions=fractions)
     if models != "2":
         raise typer.BadParameter(f"choose 2 or 9, got {models!r}", param_hint="--models")
 
@@ -167,7 +159,7 @@ def _curve(kind: str, cfg, fractions: list[float], out: Path, data: Optional[Pat
     if kind == "nine":
         points = rl.nine_model_curve(cfg, fractions, progress)
         metric, what = "gain over the best single model at lam = 0 (points)", "fold"
-        config = {k: v for k, v in asdict(cfg).items()}
+        config = asdict(cfg)
     else:
         points = rl.pair_curve(cfg, fractions, progress)
         metric, what = "APGR (gain rule)", "split"
@@ -199,7 +191,7 @@ def _curve(kind: str, cfg, fractions: list[float], out: Path, data: Optional[Pat
 
 
 def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, output_tokens, confidence, independent,
-                mlp, latency_prompts, max_folds) -> None:
+                mlp, latency_prompts, max_folds, fractions=None) -> None:
     import json
 
     from rich.console import Console
@@ -213,6 +205,8 @@ def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, outp
                            encoder=encoder, cache_dir=str(cache_dir), output_tokens=output_tokens,
                            confidence=confidence, independent=independent, mlp=mlp, latency_prompts=latency_prompts,
                            max_folds=max_folds)
+    if fractions is not None:
+        return _curve("nine", cfg, fractions, out, data)
 
     def save(partial):  # after every fold, so a long run leaves its finished folds behind
         atomic_write_text(out / "results-nine.json", json.dumps(partial, indent=1))
