@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from preroll.bench.online_world import World, build_world, fit_world, load_rates
-from preroll.outputs import save_figure
+from preroll.outputs import atomic_write_text, save_figure
 
 SAMPLERS = ("uniform", "dapo", "memory", "book-no-neighbours", "book", "oracle")
 
@@ -336,7 +336,7 @@ def write_outputs(result: dict, out: Path) -> dict[str, Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     path_json = out / "results.json"
-    path_json.write_text(json.dumps(result, indent=2, default=float))
+    atomic_write_text(path_json, json.dumps(result, indent=2, default=float))
     fig, ax = plt.subplots(figsize=(7, 4))
     uni = np.array(result["per_epoch"]["uniform"])
     for s, v in result["per_epoch"].items():

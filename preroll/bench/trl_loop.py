@@ -39,7 +39,7 @@ import numpy as np
 from preroll.bench.trl_task import (TaskItem, char_tokenizer, exact_match_reward, greedy_accuracy, pretrain,
                                     sampled_reward,
                                     sample_items, tiny_model)
-from preroll.outputs import save_figure
+from preroll.outputs import atomic_write_text, save_figure
 
 METHODS = ("uniform", "memory", "dapo", "preroll", "preroll-coverage")
 #: The book methods whose targets are reported.
@@ -500,7 +500,7 @@ def save_json(results: list[RunResult], summary: dict, cfg: LoopConfig, path: Pa
                "summary": summary, "targets": {m: targets(summary, results, m) for m in BOOK_METHODS if m in summary},
                "paired": {m: paired_difference(results, m) for m in summary if m != "uniform"},
                "over_the_run": {m: against_uniform_over_the_run(results, m) for m in summary}}
-    path.write_text(json.dumps(payload, indent=1))
+    atomic_write_text(path, json.dumps(payload, indent=1))
 
 
 def load_json(path: Path) -> tuple[list[RunResult], LoopConfig]:
