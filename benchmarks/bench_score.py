@@ -35,13 +35,13 @@ SHARD_ROWS = 25_000
 
 
 def real_prompts() -> list[tuple[str, str]]:
-    """Distinct real prompts from the shared data with their source, in a seeded shuffled order (fixed across runs)."""
-    from preroll.data.paths import dapo_dir, mmlu_dir, shared_data_dir
+    """Distinct real prompts from the bundled data with their source, in a seeded shuffled order (fixed across runs)."""
+    from preroll.data.paths import dapo_dir, llmrouter_dir, mmlu_dir
 
     found: dict[str, str] = {}
     for text in json.loads((dapo_dir() / "prompts.json").read_text(encoding="utf-8")).values():
         found.setdefault(text, "dapo-math")
-    with (shared_data_dir() / "llmrouter-9" / "train.jsonl").open(encoding="utf-8") as fh:
+    with (llmrouter_dir() / "train.jsonl").open(encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 found.setdefault(json.loads(line)["prompt"], "llmrouter-9")

@@ -1,4 +1,4 @@
-"""Shared test fixtures: a fit-free hashing encoder and the shared data, skipped when absent."""
+"""Test fixtures: a fit-free hashing encoder and the data sets bundled in the package (never skipped)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from preroll.data.paths import shared_data_dir
+from preroll.data.paths import dapo_dir, llmrouter_dir, mmlu_dir
 from preroll.encoders.base import Encoder
 
 _WORD = re.compile(r"\w\w+")
@@ -33,37 +33,25 @@ class HashingEncoder(Encoder):
         return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-9)
 
 
-@pytest.fixture(scope="session")
-def shared_data():
-    """The shared data folder; tests that need it skip (not error) on a checkout without it."""
-    root = shared_data_dir()
-    if not root.is_dir():
-        pytest.skip(f"shared data not found at {root} (set PREROLL_DATA)")
-    return root
-
-
-def _data_subdir(root, name: str, what: str):
-    path = root / name
+def _bundled(path):
+    """A bundled data set's folder: it ships inside the package, so a missing one is a broken checkout
+    or install (an error, not a skip)."""
     if not path.is_dir():
-        pytest.skip(f"{what} data not found at {path}")
+        raise FileNotFoundError(f"bundled data set missing: {path} (a broken checkout or install; "
+                                "PREROLL_DATA, when set, must hold dapo-math-v0, routellm-mmlu and llmrouter-9)")
     return path
 
 
 @pytest.fixture(scope="session")
-def dapo(shared_data):
-    return _data_subdir(shared_data, "dapo-math-v0", "DAPO-Math")
+def dapo():
+    return _bundled(dapo_dir())
 
 
 @pytest.fixture(scope="session")
-def mmlu(shared_data):
-    return _data_subdir(shared_data, "routellm-mmlu", "MMLU routing")
+def mmlu():
+    return _bundled(mmlu_dir())
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "shared_data: needs ../shared/data (skipped when it is absent)")
-
-
-@pytest.fixture(autouse=True)
-def _skip_without_shared_data(request):
-    if request.node.get_closest_marker("shared_data") is not None:
-        request.getfixturevalue("shared_data")
+@pytest.fixture(scope="session")
+def llmrouter():
+    return _bundled(llmrouter_dir())

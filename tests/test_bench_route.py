@@ -23,7 +23,6 @@ def _write(root, name, text):
     return path
 
 
-@pytest.mark.shared_data
 def test_shared_data_loads_with_contaminated_prompts_excluded():
     data = load_mmlu()
     assert len(data.models) == 2 and data.correct.shape == (len(data), 2)
@@ -87,7 +86,6 @@ def _specs(data, weak_cost=1.0, strong_cost=10.0):
             ModelSpec(name=data.models[1], cost_per_call=strong_cost)]
 
 
-@pytest.mark.shared_data
 def test_bench_on_a_small_subset(tmp_path):
     from preroll.bench.route import RouteBenchConfig, plot_frontier, run_route_bench
 
@@ -124,7 +122,6 @@ def test_split_keeps_identical_prompts_together():
     assert sorted(np.r_[hist, ev].tolist()) == list(range(len(prompts)))
 
 
-@pytest.mark.shared_data
 def test_bench_refuses_unknown_model():
     from preroll.bench.route import RouteBenchConfig, run_route_bench
 
@@ -135,7 +132,6 @@ def test_bench_refuses_unknown_model():
         run_route_bench(cfg)
 
 
-@pytest.mark.shared_data
 def test_cli_writes_table_json_and_png(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

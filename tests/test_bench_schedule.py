@@ -103,7 +103,6 @@ def test_bad_config_is_refused():
         simulate(ScheduleBenchConfig(budgets=[0]), log=lambda m: None)
 
 
-@pytest.mark.shared_data
 def test_cli_quick_run_writes_table_and_plot(tmp_path):
     res = CliRunner().invoke(app, ["bench", "schedule", "--quick", "--budget", "8", "--replicates", "2",
                                    "--predictors", "oracle,history", "--out", str(tmp_path)])

@@ -454,7 +454,6 @@ def test_cold_prompt_auc_sees_signal_and_no_signal():
 
 # -- benchmark command -----------------------------------------------------------------
 
-@pytest.mark.shared_data
 def test_bench_throughput_command_runs_on_a_small_sample():
     from typer.testing import CliRunner
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preroll.data.paths import dapo_dir
-
-pytestmark = pytest.mark.skipif(not (dapo_dir() / "context.jsonl").exists(), reason="shared DAPO-Math data absent")
-
 
 def test_fit_world_reproduces_the_measured_statistics():
     from preroll.bench.online_world import fit_world, load_rates

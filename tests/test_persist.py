@@ -10,8 +10,6 @@ from preroll.data.paths import dapo_dir
 from preroll.model.persist import FORMAT_VERSION, MANIFEST, ModelFormatError, load_model, save_model
 from preroll.model.value_model import ValueModel
 
-pytestmark = pytest.mark.skipif(not (dapo_dir() / "context.jsonl").exists(), reason="shared data absent")
-
 
 @pytest.fixture(scope="module")
 def records():

@@ -85,7 +85,6 @@ def test_queries_pass_through_and_require_prompt(tmp_path):
         load_queries(p)
 
 
-@pytest.mark.shared_data
 def test_v0_importer_on_shared_data():
     recs = load_v0(dapo_dir() / "queries.jsonl")
     assert len(recs) == 192

@@ -141,10 +141,8 @@ def test_router_fits_partial_histories_and_routes_confidently():
 
 
 def test_llmrouter_loader_and_errors(tmp_path):
-    from preroll.bench.llmrouter import load_llmrouter, llmrouter_dir
+    from preroll.bench.llmrouter import load_llmrouter
 
-    if not (llmrouter_dir() / "train.jsonl").is_file():
-        pytest.skip("shared llmrouter-9 data not present")
     data = load_llmrouter()
     assert len(data.models) == 9 and data.scores.shape == (len(data), 9)
     assert np.nanmin(data.scores) >= 0 and np.nanmax(data.scores) <= 1
@@ -176,11 +174,8 @@ class HashingEncoder(Encoder):
 
 
 def test_nine_model_bench_runs_on_a_small_real_subset():
-    from preroll.bench.llmrouter import llmrouter_dir
     from preroll.bench.route_multi import MultiBenchConfig, run_multi_bench
 
-    if not (llmrouter_dir() / "train.jsonl").is_file():
-        pytest.skip("shared llmrouter-9 data not present")
     cfg = MultiBenchConfig(folds=2, max_prompts=240, encoder=HashingEncoder(), independent=False, mlp=False,
                            latency_prompts=3, topics=3, grid=21)
     res = run_multi_bench(cfg)

@@ -48,7 +48,6 @@ def test_trend_is_the_slope_per_doubling_of_the_fold_means():
     assert rl.per_doubling([p for p in pts if p.fraction == 1.0]) is None
 
 
-@pytest.mark.shared_data
 def test_nine_model_curve_refits_on_nested_shares_of_each_fold(tmp_path):
     from preroll.bench.llmrouter import load_llmrouter
     from preroll.bench.route_multi import MultiBenchConfig, fold_indices
@@ -71,7 +70,6 @@ def test_nine_model_curve_refits_on_nested_shares_of_each_fold(tmp_path):
     assert png.stat().st_size > 1000
 
 
-@pytest.mark.shared_data
 def test_cli_learning_curve_on_the_mmlu_pair(tmp_path):
     from preroll.cli.main import app
 
@@ -94,7 +92,6 @@ def test_cli_refuses_a_bad_fraction_in_one_line():
     assert r.exit_code == 2 and "expected numbers separated by commas" in r.output
 
 
-@pytest.mark.shared_data
 def test_nine_model_outputs_never_go_into_the_data_folder(tmp_path):
     import shutil
 

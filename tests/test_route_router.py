@@ -230,7 +230,6 @@ def test_library_and_server_router_options_share_one_set_of_checks():
     assert (router.rule, router.confidence, router.margin) == ("confident", 2.0, 0.05)
 
 
-@pytest.mark.shared_data
 def test_router_on_real_mmlu_beats_random():
     """A few hundred real prompts from subjects where the gap differs: routing must find it.
 
@@ -259,7 +258,6 @@ def test_router_on_real_mmlu_beats_random():
 
 
 @pytest.mark.slow
-@pytest.mark.shared_data
 def test_default_encoder_end_to_end(tmp_path):
     from preroll.bench.mmlu import load_mmlu
 

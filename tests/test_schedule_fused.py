@@ -83,7 +83,6 @@ def _world(seed: int):
     return snaps, snap, p, rng
 
 
-@pytest.mark.shared_data
 def test_fused_beats_the_group_mean_on_real_rates():
     """Seeded simulation on the shared data: at 4 rollouts the fused
     estimate must have lower MSE than the 4-rollout group mean, for a
@@ -130,7 +129,6 @@ def test_controller_spends_where_the_prior_is_contradicted():
     assert abs(float(est.estimate) - 0.7) < abs(0.05 - 0.7)
 
 
-@pytest.mark.shared_data
 def test_controller_batch_on_real_rates():
     snaps, snap, p, rng = _world(2)
     prior = np.clip(p + rng.normal(0, 0.2, p.size), 0, 1)

@@ -21,7 +21,6 @@ from preroll.model.value_model import ValueModel
 from preroll.score import KeepExpressionError, OutputDirError, ScoreOptions, parse_keep, score_dataset
 from preroll.score.state import MANIFEST
 
-pytestmark = pytest.mark.skipif(not (dapo_dir() / "prompts.json").exists(), reason="shared data absent")
 
 REPO = Path(__file__).resolve().parents[1]
 ODD = ["emoji 🧮 and ZWJ 👩‍👩‍👧", "RTL: احسب ٢+٢", "combining e\u0301 and NUL\u0000 byte",

@@ -120,7 +120,6 @@ def test_cross_val_is_prompt_disjoint_and_beats_chance(qwen):
 
 
 @pytest.mark.slow
-@pytest.mark.shared_data
 def test_predict_cli_contract(tmp_path):
     recs = load_v0(dapo_dir() / "context.jsonl")[:120]
     ctx = tmp_path / "ctx.jsonl"

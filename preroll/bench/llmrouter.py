@@ -1,6 +1,6 @@
-"""Loader for LLMRouter's per-prompt scores of nine priced open models (shared data ``llmrouter-9``).
+"""Loader for LLMRouter's per-prompt scores of nine priced open models (bundled data ``llmrouter-9``).
 
-Layout (see the shared data README): ``train.jsonl`` rows ``{"id", "prompt",
+Layout (see ``preroll/datasets/README.md``): ``train.jsonl`` rows ``{"id", "prompt",
 "scores": {model: graded score in [0, 1]}}`` and ``models.json``
 ``{model: {"input_price_per_mtok", "output_price_per_mtok", "size"}}``.
 Prices are example parameters of that release: the loader turns them into
@@ -65,9 +65,9 @@ class ScoredPrompts:
 
 
 def llmrouter_dir() -> Path:
-    from preroll.data.paths import shared_data_dir
+    from preroll.data.paths import llmrouter_dir as bundled
 
-    return shared_data_dir() / "llmrouter-9"
+    return bundled()
 
 
 def load_llmrouter(root: str | Path | None = None) -> ScoredPrompts:

@@ -1,6 +1,6 @@
 """Loader for RouteLLM's per-prompt MMLU correctness data.
 
-Layout (see the shared data README): ``responses/mmlu_<subject>.csv`` with a
+Layout (see ``preroll/datasets/README.md``): ``responses/mmlu_<subject>.csv`` with a
 ``prompt`` column and one ``True``/``False`` column per model, named by the
 model; ``contaminated_prompts.jsonl`` lists prompts that overlapped a
 router's training data, which RouteLLM drops from evaluation.
@@ -143,7 +143,7 @@ def read_responses(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
 
 def load_mmlu(root: str | Path | None = None, *, subjects: Sequence[str] | None = None,
               exclude_contaminated: bool = True) -> MMLUData:
-    """Load every (or the named) subject under ``root`` (default: the shared data).
+    """Load every (or the named) subject under ``root`` (default: the bundled data).
 
     Contaminated prompts are dropped (``exclude_contaminated=False`` keeps
     them). Every file must name the same models in the same order.

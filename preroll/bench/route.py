@@ -38,7 +38,7 @@ class RouteBenchConfig:
     """Everything that defines one benchmark run (recorded in the JSON output)."""
 
     models: list[ModelSpec]
-    root: str | None = None               # MMLU data root (default: the shared data)
+    root: str | None = None               # MMLU data root (default: the bundled data)
     history_frac: float = 0.5
     seed: int = 0
     repeats: int = 1                      # independent splits (seed, seed+1, ...)

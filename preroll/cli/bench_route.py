@@ -50,7 +50,7 @@ def bench_route(
     token_cost: list[str] = typer.Option([], "--token-cost", metavar="MODEL=PRICE",
                                          help="Price per 1k tokens instead (prompt tokens estimated as "
                                               "len(text)/4); replaces --cost entirely when given."),
-    data: Optional[Path] = typer.Option(None, help="MMLU data root (default: the shared data)."),
+    data: Optional[Path] = typer.Option(None, help="MMLU data root (default: the bundled data)."),
     quick: bool = typer.Option(False, "--quick", help=f"Use a random {QUICK_PROMPTS:,}-prompt subset."),
     max_prompts: Optional[int] = typer.Option(None, help="Use a random subset of this many prompts."),
     history_frac: float = typer.Option(0.5, help="Share of prompts used as the router's history."),

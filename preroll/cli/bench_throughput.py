@@ -44,7 +44,7 @@ def bench_throughput(
     lengths: str = typer.Option("256,128,64", help="--sweep: token lengths to compare."),
     lexical_baseline: bool = typer.Option(True, "--lexical/--no-lexical", help="--sweep: add the lexical encoder as a reference row."),
     rounds: int = typer.Option(3, min=1, help="--sweep: interleaved timing rounds (the median is reported)."),
-    data_dir: Optional[Path] = typer.Option(None, help="DAPO-Math v0 directory (default: the shared data)."),
+    data_dir: Optional[Path] = typer.Option(None, help="DAPO-Math v0 directory (default: the bundled data)."),
     seed: int = typer.Option(0, help="Seed for prompt sampling and CV folds."),
 ) -> None:
     """Prompts per second for cold and cached prompts, and peak memory; or, with --sweep, speed vs accuracy."""

@@ -1,4 +1,4 @@
-"""``preroll eval``: score the value model on the shared DAPO-Math data.
+"""``preroll eval``: score the value model on the bundled DAPO-Math data.
 
 The default is the quick look a new user runs first (4 folds, each policy's
 latest step scored, earlier steps as context: a few minutes on 2 cores);
@@ -16,7 +16,7 @@ from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
 
 def evaluate(
-    data: Path = typer.Option(None, help="V_0-layout data folder (default: ../shared/data/dapo-math-v0)."),
+    data: Path = typer.Option(None, help="V_0-layout data folder (default: the bundled DAPO-Math histories)."),
     encoder: str = typer.Option(DEFAULT_ENCODER, help="minilm, lexical, stats, a sentence-transformers name/path, or several joined by +."),
     head: str = typer.Option(DEFAULT_HEAD, help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
     full: bool = typer.Option(False, "--full", help="The full evaluation: 8 folds, every (policy, step) scored."),
