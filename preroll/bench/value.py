@@ -23,36 +23,111 @@ from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.model.value_model import ValueModel
 
 
+#: Work units of one eval (about one second of a quiet CPU core each, measured on the 2-core machine
+#: with one thread): what the progress bar counts, so it moves evenly through unlike stages and its
+#: ETA means something from the first second. Only the pace's prior: the ETA follows the observed pace.
+UNITS_LOAD_MODEL = 8.0           # importing torch and sentence-transformers, loading MiniLM
+UNITS_PER_EMBEDDED_PROMPT = 0.006
+UNITS_PER_VIEW_TEXT = 0.0035     # fitting the lexical and stats views, per distinct prompt
+UNITS_PER_FIT_ROW = 0.0009       # one value-model fit (logistic head with inner CV), per history row
+EMBED_CHUNK = 128
+
+
+def _cached_parts(encoder) -> list:
+    """The parts of ``encoder`` behind the on-disk embedding cache (the neural views)."""
+    from preroll.encoders import CachedEncoder, ConcatEncoder
+
+    if isinstance(encoder, CachedEncoder):
+        return [encoder]
+    if isinstance(encoder, ConcatEncoder):
+        return [p for part in encoder.encoders for p in _cached_parts(part)]
+    return []
+
+
+def _report(progress, units: float, stage: str | None = None) -> None:
+    if progress is not None:
+        progress.advance(units, stage)
+
+
 def run_eval(data_dir: Path, *, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD, n_splits=8, seed=0, pool_policies=True,
-             limit: int | None = None, latest_only: bool = False, log=print, progress=None) -> dict:
+             limit: int | None = None, latest_only: bool = False, heldout: bool = True, log=print,
+             progress=None, threads: int | None = None) -> dict:
     """Cross-validate per (policy, step); ``latest_only`` scores each policy's latest step only.
 
     With ``latest_only`` the earlier steps still join the context (the snapshot adapter uses
     them), so the quick run measures the same model on fewer scored rows and fits.
-    ``progress(done, total)`` is called after each fold.
+    ``heldout`` also fits each policy on its whole history and scores ``queries.jsonl``.
+    ``progress``, if given, has ``plan(total_units)`` and ``advance(units, stage_text)``
+    (see ``preroll.cli.progress.WorkProgress``): the work is planned before it starts,
+    and the prompts missing from the embedding cache are embedded first, in chunks.
+    ``threads`` caps the CPU threads of torch and of the BLAS/OpenMP pools (None: the
+    libraries' defaults). One thread per process is what a shared machine wants: there,
+    idle-spinning worker threads doubled an eval's CPU time.
     """
+    if threads is None:
+        return _run_eval(data_dir, encoder=encoder, head=head, n_splits=n_splits, seed=seed,
+                         pool_policies=pool_policies, limit=limit, latest_only=latest_only, heldout=heldout,
+                         log=log, progress=progress, threads=None)
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    with threadpool_limits(limits=threads):
+        return _run_eval(data_dir, encoder=encoder, head=head, n_splits=n_splits, seed=seed,
+                         pool_policies=pool_policies, limit=limit, latest_only=latest_only, heldout=heldout,
+                         log=log, progress=progress, threads=threads)
+
+
+def _run_eval(data_dir: Path, *, encoder, head, n_splits, seed, pool_policies, limit, latest_only, heldout, log,
+              progress, threads) -> dict:
     data_dir = Path(data_dir)
     for name in ("context.jsonl", "queries.jsonl"):
         if not (data_dir / name).is_file():
             raise InputError(f"no {name} here (expected a V_0-layout data folder)", path=data_dir)
     context = load_v0(data_dir / "context.jsonl")
-    queries = load_v0(data_dir / "queries.jsonl")
+    queries = load_v0(data_dir / "queries.jsonl") if heldout else []
     if limit:
         by = defaultdict(list)
         for r in context:
             by[(r.policy, r.step)].append(r)
         context = [r for rs in by.values() for r in rs[:limit]]
-    enc = get_encoder(encoder)  # shared by every fold and policy: each prompt is encoded once
+    # Shared by every fold and policy: each prompt is encoded once.
+    enc = get_encoder(encoder, num_threads=threads) if isinstance(encoder, str) else get_encoder(encoder)
     # Quick look: the label-free text views (TF-IDF+SVD, surface statistics) are fitted once on every prompt
     # text instead of once per fold (a lexical fit is ~30 s of a fold's ~50 s here). No outcome is seen,
     # so no label leaks; the full run refits them on each fold's context as a deployed model would.
     once = latest_only
+    texts = sorted({r.prompt for r in context} | {r.prompt for r in queries})
+    policies = sorted({r.policy for r in context})
+
+    # The plan: what is left to embed, the view fits, and every fold's and final fit's rows.
+    to_embed = [(part, part.missing(texts)) for part in _cached_parts(enc)]
+    n_embed = sum(len(m) for _, m in to_embed)
+    last_step = {p: max(r.step for r in context if r.policy == p) for p in policies}
+    scored = {p: [r for r in context if r.policy == p and (not latest_only or r.step == last_step[p])]
+              for p in policies}
+    n_ctx = len(context) if pool_policies else None
+    fit_rows = 0.0
+    for p in policies:
+        rows = n_ctx if n_ctx is not None else sum(1 for r in context if r.policy == p)
+        fit_rows += n_splits * (rows - len(scored[p]) / n_splits) + (rows if heldout else 0)
+    view_units = UNITS_PER_VIEW_TEXT * len(texts) * (1 if once else len(policies) * (n_splits + heldout))
+    if progress is not None:
+        progress.plan((UNITS_LOAD_MODEL if n_embed else 0) + UNITS_PER_EMBEDDED_PROMPT * n_embed + view_units
+                      + UNITS_PER_FIT_ROW * fit_rows)
+
+    for part, missing in to_embed:
+        for start in range(0, len(missing), EMBED_CHUNK):
+            if start == 0:
+                _report(progress, 0, "loading the encoder model")
+            part.encode(missing[start:start + EMBED_CHUNK])
+            done = min(start + EMBED_CHUNK, len(missing))
+            _report(progress, UNITS_PER_EMBEDDED_PROMPT * (done - start) + (UNITS_LOAD_MODEL if start == 0 else 0),
+                    f"embedding prompts {done}/{len(missing)}")
     if once:
         log("quick look: text views fitted once on all prompt texts (no outcomes); --full refits them per fold")
-        enc.fit(sorted({r.prompt for r in context} | {r.prompt for r in queries}))
+        _report(progress, 0, "fitting the text views")
+        enc.fit(texts)
+        _report(progress, view_units)
     rows = []
-    policies = sorted({r.policy for r in context})
-    total = len(policies) * n_splits
     for k, policy in enumerate(policies):
         mine = [r for r in context if r.policy == policy]
         other = [r for r in context if r.policy != policy] if pool_policies else []
@@ -61,28 +136,37 @@ def run_eval(data_dir: Path, *, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD, n_sp
             other = [r for r in mine if r.step != last] + other
             mine = [r for r in mine if r.step == last]
         log(f"{policy}: {n_splits}-fold prompt-disjoint CV on {len(mine)} records (+{len(other)} context)")
+        n_rows = len(mine) + len(other)
+        fold_units = UNITS_PER_FIT_ROW * (n_rows - len(mine) / n_splits) + (
+            0 if once else UNITS_PER_VIEW_TEXT * len(texts))
+        _report(progress, 0, f"{policy}: fold 1/{n_splits}")
 
-        def fold_done(f, n, k=k):
-            if progress is not None:
-                progress(k * n_splits + f, total)
+        def fold_done(f, n, policy=policy, fold_units=fold_units):
+            _report(progress, fold_units, f"{policy}: fold {min(f + 1, n)}/{n}")
 
         pred = cross_val_predict(mine, n_splits=n_splits, encoder=enc, head=head, seed=seed, extra_context=other,
                                  progress=fold_done, fit_encoder=not once)
-        vm = ValueModel(encoder=enc, head=head, fit_encoder=not once).fit(mine + other)
+        vm = None
+        if heldout:
+            _report(progress, 0, f"{policy}: fit on the whole history")
+            vm = ValueModel(encoder=enc, head=head, fit_encoder=not once).fit(mine + other)
+            _report(progress, UNITS_PER_FIT_ROW * n_rows + (0 if once else UNITS_PER_VIEW_TEXT * len(texts)))
         for step in sorted({r.step for r in mine}):
             idx = [i for i, r in enumerate(mine) if r.step == step]
             rate = np.array([mine[i].success_rate for i in idx])
             cv = score(pred.p_success[idx], rate)
             q = [r for r in queries if r.policy == policy and r.step == step]
             held = score(vm.predict([r.prompt for r in q], policy=policy, step=step).p_success,
-                         np.array([r.success_rate for r in q])) if q else None
+                         np.array([r.success_rate for r in q])) if q and vm is not None else None
             rows.append({"policy": policy, "step": step, "cv": cv, "heldout": held,
                          "_pred": pred.p_success[idx].tolist(), "_rate": rate.tolist()})
     mean = {k: float(np.nanmean([r["cv"][k] for r in rows])) for k in ("auc", "brier", "mae", "ece")}
-    held_mean = float(np.nanmean([r["heldout"]["auc"] for r in rows if r["heldout"]]))
+    held_aucs = [r["heldout"]["auc"] for r in rows if r["heldout"]]
+    held_mean = float(np.nanmean(held_aucs)) if held_aucs else None
     return {"encoder": getattr(enc, "name", str(encoder)), "encoder_spec": str(encoder), "head": head,
-            "n_splits": n_splits, "seed": seed, "latest_only": latest_only,
-            "pool_policies": pool_policies, "text_views_fitted_once": once, "rows": rows, "mean_cv": mean, "mean_heldout_auc": held_mean}
+            "n_splits": n_splits, "seed": seed, "latest_only": latest_only, "heldout": heldout,
+            "pool_policies": pool_policies, "text_views_fitted_once": once, "rows": rows, "mean_cv": mean,
+            "mean_heldout_auc": held_mean}
 
 
 def reliability_plot(report: dict, path: Path) -> None:

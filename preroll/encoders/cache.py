@@ -196,6 +196,16 @@ class CachedEncoder(Encoder):
                 self._remember(memory, (name, key), vector)
         return out
 
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct ``texts`` not stored yet: what an ``encode`` would have to compute (so a
+        caller can say how much work is ahead, and encode it in chunks under a progress bar)."""
+        texts = list(dict.fromkeys(check_texts(texts)))
+        if not texts:
+            return []
+        keys = {t: text_sha256(t) for t in texts}
+        found = self._lookup(self.encoder.name, set(keys.values()))
+        return [t for t in texts if keys[t] not in found]
+
     def cached_count(self, name: str | None = None) -> int:
         """Vectors stored on disk for ``name`` (all encoders when None)."""
         conn, lock, _ = self._state()
