@@ -47,7 +47,9 @@ def history_overlap(snap: SnapshotRecords, snapshots: list[SnapshotRecords]) -> 
 def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | None = None,
                            n_splits: int = 8, encoder: str = DEFAULT_ENCODER, head: str = DEFAULT_HEAD,
                            seed: int = 0, log: Callable[[str], None] = print,
-                           progress: Callable[[int, int], None] | None = None) -> dict[str, BetaPrediction] | None:
+                           progress: Callable[[int, int], None] | None = None,
+                           scored: list[str] | None = None, fit_views_once: bool = False,
+                           threads: int | None = None) -> dict[str, BetaPrediction] | None:
     """Cross-validated value-model predictions per snapshot name, or None if
     the value model is not available.
 
@@ -55,12 +57,21 @@ def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | No
     history across steps; folds are prompt-disjoint). Results are cached as
     JSON under ``cache`` because encoding ~2,700 prompts takes minutes here;
     ``progress(done, total)`` counts folds over all policies meanwhile.
+
+    The quick run (``bench schedule --quick``) narrows this: ``scored`` names the
+    snapshots to predict (the policy's other snapshots stay in every fold's context,
+    minus the fold's prompts, as in the full run), and ``fit_views_once`` fits the
+    label-free text views once on every prompt instead of once per fold, as the quick
+    ``preroll eval`` does (no outcome is read, so no label leaks). ``threads`` caps
+    torch's and the BLAS pools' threads (one per process suits a shared machine).
     """
-    key = f"cv-{encoder}-{head}-k{n_splits}-s{seed}".replace("/", "_")
+    quick = f"-q{','.join(sorted(scored))}{'-once' if fit_views_once else ''}" if scored or fit_views_once else ""
+    key = f"cv-{encoder}-{head}-k{n_splits}-s{seed}{quick}".replace("/", "_")
     cache_file = cache / f"{key}.json" if cache is not None else None
+    wanted = [s for s in snapshots if scored is None or s.name in scored]
     if cache_file is not None and cache_file.exists():
         raw = json.loads(cache_file.read_text())
-        if all(s.name in raw for s in snapshots):
+        if all(s.name in raw for s in wanted):
             log(f"value-model predictions: reusing {cache_file}")
             return {name: BetaPrediction(np.array(v["alpha"]), np.array(v["beta"])) for name, v in raw.items()}
     try:
@@ -68,16 +79,41 @@ def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | No
     except ImportError as exc:
         log(f"value-model predictions unavailable ({exc}); predictor 'model' skipped")
         return None
+    from contextlib import nullcontext
+
+    if threads is not None:
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+        limits = threadpool_limits(limits=threads)
+    else:
+        limits = nullcontext()
+    with limits:
+        return _cross_validate(snapshots, wanted, cache_file, n_splits=n_splits, encoder=encoder, head=head,
+                               seed=seed, log=log, progress=progress, fit_views_once=fit_views_once,
+                               threads=threads, cross_val_predict=cross_val_predict)
+
+
+def _cross_validate(snapshots, wanted, cache_file, *, n_splits, encoder, head, seed, log, progress, fit_views_once,
+                    threads, cross_val_predict) -> dict[str, BetaPrediction]:
+    from preroll.encoders import get_encoder
+
+    enc = get_encoder(encoder, num_threads=threads) if threads is not None else get_encoder(encoder)
+    if fit_views_once:
+        log("value-model predictions: text views fitted once on all prompt texts (no outcomes)")
+        enc.fit(sorted({r.prompt for s in snapshots for r in s.records}))
     out: dict[str, BetaPrediction] = {}
-    policies = sorted({s.policy for s in snapshots})
+    policies = sorted({s.policy for s in wanted})
     for k, policy in enumerate(policies):
-        snaps = [s for s in snapshots if s.policy == policy]
+        snaps = [s for s in wanted if s.policy == policy]
         records = [r for s in snaps for r in s.records]
-        log(f"value-model predictions: {n_splits}-fold CV on {len(records)} records of {policy}")
+        names = {s.name for s in snaps}
+        other = [r for s in snapshots if s.policy == policy and s.name not in names for r in s.records]
+        log(f"value-model predictions: {n_splits}-fold CV on {len(records)} records of {policy}"
+            + (f" (+{len(other)} context)" if other else ""))
         fold_done = None if progress is None else (
             lambda done, _total, k=k: progress(k * n_splits + done, len(policies) * n_splits))
-        pred = cross_val_predict(records, n_splits=n_splits, encoder=encoder, head=head, seed=seed,
-                                 progress=fold_done)
+        pred = cross_val_predict(records, n_splits=n_splits, encoder=enc, head=head, seed=seed,
+                                 extra_context=other, progress=fold_done, fit_encoder=not fit_views_once)
         alpha, beta = np.asarray(pred.alpha, float), np.asarray(pred.beta, float)
         if alpha.shape != (len(records),):
             raise ValueError(f"cross_val_predict returned {alpha.shape} predictions for {len(records)} records")

@@ -69,6 +69,10 @@ class ScheduleBenchConfig:
     model_encoder: str = DEFAULT_ENCODER
     model_head: str = DEFAULT_HEAD
     model_splits: int = 8
+    # The quick run's value model: only the simulated snapshots are scored (the policy's other steps
+    # stay as context), text views fitted once on all prompts (label-free); see load_model_predictions.
+    model_quick: bool = False
+    model_threads: int | None = 1  # torch and BLAS threads: one per process suits a shared machine
 
     def validate(self) -> None:
         if not self.budgets or any(int(b) < 1 for b in self.budgets):
@@ -160,7 +164,9 @@ def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | Non
             load_snapshots() if cfg.snapshots else snapshots,
             cache=Path(cfg.model_cache) if cfg.model_cache else None,
             n_splits=cfg.model_splits, encoder=cfg.model_encoder, head=cfg.model_head,
-            seed=cfg.seed, log=log, progress=cv_progress)
+            seed=cfg.seed, log=log, progress=cv_progress,
+            scored=[s.name for s in snapshots] if cfg.model_quick else None,
+            fit_views_once=cfg.model_quick, threads=cfg.model_threads)
     all_snaps = load_snapshots() if cfg.snapshots else snapshots
     rng = np.random.default_rng(cfg.seed)
     alloc_rows, mse_rows, dapo_rows, notes = [], [], [], []

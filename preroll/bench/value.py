@@ -16,6 +16,7 @@ import numpy as np
 from preroll.data.v0 import load_v0
 from preroll.errors import InputError
 from preroll.encoders import get_encoder
+from preroll.encoders.warm import embed_missing, missing_texts
 from preroll.model.crossval import cross_val_predict
 from preroll.model.metrics import score
 from preroll.outputs import atomic_write_text, save_figure
@@ -30,18 +31,6 @@ UNITS_LOAD_MODEL = 8.0           # importing torch and sentence-transformers, lo
 UNITS_PER_EMBEDDED_PROMPT = 0.006
 UNITS_PER_VIEW_TEXT = 0.0035     # fitting the lexical and stats views, per distinct prompt
 UNITS_PER_FIT_ROW = 0.0009       # one value-model fit (logistic head with inner CV), per history row
-EMBED_CHUNK = 128
-
-
-def _cached_parts(encoder) -> list:
-    """The parts of ``encoder`` behind the on-disk embedding cache (the neural views)."""
-    from preroll.encoders import CachedEncoder, ConcatEncoder
-
-    if isinstance(encoder, CachedEncoder):
-        return [encoder]
-    if isinstance(encoder, ConcatEncoder):
-        return [p for part in encoder.encoders for p in _cached_parts(part)]
-    return []
 
 
 def _report(progress, units: float, stage: str | None = None) -> None:
@@ -99,7 +88,7 @@ def _run_eval(data_dir: Path, *, encoder, head, n_splits, seed, pool_policies, l
     policies = sorted({r.policy for r in context})
 
     # The plan: what is left to embed, the view fits, and every fold's and final fit's rows.
-    to_embed = [(part, part.missing(texts)) for part in _cached_parts(enc)]
+    to_embed = missing_texts(enc, texts)
     n_embed = sum(len(m) for _, m in to_embed)
     last_step = {p: max(r.step for r in context if r.policy == p) for p in policies}
     scored = {p: [r for r in context if r.policy == p and (not latest_only or r.step == last_step[p])]
@@ -114,14 +103,15 @@ def _run_eval(data_dir: Path, *, encoder, head, n_splits, seed, pool_policies, l
         progress.plan((UNITS_LOAD_MODEL if n_embed else 0) + UNITS_PER_EMBEDDED_PROMPT * n_embed + view_units
                       + UNITS_PER_FIT_ROW * fit_rows)
 
-    for part, missing in to_embed:
-        for start in range(0, len(missing), EMBED_CHUNK):
-            if start == 0:
-                _report(progress, 0, "loading the encoder model")
-            part.encode(missing[start:start + EMBED_CHUNK])
-            done = min(start + EMBED_CHUNK, len(missing))
-            _report(progress, UNITS_PER_EMBEDDED_PROMPT * (done - start) + (UNITS_LOAD_MODEL if start == 0 else 0),
-                    f"embedding prompts {done}/{len(missing)}")
+    if n_embed:
+        _report(progress, 0, "loading the encoder model")
+        loading = [UNITS_LOAD_MODEL]  # counted with the first chunk, which loads the model
+
+        def embedded(now: int, done: int, total: int) -> None:
+            _report(progress, UNITS_PER_EMBEDDED_PROMPT * now + loading.pop() if loading else
+                    UNITS_PER_EMBEDDED_PROMPT * now, f"embedding prompts {done}/{total}")
+
+        embed_missing(to_embed, embedded)
     if once:
         log("quick look: text views fitted once on all prompt texts (no outcomes); --full refits them per fold")
         _report(progress, 0, "fitting the text views")

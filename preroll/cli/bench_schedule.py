@@ -29,13 +29,15 @@ def bench_schedule(
     controller_cost: float = typer.Option(0.002, min=0.0, help="MSE drop one extra rollout must buy (V_0.5 controller)."),
     encoder: str = typer.Option(DEFAULT_ENCODER, help="Value-model encoder for the 'model' predictor."),
     head: str = typer.Option(DEFAULT_HEAD, help="Value-model head for the 'model' predictor."),
-    quick: bool = typer.Option(False, "--quick", help="Small run: 3 replicates, two snapshots, budgets as given."),
+    quick: bool = typer.Option(False, "--quick", help="Small run: 3 replicates, two snapshots, budgets as given; the "
+                                                       "value model scores those two only (4 folds, text views "
+                                                       "fitted once)."),
     out: Path = typer.Option(Path("runs/bench-schedule"), help="Output folder for results.json and the PNG."),
 ) -> None:
     """Compare rollout-allocation rules and predictors on the shared DAPO-Math rates."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                TimeRemainingColumn)
+
+    from preroll.cli.progress import WorkProgress
 
     from preroll.bench.schedule import ScheduleBenchConfig, headline, simulate, write_outputs
     from preroll.outputs import check_output
@@ -56,17 +58,28 @@ def bench_schedule(
     if quick:
         cfg.replicates = min(cfg.replicates, 3)
         cfg.snapshots = ["Qwen3-4B-Instruct@64", "DeepSeek-R1-Distill-Qwen-1.5B@64"]
+        cfg.model_splits, cfg.model_quick = 4, True
     try:
         cfg.validate()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as prog:
-        cv_task = prog.add_task("value-model CV folds", total=None, visible="model" in cfg.predictors)
-        sim_task = prog.add_task("simulated worlds", total=None)
-        result = simulate(cfg, progress=lambda done, total: prog.update(sim_task, completed=done, total=total),
-                          cv_progress=lambda done, total: prog.update(cv_task, completed=done, total=total),
-                          log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    # Units (about a quiet core-second each): a value-model fold, a simulated world (all budgets,
+    # predictors and rules). The first fold also embeds the prompts missing from the cache.
+    fold_units, world_units = (4.0 if cfg.model_quick else 25.0), 0.3 * len(cfg.budgets)
+    folds = 2 * cfg.model_splits if "model" in cfg.predictors else 0
+    n_snapshots = len(cfg.snapshots) if cfg.snapshots else 6
+    counts = {"folds": 0, "worlds": 0}
+    with WorkProgress("preroll bench schedule", folds * fold_units + n_snapshots * cfg.replicates * world_units,
+                      stage="loading the data") as bar:
+
+        def step(kind: str, units: float, label: str):
+            def report(done: int, total: int) -> None:
+                bar.advance(units * (done - counts[kind]), f"{label} {done}/{total}")
+                counts[kind] = done
+            return report
+
+        result = simulate(cfg, progress=step("worlds", world_units, "simulated worlds"),
+                          cv_progress=step("folds", fold_units, "value-model CV folds"), log=bar.log)
     paths = write_outputs(result, out)
     print_tables(result, console)
     for b in cfg.budgets:

@@ -30,7 +30,7 @@ def fit(
     from preroll.model.persist import save_model
     from preroll.errors import OutputError
     from preroll.outputs import check_output
-    from preroll.model.value_model import ValueModel
+    from preroll.cli.progress import WorkProgress
 
     console = Console(stderr=True)
     if save.exists() and not force:
@@ -39,8 +39,35 @@ def fit(
     if target == source or target in source.parents:
         raise OutputError(f"--save {save} would overwrite the input {context}; choose another path")
     check_output(save.parent, folder=True, option="--save")  # a bad location fails now, not after the fit
-    history = load_records(context, reward_range=reward_range)
-    console.log(f"context: {len(history)} records")
-    vm = ValueModel(encoder=encoder, head=head, show_progress=True).fit(history)
-    save_model(vm, save, overwrite=force)
+    with WorkProgress("preroll fit", 30.0, stage="loading the history") as progress:
+        history = load_records(context, reward_range=reward_range)
+        progress.log(f"context: {len(history)} records")
+        vm = _fit_with_progress(history, encoder, head, progress)
+        progress.stage("saving the model")
+        save_model(vm, save, overwrite=force)
     console.log(f"saved the model ({len(vm.snapshots_)} snapshots, encoder {vm.encoder_.name}) to {save}")
+
+
+def _fit_with_progress(history, encoder: str, head: str, progress):
+    """Fit under the progress bar: the prompts missing from the embedding cache are embedded first, in
+    chunks (with a fresh cache that is most of a fit), then the text views and the head are fitted."""
+    from preroll.bench.value import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_FIT_ROW, UNITS_PER_VIEW_TEXT
+    from preroll.encoders import get_encoder
+    from preroll.encoders.warm import embed_missing, missing_texts
+    from preroll.model.value_model import ValueModel
+
+    enc = get_encoder(encoder)
+    texts = list(dict.fromkeys(r.prompt for r in history))
+    todo = missing_texts(enc, texts)
+    n_embed = sum(len(t) for _, t in todo)
+    fit_units = UNITS_PER_VIEW_TEXT * len(texts) + UNITS_PER_FIT_ROW * len(history)
+    progress.plan((UNITS_LOAD_MODEL if n_embed else 0) + UNITS_PER_EMBEDDED_PROMPT * n_embed + fit_units + 2.0)
+    if n_embed:
+        progress.stage("loading the encoder model")
+        loading = [UNITS_LOAD_MODEL]
+        embed_missing(todo, lambda now, done, total: progress.advance(
+            UNITS_PER_EMBEDDED_PROMPT * now + (loading.pop() if loading else 0.0), f"embedding prompts {done}/{total}"))
+    progress.stage("fitting the text views and the head")
+    vm = ValueModel(encoder=encoder, head=head).fit(history)  # the spec: the saved model names it; vectors now cached
+    progress.advance(fit_units)
+    return vm

@@ -41,11 +41,12 @@ class WorkProgress:
     job advances).
     """
 
-    def __init__(self, label: str, total: float, *, stage: str = "starting", stream: IO[str] | None = None,
+    def __init__(self, label: str, total: float | None, *, stage: str = "starting", stream: IO[str] | None = None,
                  interval: float = 10.0, tty: bool | None = None, prior_weight: float = 0.1,
                  clock: Callable[[], float] = time.monotonic):
         self.label = label
-        self.total = max(float(total), 1e-9)
+        self.known = total is not None  # None: a job that cannot measure itself shows only elapsed time
+        self.total = max(float(total), 1e-9) if total is not None else 1.0
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
@@ -72,6 +73,8 @@ class WorkProgress:
         return max(0.0, (self.total - self.done) * pace)
 
     def line(self) -> str:
+        if not self.known:
+            return f"{self.label}: {self.text}, {_clock(self.elapsed())} elapsed"
         pct = 100.0 * min(self.done / self.total, 1.0)
         return (f"{self.label}: {pct:3.0f}% {self.text}, {_clock(self.elapsed())} elapsed, "
                 f"about {_clock(self.remaining())} left")
@@ -81,6 +84,7 @@ class WorkProgress:
     def plan(self, total: float) -> None:
         """Set the job's total units once the job knows its size (after loading its data, say)."""
         with self._lock:
+            self.known = True
             self.total = max(float(total), 1e-9)
             self.done = min(self.done, self.total)
         if self._bar is not None:
@@ -105,7 +109,9 @@ class WorkProgress:
             print(message, file=self.stream, flush=True)
 
     def _refresh(self) -> None:
-        if self._bar is not None:
+        if self._bar is not None and not self.known:
+            self._bar.update(self._task, description=self.text)
+        elif self._bar is not None:
             self._bar.update(self._task, completed=self.done, description=self.text)
 
     def tick(self) -> bool:
@@ -135,11 +141,12 @@ class WorkProgress:
                 def render(self, task) -> Text:  # noqa: ARG002 (rich's signature)
                     return Text(f"about {_clock(owner.remaining())} left", style="progress.remaining")
 
-            self._bar = Progress(TextColumn(f"{self.label}"), BarColumn(), TaskProgressColumn(),
-                                 TextColumn("{task.description}"), TimeElapsedColumn(), _Eta(),
-                                 console=Console(file=self.stream), transient=False)
+            columns = [TextColumn(f"{self.label}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.description}"),
+                       TimeElapsedColumn(), _Eta()] if self.known else [
+                TextColumn(f"{self.label}"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+            self._bar = Progress(*columns, console=Console(file=self.stream), transient=False)
             self._bar.__enter__()
-            self._task = self._bar.add_task(self.text, total=self.total)
+            self._task = self._bar.add_task(self.text, total=self.total if self.known else None)
         else:
             self._last_line = self._start - self.interval
             self.tick()
@@ -149,8 +156,10 @@ class WorkProgress:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        if exc[0] is None:
+        if exc[0] is None and self.known:
             self.advance(self.total, "done")
+        elif exc[0] is None and self._bar is not None:
+            self._bar.update(self._task, total=1.0, completed=1.0, description="done")
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         if self._bar is not None:

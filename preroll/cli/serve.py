@@ -30,9 +30,14 @@ def serve(
     try:
         cfg = load_config(config)
         check_exposure(cfg, host, source=config)  # before any slow start-up work
+        from preroll.cli.progress import WorkProgress
         from preroll.serve.app import create_app
 
-        app = create_app(cfg, check=check_backends)
+        # Start-up takes seconds to a minute (backends checked, histories imported, the router fitted):
+        # shown as it goes, not silence before the ready line.
+        with WorkProgress("preroll serve", None, stage="starting: backends, histories, fitting the router",
+                          stream=err.file):
+            app = create_app(cfg, check=check_backends)
     except PrerollError as exc:
         where = "" if getattr(exc, "path", None) else f"{config}: "  # start-up errors name the config too
         err.print(f"[red]error:[/red] {where}{exc}", highlight=False, soft_wrap=True)
