@@ -40,8 +40,11 @@ def test_eta_starts_at_the_plan_and_follows_the_observed_pace():
     clock = FakeClock()
     p = WorkProgress("job", 100.0, stream=io.StringIO(), clock=clock, tty=False)
     assert p.remaining() == 100.0                   # the prior pace: one second per unit
-    p.advance(50)
-    clock.now += 150.0                               # three times slower than planned
+    clock.now += 30.0
+    assert p.remaining() == 70.0                    # counts down while the first step runs
+    clock.now += 120.0
+    assert p.remaining() == 10.0                    # an overrunning step holds a tenth, never "0:00 left"
+    p.advance(50)                                    # 50 units took 150 s: three times slower than planned
     slow = p.remaining()
     assert 100.0 < slow <= 150.0                    # moved toward 3 s/unit, the prior still weighing a little
     p.plan(200.0)                                    # a larger plan: more left

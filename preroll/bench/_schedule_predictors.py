@@ -49,7 +49,8 @@ def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | No
                            seed: int = 0, log: Callable[[str], None] = print,
                            progress: Callable[[int, int], None] | None = None,
                            scored: list[str] | None = None, fit_views_once: bool = False,
-                           threads: int | None = None) -> dict[str, BetaPrediction] | None:
+                           threads: int | None = None,
+                           work: Callable[[float, str], None] | None = None) -> dict[str, BetaPrediction] | None:
     """Cross-validated value-model predictions per snapshot name, or None if
     the value model is not available.
 
@@ -64,6 +65,8 @@ def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | No
     label-free text views once on every prompt instead of once per fold, as the quick
     ``preroll eval`` does (no outcome is read, so no label leaks). ``threads`` caps
     torch's and the BLAS pools' threads (one per process suits a shared machine).
+    ``work(units, stage)`` reports the steps before the folds (embedding what the cache
+    lacks, fitting the views) in the units of ``preroll.bench.value``.
     """
     quick = f"-q{','.join(sorted(scored))}{'-once' if fit_views_once else ''}" if scored or fit_views_once else ""
     key = f"cv-{encoder}-{head}-k{n_splits}-s{seed}{quick}".replace("/", "_")
@@ -90,17 +93,32 @@ def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | No
     with limits:
         return _cross_validate(snapshots, wanted, cache_file, n_splits=n_splits, encoder=encoder, head=head,
                                seed=seed, log=log, progress=progress, fit_views_once=fit_views_once,
-                               threads=threads, cross_val_predict=cross_val_predict)
+                               threads=threads, cross_val_predict=cross_val_predict, work=work)
 
 
 def _cross_validate(snapshots, wanted, cache_file, *, n_splits, encoder, head, seed, log, progress, fit_views_once,
-                    threads, cross_val_predict) -> dict[str, BetaPrediction]:
+                    threads, cross_val_predict, work) -> dict[str, BetaPrediction]:
+    from preroll.bench.value import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_VIEW_TEXT
     from preroll.encoders import get_encoder
+    from preroll.encoders.warm import embed_missing, missing_texts
+
+    def report(units: float, stage: str) -> None:
+        if work is not None:
+            work(units, stage)
 
     enc = get_encoder(encoder, num_threads=threads) if threads is not None else get_encoder(encoder)
+    texts = sorted({r.prompt for s in snapshots for r in s.records})
+    todo = missing_texts(enc, texts)
+    if any(t for _, t in todo):
+        report(0, "loading the encoder model")
+        loading = [UNITS_LOAD_MODEL]
+        embed_missing(todo, lambda now, done, total: report(
+            UNITS_PER_EMBEDDED_PROMPT * now + (loading.pop() if loading else 0.0), f"embedding prompts {done}/{total}"))
     if fit_views_once:
         log("value-model predictions: text views fitted once on all prompt texts (no outcomes)")
-        enc.fit(sorted({r.prompt for s in snapshots for r in s.records}))
+        report(0, "fitting the text views")
+        enc.fit(texts)
+        report(UNITS_PER_VIEW_TEXT * len(texts), "value-model CV folds")
     out: dict[str, BetaPrediction] = {}
     policies = sorted({s.policy for s in wanted})
     for k, policy in enumerate(policies):

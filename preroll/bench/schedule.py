@@ -146,11 +146,13 @@ def _mse_block(pred, p: np.ndarray, rewards: np.ndarray, cfg: ScheduleBenchConfi
 def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | None = None,
              progress: Callable[[int, int], None] | None = None,
              log: Callable[[str], None] = print,
-             cv_progress: Callable[[int, int], None] | None = None) -> dict:
+             cv_progress: Callable[[int, int], None] | None = None,
+             work: Callable[[float, str], None] | None = None) -> dict:
     """Run the simulation; returns raw rows and aggregated summaries (JSON-able).
 
     ``cv_progress(done, total)`` counts the value model's cross-validation
-    folds (minutes on a fresh cache), ``progress`` the simulated worlds.
+    folds (minutes on a fresh cache), ``progress`` the simulated worlds; ``work(units, stage)``
+    the embedding and view fitting before the folds (see ``load_model_predictions``).
     """
     cfg.validate()
     snapshots = snapshots if snapshots is not None else load_snapshots()
@@ -166,7 +168,7 @@ def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | Non
             n_splits=cfg.model_splits, encoder=cfg.model_encoder, head=cfg.model_head,
             seed=cfg.seed, log=log, progress=cv_progress,
             scored=[s.name for s in snapshots] if cfg.model_quick else None,
-            fit_views_once=cfg.model_quick, threads=cfg.model_threads)
+            fit_views_once=cfg.model_quick, threads=cfg.model_threads, work=work)
     all_snaps = load_snapshots() if cfg.snapshots else snapshots
     rng = np.random.default_rng(cfg.seed)
     alloc_rows, mse_rows, dapo_rows, notes = [], [], [], []

@@ -63,14 +63,17 @@ def bench_schedule(
         cfg.validate()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    # Units (about a quiet core-second each): a value-model fold, a simulated world (all budgets,
-    # predictors and rules). The first fold also embeds the prompts missing from the cache.
-    fold_units, world_units = (4.0 if cfg.model_quick else 25.0), 0.3 * len(cfg.budgets)
-    folds = 2 * cfg.model_splits if "model" in cfg.predictors else 0
+    # Units (about a quiet core-second each, as in preroll eval): embedding what the cache lacks, the
+    # text views, a value-model fold, a simulated world (all budgets, predictors and rules).
+    world_units = 0.3 * len(cfg.budgets)
     n_snapshots = len(cfg.snapshots) if cfg.snapshots else 6
+    total = n_snapshots * cfg.replicates * world_units
+    fold_units = 0.0
+    if "model" in cfg.predictors:
+        before, fold_units, n_folds = _model_units(cfg)
+        total += before + n_folds * fold_units
     counts = {"folds": 0, "worlds": 0}
-    with WorkProgress("preroll bench schedule", folds * fold_units + n_snapshots * cfg.replicates * world_units,
-                      stage="loading the data") as bar:
+    with WorkProgress("preroll bench schedule", total, stage="loading the data") as bar:
 
         def step(kind: str, units: float, label: str):
             def report(done: int, total: int) -> None:
@@ -79,7 +82,8 @@ def bench_schedule(
             return report
 
         result = simulate(cfg, progress=step("worlds", world_units, "simulated worlds"),
-                          cv_progress=step("folds", fold_units, "value-model CV folds"), log=bar.log)
+                          cv_progress=step("folds", fold_units, "value-model CV folds"), log=bar.log,
+                          work=lambda units, stage: bar.advance(units, stage))
     paths = write_outputs(result, out)
     print_tables(result, console)
     for b in cfg.budgets:
@@ -88,6 +92,28 @@ def bench_schedule(
             console.print(f"budget {b}/prompt, pool {cfg.pool_factor:g}x: " + "; ".join(
                 f"{r['predictor']}: {r['rule']} {r['ratio_vs_uniform']:.2f}x uniform" for r in best))
     console.print(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")
+
+
+def _model_units(cfg) -> tuple[float, float, int]:
+    """The value model's work in progress units: before its folds (the prompts the embedding cache
+    lacks, looked up now so the plan is right from the start, and in the quick run one fit of the
+    views), per fold (its context rows; in the full run also a fit of the views), and the folds."""
+    from preroll.bench._schedule_data import load_snapshots
+    from preroll.bench.value import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_FIT_ROW, UNITS_PER_VIEW_TEXT
+    from preroll.encoders import get_encoder
+    from preroll.encoders.warm import missing_texts
+
+    snaps = load_snapshots()
+    texts = sorted({r.prompt for s in snaps for r in s.records})
+    n_embed = sum(len(t) for _, t in missing_texts(get_encoder(cfg.model_encoder), texts))
+    before = ((UNITS_LOAD_MODEL if n_embed else 0.0) + UNITS_PER_EMBEDDED_PROMPT * n_embed
+              + (UNITS_PER_VIEW_TEXT * len(texts) if cfg.model_quick else 0.0))
+    policies = sorted({s.policy for s in snaps})
+    rows = max(sum(len(s.records) for s in snaps if s.policy == p) for p in policies)
+    scored = max(len(s.records) for s in snaps) if cfg.model_quick else rows
+    per_fold = UNITS_PER_FIT_ROW * (rows - scored / cfg.model_splits) + (
+        0.0 if cfg.model_quick else UNITS_PER_VIEW_TEXT * len(texts) / len(policies))
+    return before, per_fold, len(policies) * cfg.model_splits
 
 
 def print_tables(result: dict, console) -> None:

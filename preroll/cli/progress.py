@@ -35,10 +35,10 @@ class WorkProgress:
     ``advance(units, stage=...)`` adds done units and optionally names the current
     stage (e.g. ``"embedding prompts 640/2722"``); ``stage(text)`` names it without
     progress. Use as a context manager. ``log(message)`` prints a line above the bar
-    (or plainly when piped). The ETA is ``(total - done) * pace``, where ``pace`` is
-    seconds per unit: the prior 1.0 blended with the observed ``elapsed / done``
-    (the prior weighs as ``prior_weight * total`` units of work, so it fades as the
-    job advances).
+    (or plainly when piped). The ETA is ``(total - done) * pace`` less the time since
+    the last advance, where ``pace`` is seconds per unit: the prior 1.0 blended with the
+    observed one at the last advance (the prior weighs as ``prior_weight * total`` units
+    of work, so it fades as the job advances).
     """
 
     def __init__(self, label: str, total: float | None, *, stage: str = "starting", stream: IO[str] | None = None,
@@ -55,6 +55,7 @@ class WorkProgress:
         self.done = 0.0
         self.text = stage
         self._start = clock()
+        self._advanced_at = 0.0  # elapsed seconds at the last advance
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,10 +68,14 @@ class WorkProgress:
         return self.clock() - self._start
 
     def remaining(self) -> float:
-        """Seconds left: the prior pace (1 s/unit) blended with the observed one."""
+        """Seconds left: the units left times the pace up to the last advance (the prior 1 s/unit
+        blended with the observed one), counting down while a step runs. A step that overruns
+        its share holds the estimate at a tenth of its value rather than at zero; the next
+        advance brings the slower pace in."""
         k = self.prior_weight * self.total
-        pace = (self.elapsed() + k) / (self.done + k)
-        return max(0.0, (self.total - self.done) * pace)
+        pace = (self._advanced_at + k) / (self.done + k)
+        planned = (self.total - self.done) * pace
+        return max(planned - (self.elapsed() - self._advanced_at), 0.1 * planned)
 
     def line(self) -> str:
         if not self.known:
@@ -97,6 +102,8 @@ class WorkProgress:
 
     def advance(self, units: float = 1.0, stage: str | None = None) -> None:
         with self._lock:
+            if units:
+                self._advanced_at = self.elapsed()
             self.done = min(self.total, self.done + float(units))
             if stage is not None:
                 self.text = stage
