@@ -87,3 +87,16 @@ def test_quick_eval_on_a_tiny_real_subset_plans_its_work(dapo):
     assert np.isfinite(report["mean_cv"]["brier"])
     assert rec.total is not None and np.isclose(rec.done, rec.total)   # the plan covers exactly the work done
     assert "fitting the text views" in rec.stages and any("fold 2/2" in s for s in rec.stages)
+
+
+def test_full_eval_plan_covers_every_step_and_the_held_out_fits(dapo):
+    from preroll.bench.value import run_eval
+
+    from conftest import HashingEncoder
+
+    rec = Recorder()
+    report = run_eval(dapo, encoder=HashingEncoder(64), n_splits=2, limit=16, latest_only=False, heldout=True,
+                      progress=rec, threads=1, log=lambda m: None)
+    assert len(report["rows"]) == 6 and all(r["heldout"]["n"] == 32 for r in report["rows"])
+    assert np.isclose(rec.done, rec.total)
+    assert sum("whole history" in s for s in rec.stages) == 2
