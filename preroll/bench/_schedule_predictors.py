@@ -84,13 +84,9 @@ def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | No
         return None
     from contextlib import nullcontext
 
-    if threads is not None:
-        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-        limits = threadpool_limits(limits=threads)
-    else:
-        limits = nullcontext()
-    with limits:
+    with nullcontext() if threads is None else threadpool_limits(limits=threads):
         return _cross_validate(snapshots, wanted, cache_file, n_splits=n_splits, encoder=encoder, head=head,
                                seed=seed, log=log, progress=progress, fit_views_once=fit_views_once,
                                threads=threads, cross_val_predict=cross_val_predict, work=work)

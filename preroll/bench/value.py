@@ -53,13 +53,11 @@ def run_eval(data_dir: Path, *, encoder=DEFAULT_ENCODER, head=DEFAULT_HEAD, n_sp
     libraries' defaults). One thread per process is what a shared machine wants: there,
     idle-spinning worker threads doubled an eval's CPU time.
     """
-    if threads is None:
-        return _run_eval(data_dir, encoder=encoder, head=head, n_splits=n_splits, seed=seed,
-                         pool_policies=pool_policies, limit=limit, latest_only=latest_only, heldout=heldout,
-                         log=log, progress=progress, threads=None)
+    from contextlib import nullcontext
+
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-    with threadpool_limits(limits=threads):
+    with nullcontext() if threads is None else threadpool_limits(limits=threads):
         return _run_eval(data_dir, encoder=encoder, head=head, n_splits=n_splits, seed=seed,
                          pool_policies=pool_policies, limit=limit, latest_only=latest_only, heldout=heldout,
                          log=log, progress=progress, threads=threads)
