@@ -21,7 +21,8 @@ def evaluate(
     data: Path = typer.Option(None, help="V_0-layout data folder (default: the bundled DAPO-Math histories)."),
     encoder: str = typer.Option(DEFAULT_ENCODER, help="minilm, lexical, stats, a sentence-transformers name/path, or several joined by +."),
     head: str = typer.Option(DEFAULT_HEAD, help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
-    full: bool = typer.Option(False, "--full", help="The full evaluation: 8 folds, every (policy, step) scored, text views refitted per fold, held-out queries."),
+    full: bool = typer.Option(False, "--full", help="The full evaluation: 8 folds, every (policy, step) scored, "
+                                                     "text views refitted per fold, held-out queries."),
     folds: Optional[int] = typer.Option(None, min=2, help="Prompt-disjoint CV folds (default 4, or 8 with --full)."),
     seed: int = typer.Option(0),
     pool_policies: bool = typer.Option(True, help="Add other policies' histories to each fold's context."),
