@@ -23,7 +23,7 @@ def _write(root, name, text):
     return path
 
 
-def test_shared_data_loads_with_contaminated_prompts_excluded():
+def test_bundled_mmlu_loads_with_contaminated_prompts_excluded():
     data = load_mmlu()
     assert len(data.models) == 2 and data.correct.shape == (len(data), 2)
     assert data.correct.dtype == bool

@@ -1,4 +1,4 @@
-"""The scheduling simulator on a small real subset of the shared data."""
+"""The scheduling simulator on a small real subset of the bundled data."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def test_queries_pass_through_and_require_prompt(tmp_path):
         load_queries(p)
 
 
-def test_v0_importer_on_shared_data():
+def test_v0_importer_on_the_bundled_data():
     recs = load_v0(dapo_dir() / "queries.jsonl")
     assert len(recs) == 192
     raw = [json.loads(x) for x in (dapo_dir() / "queries.jsonl").read_text().splitlines()]
