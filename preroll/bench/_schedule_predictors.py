@@ -94,7 +94,7 @@ def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | No
 
 def _cross_validate(snapshots, wanted, cache_file, *, n_splits, encoder, head, seed, log, progress, fit_views_once,
                     threads, cross_val_predict, work) -> dict[str, BetaPrediction]:
-    from preroll.bench.value import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_VIEW_TEXT
+    from preroll.workunits import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_VIEW_TEXT
     from preroll.encoders import get_encoder
     from preroll.encoders.warm import embed_missing, missing_texts
 

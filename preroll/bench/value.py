@@ -22,15 +22,7 @@ from preroll.model.metrics import score
 from preroll.outputs import atomic_write_text, save_figure
 from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.model.value_model import ValueModel
-
-
-#: Work units of one eval (about one second of a quiet CPU core each, measured on the 2-core machine
-#: with one thread): what the progress bar counts, so it moves evenly through unlike stages and its
-#: ETA means something from the first second. Only the pace's prior: the ETA follows the observed pace.
-UNITS_LOAD_MODEL = 8.0           # importing torch and sentence-transformers, loading MiniLM
-UNITS_PER_EMBEDDED_PROMPT = 0.006
-UNITS_PER_VIEW_TEXT = 0.0035     # fitting the lexical and stats views, per distinct prompt
-UNITS_PER_FIT_ROW = 0.0009       # one value-model fit (logistic head with inner CV), per history row
+from preroll.workunits import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_FIT_ROW, UNITS_PER_VIEW_TEXT
 
 
 def _report(progress, units: float, stage: str | None = None) -> None:

@@ -99,7 +99,7 @@ def _model_units(cfg) -> tuple[float, float, int]:
     lacks, looked up now so the plan is right from the start, and in the quick run one fit of the
     views), per fold (its context rows; in the full run also a fit of the views), and the folds."""
     from preroll.bench._schedule_data import load_snapshots
-    from preroll.bench.value import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_FIT_ROW, UNITS_PER_VIEW_TEXT
+    from preroll.workunits import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_FIT_ROW, UNITS_PER_VIEW_TEXT
     from preroll.encoders import get_encoder
     from preroll.encoders.warm import missing_texts
 

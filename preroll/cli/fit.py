@@ -51,7 +51,7 @@ def fit(
 def _fit_with_progress(history, encoder: str, head: str, progress):
     """Fit under the progress bar: the prompts missing from the embedding cache are embedded first, in
     chunks (with a fresh cache that is most of a fit), then the text views and the head are fitted."""
-    from preroll.bench.value import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_FIT_ROW, UNITS_PER_VIEW_TEXT
+    from preroll.workunits import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_FIT_ROW, UNITS_PER_VIEW_TEXT
     from preroll.encoders import get_encoder
     from preroll.encoders.warm import embed_missing, missing_texts
     from preroll.model.value_model import ValueModel
