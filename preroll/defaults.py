@@ -6,7 +6,9 @@ help. The owning modules re-export these names.
 
 - ``DEFAULT_ENCODER`` / ``DEFAULT_HEAD``: on DAPO-Math cold prompts the logistic head alone ranks
   as well as or better than its ensemble with the kNN head, which wins on MMLU routing (the
-  router's ``"auto"``); see README "Measured" and docs/encoders.md.
+  router's ``"auto"``); see README "Measured" and docs/encoders.md. The default encoder needs the
+  ``neural`` extra; without it the model refuses in one line naming ``pip install 'preroll[neural]'``
+  and ``lexical+stats`` (no silent fall-back: see ``preroll.encoders._check_neural`` for why).
 - ``DEFAULT_BATCH_SIZE``: prompts per forward pass. A batch is padded to its longest prompt, so
   smaller batches waste less compute on padding; 16 was the fastest of 8/16/32 for MiniLM on
   2 CPU cores (docs/encoders.md), and small enough for larger models.

@@ -43,6 +43,10 @@ class ScoreOptions:
     def __post_init__(self) -> None:
         if self.out_format not in FORMATS:
             raise InputError(f"--format must be one of {', '.join(FORMATS)} (got {self.out_format!r})")
+        if self.out_format == "parquet":  # before any scoring, not at the first part
+            from preroll._optional import check
+
+            check("pyarrow", extra="parquet", what="--format parquet (the default; --format jsonl needs nothing)")
         if self.chunk_rows < 1 or self.batch_rows < 1:
             raise InputError("chunk and batch sizes must be positive")
 
