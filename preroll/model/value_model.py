@@ -28,7 +28,6 @@ from preroll.data.snapshot import Snapshot
 from preroll.errors import InputError
 from preroll.encoders import fresh_views, get_encoder
 from preroll.encoders.base import Encoder
-from preroll.heads import make_head
 from preroll.beliefs import BetaPrediction
 from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.validation import check_fitted
@@ -108,6 +107,8 @@ class ValueModel:
         self.snapshot_index_ = {s: i for i, s in enumerate(self.snapshots_)}
         X = self.encoder_.encode(table.prompts, show_progress=self.show_progress)
         groups = np.array([self.snapshot_index_[s] for s in row_snaps])
+        from preroll.heads import make_head  # scikit-learn: ~1 s to import, paid at fit, not at import
+
         self.head_ = make_head(self.head).fit(X, table.successes, table.attempts, groups=groups)
         self._fit_humility(np.asarray(X, dtype=np.float32), table)
         self.table_ = table
