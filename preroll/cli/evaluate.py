@@ -21,7 +21,7 @@ def evaluate(
     head: str = typer.Option(DEFAULT_HEAD, help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
     full: bool = typer.Option(False, "--full", help="The full evaluation: 8 folds, every (policy, step) scored."),
     folds: Optional[int] = typer.Option(None, min=2, help="Prompt-disjoint CV folds (default 4, or 8 with --full)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the fold split (same seed, same folds)."),
     pool_policies: bool = typer.Option(True, help="Add other policies' histories to each fold's context."),
     limit: int = typer.Option(None, help="Use only the first N rows of each (policy, step) (quick look)."),
     out: Path = typer.Option(Path("runs/eval"), help="Where report.json and reliability.png go."),

@@ -20,7 +20,7 @@ def predict(
     context: Path = typer.Option(..., "--context", help="History file (JSONL/CSV/Parquet) in the record schema."),
     prompts: Path = typer.Option(..., "--prompts", help="Query file: rows with 'prompt' (other fields pass through)."),
     out: Path = typer.Option(..., "--out", help="Output JSONL (refused if it is an input or exists, unless --force)."),
-    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder"),
+    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", help="Prompt encoder: minilm, lexical, stats, a sentence-transformers name or path, or several joined by +; lexical+stats needs no torch."),
     head: str = typer.Option(None, "--head", help="logistic (default), auto (logistic+knn), knn, gp, tabpfn; "
                                                   "with --by-policy: auto (the router's joint model, default), "
                                                   "ensemble, logistic, knn."),
@@ -42,7 +42,7 @@ def predict(
     from preroll.data import load_queries, load_records
     from preroll.outputs import atomic_open, check_output
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, log_path=False)  # no "predict.py:49" source locations in log lines
     check_output(out, inputs=(context, prompts), force=force)
     history = load_records(context, reward_range=reward_range)
     rows = load_queries(prompts)
