@@ -18,7 +18,7 @@ def fit(
     context: Path = typer.Option(..., "--context", help="History file (JSONL/CSV/Parquet) in the record schema."),
     save: Path = typer.Option(..., "--save", help="Model directory to write."),
     encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", help="Prompt encoder: minilm, lexical, stats, a sentence-transformers name or path, or several joined by +; lexical+stats needs no torch."),
-    head: str = typer.Option(DEFAULT_HEAD, "--head", help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
+    head: str = typer.Option(DEFAULT_HEAD, "--head", help="logistic, ensemble (logistic+knn), knn, gp, tabpfn; auto: the recommended head (now logistic)."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
     force: bool = typer.Option(False, "--force", help="Replace an existing model directory."),

@@ -21,9 +21,9 @@ def predict(
     prompts: Path = typer.Option(..., "--prompts", help="Query file: rows with 'prompt' (other fields pass through)."),
     out: Path = typer.Option(..., "--out", help="Output JSONL (refused if it is an input or exists, unless --force)."),
     encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", help="Prompt encoder: minilm, lexical, stats, a sentence-transformers name or path, or several joined by +; lexical+stats needs no torch."),
-    head: str = typer.Option(None, "--head", help="logistic (default), auto (logistic+knn), knn, gp, tabpfn; "
-                                                  "with --by-policy: auto (the router's joint model, default), "
-                                                  "ensemble, logistic, knn."),
+    head: str = typer.Option(None, "--head", help="logistic (default), ensemble (logistic+knn), knn, gp, tabpfn; "
+                                                  "with --by-policy: joint (the router's joint model), ensemble, "
+                                                  "logistic, knn. auto (default): the recommended head."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
     policy: str = typer.Option(None, help="Policy to score for (when the history holds several)."),

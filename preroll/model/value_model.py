@@ -73,8 +73,8 @@ class ValueModel:
     encoder: any spec of :func:`preroll.encoders.get_encoder` (default
         ``"minilm+lexical+stats"``: the bundled MiniLM beside TF-IDF n-grams and
         surface statistics), or an :class:`Encoder` instance.
-    head: ``"logistic"`` (default), ``"auto"`` (logistic + kNN ensemble),
-        ``"knn"``, ``"gp"``, ``"tabpfn"``, or a head instance.
+    head: ``"logistic"`` (default), ``"auto"`` (the recommended head, :data:`preroll.defaults.AUTO_HEAD`),
+        ``"ensemble"`` (logistic + kNN), ``"knn"``, ``"gp"``, ``"tabpfn"``, or a head instance.
     evidence_decay: weight of a same-prompt outcome per step of distance.
     fit_encoder: ``True`` (default) fits the encoder's views (lexical, stats) on the history's prompts.
         ``False`` uses an already fitted encoder as it is: for evaluations that fit the label-free text
