@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from preroll.errors import DependencyError
 
 
@@ -56,13 +58,20 @@ def test_module_error_names_are_the_family_s_classes():
     from preroll import errors
     from preroll.data.errors import RecordError
     from preroll.route import NotFittedError as RouteNotFitted
-    from preroll.serve.config import ConfigError as ServeConfigError
     from preroll.serve.errors import RequestError, ServeSetupError, StoreError
 
     assert RecordError is errors.RecordError and RouteNotFitted is errors.NotFittedError
-    assert ServeConfigError is errors.ConfigError and errors.MissingExtraError is DependencyError
+    assert errors.MissingExtraError is DependencyError
     assert ServeSetupError is errors.ServeSetupError and StoreError is errors.StoreError
     assert issubclass(RequestError, errors.ServeError) and issubclass(RequestError, ValueError)
     # A bad-row error is not a store or set-up error, and the other way round.
     for cls in (ServeSetupError, StoreError):
         assert not issubclass(cls, RecordError) and issubclass(cls, errors.ServeError)
+
+
+def test_serve_config_error_is_the_package_s():
+    pytest.importorskip("yaml")  # the serve config reads YAML (the 'serve' extra)
+    from preroll import errors
+    from preroll.serve.config import ConfigError as ServeConfigError
+
+    assert ServeConfigError is errors.ConfigError
