@@ -166,3 +166,21 @@ def test_saved_default_model_is_small_and_predicts_identically(records, tmp_path
         a, b = vm.predict(queries), loaded.predict(queries)
         np.testing.assert_array_equal(a.alpha, b.alpha)
         np.testing.assert_array_equal(a.beta, b.beta)
+
+
+def test_warm_cache_puts_the_projection_in_the_cache_once(fitted, tmp_path):
+    """Before parallel loads (``preroll score`` workers): one refit, then every load is a cache hit."""
+    import pickle
+
+    from preroll.model.persist import _lexical_parts, warm_cache
+
+    _, directory = fitted
+    (lexical,) = _lexical_parts(pickle.loads((directory / "encoder.pkl").read_bytes()))
+    cached = tmp_path / "cache" / "lexical" / f"{lexical.projection_ref_['sha256']}.npy"
+    assert not cached.exists()
+    warm_cache(directory, cache_dir=tmp_path / "cache")
+    assert cached.is_file()
+    stamp = cached.stat().st_mtime_ns
+    warm_cache(directory, cache_dir=tmp_path / "cache")  # already there: not rewritten
+    load_model(directory, cache_dir=tmp_path / "cache")
+    assert cached.stat().st_mtime_ns == stamp

@@ -364,6 +364,26 @@ def _read_checked(directory: Path, name: str, manifest: dict) -> bytes:
     return data
 
 
+def warm_cache(directory: str | Path, *, cache_dir=None) -> None:
+    """Put the model's lexical projections in this machine's cache (refitting once if they are not there).
+
+    Why: ``preroll score`` loads the model in every worker process; on a machine
+    that has not seen the model, each would refit the lexical view at the same
+    time. Called once before the workers start, it makes their loads cache hits.
+    """
+    directory = Path(directory)
+    cache = _projection_cache(cache_dir)
+    if cache is None:
+        return
+    manifest = read_manifest(directory)
+    encoder = pickle.loads(_read_checked(directory, ENCODER_STATE, manifest))
+    refs = [p.__dict__["projection_ref_"] for p in _lexical_parts(encoder) if "projection_ref_" in p.__dict__]
+    if all(_cached_projection(cache, ref) is not None for ref in refs):
+        return
+    state = pickle.loads(_read_checked(directory, STATE, manifest))
+    _restore_projections(encoder, list(state["table_"].prompts), cache, directory)
+
+
 def load_model(directory: str | Path, *, cache_dir=None, memory_items: int | None = None):
     """Load a model saved by :func:`save_model`, ready to ``predict``.
 
