@@ -5,8 +5,10 @@ package) for two constants loaded scikit-learn and SciPy before printing its
 help. The owning modules re-export these names.
 
 - ``DEFAULT_ENCODER`` / ``DEFAULT_HEAD``: on DAPO-Math cold prompts the logistic head alone ranks
-  as well as or better than its ensemble with the kNN head, which wins on MMLU routing (the
-  router's ``"auto"``); see README "Measured" and docs/encoders.md.
+  as well as or better than its ensemble with the kNN head (``"ensemble"``); see README "Measured"
+  and docs/encoders.md. ``AUTO_HEAD``: what ``head="auto"`` resolves to, per component. The default encoder needs the
+  ``neural`` extra; without it the model refuses in one line naming ``pip install 'preroll[neural]'``
+  and ``lexical+stats`` (no silent fall-back: see ``preroll.encoders._check_neural`` for why).
 - ``DEFAULT_BATCH_SIZE``: prompts per forward pass. A batch is padded to its longest prompt, so
   smaller batches waste less compute on padding; 16 was the fastest of 8/16/32 for MiniLM on
   2 CPU cores (docs/encoders.md), and small enough for larger models.
@@ -14,6 +16,14 @@ help. The owning modules re-export these names.
 
 DEFAULT_ENCODER = "minilm+lexical+stats"
 DEFAULT_HEAD = "logistic"
+
+#: What ``head="auto"`` means, the one place it is defined: "the component's recommended head",
+#: whatever that is now, so code that asks for "auto" follows a better default without a change.
+#: Each component's own default head is "auto" or the head named here; the explicit names stay
+#: available: ``"logistic"``, ``"ensemble"`` (logistic + kNN), ``"knn"``, ``"gp"``, ``"tabpfn"`` for
+#: the value model (:func:`preroll.heads.make_head`), ``"joint"`` (one jointly fitted model of all
+#: candidates) or any of the value model's heads (one copy per candidate) for the router.
+AUTO_HEAD = {"value_model": DEFAULT_HEAD, "router": "joint"}
 DEFAULT_BATCH_SIZE = 16
 
 #: ``preroll score``: rows per output part (the unit of resume) and per model call. A model call's

@@ -1,4 +1,19 @@
-"""One family of errors for everything a user can get wrong.
+"""One family of errors for everything a user can get wrong: every error class preroll defines derives from here.
+
+The family (each name has one meaning):
+
+- :class:`PrerollError`: the base; the CLI turns any of them into one line and exit code 2.
+- :class:`InputError` (file, line, field): unusable user data; :class:`RecordError` for one bad row,
+  :class:`ConfigError` for a malformed configuration.
+- :class:`ArgumentError` (argument, index): a bad argument to an in-process API.
+- :class:`OutputError`: an output that cannot be written safely.
+- :class:`NotFittedError`: a model used before ``fit``.
+- :class:`DependencyError`: a missing optional extra (``pip install 'preroll[...]'``).
+- :class:`ServeError`: the service's own: :class:`ServeSetupError`, :class:`StoreError`, and the
+  client's ``RequestError`` (in :mod:`preroll.serve.errors`, with its HTTP reply).
+
+Modules may subclass these for a narrower meaning (``RouteConfigError``, ``ScheduleInputError``) and
+their ``errors.py`` files re-export these names, never redefine them.
 
 Every error preroll raises on purpose derives from :class:`PrerollError`, so a
 caller (the CLI, the service, a training loop) can tell "the input is wrong,
@@ -42,6 +57,10 @@ class InputError(PrerollError, ValueError):
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
+class RecordError(InputError):
+    """An input row (history, query, outcome) that cannot be used; carries path, line and field."""
+
+
 class ArgumentError(PrerollError, ValueError):
     """Bad argument to an in-process API (allocation, the online book): names the argument and the position.
 
@@ -75,8 +94,25 @@ class NotFittedError(PrerollError, ValueError, AttributeError, RuntimeError):
     """
 
 
-class MissingExtraError(PrerollError, ImportError):
-    """An optional extra (trl, verl, ray, tabpfn) is needed and not installed: the message names the pip command.
+class DependencyError(PrerollError, ImportError):
+    """An optional extra is needed and not installed; the one-line message names the pip command.
 
-    Also an ``ImportError``, so code that probes for the extra with ``except ImportError`` keeps working.
+    Raised by :func:`preroll._optional.require` where the optional import happens. Also an
+    ``ImportError``, so code that probes for an extra with ``except ImportError`` keeps working.
     """
+
+
+#: The name this error had before; the same class.
+MissingExtraError = DependencyError
+
+
+class ServeError(PrerollError):
+    """Base of the service's own errors: an unusable set-up, history store or client request."""
+
+
+class ServeSetupError(ServeError, ConfigError):
+    """A serve set-up that must not start (e.g. a public address without a token): an operator's mistake."""
+
+
+class StoreError(ServeError, InputError):
+    """A history store file that cannot be used (not SQLite, or a value SQLite cannot hold)."""

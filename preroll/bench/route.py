@@ -247,9 +247,9 @@ def mean_std_by_row(splits: list[dict[str, Any]], keys: tuple[str, ...]) -> list
 
 def plot_frontier(result: dict[str, Any], path: str | Path) -> Path:
     """Accuracy against strong-call share and against normalised cost (first split), as PNG."""
-    import matplotlib
+    from preroll._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", what="drawing a plot").use("Agg")
     import matplotlib.pyplot as plt
 
     split = result["splits"][0]

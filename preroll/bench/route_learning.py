@@ -194,9 +194,9 @@ def curve_result(points: Sequence[CurvePoint], metric: str, config: dict[str, An
 
 def plot_curve(result: dict[str, Any], path: str | Path) -> Path:
     """Router and kNN router against history size (log scale): per-fold points, the means and the router's trend."""
-    import matplotlib
+    from preroll._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", what="drawing a plot").use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))

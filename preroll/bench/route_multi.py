@@ -326,9 +326,9 @@ def _summarise(folds: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plot_multi_frontier(result: dict[str, Any], path: str | Path) -> Path:
     """Quality against mean cost on fold 0: every single model as a point, each router's hull."""
-    import matplotlib
+    from preroll._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", what="drawing a plot").use("Agg")
     import matplotlib.pyplot as plt
 
     fold = result["folds"][0]

@@ -340,9 +340,9 @@ def summary_markdown(result: dict) -> str:
 def plot(summary: dict, path: Path) -> None:
     """Informative groups per 1,000 rollouts and wasted share vs budget,
     one line per (rule, predictor), uniform GRPO and DAPO as references."""
-    import matplotlib
+    from preroll._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", what="drawing a plot").use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))

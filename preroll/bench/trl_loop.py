@@ -458,9 +458,9 @@ def targets(summary: dict, results: list[RunResult] | None = None, method: str =
 
 
 def plot(results: list[RunResult], summary: dict, path: Path) -> None:
-    import matplotlib
+    from preroll._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", what="drawing a plot").use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(16, 4.2))

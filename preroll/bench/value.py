@@ -150,9 +150,9 @@ def _run_eval(data_dir: Path, *, encoder, head, n_splits, seed, pool_policies, l
 
 
 def reliability_plot(report: dict, path: Path) -> None:
-    import matplotlib
+    from preroll._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", what="drawing a plot").use("Agg")
     import matplotlib.pyplot as plt
 
     pred = np.concatenate([r["_pred"] for r in report["rows"]])
@@ -178,9 +178,9 @@ def reliability_plot(report: dict, path: Path) -> None:
 
 def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / "reliability.png"
-    reliability_plot(report, png)
     js = out_dir / "report.json"
     clean = {**report, "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in report["rows"]]}
-    atomic_write_text(js, json.dumps(clean, indent=2))
+    atomic_write_text(js, json.dumps(clean, indent=2))  # first: a missing 'plots' extra must not lose the numbers
+    png = out_dir / "reliability.png"
+    reliability_plot(report, png)
     return js, png

@@ -20,11 +20,11 @@ from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 def evaluate(
     data: Path = typer.Option(None, help="V_0-layout data folder (default: the bundled DAPO-Math histories)."),
     encoder: str = typer.Option(DEFAULT_ENCODER, help="minilm, lexical, stats, a sentence-transformers name/path, or several joined by +."),
-    head: str = typer.Option(DEFAULT_HEAD, help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
+    head: str = typer.Option(DEFAULT_HEAD, help="logistic, ensemble (logistic+knn), knn, gp, tabpfn; auto: the recommended head (now logistic)."),
     full: bool = typer.Option(False, "--full", help="The full evaluation: 8 folds, every (policy, step) scored, "
                                                      "text views refitted per fold, held-out queries."),
     folds: Optional[int] = typer.Option(None, min=2, help="Prompt-disjoint CV folds (default 4, or 8 with --full)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the fold split (same seed, same folds)."),
     pool_policies: bool = typer.Option(True, help="Add other policies' histories to each fold's context."),
     limit: int = typer.Option(None, help="Use only the first N rows of each (policy, step) (quick look)."),
     out: Path = typer.Option(Path("runs/eval"), help="Where report.json and reliability.png go."),

@@ -14,7 +14,7 @@ def _key(o) -> tuple:
 
 
 def feedback(
-    file: Path = typer.Argument(..., help="Record file (JSONL, CSV or Parquet) of outcomes for MODEL."),
+    file: Path = typer.Argument(..., metavar="FILE", help="Record file (JSONL, CSV or Parquet) of outcomes for MODEL."),
     model: str = typer.Option(..., "--model", "-m", help="Model (backend name) the outcomes belong to."),
     store: Optional[Path] = typer.Option(None, "--store", help="History store (SQLite file)."),
     config: Optional[Path] = typer.Option(
@@ -26,7 +26,7 @@ def feedback(
     """Validate FILE and append it to MODEL's history in one transaction (all rows or none).
 
     A file whose every outcome is already in MODEL's history (the same file sent twice) is
-    refused unless ``--again``: doubling a history silently doubles its confidence.
+    refused unless --again: doubling a history silently doubles its confidence.
     A running server picks the new outcomes up at its next refit (POST /v1/refit forces one).
     """
     import sqlite3

@@ -17,8 +17,8 @@ from preroll.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 def fit(
     context: Path = typer.Option(..., "--context", help="History file (JSONL/CSV/Parquet) in the record schema."),
     save: Path = typer.Option(..., "--save", help="Model directory to write."),
-    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder"),
-    head: str = typer.Option(DEFAULT_HEAD, "--head", help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
+    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", help="Prompt encoder: minilm, lexical, stats, a sentence-transformers name or path, or several joined by +; lexical+stats needs no torch."),
+    head: str = typer.Option(DEFAULT_HEAD, "--head", help="logistic, ensemble (logistic+knn), knn, gp, tabpfn; auto: the recommended head (now logistic)."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
     force: bool = typer.Option(False, "--force", help="Replace an existing model directory."),
@@ -32,7 +32,7 @@ def fit(
     from preroll.outputs import check_output
     from preroll.cli.progress import WorkProgress
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, log_path=False)  # no "predict.py:49" source locations in log lines
     if save.exists() and not force:
         raise OutputError(f"--save {save} already exists; pass --force to replace it")
     target, source = save.expanduser().resolve(), context.expanduser().resolve()

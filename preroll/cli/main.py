@@ -14,7 +14,7 @@ from preroll.cli import (bench_online, bench_route, bench_schedule, bench_throug
                          score, serve)
 from preroll.cli import errors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Predict a policy's success on prompts before rolling them out.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the bundled data (or your own).")
 app.add_typer(bench_app, name="bench")

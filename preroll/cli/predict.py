@@ -20,10 +20,10 @@ def predict(
     context: Path = typer.Option(..., "--context", help="History file (JSONL/CSV/Parquet) in the record schema."),
     prompts: Path = typer.Option(..., "--prompts", help="Query file: rows with 'prompt' (other fields pass through)."),
     out: Path = typer.Option(..., "--out", help="Output JSONL (refused if it is an input or exists, unless --force)."),
-    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder"),
-    head: str = typer.Option(None, "--head", help="logistic (default), auto (logistic+knn), knn, gp, tabpfn; "
-                                                  "with --by-policy: auto (the router's joint model, default), "
-                                                  "ensemble, logistic, knn."),
+    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", help="Prompt encoder: minilm, lexical, stats, a sentence-transformers name or path, or several joined by +; lexical+stats needs no torch."),
+    head: str = typer.Option(None, "--head", help="logistic (default), ensemble (logistic+knn), knn, gp, tabpfn; "
+                                                  "with --by-policy: joint (the router's joint model), ensemble, "
+                                                  "logistic, knn. auto (default): the recommended head."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
     policy: str = typer.Option(None, help="Policy to score for (when the history holds several)."),
@@ -42,7 +42,7 @@ def predict(
     from preroll.data import load_queries, load_records
     from preroll.outputs import atomic_open, check_output
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, log_path=False)  # no "predict.py:49" source locations in log lines
     check_output(out, inputs=(context, prompts), force=force)
     history = load_records(context, reward_range=reward_range)
     rows = load_queries(prompts)

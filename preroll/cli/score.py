@@ -26,12 +26,12 @@ def score(
     force: bool = typer.Option(False, "--force", help="Discard an earlier run in --out and start over."),
     chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, "--chunk-rows", help="Rows per output part (unit of resume)."),
     batch_rows: int = typer.Option(DEFAULT_BATCH_ROWS, "--batch-rows", help="Rows per model call."),
-    ray: bool = typer.Option(False, "--ray", help="Run on a local Ray (needs: pip install 'preroll\\[ray]')."),
+    ray: bool = typer.Option(False, "--ray", help="Run on a local Ray (needs: pip install 'preroll[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="Run on the Ray cluster at this address."),
     workers: int = typer.Option(None, "--workers", min=1,
                                 help="Scoring processes (local) or Ray actors, one CPU each (default: this "
                                      "machine's CPUs; on a Ray cluster, its CPUs minus one)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with an ETA on stderr."),
 ) -> None:
     """Score every prompt of a dataset; keep the rows passing --keep; write parts and a report."""
     from rich.console import Console

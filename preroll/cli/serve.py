@@ -22,7 +22,11 @@ def serve(
     """Serve an OpenAI-compatible endpoint that routes each request to the cheapest capable backend."""
     from rich.console import Console
 
+    from preroll._optional import require
     from preroll.errors import PrerollError
+
+    for module in ("fastapi", "uvicorn", "httpx", "yaml"):
+        require(module, extra="serve", what="preroll serve")
     from preroll.serve.config import load_config
     from preroll.serve.exposure import check_exposure
 

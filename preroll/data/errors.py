@@ -1,9 +1,7 @@
-"""The error for a bad history or query row (see :mod:`preroll.errors` for the family)."""
+"""The error for a bad history or query row: :class:`preroll.errors.RecordError`, re-exported here."""
 
 from __future__ import annotations
 
-from preroll.errors import InputError
+from preroll.errors import RecordError
 
-
-class RecordError(InputError):
-    """Raised for an input row that cannot be used; carries path, line and field (:class:`InputError`)."""
+__all__ = ["RecordError"]

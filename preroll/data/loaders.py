@@ -84,8 +84,9 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    import pyarrow.parquet as pq
+    from preroll._optional import require
 
+    pq = require("pyarrow.parquet", extra="parquet", what="reading Parquet")
     try:
         table = pq.read_table(path)
     except FileNotFoundError:

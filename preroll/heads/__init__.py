@@ -21,11 +21,14 @@ HEADS = {"ensemble": EnsembleHead, "logistic": LogisticHead, "knn": KNNBetaHead,
 def make_head(head="auto"):
     """A fresh head from a name, or an unfitted copy of a head instance.
 
-    ``"auto"`` is the ensemble of the logistic and kNN heads: the best of the
-    built-in heads on DAPO-Math cold-prompt CV and MMLU routing.
+    ``"auto"`` is the value model's recommended head (``AUTO_HEAD["value_model"]`` in
+    :mod:`preroll.defaults`, where every component's ``"auto"`` is defined); the
+    logistic + kNN mixture is ``"ensemble"``.
     """
     if isinstance(head, str):
-        key = "ensemble" if head == "auto" else head
+        from preroll.defaults import AUTO_HEAD
+
+        key = AUTO_HEAD["value_model"] if head == "auto" else head
         if key not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose one of: auto, {', '.join(HEADS)}")
         return HEADS[key]()

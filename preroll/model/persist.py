@@ -9,10 +9,31 @@ processes, machines and reruns. A model directory holds
   (sha256 of the saved state) that scoring runs use to recognise their model;
 - ``state.pkl``: the fitted head, the history table (direct evidence needs it)
   and the other fitted attributes of the model;
-- ``encoder.pkl``: the encoder tree with the fitted views (lexical TF-IDF + SVD,
-  surface statistics) and *no* neural weights: a neural part keeps only its
-  settings, and its weights are found again at load time and checked against
-  the fingerprint (the bundled MiniLM's name carries its weights' sha256).
+- ``encoder.pkl``: the encoder tree with the fitted views and *no* weights or
+  projections a machine can rebuild: a neural part keeps only its settings, and
+  its weights are found again at load time and checked against the fingerprint
+  (the bundled MiniLM's name carries its weights' sha256); the lexical view
+  keeps its TF-IDF vocabulary (a few MB) and refers to its SVD projection by
+  sha256 (see below).
+
+Why the projection is saved by reference: it is vocabulary x 256 float32,
+about 96 MB on a 3k-prompt history (the bulk of a 100 MB model folder), and it
+is a deterministic function of the history's prompts, which ``state.pkl``
+keeps anyway. Saving puts it in the machine's cache (``$PREROLL_CACHE/lexical``,
+beside the embedding cache); loading takes it from there, or refits the lexical
+view on the history's prompts (once per machine, as long as ``fit`` took for
+that view) and checks the result against the saved sha256. A refit that
+differs in the last bits (another BLAS) is accepted only within a tolerance on
+per-column checksums, with a warning; anything else is refused.
+
+Likewise the value model's ``reference_`` (the encoded history rows its
+beliefs measure distances to: up to 4,096 x dim float32, 8 MB on a 3k-prompt
+history) is saved as the row numbers of the history it encodes when encoding
+those rows again reproduces it bit for bit at save time, and encoded again at
+load (from the embedding cache on the machine that fitted; a new machine
+encodes them once). A new machine's vectors may differ from the cached ones by
+float rounding (~1e-6); up to 1e-4 is accepted, since the reference only sets
+how far a query lies from the history.
 
 Loading refuses, with one line, a directory of another format version or one
 whose encoder this installation does not reproduce (different weights,
@@ -29,9 +50,12 @@ import os
 import pickle
 import shutil
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from preroll.errors import InputError, NotFittedError
 from preroll.outputs import current_umask
@@ -68,15 +92,20 @@ def encoder_fingerprint(encoder: Encoder) -> str:
     return hashlib.sha256(encoder.name.encode("utf-8")).hexdigest()
 
 
-def _strip_runtime(encoder: Encoder) -> Encoder:
-    """A copy of the encoder tree without loaded weights, connections or memos (what gets pickled)."""
+def _strip_runtime(encoder: Encoder, *, fit_texts: list[str] | None = None) -> Encoder:
+    """A copy of the encoder tree without loaded weights, connections or memos (what gets pickled).
+
+    A lexical view fitted on ``fit_texts`` (the history's prompts, which the model keeps) loses its
+    projection, replaced by :func:`_projection_ref`; one fitted on other texts keeps it.
+    """
     if isinstance(encoder, ConcatEncoder):
-        return ConcatEncoder([_strip_runtime(e) for e in encoder.encoders])
+        return ConcatEncoder([_strip_runtime(e, fit_texts=fit_texts) for e in encoder.encoders])
     if isinstance(encoder, MemoEncoder):
-        return MemoEncoder(_strip_runtime(encoder.inner), max_items=encoder.max_items)
+        return MemoEncoder(_strip_runtime(encoder.inner, fit_texts=fit_texts), max_items=encoder.max_items)
     if isinstance(encoder, CachedEncoder):
         # The cache directory is the loading machine's business (``$PREROLL_CACHE``), not the model's.
-        return CachedEncoder(_strip_runtime(encoder.encoder), None, memory_items=encoder.memory_items)
+        return CachedEncoder(_strip_runtime(encoder.encoder, fit_texts=fit_texts), None,
+                             memory_items=encoder.memory_items)
     if isinstance(encoder, LexicalEncoder) and hasattr(encoder, "tfidf_"):
         clone = copy.copy(encoder)
         clone.tfidf_ = copy.deepcopy(encoder.tfidf_)
@@ -85,11 +114,138 @@ def _strip_runtime(encoder: Encoder) -> Encoder:
             # say so): most of a pickle's size, none of its predictions.
             if hasattr(vectorizer, "stop_words_"):
                 vectorizer.stop_words_ = None
+        if fit_texts is not None and encoder._fit_key(fit_texts) == encoder.fit_hash_:
+            clone.__dict__["projection_ref_"] = _projection_ref(encoder.projection_)
+            del clone.projection_
         return clone
-    clone = copy.copy(encoder)
+    other = copy.copy(encoder)
     for attr in _RUNTIME_ATTRS:
-        clone.__dict__.pop(attr, None)
-    return clone
+        other.__dict__.pop(attr, None)
+    return other
+
+
+def _projection_ref(projection: np.ndarray) -> dict:
+    """What identifies a lexical projection: exact sha256, shape, and per-column sums and norms (float64)."""
+    data = np.ascontiguousarray(projection, dtype=np.float32)
+    return {"sha256": hashlib.sha256(data.tobytes()).hexdigest(), "shape": list(data.shape),
+            "column_sums": data.sum(axis=0, dtype=np.float64), "column_norms": np.linalg.norm(data, axis=0)}
+
+
+def _reference_rows(model) -> np.ndarray | None:
+    """Row numbers of the history whose encodings are ``model.reference_``, if encoding them again gives it exactly.
+
+    The rows are the ones the value model samples (all rows, or a seeded sample); anything
+    else (another sampling, a user's encoder that is not deterministic) keeps the array.
+    """
+    from preroll.model.value_model import _REACH_SAMPLE
+
+    reference = getattr(model, "reference_", None)
+    n = len(model.table_)
+    if reference is None or len(reference) == 0:
+        return None
+    rows = (np.arange(n) if n <= _REACH_SAMPLE
+            else np.random.default_rng(0).choice(n, _REACH_SAMPLE, replace=False))
+    if len(rows) != len(reference):
+        return None
+    prompts = model.table_.prompts
+    try:
+        again = np.asarray(model.encoder_.encode([prompts[i] for i in rows]))
+    except Exception:
+        return None
+    if again.dtype != reference.dtype or again.shape != reference.shape or not np.array_equal(again, reference):
+        return None
+    return rows.astype(np.int64)
+
+
+def _restore_reference(model, ref: dict, directory: Path) -> None:
+    prompts = model.table_.prompts
+    reference = np.ascontiguousarray(model.encoder_.encode([prompts[i] for i in ref["rows"]]), dtype=ref["dtype"])
+    if list(reference.shape) != ref["shape"]:
+        raise ModelFormatError(f"{directory}: the encoder gives vectors of shape {list(reference.shape)} for the "
+                               f"history, the saved model {ref['shape']}; refit the model with `preroll fit --save`")
+    if hashlib.sha256(reference.tobytes()).hexdigest() != ref["sha256"]:
+        # Not bit for bit (vectors computed afresh instead of read from the fitting machine's cache):
+        # the saved first rows bound the difference.
+        probe = ref["probe"]
+        if not np.allclose(reference[:len(probe)], probe, rtol=0, atol=1e-4):
+            raise ModelFormatError(f"{directory}: the encoder gives other vectors for the history on this machine "
+                                   "than when the model was fitted; refit the model here with `preroll fit --save`")
+    model.reference_ = reference
+
+
+def _lexical_parts(encoder: Encoder) -> list[LexicalEncoder]:
+    if isinstance(encoder, ConcatEncoder):
+        return [p for e in encoder.encoders for p in _lexical_parts(e)]
+    if isinstance(encoder, MemoEncoder):
+        return _lexical_parts(encoder.inner)
+    if isinstance(encoder, CachedEncoder):
+        return _lexical_parts(encoder.encoder)
+    return [encoder] if isinstance(encoder, LexicalEncoder) else []
+
+
+def _projection_cache(cache_dir) -> Path | None:
+    if cache_dir is False:
+        return None
+    from preroll.encoders.cache import default_cache_dir
+
+    return Path(cache_dir if cache_dir not in (None, True) else default_cache_dir()) / "lexical"
+
+
+def _cache_projection(cache: Path | None, sha256: str, projection: np.ndarray) -> None:
+    """Keep a projection in the machine's cache; a cache that cannot be written only costs a refit later."""
+    if cache is None:
+        return
+    import io
+
+    from preroll.outputs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(projection, dtype=np.float32), allow_pickle=False)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache / f"{sha256}.npy", buf.getvalue())
+    except OSError:
+        pass
+
+
+def _cached_projection(cache: Path | None, ref: dict) -> np.ndarray | None:
+    if cache is None:
+        return None
+    try:
+        projection = np.load(cache / f"{ref['sha256']}.npy", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    ok = projection.dtype == np.float32 and list(projection.shape) == ref["shape"]
+    return projection if ok and hashlib.sha256(projection.tobytes()).hexdigest() == ref["sha256"] else None
+
+
+def _restore_projections(encoder: Encoder, prompts: list[str], cache: Path | None, directory: Path) -> None:
+    """Give every lexical view saved by reference its projection: from the cache, else by a checked refit."""
+    for part in _lexical_parts(encoder):
+        ref = getattr(part, "projection_ref_", None)
+        if ref is None or hasattr(part, "projection_"):
+            continue
+        projection = _cached_projection(cache, ref)
+        if projection is None:
+            refit = LexicalEncoder(part.n_components, max_features=part.max_features,
+                                   random_state=part.random_state).fit(prompts)
+            if refit.fit_hash_ != part.fit_hash_:
+                raise ModelFormatError(f"{directory}: the lexical view was fitted on other prompts than the "
+                                       "saved history; the model directory is damaged")
+            projection = refit.projection_
+            got = _projection_ref(projection)
+            if got["sha256"] != ref["sha256"]:
+                if got["shape"] != ref["shape"] or not (
+                        np.allclose(got["column_sums"], ref["column_sums"], rtol=1e-4, atol=1e-5)
+                        and np.allclose(got["column_norms"], ref["column_norms"], rtol=1e-4, atol=1e-5)):
+                    raise ModelFormatError(
+                        f"{directory}: the lexical view refitted on this machine differs from the saved one "
+                        "(other numpy/scipy/BLAS?); refit the model here with `preroll fit --save`")
+                warnings.warn(f"{directory}: the lexical view refitted on this machine matches the saved one "
+                              "to 1e-4, not bit for bit (another BLAS); predictions may differ in the last digits",
+                              stacklevel=3)
+            _cache_projection(cache, ref["sha256"], projection)
+        part.projection_ = projection
 
 
 def _tune_memory(encoder: Encoder, *, cache_dir, memory_items: int | None) -> None:
@@ -130,8 +286,20 @@ def save_model(model, directory: str | Path, *, overwrite: bool = False) -> Path
     state = {k: v for k, v in model.__dict__.items() if k not in ("encoder_", "_text_index")}
     if not isinstance(state.get("encoder"), str):
         state["encoder"] = _strip_runtime(state["encoder"])
+    rows = _reference_rows(model)
+    if rows is not None:
+        reference = np.ascontiguousarray(state.pop("reference_"))
+        state["reference_ref_"] = {"rows": rows, "sha256": hashlib.sha256(reference.tobytes()).hexdigest(),
+                                   "dtype": str(reference.dtype), "shape": list(reference.shape),
+                                   "probe": reference[:16].copy()}
     state_bytes = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    encoder_bytes = pickle.dumps(_strip_runtime(model.encoder_), protocol=pickle.HIGHEST_PROTOCOL)
+    prompts = list(model.table_.prompts)
+    stripped = _strip_runtime(model.encoder_, fit_texts=prompts)
+    encoder_bytes = pickle.dumps(stripped, protocol=pickle.HIGHEST_PROTOCOL)
+    cache = _projection_cache(getattr(model, "cache_dir", None))
+    for part, saved in zip(_lexical_parts(model.encoder_), _lexical_parts(stripped)):
+        if hasattr(saved, "projection_ref_"):  # loading on this machine then needs no refit
+            _cache_projection(cache, saved.projection_ref_["sha256"], part.projection_)
     model_id = hashlib.sha256(hashlib.sha256(state_bytes).digest() + hashlib.sha256(encoder_bytes).digest()).hexdigest()
     manifest = {
         "kind": KIND,
@@ -196,6 +364,26 @@ def _read_checked(directory: Path, name: str, manifest: dict) -> bytes:
     return data
 
 
+def warm_cache(directory: str | Path, *, cache_dir=None) -> None:
+    """Put the model's lexical projections in this machine's cache (refitting once if they are not there).
+
+    Why: ``preroll score`` loads the model in every worker process; on a machine
+    that has not seen the model, each would refit the lexical view at the same
+    time. Called once before the workers start, it makes their loads cache hits.
+    """
+    directory = Path(directory)
+    cache = _projection_cache(cache_dir)
+    if cache is None:
+        return
+    manifest = read_manifest(directory)
+    encoder = pickle.loads(_read_checked(directory, ENCODER_STATE, manifest))
+    refs = [p.__dict__["projection_ref_"] for p in _lexical_parts(encoder) if "projection_ref_" in p.__dict__]
+    if all(_cached_projection(cache, ref) is not None for ref in refs):
+        return
+    state = pickle.loads(_read_checked(directory, STATE, manifest))
+    _restore_projections(encoder, list(state["table_"].prompts), cache, directory)
+
+
 def load_model(directory: str | Path, *, cache_dir=None, memory_items: int | None = None):
     """Load a model saved by :func:`save_model`, ready to ``predict``.
 
@@ -213,6 +401,7 @@ def load_model(directory: str | Path, *, cache_dir=None, memory_items: int | Non
     manifest = read_manifest(directory)
     state = pickle.loads(_read_checked(directory, STATE, manifest))
     encoder = pickle.loads(_read_checked(directory, ENCODER_STATE, manifest))
+    _restore_projections(encoder, list(state["table_"].prompts), _projection_cache(cache_dir), directory)
     _tune_memory(encoder, cache_dir=cache_dir, memory_items=memory_items)
     expected = manifest["encoder"]["fingerprint"]
     try:
@@ -231,5 +420,8 @@ def load_model(directory: str | Path, *, cache_dir=None, memory_items: int | Non
     model._text_index = {}
     for i, text in enumerate(model.table_.prompts):
         model._text_index.setdefault(text, []).append(i)
-    model.model_id_ = manifest["model_id"]
+    ref = model.__dict__.pop("reference_ref_", None)
+    if ref is not None:
+        _restore_reference(model, ref, directory)
+    model.__dict__["model_id_"] = manifest["model_id"]
     return model

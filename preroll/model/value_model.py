@@ -28,7 +28,6 @@ from preroll.data.snapshot import Snapshot
 from preroll.errors import InputError
 from preroll.encoders import fresh_views, get_encoder
 from preroll.encoders.base import Encoder
-from preroll.heads import make_head
 from preroll.beliefs import BetaPrediction
 from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 from preroll.validation import check_fitted
@@ -74,8 +73,8 @@ class ValueModel:
     encoder: any spec of :func:`preroll.encoders.get_encoder` (default
         ``"minilm+lexical+stats"``: the bundled MiniLM beside TF-IDF n-grams and
         surface statistics), or an :class:`Encoder` instance.
-    head: ``"logistic"`` (default), ``"auto"`` (logistic + kNN ensemble),
-        ``"knn"``, ``"gp"``, ``"tabpfn"``, or a head instance.
+    head: ``"logistic"`` (default), ``"auto"`` (the recommended head, :data:`preroll.defaults.AUTO_HEAD`),
+        ``"ensemble"`` (logistic + kNN), ``"knn"``, ``"gp"``, ``"tabpfn"``, or a head instance.
     evidence_decay: weight of a same-prompt outcome per step of distance.
     fit_encoder: ``True`` (default) fits the encoder's views (lexical, stats) on the history's prompts.
         ``False`` uses an already fitted encoder as it is: for evaluations that fit the label-free text
@@ -108,6 +107,8 @@ class ValueModel:
         self.snapshot_index_ = {s: i for i, s in enumerate(self.snapshots_)}
         X = self.encoder_.encode(table.prompts, show_progress=self.show_progress)
         groups = np.array([self.snapshot_index_[s] for s in row_snaps])
+        from preroll.heads import make_head  # scikit-learn: ~1 s to import, paid at fit, not at import
+
         self.head_ = make_head(self.head).fit(X, table.successes, table.attempts, groups=groups)
         self._fit_humility(np.asarray(X, dtype=np.float32), table)
         self.table_ = table

@@ -7,8 +7,9 @@ raised here with the offending name in the message.
 
 from __future__ import annotations
 
-from preroll.errors import NotFittedError as _NotFitted
-from preroll.errors import ConfigError, PrerollError
+from preroll.errors import ConfigError, NotFittedError, PrerollError
+
+__all__ = ["RouteError", "UnknownModelError", "MissingHistoryError", "NotFittedError", "RouteConfigError"]
 
 
 class RouteError(PrerollError, ValueError):
@@ -31,10 +32,6 @@ class MissingHistoryError(RouteError):
     def __init__(self, name: str, reason: str = "no history given") -> None:
         self.name = name
         super().__init__(f"model {name!r}: {reason}; every routed model needs a non-empty history of outcomes")
-
-
-class NotFittedError(RouteError, _NotFitted):
-    """``predict_proba``/``route`` called before ``fit``."""
 
 
 class RouteConfigError(RouteError, ConfigError):

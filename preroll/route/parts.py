@@ -77,7 +77,9 @@ class TrunkNet:
         self.weight_decay, self.lr, self.seed = weight_decay, lr, seed
 
     def fit(self, X, Yz, W) -> "TrunkNet":
-        import torch
+        from preroll._optional import require
+
+        torch = require("torch", what="the router's joint model")
 
         torch.manual_seed(self.seed)
         Xt = torch.as_tensor(X, dtype=torch.float32)
@@ -135,7 +137,9 @@ class LinearPart:
         self.l2 = l2
 
     def fit(self, X, Yz, W) -> "LinearPart":
-        import torch
+        from preroll._optional import require
+
+        torch = require("torch", what="the router's joint model")
 
         Xt = torch.as_tensor(X, dtype=torch.float32)
         Yt = torch.as_tensor(Yz, dtype=torch.float32)

@@ -68,7 +68,8 @@ class Router:
         :mod:`preroll.encoders.concat`), or an
         :class:`~preroll.encoders.base.Encoder` instance. Shared by all models.
     head:
-        ``"auto"`` or ``"joint"`` (default): one jointly fitted, per-model
+        ``"auto"`` (default: the router's recommended head, ``AUTO_HEAD["router"]`` in
+        :mod:`preroll.defaults`, now ``"joint"``) or ``"joint"``: one jointly fitted, per-model
         calibrated model of all candidates
         (:class:`~preroll.route.joint.JointSuccessModel`; an instance may be
         passed to set its parameters). Or independent per-model heads, one copy
@@ -260,7 +261,10 @@ class Router:
         return self
 
     def _joint_head(self) -> bool:
-        return isinstance(self.head, JointSuccessModel) or self.head in ("auto", "joint")
+        from preroll.defaults import AUTO_HEAD
+
+        head = AUTO_HEAD["router"] if isinstance(self.head, str) and self.head == "auto" else self.head
+        return isinstance(head, JointSuccessModel) or head == "joint"
 
     def _resolve_encoder(self):
         from preroll.encoders import get_encoder

@@ -195,8 +195,9 @@ def _read_config_file(path: Path) -> Any:
         except json.JSONDecodeError as exc:
             raise RouteConfigError(f"malformed JSON at line {exc.lineno}: {exc.msg}", path=str(path)) from None
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+        from preroll._optional import require
 
+        yaml = require("yaml", what="a YAML router config (or write it as .json)")
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -109,12 +109,13 @@ def with_prediction_columns(table, columns: dict[str, np.ndarray]):
 
 def part_bytes(chunk: Chunk, columns: dict[str, np.ndarray], keep: np.ndarray, out_format: str) -> bytes:
     """The serialised output part: the kept rows with all their fields plus the prediction columns."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if out_format == "jsonl":
         rows = chunk.rows if chunk.rows is not None else chunk.table.to_pylist()
         return _jsonl_bytes(rows, columns, keep)
+    from preroll._optional import require
+
+    pa = require("pyarrow", extra="parquet", what="writing Parquet (--format jsonl needs nothing)")
+    import pyarrow.parquet as pq
     if chunk.rows is not None:
         try:
             table = pa.Table.from_pylist(chunk.rows) if chunk.rows else pa.table({"prompt": pa.array([], pa.string())})

@@ -37,7 +37,7 @@ def aggregate(state: RunState) -> dict:
 
 
 def write_report(state: RunState, keep: KeepFilter | None, *, model_dir: Path) -> dict:
-    """Write report.json and histogram.png under ``out/_report``; return the report."""
+    """Write report.json and (with the ``plots`` extra) histogram.png under ``out/_report``; return the report."""
     totals = aggregate(state)
     edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
     report = {
@@ -56,14 +56,17 @@ def write_report(state: RunState, keep: KeepFilter | None, *, model_dir: Path) -
     directory.mkdir(exist_ok=True)
     atomic_write_bytes(directory / "report.json",
                        (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    _plot(directory / "histogram.png", edges, totals, keep)
+    from preroll._optional import available
+
+    if available("matplotlib"):  # the figure repeats report.json's histogram: without the 'plots' extra, no figure
+        _plot(directory / "histogram.png", edges, totals, keep)
     return report
 
 
 def _plot(path: Path, edges: np.ndarray, totals: dict, keep: KeepFilter | None) -> None:
-    import matplotlib
+    from preroll._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", what="drawing a plot").use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.6))

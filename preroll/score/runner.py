@@ -19,7 +19,7 @@ from pathlib import Path
 from preroll.outputs import atomic_write_bytes
 from preroll.errors import InputError
 from preroll.defaults import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS
-from preroll.model.persist import load_model, read_manifest
+from preroll.model.persist import load_model, read_manifest, warm_cache
 from preroll.score.keep import KeepFilter, parse_keep
 from preroll.score.parts import (chunk_prompts, chunk_sources, keep_mask, part_bytes, predict_columns)
 from preroll.score.report import write_report
@@ -43,6 +43,10 @@ class ScoreOptions:
     def __post_init__(self) -> None:
         if self.out_format not in FORMATS:
             raise InputError(f"--format must be one of {', '.join(FORMATS)} (got {self.out_format!r})")
+        if self.out_format == "parquet":  # before any scoring, not at the first part
+            from preroll._optional import check
+
+            check("pyarrow", extra="parquet", what="--format parquet (the default; --format jsonl needs nothing)")
         if self.chunk_rows < 1 or self.batch_rows < 1:
             raise InputError("chunk and batch sizes must be positive")
 
@@ -116,6 +120,8 @@ def score_dataset(model_dir: str | Path, input_path: str | Path, out: str | Path
                                               concurrency=ray_concurrency, cache_dir=cache_dir,
                                               show_progress=show_progress)
     else:
+        if (default_workers() if workers is None else workers) > 1:
+            warm_cache(model_dir, cache_dir=cache_dir)  # one lexical refit here, not one per worker
         rows, parts, skipped = _score_local(model_dir, files, state, keep, options, cache_dir, show_progress,
                                             workers=default_workers() if workers is None else workers)
     state.complete = True

@@ -105,7 +105,9 @@ def input_fingerprint(files: list[InputFile]) -> str:
 def count_rows(f: InputFile) -> int:
     """Rows of a shard, for the progress bar: Parquet metadata, or the non-blank lines of a JSONL file."""
     if f.format == "parquet":
-        import pyarrow.parquet as pq
+        from preroll._optional import require
+
+        pq = require("pyarrow.parquet", extra="parquet", what="reading Parquet")
 
         try:
             return pq.ParquetFile(f.path).metadata.num_rows
@@ -146,7 +148,9 @@ def _jsonl_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Ch
 
 
 def _parquet_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Chunk]:
-    import pyarrow as pa
+    from preroll._optional import require
+
+    pa = require("pyarrow", extra="parquet", what="reading Parquet")
     import pyarrow.parquet as pq
 
     try:

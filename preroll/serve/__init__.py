@@ -12,15 +12,18 @@ and latencies), :mod:`.testing` (a small OpenAI-compatible backend for tests
 and load tests).
 """
 
-from preroll.serve.config import ConfigError, ServeConfig, load_config
-
 __all__ = ["ConfigError", "ServeConfig", "load_config", "create_app"]
 
 
 def __getattr__(name: str):
-    # The app pulls in FastAPI and the router; the config alone should not.
+    # The app pulls in FastAPI and the router, the config PyYAML (both the 'serve' extra); the history
+    # store and the errors (``preroll feedback --store``) need neither, so nothing is imported here.
     if name == "create_app":
         from preroll.serve.app import create_app
 
         return create_app
+    if name in ("ConfigError", "ServeConfig", "load_config"):
+        from preroll.serve import config
+
+        return getattr(config, name)
     raise AttributeError(name)

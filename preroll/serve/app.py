@@ -43,6 +43,9 @@ import time
 import uuid
 from typing import Any, Callable, Mapping
 
+from preroll._optional import require
+
+require("fastapi", extra="serve", what="preroll.serve")  # one line naming the extra, not a traceback
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError

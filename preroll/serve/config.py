@@ -24,19 +24,16 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
+from preroll._optional import require
+yaml = require("yaml", extra="serve", what="a serve config")
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from preroll.errors import ConfigError as BaseConfigError
+from preroll.errors import ConfigError  # the one ConfigError, re-exported: a serve config's mistakes are it
 from preroll.validation import from_pydantic
 from preroll.route.specs import RouterOptions
 
 #: ``model`` values in a chat request that mean "let the router choose".
 ROUTE_ALIASES = ("auto", "preroll")
-
-
-class ConfigError(BaseConfigError):
-    """A serve configuration that cannot be used (file, line and field in the message)."""
 
 
 class BackendConfig(BaseModel):

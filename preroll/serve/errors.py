@@ -1,29 +1,30 @@
 """The service's own errors.
 
-Two kinds, kept apart because they travel differently: a
-:class:`RequestError` is a client's mistake and becomes an HTTP 4xx with a JSON
-body naming the field; a :class:`ServeSetupError` is an operator's mistake
-found at start-up and becomes a one-line message and a non-zero exit. Both
-derive from the package's existing input-error classes (``ValueError``
-subclasses), so a caller that catches bad input catches these too.
+Kinds kept apart because they travel differently: a :class:`RequestError` is
+a client's mistake and becomes an HTTP 4xx with a JSON body naming the field;
+a :class:`~preroll.errors.ServeSetupError` is an operator's mistake found at
+start-up and a :class:`~preroll.errors.StoreError` an unusable history store;
+both become a one-line message and a non-zero exit. All three are
+:class:`~preroll.errors.ServeError` (and ``ValueError``), defined once:
+the set-up and store errors in :mod:`preroll.errors`, re-exported here.
+
+fastapi is imported only to build a reply, so the history store (``preroll
+feedback``) and these classes work without the ``serve`` extra.
 """
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
+from typing import TYPE_CHECKING
 
-from preroll.data.errors import RecordError
+from preroll.errors import ServeError, ServeSetupError, StoreError
 
+if TYPE_CHECKING:
+    from fastapi.responses import JSONResponse
 
-class ServeSetupError(RecordError):
-    """A serve set-up that must not start (e.g. a public address without a token)."""
-
-
-class StoreError(RecordError):
-    """A history store file that cannot be used (not SQLite, or a value SQLite cannot hold)."""
+__all__ = ["RequestError", "ServeError", "ServeSetupError", "StoreError", "error_body", "error_response"]
 
 
-class RequestError(ValueError):
+class RequestError(ServeError, ValueError):
     """A client mistake, answered with an OpenAI-style error body.
 
     ``param`` names the offending field as a path into the request body
@@ -48,6 +49,8 @@ def error_body(message: str, *, param: str | None = None, code: str = "invalid_r
 
 def error_response(status: int, message: str, *, param: str | None = None, code: str = "invalid_request",
                    headers: dict[str, str] | None = None) -> JSONResponse:
+    from fastapi.responses import JSONResponse
+
     kind = "invalid_request_error" if status < 500 else "server_error"
     return JSONResponse(error_body(message, param=param, code=code, kind=kind), status_code=status,
                         headers=headers)

@@ -22,6 +22,7 @@ import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from preroll.serve.breaker import CircuitBreakers
+from preroll.errors import ServeError
 from preroll.serve.config import BackendConfig
 from preroll.serve.stats import ServeStats
 
@@ -33,8 +34,8 @@ _DROP_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encod
                            "keep-alive", "date", "server"})
 
 
-class UpstreamFailure(Exception):
-    """One backend failed in a way the next backend may not."""
+class UpstreamFailure(ServeError):
+    """One backend failed in a way the next backend may not (caught inside the proxy, never shown to a user)."""
 
     def __init__(self, reason: str, *, timed_out: bool = False) -> None:
         # The reason travels in a response header: one line of printable ASCII, bounded.
