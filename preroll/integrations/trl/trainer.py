@@ -98,7 +98,8 @@ class PrerollGRPOTrainer(GRPOTrainer):
     pool of ``pool_factor * B`` candidates (consecutive windows of a seeded
     permutation of the dataset); every batch's rewards are recorded with
     ``book.record`` at the trainer's ``global_step``. The book's success of a
-    rollout is TRL's weighted reward sum mapped from ``reward_range`` to [0, 1].
+    rollout is TRL's weighted reward sum mapped to [0, 1] from ``reward_range`` when declared, else from the
+    range of weighted sums seen so far (any reward works without a declaration).
     The book and the pool position are saved in every checkpoint and restored
     on resume. See docs/trl.md.
     """
@@ -110,8 +111,7 @@ class PrerollGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         book_settings = self._book_settings()
         names = list(self.reward_func_names)
-        check_weights(self.reward_weights.cpu().numpy(), names, book_settings.reward_range,
-                      explicit="reward_range" in book_settings.model_fields_set)
+        check_weights(self.reward_weights.cpu().numpy(), names)
         n_prompts = self.args.generation_batch_size // self.num_generations
         if n_prompts > len(prompts):
             raise PrerollTRLError(f"a generation batch needs {n_prompts} distinct prompts, the train_dataset has "
