@@ -280,7 +280,7 @@ def test_a_declared_reward_range_is_still_enforced(tmp_path):
 
 
 def test_group_size_must_match_num_generations(tmp_path):
-    with pytest.raises(PrerollTRLError, match="group_size=8 but num_generations=4"):
+    with pytest.raises(PrerollTRLError, match=r"num_generations: is 4 but the book.s settings say group_size=8"):
         trainer(tmp_path, preroll=PrerollTRLSettings(book=OnlineSettings(group_size=8)))
     tr = trainer(tmp_path)
     assert tr.preroll_book.settings.group_size == G and tr.preroll_book.settings.seed == 0
