@@ -251,7 +251,7 @@ class PromptBook:
         """
         if self.settings.reward_range is not None:
             return self.settings.reward_range
-        if self.reward_lo_ is None:
+        if self.reward_lo_ is None or self.reward_hi_ is None:
             return None
         return (self.reward_lo_, self.reward_hi_)
 
@@ -275,11 +275,11 @@ class PromptBook:
         if self.settings.reward_range is not None:
             lo, hi = self.settings.reward_range
             return (total - lo * a) / (hi - lo)
-        if self.reward_lo_ is None:
+        if self.reward_lo_ is None or self.reward_hi_ is None:
             self.reward_lo_, self.reward_hi_ = lo_new, hi_new
         elif lo_new < self.reward_lo_ or hi_new > self.reward_hi_:
             self._rescale(min(lo_new, self.reward_lo_), max(hi_new, self.reward_hi_))
-        lo, hi = self.reward_lo_, self.reward_hi_
+        lo, hi = float(self.reward_lo_), float(self.reward_hi_)
         if hi == lo and not self._constant_logged:
             self._constant_logged = True
             logger.warning("prompt book: every reward so far equals %g, so every group is zero-signal (no GRPO "
@@ -289,7 +289,7 @@ class PromptBook:
 
     def _rescale(self, lo: float, hi: float) -> None:
         """Re-express every stored success on the widened range ``[lo, hi]`` (exact: the map is linear)."""
-        old_lo, old_hi = self.reward_lo_, self.reward_hi_
+        old_lo, old_hi = float(self.reward_lo_ or 0.0), float(self.reward_hi_ or 0.0)
         old_span, span = self._span(old_lo, old_hi), self._span(lo, hi)
 
         def remap(succ, att):

@@ -11,7 +11,7 @@ the batch and, for per-prompt n, how many rollouts each gets (verl's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
