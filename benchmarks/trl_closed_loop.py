@@ -4,9 +4,10 @@
 
 Prints a table (mean and per-seed values over the seeds), writes results.json
 and trl_closed_loop.png into --out (results.json after every run, so a stopped
-run still reports with --from-json). A run of the default 12,288 rollouts (384 train prompts, 4 epochs) took
-20-45 s on one core of the shared 2-core machine, so the 15 runs of the defaults take about 5-10 minutes in one
-process, plus ~2 minutes of pre-training (measured times in docs/trl.md). See docs/trl.md and preroll/bench/trl_loop.py.
+run still reports with --from-json; several results.json of processes run side by side, e.g. on disjoint seeds,
+merge with --from-json A B ...). A run of the default 12,288 rollouts (384 train prompts, 4 epochs) took 20-45 s
+on one quiet core and 2-6 minutes at load average 10-24 on the shared 2-core machine, plus ~2 minutes of
+pre-training (RESULTS.md). See docs/trl.md and preroll/bench/trl_loop.py.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def main(argv=None) -> int:
                    help="TRL GRPOConfig.scale_rewards, for every method")
     p.add_argument("--policy-dir", type=Path, default=None,
                    help="reuse the pre-trained policy saved here (pre-train and save it there when absent)")
-    p.add_argument("--from-json", type=Path, default=None,
-                   help="print the table and draw the PNG from a results.json of an earlier (possibly partial) run")
+    p.add_argument("--from-json", type=Path, nargs="+", default=None,
+                   help="print the table and draw the PNG from results.json files of earlier (possibly partial) runs; "
+                        "several are merged (same config, runs of each method and seed once) and saved to --out")
     a = p.parse_args(argv)
     cfg = LoopConfig(seeds=tuple(a.seeds), methods=tuple(a.methods), budget=a.budget, n_train=a.n_train,
                      num_generations=a.group_size, prompts_per_step=a.prompts_per_step,
@@ -77,7 +79,12 @@ def main(argv=None) -> int:
     if a.from_json is not None:
         from preroll.bench.trl_loop import load_json
 
-        results, cfg = load_json(a.from_json)
+        from preroll.bench.trl_loop import merge_results, save_json, summarise
+
+        results, cfg = merge_results([load_json(path) for path in a.from_json])
+        a.out.mkdir(parents=True, exist_ok=True)
+        if len(a.from_json) > 1:
+            save_json(results, summarise(results, cfg), cfg, a.out / "results.json")
         return report(results, cfg, a.out, console)
     results = []
     with tempfile.TemporaryDirectory(prefix="preroll-trl-") as tmp, Progress(console=console) as progress:

@@ -163,3 +163,18 @@ def test_paired_tests_pair_seeds_and_count_rollouts_and_tokens_to_uniforms_level
     slow = [RunResult(r.method, r.seed, rollouts=ro, tokens=r.tokens, seconds=r.seconds, heldout=r.heldout,
                       heldout_sampled=[0.2] * 5 if r.method == "preroll" else r.heldout_sampled) for r in runs]
     assert paired_tests(slow, "preroll")["rollouts_to_reach_baseline_level"]["method"] == [500.0] * 6
+
+
+def test_results_of_processes_run_side_by_side_merge_once_per_method_and_seed():
+    from preroll.bench.trl_loop import LoopConfig, RunResult, merge_results
+
+    a = ([RunResult("uniform", 100), RunResult("preroll", 100)], LoopConfig(seeds=(100,), methods=("uniform", "preroll")))
+    b = ([RunResult("preroll", 104), RunResult("uniform", 104)], LoopConfig(seeds=(104,), methods=("uniform", "preroll")))
+    runs, cfg = merge_results([a, b])
+    assert cfg.seeds == (100, 104) and cfg.methods == ("uniform", "preroll")
+    assert [(r.method, r.seed) for r in runs] == [("uniform", 100), ("preroll", 100), ("uniform", 104),
+                                                  ("preroll", 104)]
+    with pytest.raises(ValueError, match="appears twice"):
+        merge_results([a, a])
+    with pytest.raises(ValueError, match="different settings"):
+        merge_results([a, (b[0], LoopConfig(seeds=(104,), learning_rate=3e-4))])

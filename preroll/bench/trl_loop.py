@@ -615,3 +615,25 @@ def load_json(path: Path) -> tuple[list[RunResult], LoopConfig]:
     names = {f for f in RunResult.__dataclass_fields__}
     runs = [RunResult(**{k: v for k, v in r.items() if k in names}) for r in payload["runs"]]
     return runs, cfg
+
+
+def merge_results(loaded: list[tuple[list[RunResult], LoopConfig]]) -> tuple[list[RunResult], LoopConfig]:
+    """Runs of several results.json (processes run side by side on other seeds) as one: the configs must agree
+    on everything but the seeds and methods, and a (method, seed) run may appear once."""
+    if not loaded:
+        raise ValueError("no results to merge")
+    runs: list[RunResult] = []
+    seen: set[tuple[str, int]] = set()
+    base = loaded[0][1]
+    for results, cfg in loaded:
+        if asdict(cfg) | {"seeds": (), "methods": ()} != asdict(base) | {"seeds": (), "methods": ()}:
+            raise ValueError("the results were run with different settings; merge only runs of one setting")
+        for r in results:
+            if (r.method, r.seed) in seen:
+                raise ValueError(f"{r.method} seed {r.seed} appears twice")
+            seen.add((r.method, r.seed))
+            runs.append(r)
+    seeds = tuple(sorted({r.seed for r in runs}))
+    methods = tuple(m for m in METHODS if any(r.method == m for r in runs))
+    cfg = LoopConfig(**{**asdict(base), "seeds": seeds, "methods": methods})
+    return sorted(runs, key=lambda r: (r.seed, METHODS.index(r.method))), cfg
