@@ -60,7 +60,7 @@ class OnlineSettings(BaseModel):
     #: Why: on a small train set revisited for many epochs, "value" trains on the same few mid-difficulty
     #: prompts over and over; "coverage" still skips the prompts predicted dead but rotates through every
     #: learnable one. On a large dataset it prefers never-seen prompts and loses most of the book's gain
-    #: (docs/online.md), hence not the default. Measured in docs/trl.md.
+    #: (docs/online.md), hence not the default. Measured in RESULTS.md (TRL closed loop).
     selection: Literal["value", "coverage"] = "value"
     #: ``selection="coverage"``: the expected informativeness a candidate needs to be eligible.
     coverage_bar: float = 0.5
