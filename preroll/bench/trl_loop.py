@@ -58,9 +58,9 @@ class LoopConfig:
     # 4 epochs of uniform sampling over 384 prompts. The earlier setting, 96 prompts for 8 epochs (6,144
     # rollouts, --n-train 96 --budget 6144 --eval-every 512), is small enough for this policy to memorise its
     # train prompts: extra gradient on a prompt there raised that prompt's reward, not the held-out items of
-    # its difficulty (measured by length, docs/trl.md), which no real dataset of thousands of prompts allows.
+    # its difficulty (measured by length, RESULTS.md), which no real dataset of thousands of prompts allows.
     # The learning rate, the encoder and the book settings were chosen in the 96-prompt setting on development
-    # seeds (docs/trl.md) and kept; the reported seeds were never used to choose.
+    # seeds (RESULTS.md) and kept; the reported seeds were never used to choose.
     n_train: int = 384
     n_heldout: int = 500
     heldout_samples: int = 4           # sampled completions per held-out item (the held-out reward)
@@ -70,7 +70,7 @@ class LoopConfig:
     eval_every: int = 1024             # rollouts between held-out evaluations
     pretrain_steps: int = 150
     hidden: int = 64
-    # Chosen for the uniform baseline on development seeds 97-99 and used by every method (docs/trl.md): uniform's
+    # Chosen for the uniform baseline on development seeds 97-99 and used by every method (RESULTS.md): uniform's
     # final held-out reward 0.303 / 0.310 / 0.315 / 0.308 at 3e-4 / 1.5e-4 / 1e-4 / 5e-5 (1e-3 collapsed it on
     # seed 99). 3e-4, the earlier setting, favoured dapo, which takes half the optimiser steps.
     learning_rate: float = 1e-4
@@ -82,9 +82,9 @@ class LoopConfig:
     k_max: int = 8
     threads: int = 1                   # torch threads per run; 1 is faster on a shared, loaded machine
     # preroll's neighbour encoder: a generic registry spec (preroll.encoders), chosen on seed 99 and on the
-    # pre-trained policy's own rates; on this task its statistics see the prompt's length (docs/trl.md)
+    # pre-trained policy's own rates; on this task its statistics see the prompt's length (RESULTS.md)
     encoder: str = "lexical+stats"
-    # OnlineSettings fields for both book methods (memory, preroll), tuned on seed 99 (docs/trl.md): at B = 8
+    # OnlineSettings fields for both book methods (memory, preroll), tuned on seed 99 (RESULTS.md): at B = 8
     # the default exploration (tuned at batch 256) mostly buys dead groups, and a slower global level suits a
     # small train set whose chosen prompts improve faster than the rest.
     book: dict = field(default_factory=lambda: {"explore": 0.0, "revisit": 0.05, "level_gain": 0.2})
@@ -389,7 +389,7 @@ def by_length(results: list[RunResult], cfg: LoopConfig, method: str) -> dict[st
     its gradient and which held-out items gain or lose by it (measured: a small
     train set's extra gradient on mid lengths went into its own prompts and left
     the held-out items of those lengths where uniform's were, while the easy
-    lengths it skipped lost; docs/trl.md).
+    lengths it skipped lost; RESULTS.md).
     """
     train, heldout = task_data(cfg)
     runs = [r for r in results if r.method == method and len(r.final_items) == len(heldout)]
