@@ -4,9 +4,10 @@
 
 Prints a table (mean and per-seed values over the seeds), writes results.json
 and trl_closed_loop.png into --out (results.json after every run, so a stopped
-run still reports with --from-json). A run of the default 12,288 rollouts (384 train prompts, 4 epochs) took
-20-45 s on one core of the shared 2-core machine, so the 15 runs of the defaults take about 5-10 minutes in one
-process, plus ~2 minutes of pre-training (measured times in docs/trl.md). See docs/trl.md and preroll/bench/trl_loop.py.
+run still reports with --from-json; several results.json of processes run side by side, e.g. on disjoint seeds,
+merge with --from-json A B ...). A run of the default 12,288 rollouts (384 train prompts, 4 epochs) took 20-45 s
+on one quiet core and 2-6 minutes at load average 10-24 on the shared 2-core machine, plus ~2 minutes of
+pre-training (RESULTS.md). See docs/trl.md and preroll/bench/trl_loop.py.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def main(argv=None) -> int:
                    help="TRL GRPOConfig.scale_rewards, for every method")
     p.add_argument("--policy-dir", type=Path, default=None,
                    help="reuse the pre-trained policy saved here (pre-train and save it there when absent)")
-    p.add_argument("--from-json", type=Path, default=None,
-                   help="print the table and draw the PNG from a results.json of an earlier (possibly partial) run")
+    p.add_argument("--from-json", type=Path, nargs="+", default=None,
+                   help="print the table and draw the PNG from results.json files of earlier (possibly partial) runs; "
+                        "several are merged (same config, runs of each method and seed once) and saved to --out")
     a = p.parse_args(argv)
     cfg = LoopConfig(seeds=tuple(a.seeds), methods=tuple(a.methods), budget=a.budget, n_train=a.n_train,
                      num_generations=a.group_size, prompts_per_step=a.prompts_per_step,
@@ -77,7 +79,12 @@ def main(argv=None) -> int:
     if a.from_json is not None:
         from preroll.bench.trl_loop import load_json
 
-        results, cfg = load_json(a.from_json)
+        from preroll.bench.trl_loop import merge_results, save_json, summarise
+
+        results, cfg = merge_results([load_json(path) for path in a.from_json])
+        a.out.mkdir(parents=True, exist_ok=True)
+        if len(a.from_json) > 1:
+            save_json(results, summarise(results, cfg), cfg, a.out / "results.json")
         return report(results, cfg, a.out, console)
     results = []
     with tempfile.TemporaryDirectory(prefix="preroll-trl-") as tmp, Progress(console=console) as progress:
@@ -93,7 +100,7 @@ def main(argv=None) -> int:
                 results.append(r)
                 progress.console.print(f"{method:8s} seed {seed}: held-out reward {r.heldout_sampled[0]:.3f} -> "
                                        f"{r.heldout_sampled[-1]:.3f} (greedy {r.heldout[0]:.3f} -> {r.heldout[-1]:.3f}) "
-                                       f"after {r.rollouts[-1]} rollouts, dead groups {r.dead_share:.2f}, "
+                                       f"after {r.rollouts[-1]} rollouts, {r.tokens[-1]:,} tokens, {r.train_seconds:.0f} s training, dead groups {r.dead_share:.2f}, "
                                        f"{r.seconds_per_step:.2f} s/step, train-prompt reward {r.train_sampled:.3f}, "
                                        + coverage_text(r.coverage(cfg.n_train))
                                        + "".join(f", {k} {d}/{n} dead" for k, (d, n) in r.dead_by_reason.items()))
@@ -101,6 +108,13 @@ def main(argv=None) -> int:
                 save_json(results, summarise(results, cfg), cfg, a.out / "results.json")  # partial results survive
     save_json(results, summarise(results, cfg), cfg, a.out / "results.json")
     return report(results, cfg, a.out, console)
+
+
+def _mean_text(values, fmt: str) -> str:
+    import numpy as np
+
+    values = [v for v in values or [] if v is not None]
+    return fmt.format(np.mean(values)) if values else "-"
 
 
 def coverage_text(c: dict) -> str:
@@ -145,13 +159,16 @@ def report(results, cfg, out: Path, console) -> int:
                         f"B={cfg.prompts_per_step}, G={cfg.num_generations}, lr {cfg.learning_rate:g}, seeds {seeds}")
     for col in ("method", "held-out reward start", "final (mean)", "final per seed", "last quarter (mean)",
                 "greedy final per seed",
-                "zero-signal groups", "s/step", "steps"):
+                "zero-signal groups", "rollouts", "tokens generated (mean)", "train wall-clock s (mean)", "s/step",
+                "steps"):
         table.add_column(col)
     for m, s in summary.items():
         table.add_row(m, f"{np.mean(s['start_sampled']):.3f}", f"{np.mean(s['final_sampled']):.3f}",
                       " ".join(f"{x:.3f}" for x in s["final_sampled"]), f"{np.mean(s['late_sampled']):.3f}",
                       " ".join(f"{x:.3f}" for x in s["final"]),
                       f"{np.mean(s['dead_share']):.2f} ± {np.std(s['dead_share']):.2f}",
+                      f"{int(np.mean(s['rollouts']))}", _mean_text(s.get("tokens"), "{:,.0f}"),
+                      _mean_text(s.get("train_seconds"), "{:.0f}"),
                       f"{np.mean(s['seconds_per_step']):.2f}", f"{int(np.mean(s['steps']))}")
     console.print(table)
     spread = Table(title="Where the gradient went: informative groups trained on, per seed (dapo: the kept groups)")
@@ -174,17 +191,40 @@ def report(results, cfg, out: Path, console) -> int:
         if bl:
             lengths.add_row(m, *(f"{h:.3f} / {g:.0f}" for h, g in zip(bl["heldout"], bl["informative"])))
     console.print(lengths)
-    run_table = Table(title="Held-out reward against rollouts, per seed: mean over the run minus uniform's; rollouts "
-                            "until it first reached uniform's last-quarter level")
-    for col in ("method", "curve mean - uniform", "rollouts to reach uniform's late level"):
+    run_table = Table(title="Held-out reward against rollouts, per seed: mean over the run minus uniform's; rollouts, "
+                            "generated tokens and training seconds until it first reached uniform's final level "
+                            "(uniform's last-quarter mean)")
+    for col in ("method", "curve mean - uniform", "rollouts to reach", "tokens to reach", "seconds to reach"):
         run_table.add_column(col)
+
+    def reach(rows, key, fmt):
+        return " ".join("never" if x[key] is None else fmt.format(x[key]) for x in rows)
+
     for m in summary:
         rows = against_uniform_over_the_run(results, m)
         if rows:
             run_table.add_row(m, " ".join(f"{x['curve_gap']:+.4f}" for x in rows),
-                              " ".join("never" if x["rollouts_to_reach"] is None else str(x["rollouts_to_reach"])
-                                       for x in rows))
+                              reach(rows, "rollouts_to_reach", "{}"), reach(rows, "tokens_to_reach", "{:,}"),
+                              reach(rows, "seconds_to_reach", "{:.0f}"))
     console.print(run_table)
+    from preroll.bench.trl_loop import paired_tests
+
+    for m in summary:
+        if m == "uniform":
+            continue
+        tests = paired_tests(results, m)
+        if not tests:
+            continue
+        t = Table(title=f"{m} vs uniform, paired over seeds {tests[next(iter(tests))]['seeds']}: Wilcoxon signed-rank "
+                        "and paired t (a run that never reached uniform's level counts one interval past its budget)")
+        for col in ("quantity", f"{m} (mean)", "uniform (mean)", "mean diff [95% CI]", f"{m} better on",
+                    "Wilcoxon p", "paired t p"):
+            t.add_column(col)
+        for name, e in tests.items():
+            t.add_row(name, f"{np.mean(e['method']):.4g}", f"{np.mean(e['baseline']):.4g}",
+                      f"{e['mean_diff']:+.4g} [{e['ci95'][0]:+.4g}, {e['ci95'][1]:+.4g}]",
+                      f"{e['method_better_on']}/{e['n']}", f"{e['wilcoxon_p']:.3f}", f"{e['t_p']:.3f}")
+        console.print(t)
     for m in summary:
         if m != "uniform":
             pairs = paired_difference(results, m)

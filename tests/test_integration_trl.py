@@ -188,29 +188,99 @@ def test_duplicate_ids_are_an_error(tmp_path):
         trainer(tmp_path, ds=ds)
 
 
-def test_uninterpretable_reward_weights_are_an_error_at_start(tmp_path):
-    with pytest.raises(PrerollTRLError, match=r"weights \[1.0, 1.0\].*reward_range"):
-        trainer(tmp_path, reward_funcs=[parity_reward, parity_reward])
-    # a declared range for the weighted sum is accepted
-    tr = trainer(tmp_path, reward_funcs=[parity_reward, parity_reward], preroll=OnlineSettings(reward_range=(0, 2)))
-    assert tr.preroll_book.settings.reward_range == (0.0, 2.0)
+def _quickstart():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "trl_quickstart.py"
+    spec = importlib.util.spec_from_file_location("trl_quickstart_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_reward_outside_range_is_an_error_at_the_first_step_showing_it(tmp_path):
+def _every_group_recorded(tr, steps: int) -> dict:
+    """The book holds one row per generated group, at the step that generated it; returns the history."""
+    hist = tr.preroll_book.history()
+    assert [c.step for c in tr.preroll_log] == list(range(steps))
+    for c in tr.preroll_log:
+        rows = hist["step"] == c.step
+        assert sorted(hist["index"][rows].tolist()) == sorted(c.indices.tolist())
+    assert tr.preroll_book.informative_groups_ + tr.preroll_book.dead_groups_ == sum(len(c.indices)
+                                                                                       for c in tr.preroll_log)
+    return hist
+
+
+def test_trl_quickstart_with_only_the_class_swapped_trains_and_records_every_group(tmp_path, capsys):
+    # TRL's quickstart reward -abs(20 - len(completion)): negative, unbounded, no reward_range declared
+    ex = _quickstart()
+    assert ex.main(["--steps", "3"]) == 0
+    assert "3 steps, 12 groups recorded" in capsys.readouterr().out
+    tr = ex.build(str(tmp_path / "out"), steps=3)
+    assert tr.preroll_book.settings.reward_range is None
+    tr.train()
+    hist = _every_group_recorded(tr, 3)
+    lo, hi = tr.preroll_book.reward_scale
+    assert lo < hi <= 0   # the learnt scale is the weighted rewards' own range
+    assert ((hist["successes"] >= 0) & (hist["successes"] <= hist["attempts"])).all()
+
+
+def test_format_plus_accuracy_rewards_with_weights_need_no_declaration(tmp_path):
+    ex = _quickstart()
+    seen = []
+
+    def accuracy(completions, answer, **kwargs):
+        r = ex.accuracy_reward(completions, answer)
+        seen.append((ex.format_reward(completions), r))
+        return r
+
+    accuracy.__name__ = "accuracy_reward"
+    tr = ex.build(str(tmp_path / "out"), steps=3, rewards="format+accuracy")
+    tr.reward_funcs[1] = accuracy
+    assert tr.reward_weights.tolist() == [0.5, 1.0]
+    tr.train()
+    hist = _every_group_recorded(tr, 3)
+    totals = np.concatenate([0.5 * np.asarray(f) + np.asarray(a) for f, a in seen])
+    lo, hi = tr.preroll_book.reward_scale
+    assert (lo, hi) == (totals.min(), totals.max())   # the weighted sum's range, learnt
+    # a group's successes are its weighted rewards mapped from the final learnt range (stored ones re-expressed)
+    span = hi - lo if hi > lo else 1.0
+    for c, (f, a) in zip(tr.preroll_log, seen):
+        step_total = (0.5 * np.asarray(f) + np.asarray(a)).reshape(-1, G)
+        rows = np.flatnonzero(hist["step"] == c.step)
+        for i, group in zip(c.indices, step_total):
+            row = rows[hist["index"][rows] == i][0]
+            assert hist["successes"][row] == pytest.approx(((group - lo) / span).sum())
+
+
+def test_a_constant_reward_is_logged_once_not_an_error(tmp_path, caplog):
+    def constant(completions, **kwargs):
+        return [3.0] * len(completions)
+
+    tr = trainer(tmp_path, reward_funcs=constant)
+    with caplog.at_level("WARNING", logger="preroll.online.book"):
+        tr.train()
+    said = [r for r in caplog.records if "every reward so far equals 3" in r.getMessage()]
+    assert len(said) == 1
+    _every_group_recorded(tr, 4)
+    assert tr.preroll_book.informative_groups_ == 0 and tr.preroll_book.reward_scale == (3.0, 3.0)
+
+
+def test_a_declared_reward_range_is_still_enforced(tmp_path):
     calls = []
 
     def late_bad_reward(completions, **kwargs):
         calls.append(1)
         return [1.5 if len(calls) == 2 else 1.0] + [0.0] * (len(completions) - 1)
 
-    tr = trainer(tmp_path, reward_funcs=late_bad_reward)
-    with pytest.raises(PrerollTRLError, match=r"step 1: weighted reward 1.5 .* outside reward_range \[0, 1\]"):
+    tr = trainer(tmp_path, reward_funcs=late_bad_reward, preroll=OnlineSettings(reward_range=(0, 1)))
+    with pytest.raises(PrerollTRLError, match=r"step 1: weighted reward 1.5 .* outside the declared reward_range "
+                                              r"\[0, 1\]"):
         tr.train()
     assert tr.preroll_book.stats().steps == 1
 
 
 def test_group_size_must_match_num_generations(tmp_path):
-    with pytest.raises(PrerollTRLError, match="group_size=8 but num_generations=4"):
+    with pytest.raises(PrerollTRLError, match=r"num_generations: is 4 but the book.s settings say group_size=8"):
         trainer(tmp_path, preroll=PrerollTRLSettings(book=OnlineSettings(group_size=8)))
     tr = trainer(tmp_path)
     assert tr.preroll_book.settings.group_size == G and tr.preroll_book.settings.seed == 0

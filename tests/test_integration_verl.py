@@ -41,6 +41,7 @@ from preroll.integrations.verl import (  # noqa: E402
 )
 from preroll.integrations.verl import trainer as verl_trainer  # noqa: E402
 from preroll.integrations.verl.sampler import PrerollCurriculumSampler  # noqa: E402
+from preroll.online import OnlineSettings  # noqa: E402
 from preroll.online.errors import OnlineInputError  # noqa: E402
 
 
@@ -287,7 +288,7 @@ def test_documented_overrides_compose_with_verls_hydra_config():
     assert get_trainer_cls(cfg.trainer.v1.trainer_mode) is verl_trainer.PrerollPPOTrainer  # as TaskRunnerV1 does
     parsed = PrerollVerlConfig.parse(cfg.trainer.v1.preroll)
     assert (parsed.mode, parsed.pool_factor, parsed.min_rollouts, parsed.max_rollouts) == ("allocate", 4, 2, 32)
-    assert parsed.settings == {"reward_range": [0, 1], "encoder": "lexical"}
+    assert parsed.settings == OnlineSettings(reward_range=(0, 1), encoder="lexical")
     assert parsed.online_settings().reward_range == (0.0, 1.0)
     # the preroll block is not in verl's schema: without the leading '+' Hydra refuses the key
     with pytest.raises(ConfigCompositionException):
@@ -330,3 +331,94 @@ def test_checkpoint_through_verls_save_and_resume(parquet, tmp_path):
     assert fresh.preroll.walker.state_dict() == trainer.preroll.walker.state_dict()
     assert fresh.preroll.uid_positions == trainer.preroll.uid_positions
     assert list(fresh.preroll.plan(8, 4).indices) == list(trainer.preroll.plan(8, 4).indices)
+
+
+def test_remote_checkpoint_mirror_and_resume_from_a_remote_book_path(parquet, tmp_path):
+    """With trainer.default_hdfs_dir set, verl mirrors the actor's checkpoint there; the book goes there too, and
+    ``book_path`` starts a run from it (fsspec's in-memory filesystem stands in for object storage)."""
+    fsspec = pytest.importorskip("fsspec")
+    remotes = []
+
+    class ActorGroup:
+        def save_checkpoint(self, local_path, remote_path, global_steps, max_ckpt_to_keep=None):
+            remotes.append(remote_path)
+
+    cfg = verl_config(parquet, tmp_path, {"settings": SETTINGS}, adv_estimator="grpo")
+    cfg.trainer.default_hdfs_dir = "memory://remote-ckpt/run1"
+    trainer = bare_trainer(cfg)
+    trainer.actor_rollout_wg = ActorGroup()
+    trainer._next_train_batch()
+    trainer.preroll.book.record(1, [0, 1], [[1.0, 0.0], [-3.0, 2.0]])
+    trainer.global_steps = 2
+    trainer._save_checkpoint()
+    assert remotes == ["memory://remote-ckpt/run1/global_step_2/actor"]
+    fs = fsspec.filesystem("memory")
+    assert fs.exists("/remote-ckpt/run1/global_step_2/preroll_book.npz")
+    assert fs.exists("/remote-ckpt/run1/global_step_2/preroll_pool.json")
+
+    cfg2 = verl_config(parquet, tmp_path / "second", {"settings": SETTINGS,
+                                                       "book_path": "memory://remote-ckpt/run1/global_step_2"})
+    fresh = bare_trainer(cfg2)
+    assert fresh.preroll.book.stats() == trainer.preroll.book.stats()
+    assert fresh.preroll.walker.state_dict() == trainer.preroll.walker.state_dict()
+
+
+def test_book_group_size_is_rollout_n(parquet, tmp_path):
+    cfg = verl_config(parquet, tmp_path, {"settings": SETTINGS})
+    cfg.actor_rollout_ref.rollout.n = 6
+    assert bare_trainer(cfg).preroll.book.settings.group_size == 6    # was 8 whatever rollout.n was
+    cfg.actor_rollout_ref.rollout.n = 1
+    with pytest.raises(OnlineInputError, match=r"rollout\.n: is 1"):
+        bare_trainer(cfg)
+
+
+def test_trl_and_verl_give_the_same_prompt_ids_for_the_same_rows(dataset, parquet):
+    """One dataset (chat prompts with a system turn), read by each trainer's own loader: the same book ids."""
+    pytest.importorskip("trl")
+    import pandas as pd
+    from datasets import Dataset
+
+    from preroll.integrations.trl.trainer import _dataset_prompts
+    from preroll.online import PromptBook
+
+    frame = pd.read_parquet(parquet)
+    rows = [[dict(m) for m in p] for p in frame["prompt"]]
+    assert any(m["role"] == "system" for m in rows[0])
+    trl_prompts, _ = _dataset_prompts(Dataset.from_dict({"prompt": rows}), "id")
+    verl_prompts = verl_trainer.dataset_prompts(dataset)
+    assert trl_prompts == verl_prompts
+    settings = OnlineSettings(encoder="none")
+    assert PromptBook(trl_prompts, settings=settings).ids == PromptBook(verl_prompts, settings=settings).ids
+
+
+def test_trainer_registers_through_verls_plugin_entry_point(tmp_path):
+    """The ``verl.plugins`` entry point declared in pyproject.toml, found by verl's own discovery at ``import verl``
+    (a dist-info built from that declaration stands in for the installed package's metadata)."""
+    import tomllib
+
+    import verl
+
+    repo = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert 'group="verl.plugins"' in (Path(verl.__file__).read_text())     # the group verl 0.9 reads
+    plugins = declared["verl.plugins"]
+    assert plugins == {"preroll": "preroll.integrations.verl.trainer"}
+    dist = tmp_path / "preroll_plugin_check-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: preroll-plugin-check\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text("[verl.plugins]\n" + "".join(f"{k} = {v}\n" for k, v in plugins.items()))
+    code = ("import verl\nfrom verl.trainer.ppo.v1 import get_trainer_cls\n"
+            "try:\n    cls = get_trainer_cls('preroll')\nexcept Exception as exc:\n    print('unregistered')\n"
+            "else:\n    print(cls.__module__, cls.__name__)\n")
+    env = {k: v for k, v in os.environ.items() if k != "VERL_USE_EXTERNAL_MODULES"}
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{repo}"
+    found = {}
+    for policy in ("auto", "none"):
+        out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
+                             env={**env, "VERL_USE_EXTERNAL_PLUGINS": policy}, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        found[policy] = out.stdout.strip().splitlines()[-1]
+    assert found["auto"] == "preroll.integrations.verl.trainer PrerollPPOTrainer"
+    # with verl's plugin discovery off, only an installed preroll (editable, declaring it too) could register it
+    if found["none"] != "unregistered":
+        pytest.fail(f"registered without plugin discovery: {found['none']}")

@@ -91,6 +91,65 @@ def test_graded_rewards_and_duplicates_merge():
     assert book.dead_streak_[2] == 1 and book.dead_streak_[1] == 0
 
 
+def _len_reward_groups(rng, n_prompts, g=8):
+    """TRL quickstart-like rewards, -abs(20 - length): negative, unbounded, graded; prompt i favours length ~2i."""
+    lengths = rng.poisson(2 * np.arange(n_prompts)[:, None] + 1, size=(n_prompts, g))
+    return (-np.abs(20 - lengths)).astype(float).tolist()
+
+
+def test_any_reward_without_a_declaration_learns_its_scale():
+    book = PromptBook(_texts(12), settings=OnlineSettings(encoder="none"))
+    rng = np.random.default_rng(0)
+    for step in range(4):
+        book.record(step, list(range(12)), _len_reward_groups(rng, 12))
+    lo, hi = book.reward_scale
+    assert lo < -10 and hi <= 0 and book.stats().reward_scale == (lo, hi)
+    h = book.history()
+    assert ((h["successes"] >= 0) & (h["successes"] <= h["attempts"])).all()
+    p = book.predict().p_success
+    assert p[10] > p[5] > p[0]   # longer completions score higher here, and the belief follows the reward
+    assert book.dead_groups_ + book.informative_groups_ == 4 * 12
+
+
+def test_a_widening_range_re_expresses_stored_successes_exactly():
+    """Learnt online, the successes equal those of a book told the final range up front (the map is linear)."""
+    rng = np.random.default_rng(1)
+    steps = [_len_reward_groups(rng, 12) for _ in range(5)]
+    steps[0] = [[-3.0, -2.0]] * 12            # the first step sees a narrow range; later ones widen it
+    learnt = PromptBook(_texts(12), settings=OnlineSettings(encoder="none"))
+    for step, groups in enumerate(steps):
+        learnt.record(step, list(range(12)), groups)
+    declared = PromptBook(_texts(12), settings=OnlineSettings(encoder="none", reward_range=learnt.reward_scale))
+    for step, groups in enumerate(steps):
+        declared.record(step, list(range(12)), groups)
+    assert learnt.reward_scale[0] < -3.0
+    np.testing.assert_allclose(learnt.history()["successes"], declared.history()["successes"], atol=1e-9)
+    np.testing.assert_allclose(learnt.s_, declared.s_, atol=1e-9)
+
+
+def test_a_constant_reward_is_logged_once_and_recorded(caplog):
+    book = PromptBook(_texts(6), settings=OnlineSettings(encoder="none"))
+    with caplog.at_level("WARNING", logger="preroll.online.book"):
+        for step in range(5):
+            book.record(step, [step % 6, (step + 1) % 6], [[-2.0] * 4, [-2.0] * 4])
+    said = [r for r in caplog.records if "every reward so far equals -2" in r.getMessage()]
+    assert len(said) == 1
+    assert book.dead_groups_ == 10 and book.informative_groups_ == 0 and book.reward_scale == (-2.0, -2.0)
+    # ... and once two rewards differ, the scale is learnt from there on
+    book.record(5, [0], [[-2.0, 3.0]])
+    assert book.reward_scale == (-2.0, 3.0)
+    assert book.history()["successes"][-1] == pytest.approx(1.0)
+
+
+def test_the_learnt_scale_is_saved(tmp_path):
+    book = PromptBook(_texts(6), settings=OnlineSettings(encoder="none"))
+    book.record(0, [0, 1], [[-5.0, 1.0], [0.0, 0.5]])
+    again = PromptBook.load(book.save(tmp_path / "b.npz"), _texts(6))
+    assert again.reward_scale == (-5.0, 1.0) and again.settings.reward_range is None
+    again.record(1, [2], [[-10.0, 1.0]])
+    np.testing.assert_allclose(again.history()["successes"][:2], [(5 + 11) / 11, (10 + 10.5) / 11])
+
+
 def test_save_and_resume_give_identical_next_choices(tmp_path):
     emb = _clustered()
     settings = OnlineSettings(neighbours=8, seed=3)
@@ -147,8 +206,8 @@ def test_load_refuses_another_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("call, field", [
-    (lambda b: b.record(0, [0], [[1.5]]), "rewards"),
     (lambda b: b.record(0, [0], [[float("nan")]]), "rewards"),
+    (lambda b: b.record(0, [0], [[float("-inf")]]), "rewards"),
     (lambda b: b.record(0, [0], [[]]), "rewards"),
     (lambda b: b.record(0, [0, 1], [[1.0]]), "rewards"),
     (lambda b: b.record(0, [9], [[1.0]]), "indices"),
@@ -167,6 +226,13 @@ def test_bad_input_is_a_clear_error(call, field):
         call(book)
     assert err.value.field == field
     assert isinstance(err.value, ValueError)
+
+
+def test_a_declared_reward_range_still_bounds_the_rewards():
+    book = PromptBook(_texts(9), settings=OnlineSettings(encoder="none", reward_range=(0, 1)))
+    with pytest.raises(OnlineInputError, match=r"reward 1.5, outside reward_range \[0, 1\]") as err:
+        book.record(0, [0], [[1.5]])
+    assert err.value.field == "rewards"
 
 
 def test_steps_must_not_go_backwards():

@@ -109,3 +109,72 @@ def test_against_uniform_over_the_run_pairs_seeds_and_finds_the_first_evaluation
     assert rows[0]["rollouts_to_reach"] == 200
     assert rows[0]["curve_gap"] == pytest.approx((0.26 + 0.295 + 0.30 + 0.30 - 0.22 - 0.24 - 0.30 - 0.28) / 4)
     assert rows[1]["rollouts_to_reach"] is None and rows[1]["curve_gap"] < 0
+
+
+def test_held_out_items_never_appear_in_the_pre_training_stream():
+    from preroll.bench.trl_loop import LoopConfig, pretrain_exclude, task_data
+    from preroll.bench.trl_task import pretrain_batches
+
+    cfg = LoopConfig()
+    train, heldout = task_data(cfg)
+    held = {it.prompt for it in heldout}
+    assert pretrain_exclude(cfg) == held and not held & {it.prompt for it in train}
+    seen = {it.prompt for batch in pretrain_batches(cfg.pretrain_steps, 64, 0, (1, cfg.k_max), pretrain_exclude(cfg))
+            for it in batch}
+    assert not seen & held
+    # without the exclusion the same stream shows many of them (short items repeat): the exclusion is what holds
+    unguarded = {it.prompt for batch in pretrain_batches(cfg.pretrain_steps, 64, 0, (1, cfg.k_max)) for it in batch}
+    assert len(unguarded & held) > 20
+
+
+def test_group_counter_counts_generated_tokens():
+    from preroll.bench.trl_loop import GroupCounter, RunResult
+
+    counter = GroupCounter(2, RunResult("uniform", 0))
+    counter(["a", "a"], ["1", "22"], ["1", "1"], completion_ids=[[5, 1], [6, 6, 1]])
+    counter(["b", "b"], ["1", "2"], ["1", "1"], completion_ids=[[5], [1]])
+    assert counter.tokens == 7 and counter.rollouts == 4
+
+
+def test_paired_tests_pair_seeds_and_count_rollouts_and_tokens_to_uniforms_level():
+    from preroll.bench.trl_loop import RunResult, paired_tests
+
+    ro = [0, 100, 200, 300, 400]
+    runs = []
+    for seed in range(6):
+        u = [0.2, 0.22, 0.24, 0.26, 0.28]
+        p = [0.2, 0.25, 0.28, 0.29, 0.30 + 0.001 * seed]
+        runs.append(RunResult("uniform", seed, rollouts=ro, tokens=[5 * r for r in ro], seconds=[r / 10 for r in ro],
+                              heldout=[0.1] * 5, heldout_sampled=u, groups=10, dead_groups=5))
+        runs.append(RunResult("preroll", seed, rollouts=ro, tokens=[4 * r for r in ro], seconds=[r / 20 for r in ro],
+                              heldout=[0.1] * 5, heldout_sampled=p, groups=10, dead_groups=2))
+    tests = paired_tests(runs, "preroll")
+    final = tests["final_heldout_reward"]
+    assert final["n"] == 6 and final["method_better_on"] == 6 and final["mean_diff"] > 0
+    assert final["wilcoxon_p"] == pytest.approx(2 / 2 ** 6)           # exact: all six differences positive
+    # uniform's late level (mean of its evaluations at >= 300 rollouts) is 0.27: preroll first reaches it at 200,
+    # uniform itself at 400
+    reach = tests["rollouts_to_reach_baseline_level"]
+    assert reach["method"] == [200.0] * 6 and reach["baseline"] == [400.0] * 6 and reach["method_better_on"] == 6
+    assert tests["tokens_to_reach_baseline_level"]["method"] == [800.0] * 6
+    assert tests["tokens_to_reach_baseline_level"]["baseline"] == [2000.0] * 6
+    assert tests["zero_signal_share"]["mean_diff"] == pytest.approx(-0.3)
+    # a run that never reaches the level ranks last: one evaluation interval past its budget
+    slow = [RunResult(r.method, r.seed, rollouts=ro, tokens=r.tokens, seconds=r.seconds, heldout=r.heldout,
+                      heldout_sampled=[0.2] * 5 if r.method == "preroll" else r.heldout_sampled) for r in runs]
+    assert paired_tests(slow, "preroll")["rollouts_to_reach_baseline_level"]["method"] == [500.0] * 6
+
+
+def test_results_of_processes_run_side_by_side_merge_once_per_method_and_seed():
+    from preroll.bench.trl_loop import LoopConfig, RunResult, merge_results
+
+    a = ([RunResult("uniform", 100), RunResult("preroll", 100)], LoopConfig(seeds=(100,), methods=("uniform", "preroll")))
+    b = ([RunResult("preroll", 104), RunResult("uniform", 104)], LoopConfig(seeds=(104,), methods=("uniform", "preroll")))
+    runs, cfg = merge_results([a, b])
+    assert cfg.seeds == (100, 104) and cfg.methods == ("uniform", "preroll")
+    assert [(r.method, r.seed) for r in runs] == [("uniform", 100), ("preroll", 100), ("uniform", 104),
+                                                  ("preroll", 104)]
+    with pytest.raises(ValueError, match="appears twice"):
+        merge_results([a, a])
+    with pytest.raises(ValueError, match="different settings"):
+        merge_results([a, (b[0], LoopConfig(seeds=(104,), learning_rate=3e-4))])

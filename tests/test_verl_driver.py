@@ -133,7 +133,7 @@ def test_index_positions_refuse_missing_and_repeated_ids():
         index_positions([{"index": 4}, {"index": 5}, {"index": 4}])
 
 
-def test_message_text_joins_user_turns():
+def test_message_text_leaves_out_system_turns():
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Solve x^2=4."}]
     assert message_text(chat) == "Solve x^2=4."
     assert message_text("plain") == "plain"

@@ -116,7 +116,7 @@ def transfer_queue():
 
 def _cpu_trainer(tmp_path):
     parquet = write_parquet(tmp_path / "train.parquet")
-    cfg = verl_config(parquet, tmp_path, {"mode": "allocate", "pool_factor": 2, "min_rollouts": 1, "max_rollouts": 8,
+    cfg = verl_config(parquet, tmp_path, {"mode": "allocate", "pool_factor": 2, "min_rollouts": 2, "max_rollouts": 8,
                                           "settings": SETTINGS},
                       adv_estimator="grpo")
     cfg.algorithm.rollout_correction.bypass_mode = True       # old log-probs = rollout log-probs (no actor pass)

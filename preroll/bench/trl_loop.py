@@ -22,9 +22,13 @@ The book methods use the same ``LoopConfig.book`` settings.
 Measured per run, against rollouts generated: the held-out reward (exact
 match of completions sampled at temperature 1, the quantity GRPO maximises,
 on unseen task items; same items and sampling stream for every method) and
-greedy held-out accuracy; the share of generated groups whose rewards were all
-equal (zero-signal groups: no gradient); wall time per training step (without
-the held-out evaluations).
+greedy held-out accuracy; generated completion tokens and training wall-clock
+(without the held-out evaluations) at every evaluation, beside the rollouts,
+since tokens and time are what a run pays; the share of generated groups whose
+rewards were all equal (zero-signal groups: no gradient); wall time per
+training step. Against uniform, per seed: the rollouts, tokens and seconds a
+method needed to first reach uniform's final level, and paired tests over
+seeds (:func:`paired_tests`).
 """
 
 from __future__ import annotations
@@ -54,9 +58,9 @@ class LoopConfig:
     # 4 epochs of uniform sampling over 384 prompts. The earlier setting, 96 prompts for 8 epochs (6,144
     # rollouts, --n-train 96 --budget 6144 --eval-every 512), is small enough for this policy to memorise its
     # train prompts: extra gradient on a prompt there raised that prompt's reward, not the held-out items of
-    # its difficulty (measured by length, docs/trl.md), which no real dataset of thousands of prompts allows.
+    # its difficulty (measured by length, RESULTS.md), which no real dataset of thousands of prompts allows.
     # The learning rate, the encoder and the book settings were chosen in the 96-prompt setting on development
-    # seeds (docs/trl.md) and kept; the reported seeds were never used to choose.
+    # seeds (RESULTS.md) and kept; the reported seeds were never used to choose.
     n_train: int = 384
     n_heldout: int = 500
     heldout_samples: int = 4           # sampled completions per held-out item (the held-out reward)
@@ -66,7 +70,7 @@ class LoopConfig:
     eval_every: int = 1024             # rollouts between held-out evaluations
     pretrain_steps: int = 150
     hidden: int = 64
-    # Chosen for the uniform baseline on development seeds 97-99 and used by every method (docs/trl.md): uniform's
+    # Chosen for the uniform baseline on development seeds 97-99 and used by every method (RESULTS.md): uniform's
     # final held-out reward 0.303 / 0.310 / 0.315 / 0.308 at 3e-4 / 1.5e-4 / 1e-4 / 5e-5 (1e-3 collapsed it on
     # seed 99). 3e-4, the earlier setting, favoured dapo, which takes half the optimiser steps.
     learning_rate: float = 1e-4
@@ -78,9 +82,9 @@ class LoopConfig:
     k_max: int = 8
     threads: int = 1                   # torch threads per run; 1 is faster on a shared, loaded machine
     # preroll's neighbour encoder: a generic registry spec (preroll.encoders), chosen on seed 99 and on the
-    # pre-trained policy's own rates; on this task its statistics see the prompt's length (docs/trl.md)
+    # pre-trained policy's own rates; on this task its statistics see the prompt's length (RESULTS.md)
     encoder: str = "lexical+stats"
-    # OnlineSettings fields for both book methods (memory, preroll), tuned on seed 99 (docs/trl.md): at B = 8
+    # OnlineSettings fields for both book methods (memory, preroll), tuned on seed 99 (RESULTS.md): at B = 8
     # the default exploration (tuned at batch 256) mostly buys dead groups, and a slower global level suits a
     # small train set whose chosen prompts improve faster than the rest.
     book: dict = field(default_factory=lambda: {"explore": 0.0, "revisit": 0.05, "level_gain": 0.2})
@@ -105,6 +109,8 @@ class RunResult:
     # per train prompt: [groups trained on, informative groups trained on] (dapo: the kept groups only)
     trained_groups: dict = field(default_factory=dict)
     train_sampled: float = float("nan")     # held-out-style sampled reward on the train prompts, at the end
+    tokens: list[int] = field(default_factory=list)        # generated completion tokens, at each evaluation
+    seconds: list[float] = field(default_factory=list)     # training wall-clock (evaluations excluded), same points
 
     @property
     def dead_share(self) -> float:
@@ -139,10 +145,13 @@ class GroupCounter:
         self.G, self.result = G, result
         self.count_training = count_training      # False: the trainer reports the groups it keeps (dapo)
         self.rollouts = 0
+        self.tokens = 0                           # generated completion tokens (up to and with eos), every rollout
         self._last: list[tuple[str, bool]] = []   # (prompt, informative) per group of the last call
 
-    def __call__(self, prompts, completions, answer, **kwargs):
+    def __call__(self, prompts, completions, answer, completion_ids=None, **kwargs):
         r = np.asarray(exact_match_reward(completions, answer))
+        if completion_ids is not None:
+            self.tokens += int(sum(len(ids) for ids in completion_ids))
         groups = r.reshape(-1, self.G)
         self.result.groups += len(groups)
         live = groups.min(axis=1) != groups.max(axis=1)
@@ -215,13 +224,23 @@ def _dapo_trainer_class():
 
 
 def pretrained_policy(cfg: LoopConfig, folder: Path, progress=None):
-    """Pre-train the tiny policy once (seed 0) and save it; every run starts from this checkpoint."""
+    """Pre-train the tiny policy once (seed 0) and save it; every run starts from this checkpoint.
+
+    The held-out items are excluded from the pre-training stream (:func:`pretrain_exclude`).
+    """
     tok = char_tokenizer()
     model = tiny_model(tok, hidden=cfg.hidden, seed=0)
-    pretrain(model, tok, steps=cfg.pretrain_steps, seed=0, k_range=(1, cfg.k_max), progress=progress)
+    pretrain(model, tok, steps=cfg.pretrain_steps, seed=0, k_range=(1, cfg.k_max), exclude=pretrain_exclude(cfg),
+             progress=progress)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def pretrain_exclude(cfg: LoopConfig) -> frozenset[str]:
+    """Prompts the pre-training stream must never show: the held-out items (the train items may appear, as a
+    real policy's pre-training may hold its RL prompts)."""
+    return frozenset(it.prompt for it in task_data(cfg)[1])
 
 
 def task_data(cfg: LoopConfig) -> tuple[list[TaskItem], list[TaskItem]]:
@@ -259,6 +278,11 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
         def __init__(self):
             self.eval_seconds = 0.0
             self.next_at = 0
+            self.started: float | None = None
+
+        def train_clock(self) -> float:
+            """Training wall-clock so far: since train() began, the held-out evaluations taken out."""
+            return 0.0 if self.started is None else time.perf_counter() - self.started - self.eval_seconds
 
         def evaluate(self):
             t = time.perf_counter()
@@ -269,6 +293,8 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
             model.train()
             self.eval_seconds += time.perf_counter() - t
             result.rollouts.append(counter.rollouts)
+            result.tokens.append(counter.tokens)
+            result.seconds.append(round(self.train_clock(), 3))
             result.heldout.append(acc)
             result.heldout_sampled.append(sampled)
             self.next_at = counter.rollouts + cfg.eval_every
@@ -295,9 +321,10 @@ def run_one(method: str, seed: int, cfg: LoopConfig, policy_dir: Path, work: Pat
     else:
         raise ValueError(f"unknown method {method!r} (choose from {METHODS})")
     trainer.remove_callback(PrinterCallback)   # the benchmark prints its own one line per run
-    t, eval_before = time.perf_counter(), heldout_cb.eval_seconds
+    heldout_cb.eval_seconds = 0.0
+    heldout_cb.started = time.perf_counter()
     trainer.train()
-    result.train_seconds = time.perf_counter() - t - (heldout_cb.eval_seconds - eval_before)
+    result.train_seconds = heldout_cb.train_clock()
     if result.rollouts[-1] != counter.rollouts:
         heldout_cb.evaluate()
     result.steps = int(trainer.state.global_step)
@@ -344,6 +371,8 @@ def summarise(results: list[RunResult], cfg: LoopConfig) -> dict:
             "dead_share": [r.dead_share for r in runs],
             "seconds_per_step": [r.seconds_per_step for r in runs],
             "rollouts": [r.rollouts[-1] for r in runs],
+            "tokens": [r.tokens[-1] if r.tokens else None for r in runs],
+            "train_seconds": [r.train_seconds for r in runs],
             "steps": [r.steps for r in runs],
             "seeds": [r.seed for r in runs],
             "train_sampled": [r.train_sampled for r in runs],
@@ -360,7 +389,7 @@ def by_length(results: list[RunResult], cfg: LoopConfig, method: str) -> dict[st
     its gradient and which held-out items gain or lose by it (measured: a small
     train set's extra gradient on mid lengths went into its own prompts and left
     the held-out items of those lengths where uniform's were, while the easy
-    lengths it skipped lost; docs/trl.md).
+    lengths it skipped lost; RESULTS.md).
     """
     train, heldout = task_data(cfg)
     runs = [r for r in results if r.method == method and len(r.final_items) == len(heldout)]
@@ -428,10 +457,84 @@ def against_uniform_over_the_run(results: list[RunResult], method: str, baseline
         if len(r.heldout_sampled) < 2 or len(base.heldout_sampled) < 2:
             continue
         level = late_mean(base.rollouts, base.heldout_sampled)
-        reached = [n for n, h in zip(r.rollouts, r.heldout_sampled) if h >= level]
-        out.append({"seed": r.seed,
+        first = next((j for j, h in enumerate(r.heldout_sampled) if h >= level), None)
+        base_first = next(j for j, h in enumerate(base.heldout_sampled) if h >= level or j == len(base.rollouts) - 1)
+        out.append({"seed": r.seed, "level": level,
                     "curve_gap": float(np.mean(r.heldout_sampled[1:]) - np.mean(base.heldout_sampled[1:])),
-                    "rollouts_to_reach": reached[0] if reached else None})
+                    "rollouts_to_reach": None if first is None else r.rollouts[first],
+                    "tokens_to_reach": None if first is None or not r.tokens else r.tokens[first],
+                    "seconds_to_reach": None if first is None or not r.seconds else r.seconds[first],
+                    "baseline_rollouts_to_reach": base.rollouts[base_first],
+                    "baseline_tokens_to_reach": base.tokens[base_first] if base.tokens else None,
+                    "baseline_seconds_to_reach": base.seconds[base_first] if base.seconds else None})
+    return out
+
+
+def paired_tests(results: list[RunResult], method: str, baseline: str = "uniform") -> dict[str, dict]:
+    """Paired comparisons over seeds of ``method`` against ``baseline``: Wilcoxon signed-rank and paired t.
+
+    One pair per seed (same seed, same held-out items and sampling stream).
+    Quantities: final and last-quarter held-out reward, final greedy accuracy,
+    zero-signal share, and the rollouts / tokens / seconds needed to first reach
+    the baseline's late level (the baseline's own first crossing is its pair;
+    a run that never reached it counts as one evaluation interval past its
+    budget, which only ranks it last). Why both tests: with 8 seeds the
+    Wilcoxon test's smallest two-sided p is 2/256 = 0.008 and it assumes
+    nothing about the spread; the t-test's mean difference and confidence
+    interval say how large the difference is.
+    """
+    from scipy import stats
+
+    pairs = seed_pairs(results, method, baseline)
+    if len(pairs) < 2:
+        return {}
+    reach = {x["seed"]: x for x in against_uniform_over_the_run(results, method, baseline)}
+
+    def censored(value, run: RunResult, key: str):
+        if value is not None:
+            return float(value)
+        series = {"rollouts": run.rollouts, "tokens": run.tokens, "seconds": run.seconds}[key]
+        step = series[-1] - series[-2] if len(series) > 1 else series[-1]
+        return float(series[-1] + step)
+
+    quantities = {
+        "final_heldout_reward": lambda r, b: (r.heldout_sampled[-1], b.heldout_sampled[-1]),
+        "late_heldout_reward": lambda r, b: (late_mean(r.rollouts, r.heldout_sampled),
+                                             late_mean(b.rollouts, b.heldout_sampled)),
+        "final_greedy_accuracy": lambda r, b: (r.heldout[-1], b.heldout[-1]),
+        "zero_signal_share": lambda r, b: (r.dead_share, b.dead_share),
+    }
+    for key in ("rollouts", "tokens", "seconds"):
+        quantities[f"{key}_to_reach_baseline_level"] = (
+            lambda r, b, key=key: (censored(reach[r.seed][f"{key}_to_reach"], r, key),
+                                   reach[r.seed][f"baseline_{key}_to_reach"]))
+    out = {}
+    for name, get in quantities.items():
+        try:
+            values = [get(r, b) for r, b in pairs]
+        except (IndexError, KeyError, TypeError):
+            continue
+        a = np.array([v[0] for v in values], float)
+        b = np.array([v[1] for v in values], float)
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            continue
+        d = a - b
+        entry = {"seeds": [r.seed for r, _ in pairs], "method": a.tolist(), "baseline": b.tolist(),
+                 "mean_diff": float(d.mean()), "method_better_on": None, "n": len(d)}
+        if np.all(d == 0):
+            entry.update(wilcoxon_p=1.0, t_p=1.0, ci95=[0.0, 0.0])
+        elif np.ptp(d) == 0:       # one difference on every seed: the signed-rank test holds, a t-test has no spread
+            entry.update(wilcoxon_p=float(stats.wilcoxon(a, b).pvalue), t_p=float("nan"), ci95=[float(d[0])] * 2)
+        else:
+            entry["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
+            t = stats.ttest_rel(a, b)
+            entry["t_p"] = float(t.pvalue)
+            half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+            entry["ci95"] = [float(d.mean() - half), float(d.mean() + half)]
+        lower_is_better = name == "zero_signal_share" or name.endswith("_to_reach_baseline_level")
+        entry["method_better_on"] = int((d < 0).sum() if lower_is_better else (d > 0).sum())
+        entry["lower_is_better"] = lower_is_better
+        out[name] = entry
     return out
 
 
@@ -499,7 +602,8 @@ def save_json(results: list[RunResult], summary: dict, cfg: LoopConfig, path: Pa
                                                for r in results],
                "summary": summary, "targets": {m: targets(summary, results, m) for m in BOOK_METHODS if m in summary},
                "paired": {m: paired_difference(results, m) for m in summary if m != "uniform"},
-               "over_the_run": {m: against_uniform_over_the_run(results, m) for m in summary}}
+               "over_the_run": {m: against_uniform_over_the_run(results, m) for m in summary},
+               "paired_tests": {m: paired_tests(results, m) for m in summary if m != "uniform"}}
     atomic_write_text(path, json.dumps(payload, indent=1))
 
 
@@ -511,3 +615,25 @@ def load_json(path: Path) -> tuple[list[RunResult], LoopConfig]:
     names = {f for f in RunResult.__dataclass_fields__}
     runs = [RunResult(**{k: v for k, v in r.items() if k in names}) for r in payload["runs"]]
     return runs, cfg
+
+
+def merge_results(loaded: list[tuple[list[RunResult], LoopConfig]]) -> tuple[list[RunResult], LoopConfig]:
+    """Runs of several results.json (processes run side by side on other seeds) as one: the configs must agree
+    on everything but the seeds and methods, and a (method, seed) run may appear once."""
+    if not loaded:
+        raise ValueError("no results to merge")
+    runs: list[RunResult] = []
+    seen: set[tuple[str, int]] = set()
+    base = loaded[0][1]
+    for results, cfg in loaded:
+        if asdict(cfg) | {"seeds": (), "methods": ()} != asdict(base) | {"seeds": (), "methods": ()}:
+            raise ValueError("the results were run with different settings; merge only runs of one setting")
+        for r in results:
+            if (r.method, r.seed) in seen:
+                raise ValueError(f"{r.method} seed {r.seed} appears twice")
+            seen.add((r.method, r.seed))
+            runs.append(r)
+    seeds = tuple(sorted({r.seed for r in runs}))
+    methods = tuple(m for m in METHODS if any(r.method == m for r in runs))
+    cfg = LoopConfig(**{**asdict(base), "seeds": seeds, "methods": methods})
+    return sorted(runs, key=lambda r: (r.seed, METHODS.index(r.method))), cfg

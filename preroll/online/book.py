@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +37,8 @@ from preroll.online.neighbours import neighbour_graph, neighbour_sums
 from preroll.online.settings import OnlineSettings, make_settings
 from preroll.online.types import REASONS, BookStats, Selection
 from preroll.online.validate import check_indices, check_rewards, check_step, prompt_ids
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "preroll.online.PromptBook"
 VERSION = 1
@@ -126,6 +129,9 @@ class PromptBook:
         self.concentration_ = DEFAULT_CONCENTRATION
         self.drift_decay_ = float(self.settings.drift_decay)   # refitted on revisits when settings.fit_drift
         self.selections_ = {r: 0 for r in REASONS}
+        self.reward_lo_: float | None = None        # smallest and largest reward seen (the learnt scale) ...
+        self.reward_hi_: float | None = None        # ... None before the first record
+        self._constant_logged = False
         for name in _COUNTERS:
             setattr(self, name, 0)
         self._hist = {"step": np.zeros(0, np.int64), "index": np.zeros(0, np.int32),
@@ -184,9 +190,10 @@ class PromptBook:
         """Ingest one finished trainer step: ``rewards[i]`` are the rollout rewards of dataset index ``indices[i]``."""
         step = check_step(step, self.last_step_)
         idx = check_indices(indices, len(self), "indices")
-        s, a, gmin, gmax = check_rewards(rewards, len(idx), self.settings.reward_range)
+        total, a, gmin, gmax = check_rewards(rewards, len(idx), self.settings.reward_range)
         if idx.size == 0:
             return
+        s = self._successes(total, a, float(gmin.min()), float(gmax.max()))
         # Merge repeats of an index within the step (a prompt drawn twice is one larger group);
         # the merged group is dead when all its rollouts agree.
         uidx, inv = np.unique(idx, return_inverse=True)
@@ -232,6 +239,80 @@ class PromptBook:
             self.steps_since_refit_ += 1
         if self.settings.refit_every and self.steps_since_refit_ >= self.settings.refit_every:
             self.refit()
+
+    # -- the reward's scale -------------------------------------------------------------------
+
+    @property
+    def reward_scale(self) -> tuple[float, float] | None:
+        """``(lo, hi)``: rewards map linearly to successes (r - lo) / (hi - lo); None before any reward.
+
+        The declared ``settings.reward_range`` when there is one, else the smallest
+        and largest reward recorded so far (``lo == hi`` while every reward was equal).
+        """
+        if self.settings.reward_range is not None:
+            return self.settings.reward_range
+        if self.reward_lo_ is None or self.reward_hi_ is None:
+            return None
+        return (self.reward_lo_, self.reward_hi_)
+
+    @staticmethod
+    def _span(lo: float, hi: float) -> float:
+        return hi - lo if hi > lo else 1.0
+
+    def _successes(self, total: np.ndarray, a: np.ndarray, lo_new: float, hi_new: float) -> np.ndarray:
+        """Summed successes of each group: its rewards mapped to [0, 1] on the declared or the learnt scale.
+
+        Why a learnt scale, and why the running min/max: GRPO rewards are
+        whatever the user wrote (TRL's quickstart reward is ``-abs(20 - len)``;
+        format + accuracy sums reach 2 or 3), and a declaration the user must get
+        right before step 0 is what stopped such runs. The map is linear, so when
+        a new reward widens the range, every stored success (per prompt, decayed
+        identically to its attempts, and in the history) is re-expressed on the
+        new range *exactly*: sum (r - lo) / span = (raw sum - lo * attempts) / span.
+        While every reward seen was one value (span 0), successes are 0 and every
+        group is dead, which is what that reward gives GRPO; this is logged once.
+        """
+        if self.settings.reward_range is not None:
+            lo, hi = self.settings.reward_range
+            return (total - lo * a) / (hi - lo)
+        if self.reward_lo_ is None or self.reward_hi_ is None:
+            self.reward_lo_, self.reward_hi_ = lo_new, hi_new
+        elif lo_new < self.reward_lo_ or hi_new > self.reward_hi_:
+            self._rescale(min(lo_new, self.reward_lo_), max(hi_new, self.reward_hi_))
+        lo, hi = float(self.reward_lo_), float(self.reward_hi_)
+        if hi == lo and not self._constant_logged:
+            self._constant_logged = True
+            logger.warning("prompt book: every reward so far equals %g, so every group is zero-signal (no GRPO "
+                           "gradient) and the book cannot tell prompts apart; it keeps recording and learns the "
+                           "reward's scale as soon as two rewards differ", lo)
+        return np.clip((total - lo * a) / self._span(lo, hi), 0.0, a)
+
+    def _rescale(self, lo: float, hi: float) -> None:
+        """Re-express every stored success on the widened range ``[lo, hi]`` (exact: the map is linear)."""
+        old_lo, old_hi = float(self.reward_lo_ or 0.0), float(self.reward_hi_ or 0.0)
+        old_span, span = self._span(old_lo, old_hi), self._span(lo, hi)
+
+        def remap(succ, att):
+            return np.clip((succ * old_span + (old_lo - lo) * att) / span, 0.0, att)
+
+        self.s_ = remap(self.s_, self.a_)
+        n = self.rows_
+        self._hist["successes"][:n] = remap(self._hist["successes"][:n], self._hist["attempts"][:n])
+        if old_hi > old_lo:
+            self._fit["successes"] = remap(self._fit["successes"], self._fit["attempts"])
+            self._revisit_fit["successes"] = remap(self._revisit_fit["successes"], self._revisit_fit["attempts"])
+            self._revisit_fit["rate"] = np.clip((self._revisit_fit["rate"] * old_span + old_lo - lo) / span, 0.0, 1.0)
+        else:
+            # The first two distinct rewards: until now there was no scale, so the global level and what was kept
+            # to fit the prior on meant nothing. Restart them from the re-expressed history.
+            att = self._hist["attempts"][:n]
+            rate = (self._hist["successes"][:n].sum() + 0.5) / (att.sum() + 1.0)
+            self.level_ = float(_logit(rate))
+            self.level_at_[self.last_ >= 0] = self.level_
+            self._fit = {key: np.zeros(0) for key in _FIRST_FIT}
+            self._fit_rows_since_ = 0
+            self._revisit_fit = {key: np.zeros(0) for key in _REVISIT_FIT}
+        self.reward_lo_, self.reward_hi_ = lo, hi
 
     def _update_level(self, p_pred: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
         """Track the policy's overall level: one damped Newton step of a common logit offset on this step's outcomes.
@@ -449,7 +530,7 @@ class PromptBook:
             informative_groups=self.informative_groups_, dead_groups=self.dead_groups_,
             neighbour_refits=self.refits_, prior_concentration=float(self.concentration_),
             neighbour_prior=float(self.neighbour_prior_),
-            drift_decay=float(self.drift_decay_))
+            drift_decay=float(self.drift_decay_), reward_scale=self.reward_scale)
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -463,6 +544,7 @@ class PromptBook:
                  "level": self.level_, "last_step": self.last_step_, "nb_level": self.nb_level_, "nb_global": self.nb_global_,
                  "neighbour_prior": self.neighbour_prior_, "fit_rows_since": self._fit_rows_since_,
                  "concentration": self.concentration_, "drift_decay": self.drift_decay_, "selections": dict(self.selections_),
+                 "reward_lo": self.reward_lo_, "reward_hi": self.reward_hi_,
                  "rng": self._rng.bit_generator.state}
         for name in _COUNTERS:
             state[name.rstrip("_")] = int(getattr(self, name))
@@ -501,6 +583,10 @@ class PromptBook:
         self.concentration_ = float(state["concentration"])
         self.drift_decay_ = float(state["drift_decay"])
         self.selections_ = {r: int(state["selections"].get(r, 0)) for r in REASONS}
+        lo, hi = state.get("reward_lo"), state.get("reward_hi")     # absent in books saved before the learnt scale
+        self.reward_lo_ = None if lo is None else float(lo)
+        self.reward_hi_ = None if hi is None else float(hi)
+        self._constant_logged = self.reward_lo_ is not None and self.reward_lo_ == self.reward_hi_
         for name in _COUNTERS:
             setattr(self, name, int(state[name.rstrip("_")]))
         for name in _PER_PROMPT:

@@ -19,8 +19,12 @@ class OnlineSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    #: Rewards are mapped linearly from this range to a success in [0, 1] (graded = fractional success).
-    reward_range: tuple[float, float] = (0.0, 1.0)
+    #: Rewards are mapped linearly from this range to a success in [0, 1] (graded = fractional success), and a
+    #: reward outside it is an error. None (the default): the book learns the scale from the rewards it sees
+    #: (their running minimum and maximum), so any reward works without a declaration: negative, unbounded,
+    #: weighted sums of several terms. Whether a group carries signal never depends on the scale (a group is
+    #: informative iff its rewards are not all equal).
+    reward_range: tuple[float, float] | None = None
     #: Fixed-n trainers draw a pool of ``pool_factor * B`` candidates and keep B.
     pool_factor: int = 4
     #: Rollouts per chosen prompt in a fixed-n trainer: sets the informativeness objective 1 - p^n - (1-p)^n.
@@ -56,7 +60,7 @@ class OnlineSettings(BaseModel):
     #: Why: on a small train set revisited for many epochs, "value" trains on the same few mid-difficulty
     #: prompts over and over; "coverage" still skips the prompts predicted dead but rotates through every
     #: learnable one. On a large dataset it prefers never-seen prompts and loses most of the book's gain
-    #: (docs/online.md), hence not the default. Measured in docs/trl.md.
+    #: (docs/online.md), hence not the default. Measured in RESULTS.md (TRL closed loop).
     selection: Literal["value", "coverage"] = "value"
     #: ``selection="coverage"``: the expected informativeness a candidate needs to be eligible.
     coverage_bar: float = 0.5
@@ -67,6 +71,8 @@ class OnlineSettings(BaseModel):
     @field_validator("reward_range")
     @classmethod
     def _range(cls, v):
+        if v is None:
+            return None
         lo, hi = v
         if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
             raise ValueError(f"must be two finite numbers lo < hi (got {v})")

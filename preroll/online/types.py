@@ -49,6 +49,8 @@ class BookStats:
     prior_concentration: float
     neighbour_prior: float
     drift_decay: float
+    #: (lo, hi) rewards are mapped from: the declared reward_range or the learnt min/max (None before any reward)
+    reward_scale: tuple[float, float] | None = None
 
     @property
     def revisit_yield(self) -> float:

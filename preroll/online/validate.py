@@ -56,14 +56,14 @@ def check_indices(values, n_prompts: int, field: str, *, distinct: bool = False)
     return arr
 
 
-def check_rewards(rewards: Sequence[Sequence[float]], n_groups: int, reward_range: tuple[float, float]):
-    """Per group: successes (rewards mapped to [0, 1] and summed), attempts, smallest and largest reward."""
+def check_rewards(rewards: Sequence[Sequence[float]], n_groups: int, reward_range: tuple[float, float] | None):
+    """Per group: the raw rewards' sum, their count, smallest and largest; NaN/inf (and, when ``reward_range``
+    is given, a reward outside it) is an error naming the group."""
     if isinstance(rewards, (str, bytes)) or not hasattr(rewards, "__len__"):
         raise OnlineInputError("must be a sequence of reward groups, one per index", field="rewards")
     if len(rewards) != n_groups:
         raise OnlineInputError(f"has {len(rewards)} groups for {n_groups} indices (one group per index)",
                                field="rewards")
-    lo, hi = reward_range
     groups = []
     for i, group in enumerate(rewards):
         try:
@@ -77,18 +77,20 @@ def check_rewards(rewards: Sequence[Sequence[float]], n_groups: int, reward_rang
         groups.append(g)
     lengths = np.array([g.size for g in groups], dtype=np.int64)
     flat = np.concatenate(groups) if groups else np.zeros(0)
-    bad = ~np.isfinite(flat) | (flat < lo) | (flat > hi)
+    bad = ~np.isfinite(flat)
+    if reward_range is not None:
+        lo, hi = reward_range
+        bad |= (flat < lo) | (flat > hi)
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
         i = int(np.searchsorted(np.cumsum(lengths), j, side="right"))
-        raise OnlineInputError(f"holds reward {flat[j]!r}, outside reward_range [{lo:g}, {hi:g}]",
-                               field="rewards", index=i)
-    success = (flat - lo) / (hi - lo)
+        where = f", outside reward_range [{lo:g}, {hi:g}]" if reward_range is not None else " (not finite)"
+        raise OnlineInputError(f"holds reward {float(flat[j])!r}{where}", field="rewards", index=i)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if groups else np.zeros(0, np.int64)
-    s = np.add.reduceat(success, starts) if groups else np.zeros(0)
+    total = np.add.reduceat(flat, starts) if groups else np.zeros(0)
     gmax = np.maximum.reduceat(flat, starts) if groups else np.zeros(0)
     gmin = np.minimum.reduceat(flat, starts) if groups else np.zeros(0)
-    return s, lengths.astype(float), gmin, gmax
+    return total, lengths.astype(float), gmin, gmax
 
 
 def prompt_ids(prompts: Sequence[str], ids) -> list[str]:

@@ -30,7 +30,6 @@ books stay identical without any extra communication.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -39,12 +38,12 @@ from pathlib import Path
 import numpy as np
 from trl import GRPOTrainer
 
+from preroll.integrations.core import PoolStream, prompt_text, trainer_book_settings
+from preroll.integrations.core.store import load_state, save_state
 from preroll.integrations.trl.errors import PrerollTRLError
-from preroll.integrations.trl.pool import PoolStream
 from preroll.integrations.trl.rewards import check_weights, groups_for_book, weighted_rewards
 from preroll.integrations.trl.settings import PrerollTRLSettings, make_trl_settings
 from preroll.online import OnlineInputError, OnlineSettings, PromptBook
-from preroll.outputs import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -56,21 +55,6 @@ class GenerationChoice:
     indices: np.ndarray
     reason: np.ndarray
     p_success: np.ndarray
-
-
-def prompt_text(prompt) -> str:
-    """The book's text of a prompt: the string itself, or the message contents of a conversational prompt."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list):
-        parts = []
-        for message in prompt:
-            content = message.get("content", "") if isinstance(message, dict) else message
-            if isinstance(content, list):
-                content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
-            parts.append(str(content))
-        return "\n".join(parts)
-    return str(prompt)
 
 
 def _dataset_prompts(train_dataset, id_column: str) -> tuple[list[str], list | None]:
@@ -98,7 +82,8 @@ class PrerollGRPOTrainer(GRPOTrainer):
     pool of ``pool_factor * B`` candidates (consecutive windows of a seeded
     permutation of the dataset); every batch's rewards are recorded with
     ``book.record`` at the trainer's ``global_step``. The book's success of a
-    rollout is TRL's weighted reward sum mapped from ``reward_range`` to [0, 1].
+    rollout is TRL's weighted reward sum mapped to [0, 1] from ``reward_range`` when declared, else from the
+    range of weighted sums seen so far (any reward works without a declaration).
     The book and the pool position are saved in every checkpoint and restored
     on resume. See docs/trl.md.
     """
@@ -110,8 +95,7 @@ class PrerollGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         book_settings = self._book_settings()
         names = list(self.reward_func_names)
-        check_weights(self.reward_weights.cpu().numpy(), names, book_settings.reward_range,
-                      explicit="reward_range" in book_settings.model_fields_set)
+        check_weights(self.reward_weights.cpu().numpy(), names)
         n_prompts = self.args.generation_batch_size // self.num_generations
         if n_prompts > len(prompts):
             raise PrerollTRLError(f"a generation batch needs {n_prompts} distinct prompts, the train_dataset has "
@@ -129,16 +113,11 @@ class PrerollGRPOTrainer(GRPOTrainer):
         self._preroll_rows: np.ndarray | None = None   # global dataset index of each rollout of the current batch
 
     def _book_settings(self) -> OnlineSettings:
-        s = self.preroll_settings.book
-        update = {}
-        if "group_size" not in s.model_fields_set:
-            update["group_size"] = self.num_generations
-        elif s.group_size != self.num_generations:
-            raise PrerollTRLError(f"preroll book group_size={s.group_size} but num_generations={self.num_generations}:"
-                                  " the book scores prompts for the group size the trainer rolls out; leave it unset")
-        if "seed" not in s.model_fields_set:
-            update["seed"] = int(self.args.seed)
-        return s.model_copy(update=update) if update else s
+        try:
+            return trainer_book_settings(self.preroll_settings.book, group_size=self.num_generations,
+                                         seed=int(self.args.seed), group_size_field="num_generations")
+        except OnlineInputError as exc:
+            raise PrerollTRLError(str(exc)) from None
 
     # -- choosing and recording -------------------------------------------------------------
 
@@ -197,14 +176,20 @@ class PrerollGRPOTrainer(GRPOTrainer):
     # -- checkpoints ------------------------------------------------------------------------
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+        # The book goes into checkpoint-N/ *before* TRL's own files: whatever copies or uploads the folder once
+        # TRL has written it (push_to_hub with hub_strategy="checkpoint", a sync job watching trainer_state.json)
+        # finds the book there.
+        if self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        self.preroll_book.save(folder / self.preroll_settings.book_file)
-        atomic_write_text(folder / self.preroll_settings.pool_file, json.dumps(self.preroll_pool.state_dict()))
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self.preroll_save(folder)
+        super()._save_checkpoint(model, trial)
+
+    def preroll_save(self, folder: str | os.PathLike) -> None:
+        """Write the book and the pool position into ``folder`` (a local path or any fsspec URL)."""
+        save_state(folder, self.preroll_book, self.preroll_pool.state_dict(),
+                   book_file=self.preroll_settings.book_file, pool_file=self.preroll_settings.pool_file)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -212,18 +197,17 @@ class PrerollGRPOTrainer(GRPOTrainer):
             self.preroll_load(checkpoint)
 
     def preroll_load(self, checkpoint: str | os.PathLike) -> None:
-        """Restore the book and the pool position from a checkpoint directory written by this trainer."""
-        folder = Path(checkpoint)
-        book_path = folder / self.preroll_settings.book_file
-        pool_path = folder / self.preroll_settings.pool_file
-        if not book_path.exists() or not pool_path.exists():
-            raise PrerollTRLError(f"{folder}: no {self.preroll_settings.book_file} / {self.preroll_settings.pool_file}"
-                                  " in this checkpoint (not written by PrerollGRPOTrainer?): resuming would restart "
-                                  "the prompt book empty")
-        book = self.preroll_book
+        """Restore the book and the pool position from a checkpoint folder (local path or fsspec URL) written by
+        this trainer."""
+        names = dict(book_file=self.preroll_settings.book_file, pool_file=self.preroll_settings.pool_file)
         try:
-            self.preroll_book = PromptBook.load(book_path, book.prompts, book.ids)
-            self.preroll_pool.load_state_dict(json.loads(pool_path.read_text()))
-        except (OnlineInputError, ValueError, KeyError) as exc:
-            raise PrerollTRLError(f"{folder}: cannot resume the prompt book: {exc}") from None
-
+            loaded = load_state(checkpoint, self.preroll_book, **names)
+            if loaded is None or loaded[1] is None:
+                raise PrerollTRLError(f"{checkpoint}: no {names['book_file']} / {names['pool_file']} in this "
+                                      "checkpoint (not written by PrerollGRPOTrainer?): resuming would restart the "
+                                      "prompt book empty")
+            book, pool = loaded
+            self.preroll_pool.load_state_dict(pool)
+            self.preroll_book = book
+        except (OnlineInputError, ValueError, KeyError, OSError) as exc:
+            raise PrerollTRLError(f"{checkpoint}: cannot resume the prompt book: {exc}") from None

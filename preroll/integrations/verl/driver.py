@@ -7,20 +7,19 @@ everything that decides or records is testable and timeable on a CPU.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from preroll.integrations.core import MIN_GROUP_SIZE, trainer_book_settings
+from preroll.integrations.core.store import Uploader, load_state, save_state
 from preroll.integrations.verl.outcomes import StepOutcomes, outcomes_from_trajectories
 from preroll.integrations.verl.plan import PoolWalker, RolloutPlan, plan_allocate, plan_select
 from preroll.online import OnlineSettings, PromptBook
 from preroll.online.errors import OnlineInputError
-from preroll.outputs import atomic_write_text
 
 #: Where the trainer reads its options in verl's config (``+trainer.v1.preroll.mode=allocate`` on the command line).
 CONFIG_PATH = "trainer.v1.preroll"
@@ -34,20 +33,24 @@ class PrerollVerlConfig(BaseModel):
     mode: ``select`` keeps verl's fixed ``rollout.n`` and lets the book choose
     the batch's prompts out of a pool of ``pool_factor`` x batch size;
     ``allocate`` spreads the same total (batch size x rollout.n) over the pool
-    with per-prompt n in [min_rollouts, max_rollouts] (verl's ``__rollout_n__``).
-    settings: fields of :class:`preroll.online.OnlineSettings` (reward_range,
-    encoder, drift_decay, explore, seed, ...).
+    with per-prompt n in [min_rollouts, max_rollouts] (verl's ``__rollout_n__``;
+    at least 2: a group of one carries no signal).
+    settings: :class:`preroll.online.OnlineSettings` (a mapping of its fields in
+    verl's config: reward_range, encoder, drift_decay, explore, seed, ...),
+    validated when the config is parsed. Its ``group_size`` follows verl's
+    ``rollout.n`` and its ``seed`` verl's ``data.seed`` unless set.
+    book_path: a folder (local path or fsspec URL) holding a saved book to start from.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["select", "allocate"] = "select"
     pool_factor: int = Field(default=4, ge=1)
-    min_rollouts: int = Field(default=2, ge=1)
-    max_rollouts: int = Field(default=32, ge=1)
+    min_rollouts: int = Field(default=2, ge=MIN_GROUP_SIZE)
+    max_rollouts: int = Field(default=32, ge=MIN_GROUP_SIZE)
     rule: str = "greedy"
     book_path: str | None = None
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: OnlineSettings = Field(default_factory=OnlineSettings)
 
     @model_validator(mode="after")
     def _bounds(self) -> "PrerollVerlConfig":
@@ -68,14 +71,17 @@ class PrerollVerlConfig(BaseModel):
         except TypeError as exc:
             raise OnlineInputError(str(exc), field=where) from None
 
-    def online_settings(self, where: str = CONFIG_PATH) -> OnlineSettings:
-        settings = {"pool_factor": self.pool_factor, **self.settings}
-        try:
-            return OnlineSettings(**settings)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise OnlineInputError(err["msg"], field=f"{where}.settings.{loc}") from None
+    def online_settings(self, where: str = CONFIG_PATH, *, group_size: int | None = None,
+                        seed: int | None = None) -> OnlineSettings:
+        """The book's settings: ``pool_factor`` from here unless the settings set it; with ``group_size`` (verl's
+        rollout.n) and ``seed`` (verl's data.seed) applied unless set (:func:`trainer_book_settings`)."""
+        s = self.settings
+        if "pool_factor" not in s.model_fields_set:
+            s = s.model_copy(update={"pool_factor": self.pool_factor})
+        if group_size is not None:
+            s = trainer_book_settings(s, group_size=group_size, seed=seed,
+                                      group_size_field="actor_rollout_ref.rollout.n")
+        return s
 
 
 def _plain(raw):
@@ -97,14 +103,18 @@ class PrerollDriver:
     prompts: the training dataset's prompt texts, in dataset order.
     config: :class:`PrerollVerlConfig`.
     seed: seed of the pool shuffles (verl's ``data.seed``).
+    group_size: verl's ``rollout.n``: the book scores prompts for this group size (None: the settings' own).
     """
 
     def __init__(self, prompts: Sequence[str], config: PrerollVerlConfig | None = None, *, seed: int = 0,
-                 book: PromptBook | None = None, embeddings: np.ndarray | None = None) -> None:
+                 book: PromptBook | None = None, embeddings: np.ndarray | None = None,
+                 group_size: int | None = None) -> None:
         self.config = config or PrerollVerlConfig()
         if book is None:
             # Embeddings and the neighbour graph now, when the trainer is built, not inside the first step.
-            book = PromptBook(prompts, settings=self.config.online_settings(), embeddings=embeddings).prepare()
+            settings = self.config.online_settings(group_size=group_size,
+                                                   seed=seed if group_size is not None else None)
+            book = PromptBook(prompts, settings=settings, embeddings=embeddings).prepare()
         self.book = book
         self.walker = PoolWalker(len(self.book), seed=seed)
         self.uid_positions: dict[str, int] = {}
@@ -174,22 +184,19 @@ class PrerollDriver:
 
     # -- persistence ----------------------------------------------------------------------------
 
-    def save(self, folder: str | os.PathLike) -> None:
-        """Book (``preroll_book.npz``) and pool state (``preroll_pool.json``), each written atomically."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.book.save(folder / BOOK_FILE)
+    def save(self, folder: str | os.PathLike, *, upload: Uploader | None = None) -> None:
+        """Book (``preroll_book.npz``) and pool state (``preroll_pool.json``) into ``folder``: a local path (each
+        file written atomically) or any fsspec URL (``upload`` replaces fsspec, e.g. verl's hdfs copy)."""
         state = {"walker": self.walker.state_dict(), "uid_positions": self.uid_positions}
-        atomic_write_text(folder / POOL_FILE, json.dumps(state))
+        save_state(folder, self.book, state, book_file=BOOK_FILE, pool_file=POOL_FILE, upload=upload)
 
     def load(self, folder: str | os.PathLike) -> bool:
-        """Restore what :meth:`save` wrote in ``folder``; False when it holds no preroll state."""
-        folder = Path(folder)
-        if not (folder / BOOK_FILE).exists():
+        """Restore what :meth:`save` wrote in ``folder`` (local path or fsspec URL); False when it holds no book."""
+        loaded = load_state(folder, self.book, book_file=BOOK_FILE, pool_file=POOL_FILE)
+        if loaded is None:
             return False
-        self.book = PromptBook.load(folder / BOOK_FILE, self.book.prompts, embeddings=self.book._embeddings)
-        if (folder / POOL_FILE).exists():
-            state = json.loads((folder / POOL_FILE).read_text())
+        self.book, state = loaded
+        if state is not None:
             self.walker.load_state_dict(state["walker"])
             self.uid_positions = {str(k): int(v) for k, v in state.get("uid_positions", {}).items()}
         return True

@@ -1,7 +1,8 @@
 """Choosing what verl rolls out next (numpy only, no verl import).
 
-A step draws a candidate *pool* of dataset positions (``PoolWalker``: a fresh
-shuffle each pass over the data, so every prompt is a candidate once per pass),
+A step draws a candidate *pool* of dataset positions (``PoolWalker``: the
+integrations' shared pool stream, a fresh shuffle each pass over the data, so
+every prompt is a candidate once per pass),
 and the prompt book turns it into a :class:`RolloutPlan`: which prompts go into
 the batch and, for per-prompt n, how many rollouts each gets (verl's
 ``__rollout_n__``).
@@ -10,10 +11,11 @@ the batch and, for per-prompt n, how many rollouts each gets (verl's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from preroll.integrations.core import PoolStream, prompt_text
 from preroll.online.errors import OnlineInputError
 
 MODES = ("select", "allocate")
@@ -36,8 +38,8 @@ class RolloutPlan:
         return None if self.rollout_n is None else int(self.rollout_n.sum())
 
 
-class PoolWalker:
-    """Candidate pools from repeated shuffles of ``range(size)``; resumable through ``state_dict``.
+class PoolWalker(PoolStream):
+    """verl's candidate pools: :class:`preroll.integrations.core.PoolStream` over ``size`` dataset positions.
 
     Why not the trainer's dataloader: a pool must be known as dataset
     positions (the book's addresses), and the dataloader only yields collated
@@ -45,45 +47,7 @@ class PoolWalker:
     """
 
     def __init__(self, size: int, seed: int = 0) -> None:
-        if size <= 0:
-            raise OnlineInputError(f"must be positive (got {size})", field="dataset size")
-        self.size = int(size)
-        self.seed = int(seed)
-        self.epoch_ = 0
-        self.cursor_ = 0
-        self._order = self._shuffle(0)
-
-    def _shuffle(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
-
-    def take(self, k: int) -> np.ndarray:
-        """The next ``k`` distinct positions (``k <= size``)."""
-        if not 0 < k <= self.size:
-            raise OnlineInputError(f"is {k}; a pool holds 1..{self.size} prompts (the dataset size)", field="pool size")
-        out = list(self._order[self.cursor_:self.cursor_ + k])
-        self.cursor_ += len(out)
-        while len(out) < k:                       # the pass ended: continue in the next shuffle
-            self.epoch_ += 1
-            self._order = self._shuffle(self.epoch_)
-            taken = set(out)
-            rest = [int(i) for i in self._order if int(i) not in taken]
-            need = k - len(out)
-            # Positions already in this pool move behind the ones taken now, so the new pass still covers all.
-            self._order = np.array(rest[:need] + [int(i) for i in self._order if int(i) in taken] + rest[need:])
-            out.extend(self._order[:need])
-            self.cursor_ = need
-        return np.asarray(out, dtype=np.int64)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "seed": self.seed, "epoch": self.epoch_, "cursor": self.cursor_,
-                "order": self._order.tolist()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if int(state["size"]) != self.size:
-            raise OnlineInputError(f"was saved for {state['size']} prompts, the dataset has {self.size}",
-                                   field="pool state")
-        self.seed, self.epoch_, self.cursor_ = int(state["seed"]), int(state["epoch"]), int(state["cursor"])
-        self._order = np.asarray(state["order"], dtype=np.int64)
+        super().__init__(size, None, seed)
 
 
 def plan_select(book, pool: Sequence[int], n_prompts: int) -> RolloutPlan:
@@ -109,26 +73,8 @@ def plan_allocate(book, pool: Sequence[int], budget: int, *, min_rollouts: int =
 
 
 def message_text(prompt) -> str:
-    """The text of a verl prompt cell: a string, or chat messages ``[{"role", "content"}, ...]``.
-
-    User turns are joined (system turns left out: they are shared by every
-    prompt and would only blur the neighbour search).
-    """
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, np.ndarray):
-        prompt = prompt.tolist()
-    if isinstance(prompt, Mapping):
-        prompt = [prompt]
-    parts, fallback = [], []
-    for msg in prompt or []:
-        content = msg.get("content", "") if isinstance(msg, Mapping) else str(msg)
-        if isinstance(content, list):                   # multi-modal content: keep the text pieces
-            content = " ".join(str(c.get("text", "")) for c in content if isinstance(c, Mapping))
-        fallback.append(str(content))
-        if not isinstance(msg, Mapping) or msg.get("role", "user") == "user":
-            parts.append(str(content))
-    return "\n".join(parts or fallback)
+    """The text of a verl prompt cell: the integrations' one rule (:func:`preroll.integrations.core.prompt_text`)."""
+    return prompt_text(prompt)
 
 
 def index_positions(extra_infos: Sequence) -> dict:

@@ -2,9 +2,11 @@
 
 Importing this module registers the trainer under ``trainer.v1.trainer_mode=preroll``
 (verl's ``@register_trainer``). verl builds the trainer inside its Ray task
-runner, so the module must be imported there: start verl with
-``VERL_USE_EXTERNAL_MODULES=preroll.integrations.verl.trainer`` (verl imports
-the listed modules whenever ``verl`` is imported). See docs/verl.md.
+runner, so the module must be imported there. preroll declares it as a
+``verl.plugins`` entry point (pyproject.toml), which verl >= 0.9 loads whenever
+``verl`` is imported, in every process where preroll is installed: nothing to
+set. ``VERL_USE_EXTERNAL_MODULES=preroll.integrations.verl.trainer`` still works
+(e.g. with ``VERL_USE_EXTERNAL_PLUGINS=none``). See docs/verl.md.
 
 What changes against verl's ``sync`` trainer, and nothing else:
 
@@ -16,7 +18,9 @@ What changes against verl's ``sync`` trainer, and nothing else:
    summed) is read back from the TransferQueue, grouped by uid and recorded in
    the book; ``preroll/*`` metrics go to verl's logger.
 3. **Checkpoints**: the book and the pool position are saved beside verl's
-   ``data.pt`` and restored on resume.
+   ``data.pt``, mirrored to ``trainer.default_hdfs_dir/global_step_N`` when verl
+   mirrors its checkpoints there (``hdfs://`` through verl's own copy, other
+   URLs through fsspec), and restored on resume.
 """
 
 from __future__ import annotations
@@ -82,6 +86,24 @@ def trajectory_scores(batch_meta) -> tuple[list[str], np.ndarray]:
     return keys, sequence_scores(list(data["rm_scores"]))
 
 
+def remote_upload(local: str, url: str) -> None:
+    """Copy a finished local file to a remote folder the way verl copies its own checkpoints.
+
+    ``hdfs://`` goes through verl's ``hdfs_io`` (the ``hdfs`` command line, as
+    verl's checkpoint managers do); any other URL through fsspec.
+    """
+    if url.startswith("hdfs://"):
+        from verl.utils import hdfs_io
+
+        hdfs_io.makedirs(url.rsplit("/", 1)[0], exist_ok=True)
+        if not hdfs_io.copy(local, url):
+            raise OSError(f"could not copy {local} to {url}")
+        return
+    from preroll.integrations.core.store import fsspec_upload
+
+    fsspec_upload(local, url)
+
+
 @register_trainer(TRAINER_NAME)
 class PrerollPPOTrainer(PPOTrainerSync):
     """verl's synchronous v1 trainer whose batches are chosen by :class:`preroll.online.PromptBook`."""
@@ -103,7 +125,8 @@ class PrerollPPOTrainer(PPOTrainerSync):
         super()._init_dataloader()
         book_path = self.preroll_config.book_path
         self.preroll = PrerollDriver(dataset_prompts(self.train_dataset), self.preroll_config,
-                                     seed=int(self.config.data.get("seed", None) or 0))
+                                     seed=int(self.config.data.get("seed", None) or 0),
+                                     group_size=int(self.config.actor_rollout_ref.rollout.n))
         if book_path:
             if not self.preroll.load(book_path):
                 raise OnlineInputError(f"{book_path}: holds no preroll book", field=f"{CONFIG_PATH}.book_path")
@@ -139,9 +162,12 @@ class PrerollPPOTrainer(PPOTrainerSync):
     # -- checkpoints ------------------------------------------------------------------------------
 
     def _save_checkpoint(self):
-        folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
-        self.preroll.save(folder)            # before verl marks the step as the latest checkpoint
-        super()._save_checkpoint()
+        step_folder = f"global_step_{self.global_steps}"
+        self.preroll.save(os.path.join(self.config.trainer.default_local_dir, step_folder))
+        remote = self.config.trainer.get("default_hdfs_dir", None)
+        if remote:                           # where verl mirrors the actor's checkpoint, the book goes too
+            self.preroll.save(f"{str(remote).rstrip('/')}/{step_folder}", upload=remote_upload)
+        super()._save_checkpoint()           # after the book: verl then marks the step as the latest checkpoint
 
     def _load_checkpoint(self):
         super()._load_checkpoint()
