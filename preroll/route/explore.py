@@ -221,9 +221,9 @@ class ExploreState:
     def embed(self, router, prompts: list[str]) -> np.ndarray:
         """Embeddings in the current space: the fitted router's (or partial router's), else the hashed view."""
         if _is_fitted(router):
-            return _unit(router.embed(prompts))
+            return router.embed(prompts)
         if self.partial is not None:
-            return _unit(self.partial.embed(prompts))
+            return self.partial.embed(prompts)
         return self.view().encode(prompts)
 
     def base_belief(self, router, X: np.ndarray):
@@ -247,7 +247,9 @@ class ExploreState:
             return
         S = X @ buf.X[:buf.n].T
         k = min(self.settings.knn_k, buf.n)
-        idx = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < buf.n else np.broadcast_to(np.arange(buf.n), S.shape)
+        # Among (near-)equally similar rows the newest win: the latest evidence on a prompt counts first.
+        rank = S + 1e-4 * np.arange(buf.n) / buf.n
+        idx = np.argpartition(-rank, k - 1, axis=1)[:, :k] if k < buf.n else np.broadcast_to(np.arange(buf.n), S.shape)
         s = np.take_along_axis(S, idx, axis=1)
         w = np.exp(-(1.0 - np.minimum(s, 1.0)) / self.settings.knn_tau)
         rows = np.broadcast_to(np.arange(len(X))[:, None], idx.shape)
@@ -260,8 +262,9 @@ class ExploreState:
         """The corrected Beta belief of every model on ``prompts``, and the embeddings (remembered for observe)."""
         from preroll.beliefs import BetaPrediction
 
-        X = self.embed(router, prompts)
-        alpha, beta = self.base_belief(router, X)
+        raw = self.embed(router, prompts)
+        alpha, beta = self.base_belief(router, raw)
+        X = _unit(raw)
         self.correct(alpha, beta, X)
         for p, x in zip(prompts, X):
             self.recent[p] = (self.phase, x)
@@ -474,7 +477,7 @@ def observe(router, prompts, models, outcomes, *, refit: bool | None = None) -> 
         missing = [i for i, r in enumerate(rows) if r is None or r[0] != st.phase]
         X = np.zeros((len(prompts), 0), np.float32)
         if missing:
-            Xm = st.embed(router, [prompts[i] for i in missing])
+            Xm = _unit(st.embed(router, [prompts[i] for i in missing]))
             filled = {i: x for i, x in zip(missing, Xm)}
             X = np.stack([filled[i] if i in filled else rows[i][1] for i in range(len(prompts))])
         elif prompts:
