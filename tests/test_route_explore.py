@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from preroll.beliefs import BetaPrediction
-from preroll.route import ExploreSettings, ModelSpec, RouteConfigError, RouteError, Router, UnknownModelError
+from preroll.route import (
+    ExploreSettings,
+    ModelSpec,
+    NotFittedError,
+    RouteConfigError,
+    RouteError,
+    Router,
+    UnknownModelError,
+)
 from preroll.route.explore import ExploreState
 
 TOPICS = ["math sum add numbers", "poem rhyme verse", "code python function", "history rome emperor"]
@@ -35,7 +44,7 @@ def test_explore_routes_before_any_history():
     assert len(decisions) == 2
     assert all(d.model in {"cheap", "mid", "dear"} for d in decisions)
     assert all(abs(v - 0.5) < 1e-9 for d in decisions for v in d.p_success.values())  # Beta(1, 1) priors
-    with pytest.raises(Exception):
+    with pytest.raises(NotFittedError):
         Router(_specs(), encoder="lexical").route(["what is 2 + 2?"])  # without exploration: not fitted
 
 
@@ -180,7 +189,11 @@ def test_share_cap_holds_on_a_router_stream():
 
 @pytest.mark.shared_data
 def test_stream_bench_small_run(shared_data, tmp_path):
-    from preroll.bench.route_stream import StreamBenchConfig, plot_regret, run_stream_bench
+    from preroll.bench.route_stream import (
+        StreamBenchConfig,
+        plot_regret,
+        run_stream_bench,
+    )
 
     res = run_stream_bench(StreamBenchConfig(max_prompts=300, encoder="lexical", baseline_encoder="hashed", last=100,
                                              full_info=False, explore={"first_refit": 64}))

@@ -29,9 +29,10 @@ exploration spend, the decision and observe times, and a regret-curve PNG
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -245,7 +246,7 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
         curves[label] = np.cumsum(Ys[r, best] - got)[::max(1, n // 400)].tolist()
     hr = np.arange(len(held_idx))
     best_held = int(np.argmax(Yh.mean(axis=0) - cfg.lam * Ch.mean(axis=0)))
-    frozen = {"n": int(len(held_idx)), "router": float(Yh[hr, frozen_pick].mean()),
+    frozen = {"n": len(held_idx), "router": float(Yh[hr, frozen_pick].mean()),
               "router_cost": float(Ch[hr, frozen_pick].mean()),
               "best_single_in_hindsight": names[best_held], "best_single_quality": float(Yh[:, best_held].mean()),
               "best_on_stream": names[best], "best_on_stream_quality": float(Yh[:, best].mean()),

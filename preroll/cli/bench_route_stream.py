@@ -13,7 +13,11 @@ def bench_stream(*, data, seeds: list[int], max_prompts, encoder: str, cache_dir
 
     from rich.console import Console
 
-    from preroll.bench.route_stream import StreamBenchConfig, plot_regret, run_stream_bench
+    from preroll.bench.route_stream import (
+        StreamBenchConfig,
+        plot_regret,
+        run_stream_bench,
+    )
     from preroll.outputs import atomic_write_text, check_output
 
     check_output(out, inputs=(data,), folder=True)
@@ -24,7 +28,7 @@ def bench_stream(*, data, seeds: list[int], max_prompts, encoder: str, cache_dir
                                 max_prompts=max_prompts, encoder=encoder, cache_dir=str(cache_dir),
                                 output_tokens=output_tokens, lam=lam, batch=batch, last=last, explore=dict(explore),
                                 baseline_encoder=baseline_encoder, full_info=full_info)
-        result = run_stream_bench(cfg, progress=lambda msg: console.print(f"[dim]seed {seed}: {msg}[/dim]"))
+        result = run_stream_bench(cfg, progress=lambda msg, seed=seed: console.print(f"[dim]seed {seed}: {msg}[/dim]"))
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / f"results-stream-seed{seed}.json", json.dumps(result, indent=1))
         png = plot_regret(result, out / f"regret-seed{seed}.png")

@@ -46,8 +46,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -540,4 +541,4 @@ def carry_over(old, new) -> None:
         sn.ledger.observed -= len(late)
 
 
-__all__ = ["ExploreSettings", "ExploreLedger", "ObserveReport", "ExploreState", "HashedView", "resolve_settings"]
+__all__ = ["ExploreLedger", "ExploreSettings", "ExploreState", "HashedView", "ObserveReport", "resolve_settings"]

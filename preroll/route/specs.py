@@ -149,6 +149,18 @@ class RouterOptions(BaseModel):
         default=False, description="Live routing from bandit feedback: true (Thompson sampling, default "
                                    "settings), false, or settings (preroll.route.explore.ExploreSettings).")
 
+    @field_validator("explore", mode="before")
+    @classmethod
+    def _explore_settings(cls, v: Any) -> Any:
+        # Validated here so an error names the setting (not the union's 'bool' branch).
+        if isinstance(v, dict):
+            try:
+                return ExploreSettings.model_validate(v)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return v
+
     def router_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~preroll.route.Router` these options set."""
         return {name: getattr(self, name) for name in RouterOptions.model_fields}
