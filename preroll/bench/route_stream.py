@@ -179,6 +179,12 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
     held_prompts = [data.prompts[i] for i in held_idx]
     Yh, Ch = Y[held_idx], C[held_idx]
     frozen_pick = np.array([names.index(d.model) for d in router.route(held_prompts, explore=False, lam=cfg.lam)])
+    tail_rows = np.arange(n - min(cfg.last, n), n)
+    got = Ys[np.arange(n), pick]
+    progress(f"explore router: quality {got.mean():.4f}; last {len(tail_rows)}: {got[tail_rows].mean():.4f} vs best "
+             f"single there {Ys[tail_rows].mean(axis=0).max():.4f}; frozen on held-out "
+             f"{Yh[np.arange(len(held_idx)), frozen_pick].mean():.4f} vs best single {Yh.mean(axis=0).max():.4f}; "
+             f"explored {100 * stats['explored_share']:.1f}%")
 
     # -- full information ---------------------------------------------------------------------------
     full_pick = None
