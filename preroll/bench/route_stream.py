@@ -286,9 +286,10 @@ def plot_regret(result: dict[str, Any], path: str | Path) -> Path:
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(result["n_stream"] - result["last"], color="grey", ls=":", lw=1)
     ax.set_xlabel("requests served (bandit feedback from an empty history)")
-    ax.set_ylabel(f"cumulative regret vs best single in hindsight ({result['best_single']})")
+    ax.set_ylabel("cumulative score behind the best single model")
     ax.set_title(f"LLMRouter nine models, stream of {result['n_stream']}, lam {result['config']['lam']:g}, "
-                 f"seed {result['config']['seed']} (below 0: ahead of the best single model)", fontsize=9)
+                 f"seed {result['config']['seed']}: regret vs best single in hindsight ({result['best_single']}); "
+                 "below 0: ahead of it", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
