@@ -68,7 +68,10 @@ def bench_route(
     holdout: float = typer.Option(0.2, min=0.01, max=0.9, help="--stream: share of prompts held out for the "
                                                                "frozen evaluation."),
     batch: int = typer.Option(16, min=1, help="--stream: requests decided before their outcomes come back."),
-    max_share: float = typer.Option(0.25, min=0.0, max=1.0, help="--stream: cap on the share of explored decisions."),
+    max_share: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="--stream: cap on the share of explored "
+                                                                          "decisions (default: ExploreSettings')."),
+    full_info: bool = typer.Option(True, "--full-info/--no-full-info", help="--stream: also replay the "
+                                                                           "full-information router (slow: its refits)."),
     budget_per_1k: Optional[float] = typer.Option(None, min=0.0, help="--stream: at most this extra spend over the "
                                                                      "greedy choices per 1,000 requests."),
     learning_curve: Optional[str] = typer.Option(
@@ -87,7 +90,8 @@ def bench_route(
         bench_stream(data=data, seeds=list(range(seed, seed + repeats)), max_prompts=QUICK_PROMPTS if quick and
                      max_prompts is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
                      output_tokens=output_tokens, lam=lam, holdout=holdout, batch=batch,
-                     explore={"max_share": max_share, "budget_per_1k": budget_per_1k})
+                     explore={k: v for k, v in (("max_share", max_share), ("budget_per_1k", budget_per_1k))
+                              if v is not None}, full_info=full_info)
         return None
     if models in ("9", "llmrouter-9"):
         return _bench_nine(data=data, folds=folds, seed=seed, max_prompts=QUICK_PROMPTS if quick and max_prompts
