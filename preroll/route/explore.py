@@ -60,7 +60,7 @@ class ExploreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int | None = Field(default=0, description="Seed of the Thompson draws; null: fresh entropy.")
-    max_share: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False,
+    max_share: float = Field(default=0.1, ge=0, le=1, allow_inf_nan=False,
                              description="Most explored decisions (differing from the greedy choice), as a "
                                          "share of all decisions so far.")
     budget_per_1k: float | None = Field(
@@ -73,7 +73,7 @@ class ExploreSettings(BaseModel):
     first_refit: int = Field(default=32, ge=1, description="Outcomes before the first full fit.")
     prior_alpha: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     prior_beta: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    exclude_z: float = Field(default=2.0, ge=0, allow_inf_nan=False,
+    exclude_z: float = Field(default=1.0, ge=0, allow_inf_nan=False,
                              description="Standard deviations of the lam-aware exclusion's bounds.")
     knn_k: int = Field(default=20, ge=1, description="Observed prompts since the last fit that update a belief.")
     knn_tau: float = Field(default=0.1, gt=0, allow_inf_nan=False,
