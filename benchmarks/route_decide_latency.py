@@ -80,6 +80,20 @@ if explore:
     for q in cold:
         router.observe([q], [names[0]], [1.0])
     cold_ms = (time.perf_counter() - t0) * 1000 / len(cold)
+    st_ = router.explore_state_   # the exploration overhead alone: online correction + Thompson + bounds
+    Xr = router.embed(prompts)
+    Xu = Xr / np.linalg.norm(Xr, axis=1, keepdims=True)
+    C = router.costs(prompts)
+    over = []
+    for i in range(len(prompts)):
+        b = router.predict_beta_embeddings(Xr[i:i + 1])
+        a_, b_ = np.array(b.alpha), np.array(b.beta)
+        t0 = time.perf_counter()
+        st_.correct(a_, b_, Xu[i:i + 1])
+        st_.choose(type(b)(a_, b_), C[i:i + 1], np.argmax(a_ / (a_ + b_), axis=1), 0.0, np.ones(len(names), bool), True)
+        over.append((time.perf_counter() - t0) * 1000)
+    print(f"explore overhead per decision ({st_.buffer.n} outcomes in the online correction): "
+          f"{percentiles(latency_summary(over[WARM_UP:]))}")
     stats = router.explore_stats()
     print(f"{encoder}, explore on (2,000 outcomes observed since the fit): route() end to end, one unseen prompt "
           f"per call: {percentiles(latency_summary(route_ms[WARM_UP:]))}; observe after route: mean "
