@@ -60,7 +60,7 @@ class ExploreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int | None = Field(default=0, description="Seed of the Thompson draws; null: fresh entropy.")
-    max_share: float = Field(default=0.1, ge=0, le=1, allow_inf_nan=False,
+    max_share: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False,
                              description="Most explored decisions (differing from the greedy choice), as a "
                                          "share of all decisions so far.")
     budget_per_1k: float | None = Field(
