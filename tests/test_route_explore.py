@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -207,3 +209,26 @@ def test_stream_bench_small_run(shared_data, tmp_path):
     assert 0 < info["explored_share"] <= 0.25
     assert 0 <= res["frozen"]["router"] <= 1 and res["frozen"]["n"] == 60
     assert plot_regret(res, tmp_path / "regret.png").stat().st_size > 0
+
+
+@pytest.mark.shared_data
+def test_stream_cli_writes_table_json_and_png(shared_data, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import preroll.bench.route_stream as stream
+    from preroll.cli.main import app
+
+    real = stream.StreamBenchConfig
+    # No MiniLM in CI time: the baselines read hashed n-grams (a view that needs no fit).
+    monkeypatch.setattr(stream, "StreamBenchConfig", lambda **kw: real(**{**kw, "baseline_encoder": "hashed"}))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["bench", "route", "--stream", "--max-prompts", "200", "--encoder", "lexical",
+                                   "--no-full-info", "--max-share", "0.2", "--budget-per-1k", "0.05",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "explore router" in res.output and "LinUCB" in res.output and "frozen" in res.output
+    result = json.loads((out / "results-stream-seed0.json").read_text())
+    assert result["info"]["explore router"]["settings"]["max_share"] == 0.2
+    assert result["info"]["explore router"]["explored_share"] <= 0.2
+    assert result["info"]["explore router"]["extra_cost_per_1k"] <= 0.05 + 1e-12
+    assert (out / "regret-seed0.png").stat().st_size > 10_000
