@@ -28,7 +28,10 @@ def bench_stream(*, data, seeds: list[int], max_prompts, encoder: str, cache_dir
                                 max_prompts=max_prompts, encoder=encoder, cache_dir=str(cache_dir),
                                 output_tokens=output_tokens, lam=lam, batch=batch, last=last, explore=dict(explore),
                                 baseline_encoder=baseline_encoder, full_info=full_info)
-        result = run_stream_bench(cfg, progress=lambda msg, seed=seed: console.print(f"[dim]seed {seed}: {msg}[/dim]"))
+        def progress(msg: str, seed: int = seed) -> None:
+            console.print(f"[dim]seed {seed}: {msg}[/dim]")
+
+        result = run_stream_bench(cfg, progress=progress)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / f"results-stream-seed{seed}.json", json.dumps(result, indent=1))
         png = plot_regret(result, out / f"regret-seed{seed}.png")

@@ -204,7 +204,7 @@ class ExploreState:
         self.n_observed = 0
         self.fitted_at = 0              # n_observed at the last full fit
         self.phase = 0                  # embedding space id: changes at every full fit
-        self.partial = None             # a Router over the models with history, when some have none
+        self.partial: Any = None        # a Router over the models with history, when some have none
         self.partial_cols: np.ndarray | None = None
         self.counts = np.zeros((len(names), 2))   # per model, successes and failures observed (prior phase)
         self.buffer = _Buffer()
@@ -474,15 +474,15 @@ def observe(router, prompts, models, outcomes, *, refit: bool | None = None) -> 
             raise UnknownModelError(str(m), st.names, where="in observe")
     j = np.array([index[m] for m in models], dtype=np.int64)
     with st.lock:
-        rows = [st.recent.get(p) for p in prompts]
-        missing = [i for i, r in enumerate(rows) if r is None or r[0] != st.phase]
-        X = np.zeros((len(prompts), 0), np.float32)
+        known: dict[int, np.ndarray] = {}
+        for i, p in enumerate(prompts):
+            hit = st.recent.get(p)
+            if hit is not None and hit[0] == st.phase:
+                known[i] = hit[1]
+        missing = [i for i in range(len(prompts)) if i not in known]
         if missing:
-            Xm = _unit(st.embed(router, [prompts[i] for i in missing]))
-            filled = {i: x for i, x in zip(missing, Xm)}
-            X = np.stack([filled[i] if i in filled else rows[i][1] for i in range(len(prompts))])
-        elif prompts:
-            X = np.stack([r[1] for r in rows])
+            known.update(zip(missing, _unit(st.embed(router, [prompts[i] for i in missing]))))
+        X = np.stack([known[i] for i in range(len(prompts))]) if prompts else np.zeros((0, 0), np.float32)
         if len(prompts):
             st.buffer.add(X, j, y)
         for p, m, v, jj in zip(prompts, models, y, j):
