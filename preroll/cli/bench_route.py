@@ -61,6 +61,19 @@ def bench_route(
     head: str = typer.Option("auto", help="Router head: auto (the router's recommended head, now joint), joint, ensemble, logistic or knn."),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the MLP router baseline."),
     out: Path = typer.Option(Path("runs/bench-route"), help="Output folder for results.json and frontier.png."),
+    stream: bool = typer.Option(False, "--stream", help="Instead: replay LLMRouter's nine models as a stream "
+                                "under bandit feedback from an empty history (explore router vs full information, "
+                                "epsilon-greedy, LinUCB, best single in hindsight); --seed/--repeats set the streams."),
+    lam: float = typer.Option(0.0, min=0.0, help="--stream: the utility rule's lam."),
+    holdout: float = typer.Option(0.2, min=0.01, max=0.9, help="--stream: share of prompts held out for the "
+                                                               "frozen evaluation."),
+    batch: int = typer.Option(16, min=1, help="--stream: requests decided before their outcomes come back."),
+    max_share: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="--stream: cap on the share of explored "
+                                                                          "decisions (default: ExploreSettings')."),
+    full_info: bool = typer.Option(True, "--full-info/--no-full-info", help="--stream: also replay the "
+                                                                           "full-information router (slow: its refits)."),
+    budget_per_1k: Optional[float] = typer.Option(None, min=0.0, help="--stream: at most this extra spend over the "
+                                                                     "greedy choices per 1,000 requests."),
     learning_curve: Optional[str] = typer.Option(
         None, "--learning-curve", metavar="F1,F2,...",
         help="Instead of the full benchmark: refit the router (and the kNN router) on these shares of each "
@@ -71,6 +84,15 @@ def bench_route(
     import json
 
     fractions = _parse_fractions(learning_curve) if learning_curve is not None else None
+    if stream:
+        from preroll.cli.bench_route_stream import bench_stream
+
+        bench_stream(data=data, seeds=list(range(seed, seed + repeats)), max_prompts=QUICK_PROMPTS if quick and
+                     max_prompts is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
+                     output_tokens=output_tokens, lam=lam, holdout=holdout, batch=batch,
+                     explore={k: v for k, v in (("max_share", max_share), ("budget_per_1k", budget_per_1k))
+                              if v is not None}, full_info=full_info)
+        return None
     if models in ("9", "llmrouter-9"):
         return _bench_nine(data=data, folds=folds, seed=seed, max_prompts=QUICK_PROMPTS if quick and max_prompts
                            is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,

@@ -7,8 +7,9 @@ that trades predicted success against price.
 
 from preroll.route.errors import (MissingHistoryError, NotFittedError, RouteConfigError, RouteError,
                                   UnknownModelError)
+from preroll.route.explore import ExploreSettings
 from preroll.route.router import Router
 from preroll.route.specs import FrontierPoint, ModelSpec, RouteDecision, RouterConfig, estimate_tokens
 
-__all__ = ["Router", "ModelSpec", "RouteDecision", "FrontierPoint", "RouterConfig", "estimate_tokens",
+__all__ = ["Router", "ExploreSettings", "ModelSpec", "RouteDecision", "FrontierPoint", "RouterConfig", "estimate_tokens",
            "RouteError", "UnknownModelError", "MissingHistoryError", "NotFittedError", "RouteConfigError"]

@@ -44,6 +44,8 @@ from preroll.encoders import fresh_views
 from preroll.beliefs import BetaPrediction
 from preroll.heads import make_head
 from preroll.route.joint import JointSuccessModel
+from preroll.route import explore as _explore
+from preroll.route.explore import ObserveReport, resolve_settings
 from sklearn.base import clone
 from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
                                  estimate_tokens)
@@ -95,6 +97,13 @@ class Router:
         For ``confident``: the number of standard deviations taken off the
         predicted gain over the default model, and the gain that lower bound
         must exceed.
+    explore:
+        Live routing from bandit feedback (:mod:`preroll.route.explore`):
+        ``True`` (Thompson sampling on the Beta beliefs, default settings), an
+        :class:`~preroll.route.explore.ExploreSettings` (or its dict), or
+        ``None``/``False`` (off, the default). With it on, :meth:`route` works
+        before any history (priors only) and :meth:`observe` learns from the
+        outcome of each chosen model.
     cache_dir:
         On-disk embedding cache for named encoders, passed to
         :func:`preroll.encoders.get_encoder`: ``None`` is its default location
@@ -107,7 +116,7 @@ class Router:
     def __init__(self, models: Sequence[ModelSpec | Mapping[str, Any]], encoder: Any = DEFAULT_ENCODER,
                  head: Any = "auto", rule: str = "utility", lam: float = 1.0, threshold: float = 0.8,
                  *, cache_dir: str | Path | None | bool = None, confidence: float = 1.0,
-                 margin: float = 0.0) -> None:
+                 margin: float = 0.0, explore: Any = None) -> None:
         self.models = models
         self.encoder = encoder
         self.head = head
@@ -117,6 +126,7 @@ class Router:
         self.cache_dir = cache_dir
         self.confidence = confidence
         self.margin = margin
+        self.explore = explore
 
     # ------------------------------------------------------------------ config
 
@@ -210,6 +220,8 @@ class Router:
         """
         specs = self._specs()
         self._check_params()
+        if resolve_settings(self.explore) is not None and _explore.on_fit(self, histories):
+            return self  # some models have no history yet: they keep their prior (preroll.route.explore)
         names = [s.name for s in specs]
         if not isinstance(histories, Mapping):
             raise RouteError(f"histories must map model name -> list of outcomes, got {type(histories).__name__}")
@@ -347,15 +359,21 @@ class Router:
 
     def route(self, prompts: Sequence[str] | str, *, rule: str | None = None, lam: float | None = None,
               threshold: float | None = None, exclude: Sequence[str] = (),
-              n_tokens: Sequence[int] | None = None) -> list[RouteDecision]:
+              n_tokens: Sequence[int] | None = None, explore: bool | None = None) -> list[RouteDecision]:
         """Choose a model for each prompt.
 
         ``rule``/``lam``/``threshold`` override the router's defaults for this
         call; ``exclude`` names models that must not be chosen (e.g. down or
         rate-limited); ``n_tokens`` gives exact prompt token counts for
         token-priced models (otherwise estimated, see :func:`estimate_tokens`).
-        A single string is routed as a one-prompt list.
+        A single string is routed as a one-prompt list. ``explore``: ``None``
+        follows the router's setting, ``True`` explores (Thompson sampling,
+        bounded), ``False`` takes the greedy choice on the same beliefs.
         """
+        on = resolve_settings(self.explore) is not None
+        if explore or on:
+            return _explore.route(self, prompts, explore=on if explore is None else bool(explore), rule=rule,
+                                  lam=lam, threshold=threshold, exclude=exclude, n_tokens=n_tokens)
         self._fitted()
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -365,6 +383,28 @@ class Router:
         belief = self.predict_beta(prompts)
         C = self.costs(prompts, n_tokens)
         return self._decide(belief, C, rule, param, keep)
+
+    def observe(self, prompts: Sequence[str] | str, models: Sequence[str] | str, outcomes: Any, *,
+                refit: bool | None = None) -> ObserveReport:
+        """Learn from bandit feedback: ``outcomes[i]`` (success in [0, 1]) of ``models[i]`` on ``prompts[i]``.
+
+        An incremental update (the online correction of
+        :mod:`preroll.route.explore`); a full refit on every history so far
+        when the settings' schedule says it is due -- unless ``refit=False``
+        (a server refits in the background; :attr:`refit_due` says when).
+        """
+        return _explore.observe(self, prompts, models, outcomes, refit=refit)
+
+    @property
+    def refit_due(self) -> bool:
+        """Whether enough outcomes were observed since the last fit for a full refit."""
+        st = getattr(self, "explore_state_", None)
+        return st is not None and st.refit_due()
+
+    def explore_stats(self) -> dict[str, Any]:
+        """Exploration so far: decisions, explored decisions and their share, extra spend vs greedy, refits."""
+        st = getattr(self, "explore_state_", None)
+        return _explore.ExploreLedger().snapshot() if st is None else st.ledger.snapshot()
 
     def route_embeddings(self, X: np.ndarray, prompts: Sequence[str], *, rule: str | None = None,
                          lam: float | None = None, threshold: float | None = None,

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from preroll.defaults import DEFAULT_ENCODER
 from preroll.route.errors import RouteConfigError
+from preroll.route.explore import ExploreSettings
 from preroll.validation import from_pydantic
 
 #: Characters per token in :func:`estimate_tokens`. English text runs at about
@@ -106,6 +107,7 @@ class RouteDecision(BaseModel):
     fallback: list[str]
     rule: str
     param: float
+    explored: bool = False  # chosen by exploration (differs from the greedy choice), see preroll.route.explore
 
     @property
     def ranking(self) -> list[str]:
@@ -143,6 +145,21 @@ class RouterOptions(BaseModel):
     threshold: float = Field(default=0.8, allow_inf_nan=False)
     confidence: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     margin: float = Field(default=0.0, allow_inf_nan=False)
+    explore: bool | ExploreSettings = Field(
+        default=False, description="Live routing from bandit feedback: true (Thompson sampling, default "
+                                   "settings), false, or settings (preroll.route.explore.ExploreSettings).")
+
+    @field_validator("explore", mode="before")
+    @classmethod
+    def _explore_settings(cls, v: Any) -> Any:
+        # Validated here so an error names the setting (not the union's 'bool' branch).
+        if isinstance(v, dict):
+            try:
+                return ExploreSettings.model_validate(v)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return v
 
     def router_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~preroll.route.Router` these options set."""

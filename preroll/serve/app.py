@@ -229,7 +229,8 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
                        "x-preroll-param": f"{decision.param:g}",
                        "x-preroll-router-ms": f"{decided.call_ms:.3f}",
                        "x-preroll-router-wait-ms": f"{decided.wait_ms:.3f}",
-                       "x-preroll-router-batch": str(decided.batch)}
+                       "x-preroll-router-batch": str(decided.batch),
+                       **({"x-preroll-explored": "1"} if decision.explored else {})}
             p_success = decision.p_success
         elif model in names:
             ranking, headers, p_success = [model], {"x-preroll-decision": "pinned"}, None
@@ -303,6 +304,7 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
             added, updated = await asyncio.to_thread(store.add, model, outcomes), 0  # returns once committed
         stats.count("feedback_outcomes", added)
         stats.count("feedback_regrades", updated)
+        await routing.observe(model, outcomes)  # bandit feedback for an exploring router (router.explore)
         refit_started = routing.outcomes_added(added + updated)
         return {"model": model, "added": added, "updated": updated,
                 "history_size": await asyncio.to_thread(store.count, model),

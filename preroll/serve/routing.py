@@ -52,12 +52,15 @@ def build_router(config: ServeConfig, store: HistoryStore, *, encoder=None):
     """
     from preroll.route import ModelSpec, Router
 
+    from preroll.route.explore import resolve_settings
+
     histories: dict[str, list[Outcome]] = {}
+    exploring = resolve_settings(config.router.explore) is not None
     for i, b in enumerate(config.backends):
         records = store.records(b.name)
         n = config.limits.route_prefix_chars  # history is read as requests are: by the same prefix
         records = [r if len(r.prompt) <= n else r.model_copy(update={"prompt": r.prompt[:n]}) for r in records]
-        if not records:
+        if not records and not exploring:  # an exploring router starts from its prior and learns
             raise ConfigError(f"backend {b.name!r} has no history in the store ({store.path}); "
                               "list record files under its 'history' or add outcomes with `preroll feedback`",
                               field=f"backends[{i}].history")
@@ -108,12 +111,16 @@ class RoutingService:
             taken = self.pending_outcomes  # outcomes stored before this point are in the fit
             live = self.router
         encoder = self._encoder
-        if encoder is None and live is not None:
+        if encoder is None and getattr(live, "encoder_", None) is not None:  # an exploring router may have none yet
             from preroll.encoders import fresh_views
 
             encoder = fresh_views(live.encoder_)
         router, counts = build_router(self.config, self.store, encoder=encoder)
         with self._lock:
+            if live is not None:
+                from preroll.route.explore import carry_over
+
+                carry_over(live, router)  # the exploration ledger continues; outcomes the fit missed are kept
             self.router = router
             self.fits += 1
             self.fitted_on = counts
@@ -153,9 +160,34 @@ class RoutingService:
 
     def status(self) -> dict:
         with self._lock:
-            return {"fits": self.fits, "fitted_on": dict(self.fitted_on),
-                    "pending_outcomes": self.pending_outcomes, "refit_every": self.config.router.refit_every,
-                    "refitting": self._refitting, "queued": self.queued()}
+            out = {"fits": self.fits, "fitted_on": dict(self.fitted_on),
+                   "pending_outcomes": self.pending_outcomes, "refit_every": self.config.router.refit_every,
+                   "refitting": self._refitting, "queued": self.queued()}
+            if self.router is not None and self._exploring():
+                out["explore"] = self.router.explore_stats()  # explored decisions, extra cost vs greedy
+            return out
+
+    def _exploring(self) -> bool:
+        from preroll.route.explore import resolve_settings
+
+        return resolve_settings(self.config.router.explore) is not None
+
+    async def observe(self, model: str, outcomes: list[Outcome]) -> None:
+        """Feedback as bandit feedback: the live router's incremental update (refits stay in the background).
+
+        Runs on the routing thread, between router calls. A failure is counted
+        in ``/stats``; the outcomes are already stored and reach the next refit.
+        """
+        if not outcomes or self.router is None or not self._exploring():
+            return
+        await asyncio.get_running_loop().run_in_executor(self._route_pool, self._observe_now, model, outcomes)
+
+    def _observe_now(self, model: str, outcomes: list[Outcome]) -> None:
+        try:
+            self.router.observe([o.prompt for o in outcomes], [model] * len(outcomes),
+                                [o.successes / o.attempts for o in outcomes], refit=False)
+        except Exception as exc:
+            self.stats.error(f"observe: {type(exc).__name__}: {exc}")
 
     def queued(self) -> int:
         """Prompts waiting for the router (not yet in a router call)."""

@@ -1,0 +1,548 @@
+"""Live routing from bandit feedback: Thompson sampling on the router's Beta beliefs.
+
+A deployed router learns only the outcome of the model it chose. A router
+that always takes its greedy choice never learns about a model it has stopped
+choosing, so its beliefs about that model freeze wherever they were. This
+module makes :class:`~preroll.route.Router` explore, within bounds:
+
+* **Beliefs.** Between full fits, the fitted router's Beta belief per
+  (prompt, model) -- the joint model, refitted on the accumulated bandit
+  histories when due -- is updated by a cheap online correction: every
+  outcome observed since the last fit adds pseudo-counts to the beliefs of
+  prompts near it (a kNN-Beta update: the ``knn_k`` nearest observed prompts,
+  each weighted ``exp(-(1 - cosine) / knn_tau)``, add ``w * y`` successes and
+  ``w * (1 - y)`` failures to the model that answered). With no fit yet, the
+  base belief is each model's prior ``Beta(prior_alpha, prior_beta)`` updated
+  with that model's own outcomes, and prompts are compared through a view
+  that needs no fit (hashed character n-grams), so a router with exploration
+  on routes before it has any history.
+* **Thompson sampling.** One success rate is drawn per (prompt, model) from
+  that belief plus the prior's pseudo-counts (a fitted belief centred on a
+  base rate from four failures must not rule a model out for good); the model with the best sampled utility ``theta - lam * cost``
+  is the exploring choice. ``explore=False`` takes the greedy choice on the
+  same beliefs' means (the router's own rule).
+* **Lam-aware.** A model whose optimistic utility (mean + ``exclude_z`` sd)
+  is below the best model's pessimistic utility (mean - ``exclude_z`` sd) is
+  never explored: its price makes it hopeless at this ``lam``. The default
+  ``exclude_z = 1`` also keeps the draws among contenders: with 2, Thompson
+  left the greedy choice on 47% of a stream's decisions and lost 2.3 points
+  more over its last 3,000 (docs/route.md).
+* **Bounded.** A decision is *explored* when it differs from the greedy one.
+  At every prefix of the stream, explored decisions are at most ``max_share``
+  of all decisions, and with ``budget_per_1k`` set, the extra spend over the
+  greedy choices (net: exploring a cheaper model gives credit) is at most
+  ``budget_per_1k`` per 1,000 decisions so far. An exploration that would
+  break either takes the greedy choice instead.
+* **Refits.** :meth:`Router.observe` is an O(d) append; a full refit of the
+  router on every history so far runs when due (``refit="doubling"``: at
+  ``first_refit`` outcomes, then each time the count doubles; or every
+  ``refit`` outcomes). A server passes ``refit=False`` and refits in the
+  background instead (``refit_due`` says when).
+
+Why kNN-Beta for the online part: it needs no fit, its pseudo-counts are on
+the same scale as the joint model's concentration (the neighbourhood's
+effective number of rows), and an observation moves only the beliefs of
+prompts like it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ExploreSettings(BaseModel):
+    """How a router explores (``Router(explore=ExploreSettings(...))``; ``explore=True`` is the defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int | None = Field(default=0, description="Seed of the Thompson draws; null: fresh entropy.")
+    max_share: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False,
+                             description="Most explored decisions (differing from the greedy choice), as a "
+                                         "share of all decisions so far.")
+    budget_per_1k: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False,
+        description="Budget pacing: at most this extra spend over the greedy choices per 1,000 decisions "
+                    "so far (in the models' price units); null: no budget.")
+    refit: Literal["doubling"] | int = Field(
+        default="doubling", description="Full refit schedule: 'doubling' (at first_refit outcomes, then each "
+                                        "time the count doubles) or every N outcomes.")
+    first_refit: int = Field(default=32, ge=1, description="Outcomes before the first full fit.")
+    prior_alpha: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    prior_beta: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    exclude_z: float = Field(default=1.0, ge=0, allow_inf_nan=False,
+                             description="Standard deviations of the lam-aware exclusion's bounds.")
+    knn_k: int = Field(default=20, ge=1, description="Observed prompts since the last fit that update a belief.")
+    knn_tau: float = Field(default=0.1, gt=0, allow_inf_nan=False,
+                           description="Similarity scale of the online update: weight exp(-(1 - cos) / tau).")
+
+    @field_validator("refit")
+    @classmethod
+    def _refit_ok(cls, v: Any) -> Any:
+        if isinstance(v, int) and (isinstance(v, bool) or v < 1):
+            raise ValueError(f"refit must be 'doubling' or a number of outcomes >= 1, got {v!r}")
+        return v
+
+
+def resolve_settings(explore: Any) -> ExploreSettings | None:
+    """``explore=`` as given to the router: ``None``/``False`` off, ``True`` defaults, a mapping or settings."""
+    from preroll.route.errors import RouteConfigError
+    from preroll.validation import from_pydantic
+
+    if explore is None or explore is False:
+        return None
+    if explore is True:
+        return ExploreSettings()
+    if isinstance(explore, ExploreSettings):
+        return explore
+    if isinstance(explore, dict):
+        try:
+            return ExploreSettings.model_validate(explore)
+        except ValidationError as exc:
+            raise from_pydantic(exc, RouteConfigError, prefix="explore") from None
+    raise RouteConfigError(f"must be true, false or exploration settings, got {type(explore).__name__}",
+                           field="explore")
+
+
+@dataclass
+class ExploreLedger:
+    """What exploration has cost so far: decisions, explored decisions, extra spend over the greedy choices."""
+
+    decisions: int = 0
+    explored: int = 0
+    extra_cost: float = 0.0           # net: sum of cost(chosen) - cost(greedy)
+    greedy_cost: float = 0.0          # sum of cost(greedy) over all decisions
+    capped: int = 0                   # explorations refused by the share cap or the budget
+    excluded: int = 0                 # (prompt, model) pairs left out as hopeless at the decision's lam
+    observed: int = 0
+    refits: int = 0
+    refit_s: float = 0.0
+    observe_s: float = 0.0            # incremental updates only (refits apart)
+
+    def snapshot(self) -> dict[str, Any]:
+        n = max(self.decisions, 1)
+        return {"decisions": self.decisions, "explored": self.explored,
+                "explored_share": self.explored / n, "extra_cost": self.extra_cost,
+                "extra_cost_per_1k": 1000.0 * self.extra_cost / n, "greedy_cost": self.greedy_cost,
+                "capped": self.capped, "excluded": self.excluded, "observed": self.observed,
+                "refits": self.refits, "refit_s": round(self.refit_s, 3),
+                "observe_ms_mean": 1000.0 * self.observe_s / max(self.observed, 1)}
+
+
+class ObserveReport(BaseModel):
+    """What one :meth:`Router.observe` call did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    observed: int
+    total: int                 # outcomes observed since the router's last user fit
+    refitted: bool
+    refit_due: bool
+    seconds: float
+
+
+class HashedView:
+    """Character 2-4-gram counts hashed to ``n_features`` dimensions, unit rows: a view that needs no fit."""
+
+    def __init__(self, n_features: int = 2 ** 12) -> None:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self._vec = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=n_features,
+                                      alternate_sign=False, norm="l2")
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._vec.transform(list(texts)).toarray().astype(np.float32)
+
+
+class _Buffer:
+    """Outcomes observed since the last fit, in the current embedding space (grows by doubling)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.X: np.ndarray | None = None
+        self.j = np.zeros(0, dtype=np.int64)
+        self.y = np.zeros(0)
+
+    def add(self, X: np.ndarray, j: np.ndarray, y: np.ndarray) -> None:
+        k = len(X)
+        if self.X is None or self.X.shape[1] != X.shape[1]:
+            self.X, self.j, self.y, self.n = np.zeros((max(64, k), X.shape[1]), np.float32), \
+                np.zeros(max(64, k), np.int64), np.zeros(max(64, k)), 0
+        if self.n + k > len(self.X):
+            cap = max(2 * len(self.X), self.n + k)
+            self.X = np.vstack([self.X, np.zeros((cap - len(self.X), self.X.shape[1]), np.float32)])
+            self.j = np.concatenate([self.j, np.zeros(cap - len(self.j), np.int64)])
+            self.y = np.concatenate([self.y, np.zeros(cap - len(self.y))])
+        self.X[self.n:self.n + k], self.j[self.n:self.n + k], self.y[self.n:self.n + k] = X, j, y
+        self.n += k
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, np.float32)
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norm > 0, norm, 1.0)
+
+
+class ExploreState:
+    """A router's exploration state: histories, the online correction, the ledger, the random stream.
+
+    Held by the router as ``explore_state_``; every method takes the lock, so a
+    server may route on one thread and observe on another.
+    """
+
+    def __init__(self, settings: ExploreSettings, names: list[str]) -> None:
+        self.settings = settings
+        self.names = list(names)
+        self.rng = np.random.default_rng(settings.seed)
+        self.lock = threading.RLock()
+        self.ledger = ExploreLedger()
+        self.base: dict[str, list] = {n: [] for n in names}       # the user's fit histories
+        self.observed: dict[str, list] = {n: [] for n in names}   # outcomes since (Outcome records)
+        self.n_observed = 0
+        self.fitted_at = 0              # n_observed at the last full fit
+        self.phase = 0                  # embedding space id: changes at every full fit
+        self.partial: Any = None        # a Router over the models with history, when some have none
+        self.partial_cols: np.ndarray | None = None
+        self.counts = np.zeros((len(names), 2))   # per model, successes and failures observed (prior phase)
+        self.buffer = _Buffer()
+        self.recent: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
+        self._view: HashedView | None = None
+        self.refitting = False
+
+    # ----------------------------------------------------------------- beliefs
+
+    def view(self) -> HashedView:
+        if self._view is None:
+            self._view = HashedView()
+        return self._view
+
+    def embed(self, router, prompts: list[str]) -> np.ndarray:
+        """Embeddings in the current space: the fitted router's (or partial router's), else the hashed view."""
+        if _is_fitted(router):
+            return router.embed(prompts)
+        if self.partial is not None:
+            return self.partial.embed(prompts)
+        return self.view().encode(prompts)
+
+    def base_belief(self, router, X: np.ndarray):
+        """``(alpha, beta)`` arrays (n, m) before the online correction."""
+        n, m = len(X), len(self.names)
+        if _is_fitted(router):
+            b = router.predict_beta_embeddings(X)
+            return np.array(b.alpha, float), np.array(b.beta, float)
+        s = self.settings
+        alpha = np.broadcast_to(s.prior_alpha + self.counts[:, 0], (n, m)).copy()
+        beta = np.broadcast_to(s.prior_beta + self.counts[:, 1], (n, m)).copy()
+        if self.partial is not None:
+            b = self.partial.predict_beta_embeddings(X)
+            alpha[:, self.partial_cols], beta[:, self.partial_cols] = b.alpha, b.beta
+        return alpha, beta
+
+    def correct(self, alpha: np.ndarray, beta: np.ndarray, X: np.ndarray) -> None:
+        """Add the kNN-Beta pseudo-counts of the outcomes observed since the last fit (in place)."""
+        buf = self.buffer
+        if buf.n == 0 or buf.X is None or buf.X.shape[1] != X.shape[1]:
+            return
+        S = X @ buf.X[:buf.n].T
+        k = min(self.settings.knn_k, buf.n)
+        # Among (near-)equally similar rows the newest win: the latest evidence on a prompt counts first.
+        rank = S + 1e-4 * np.arange(buf.n) / buf.n
+        idx = np.argpartition(-rank, k - 1, axis=1)[:, :k] if k < buf.n else np.broadcast_to(np.arange(buf.n), S.shape)
+        s = np.take_along_axis(S, idx, axis=1)
+        w = np.exp(-(1.0 - np.minimum(s, 1.0)) / self.settings.knn_tau)
+        rows = np.broadcast_to(np.arange(len(X))[:, None], idx.shape)
+        cols = buf.j[idx]
+        y = buf.y[idx]
+        np.add.at(alpha, (rows, cols), w * y)
+        np.add.at(beta, (rows, cols), w * (1.0 - y))
+
+    def belief(self, router, prompts: list[str]):
+        """The corrected Beta belief of every model on ``prompts``, and the embeddings (remembered for observe)."""
+        from preroll.beliefs import BetaPrediction
+
+        raw = self.embed(router, prompts)
+        alpha, beta = self.base_belief(router, raw)
+        X = _unit(raw)
+        self.correct(alpha, beta, X)
+        for p, x in zip(prompts, X):
+            self.recent[p] = (self.phase, x)
+            self.recent.move_to_end(p)
+        while len(self.recent) > 4096:
+            self.recent.popitem(last=False)
+        return BetaPrediction(alpha, beta), X
+
+    # --------------------------------------------------------------- decisions
+
+    def choose(self, belief, C: np.ndarray, greedy: np.ndarray, lam: float | None, keep: np.ndarray,
+               explore: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Per prompt, the chosen column and whether it was explored (Thompson within the bounds)."""
+        s = self.settings
+        # Draws and bounds read the belief plus the prior's pseudo-counts: a fitted belief is centred on each
+        # model's base rate, and a base rate from a handful of outcomes (0 of 4) must not rule a model out.
+        a, b = belief.alpha + s.prior_alpha, belief.beta + s.prior_beta
+        P = a / (a + b)
+        S = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
+        n, m = P.shape
+        chosen = greedy.copy()
+        explored = np.zeros(n, dtype=bool)
+        ledger = self.ledger
+        if not explore:
+            ledger.decisions += n
+            ledger.greedy_cost += float(C[np.arange(n), greedy].sum())
+            return chosen, explored
+        theta = self.rng.beta(a, b)
+        lam_ = 0.0 if lam is None else float(lam)
+        U = theta - lam_ * C
+        allowed = np.broadcast_to(keep, (n, m)).copy()
+        if lam is not None:
+            hi = np.minimum(P + s.exclude_z * S, 1.0) - lam_ * C
+            lo = np.maximum(P - s.exclude_z * S, 0.0) - lam_ * C
+            best_lo = np.max(np.where(allowed, lo, -np.inf), axis=1, keepdims=True)
+            hopeless = allowed & (hi < best_lo)
+            ledger.excluded += int(hopeless.sum())
+            allowed &= ~hopeless
+        allowed[np.arange(n), greedy] = True
+        ts = np.argmax(np.where(allowed, U, -np.inf), axis=1)
+        for i in range(n):
+            g, t = int(greedy[i]), int(ts[i])
+            if t != g:
+                delta = float(C[i, t] - C[i, g])
+                ok = ledger.explored + 1 <= s.max_share * (ledger.decisions + 1) + 1e-9
+                if ok and s.budget_per_1k is not None:
+                    ok = ledger.extra_cost + delta <= s.budget_per_1k * (ledger.decisions + 1) / 1000.0 + 1e-12
+                if ok:
+                    chosen[i], explored[i] = t, True
+                    ledger.explored += 1
+                    ledger.extra_cost += delta
+                else:
+                    ledger.capped += 1
+            ledger.decisions += 1
+            ledger.greedy_cost += float(C[i, g])
+        return chosen, explored
+
+    # ----------------------------------------------------------------- observe
+
+    def refit_due(self) -> bool:
+        s = self.settings
+        n = self.n_observed
+        if n == 0 or n == self.fitted_at:
+            return False
+        if s.refit == "doubling":
+            return n >= max(s.first_refit, 2 * self.fitted_at)
+        return n >= s.first_refit and n - self.fitted_at >= int(s.refit)
+
+    def histories(self) -> dict[str, list]:
+        return {name: self.base[name] + self.observed[name] for name in self.names}
+
+
+def _is_fitted(router) -> bool:
+    return hasattr(router, "specs_") and hasattr(router, "heads_")
+
+
+# ----------------------------------------------------------------------- router glue
+
+
+def state(router) -> ExploreState:
+    """The router's exploration state, created on first use."""
+    st = getattr(router, "explore_state_", None)
+    if st is None:
+        settings = resolve_settings(router.explore) or ExploreSettings()
+        st = ExploreState(settings, [s.name for s in router._specs()])
+        router.explore_state_ = st
+    return st
+
+
+def on_fit(router, histories) -> bool:
+    """Called at the start of :meth:`Router.fit` when exploring. Returns True when the fit was handled here.
+
+    A user's fit resets what was observed (the histories given replace it);
+    an internal refit (``state.refitting``) keeps it. When some models have no
+    history yet, a router over the others is fitted and the rest keep their prior.
+    """
+    st = state(router)
+    if not st.refitting:
+        from preroll.route.router import _as_outcomes
+
+        st.base = {n: _as_outcomes(n, histories.get(n) or []) if hasattr(histories, "get") else [] for n in st.names}
+        st.observed = {n: [] for n in st.names}
+        st.n_observed = st.fitted_at = 0
+        st.counts[:] = 0.0
+        for j, n in enumerate(st.names):
+            for r in st.base[n]:
+                st.counts[j] += (r.successes, r.attempts - r.successes)
+    missing = [n for n in st.names if not (histories.get(n) if hasattr(histories, "get") else None)]
+    st.partial, st.partial_cols = None, None
+    _new_phase(st)
+    if not missing:
+        return False
+    for attr in ("specs_", "heads_", "joint_", "encoder_"):
+        if hasattr(router, attr):
+            delattr(router, attr)
+    present = [j for j, n in enumerate(st.names) if n not in missing]
+    if present:
+        from preroll.route.router import Router
+
+        specs = router._specs()
+        sub = Router(models=[specs[j] for j in present], encoder=router.encoder, head=router.head,
+                     rule=router.rule, lam=router.lam, threshold=router.threshold, cache_dir=router.cache_dir,
+                     confidence=router.confidence, margin=router.margin)
+        sub.fit({st.names[j]: histories[st.names[j]] for j in present})
+        st.partial, st.partial_cols = sub, np.array(present)
+    return True
+
+
+def _new_phase(st: ExploreState) -> None:
+    st.phase += 1
+    st.buffer = _Buffer()
+    st.recent.clear()
+
+
+def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_tokens):
+    """:meth:`Router.route` with exploration settings (fitted or not)."""
+    from preroll.route import rules as _rules
+    from preroll.route.router import _check_prompts
+    from preroll.route.specs import RouteDecision
+
+    st = state(router)
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    rule, param = router._rule_param(rule, lam, threshold)
+    names = st.names
+    keep = _keep(names, exclude)
+    prompts = _check_prompts(prompts)
+    with st.lock:
+        belief, _ = st.belief(router, prompts)
+        C = router.costs(prompts, n_tokens)
+        P = np.clip(belief.p_success, 0.0, 1.0)
+        cols = np.flatnonzero(keep)
+        if rule == "gain" and len(cols) != 2:
+            from preroll.route.errors import RouteError
+
+            raise RouteError(f"the 'gain' rule routes between exactly two models ({len(cols)} eligible)")
+        if _is_fitted(router):
+            order = router.rank_models(belief, C, rule, param, cols)
+        else:  # no base rates yet: the 'confident' rule's default is undefined, rank by utility
+            r = "utility" if rule == "confident" else rule
+            order = cols[_rules.rank(r, P[:, cols], C[:, cols], param)]
+        lam_for = param if rule in ("utility", "confident") else None
+        chosen, explored = st.choose(belief, C, order[:, 0], lam_for, keep, explore)
+    out = []
+    for i in range(len(prompts)):
+        rest = [names[j] for j in order[i] if j != chosen[i]]
+        out.append(RouteDecision(model=names[chosen[i]], p_success={n: float(P[i, j]) for j, n in enumerate(names)},
+                                 expected_cost=float(C[i, chosen[i]]), fallback=rest, rule=rule, param=param,
+                                 explored=bool(explored[i])))
+    return out
+
+
+def _keep(names: list[str], exclude) -> np.ndarray:
+    from preroll.route.errors import RouteError, UnknownModelError
+
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    for e in exclude:
+        if e not in names:
+            raise UnknownModelError(e, names, where="in exclude")
+    keep = np.array([n not in set(exclude) for n in names])
+    if not keep.any():
+        raise RouteError("every model is excluded; nothing left to route to")
+    return keep
+
+
+def observe(router, prompts, models, outcomes, *, refit: bool | None = None) -> ObserveReport:
+    """:meth:`Router.observe`: append the outcomes, update the online correction, refit when due."""
+    from preroll.data.records import Outcome
+    from preroll.route.errors import RouteError, UnknownModelError
+    from preroll.route.router import _check_prompts
+
+    t0 = time.perf_counter()
+    st = state(router)
+    prompts = _check_prompts([prompts] if isinstance(prompts, str) else prompts)
+    models = [models] if isinstance(models, str) else list(models)
+    y = np.asarray([outcomes] if np.ndim(outcomes) == 0 else outcomes, dtype=float)
+    if not len(prompts) == len(models) == len(y):
+        raise RouteError(f"observe needs one model and one outcome per prompt: {len(prompts)} prompts, "
+                         f"{len(models)} models, {len(y)} outcomes")
+    if not np.all(np.isfinite(y)) or (y.size and (y.min() < 0 or y.max() > 1)):
+        raise RouteError("outcomes must be success rates in [0, 1]")
+    index = {n: j for j, n in enumerate(st.names)}
+    for m in models:
+        if m not in index:
+            raise UnknownModelError(str(m), st.names, where="in observe")
+    j = np.array([index[m] for m in models], dtype=np.int64)
+    with st.lock:
+        known: dict[int, np.ndarray] = {}
+        for i, p in enumerate(prompts):
+            hit = st.recent.get(p)
+            if hit is not None and hit[0] == st.phase:
+                known[i] = hit[1]
+        missing = [i for i in range(len(prompts)) if i not in known]
+        if missing:
+            known.update(zip(missing, _unit(st.embed(router, [prompts[i] for i in missing]))))
+        X = np.stack([known[i] for i in range(len(prompts))]) if prompts else np.zeros((0, 0), np.float32)
+        if len(prompts):
+            st.buffer.add(X, j, y)
+        for p, m, v, jj in zip(prompts, models, y, j):
+            st.observed[m].append(Outcome(prompt=p, successes=float(v), attempts=1.0, policy=m))
+            st.counts[jj] += (v, 1.0 - v)
+        st.n_observed += len(prompts)
+        st.ledger.observed += len(prompts)
+        st.ledger.observe_s += time.perf_counter() - t0
+        due = st.refit_due()
+    refitted = False
+    if due and (refit is None or refit):
+        refit_now(router)
+        refitted = True
+    return ObserveReport(observed=len(prompts), total=st.n_observed, refitted=refitted,
+                         refit_due=st.refit_due(), seconds=time.perf_counter() - t0)
+
+
+def refit_now(router) -> None:
+    """Full refit on the user's histories plus every outcome observed (blocking)."""
+    st = state(router)
+    with st.lock:
+        histories = st.histories()
+        at = st.n_observed
+    if not any(histories.values()):
+        return
+    t0 = time.perf_counter()
+    st.refitting = True
+    try:
+        router.fit(histories)
+    finally:
+        st.refitting = False
+    with st.lock:
+        st.fitted_at = at
+        st.ledger.refits += 1
+        st.ledger.refit_s += time.perf_counter() - t0
+
+
+def carry_over(old, new) -> None:
+    """Give a freshly fitted router ``new`` the exploration state of the live ``old`` one it replaces.
+
+    The ledger and the random stream continue; outcomes ``old`` observed that
+    ``new``'s histories do not hold (they arrived during its fit) are observed
+    again by ``new``'s online correction. Used by ``preroll serve``'s background refits.
+    """
+    so = getattr(old, "explore_state_", None)
+    if so is None or resolve_settings(new.explore) is None:
+        return
+    sn = state(new)
+    with so.lock:
+        sn.ledger, sn.rng = so.ledger, so.rng
+        held = {(r.prompt, n) for n in sn.names for r in sn.base.get(n, [])}
+        late = [(r.prompt, n, r.successes / r.attempts) for n in so.names if n in sn.names
+                for r in so.observed[n] if (r.prompt, n) not in held]
+    if late:
+        observe(new, [p for p, _, _ in late], [m for _, m, _ in late], [v for _, _, v in late], refit=False)
+        sn.ledger.observed -= len(late)
+
+
+__all__ = ["ExploreLedger", "ExploreSettings", "ExploreState", "HashedView", "ObserveReport", "resolve_settings"]

@@ -1,0 +1,114 @@
+"""``preroll serve`` with ``router.explore``: routing from priors, feedback as bandit feedback, spend in /stats."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from preroll.encoders.base import Encoder
+from preroll.route import ExploreSettings
+from preroll.serve.app import create_app
+from preroll.serve.config import ConfigError, load_config
+from preroll.serve.testing import FakeBackend, create_fake_backend_app, serve_in_thread
+
+
+class HashingEncoder(Encoder):
+    name = "test-explore-hashing-128"
+
+    def encode(self, texts, *, show_progress=False):
+        X = np.zeros((len(texts), 128), np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().replace("?", " ").split():
+                X[i, zlib.crc32(word.encode()) % 128] += 1.0
+        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-9)
+
+
+MATH = [f"math question {i}: add {i} and {i + 3} then multiply" for i in range(30)]
+MATH_Q = "math question 99: add 5 and 8 then multiply"
+
+
+@pytest.fixture(scope="module")
+def urls():
+    with serve_in_thread(create_app_backend("small")) as small, serve_in_thread(create_app_backend("large")) as large:
+        yield {"small": small, "large": large}
+
+
+def create_app_backend(name):
+    return create_fake_backend_app(FakeBackend(f"{name}-upstream"))
+
+
+def _config(tmp_path, urls, explore, *, large_history=False):
+    (tmp_path / "small.jsonl").write_text("\n".join(json.dumps({"prompt": p, "successes": i % 2, "attempts": 1})
+                                                     for i, p in enumerate(MATH)) + "\n")
+    (tmp_path / "large.jsonl").write_text("\n".join(json.dumps({"prompt": p, "successes": 1, "attempts": 1})
+                                                     for p in MATH) + "\n")
+    data = {"store": "history.sqlite", "check_backends": False,
+            "router": {"lam": 0.1, "refit_every": 1000, "explore": explore},
+            "backends": [{"name": "small", "base_url": f"{urls['small']}/v1", "cost_per_call": 0.1,
+                          "history": ["small.jsonl"]},
+                         {"name": "large", "base_url": f"{urls['large']}/v1", "cost_per_call": 1.0,
+                          "history": ["large.jsonl"] if large_history else []}]}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_config_reads_explore_settings(tmp_path, urls):
+    config = load_config(_config(tmp_path, urls, {"max_share": 0.5, "seed": 3, "budget_per_1k": 10}))
+    assert config.router.explore == ExploreSettings(max_share=0.5, seed=3, budget_per_1k=10)
+    assert load_config(_config(tmp_path, urls, True)).router.explore is True
+    with pytest.raises(ConfigError) as err:
+        load_config(_config(tmp_path, urls, {"max_share": 3}))
+    assert "router.explore" in str(err.value) and "max_share" in str(err.value)
+
+
+def test_without_exploration_a_backend_without_history_is_refused(tmp_path, urls):
+    with pytest.raises(ConfigError, match="no history"):
+        create_app(load_config(_config(tmp_path, urls, False)), encoder=HashingEncoder())
+
+
+def test_exploring_server_routes_from_priors_and_learns_from_feedback(tmp_path, urls):
+    config = load_config(_config(tmp_path, urls, {"max_share": 1.0, "seed": 0}))
+    with serve_in_thread(create_app(config, encoder=HashingEncoder())) as url:  # 'large' has no history yet
+        seen = set()
+        for _ in range(40):
+            r = httpx.post(f"{url}/v1/chat/completions", timeout=10,
+                           json={"model": "auto", "messages": [{"role": "user", "content": MATH_Q}]})
+            assert r.status_code == 200, r.text
+            seen.add(r.headers["x-preroll-model"])
+            if r.headers["x-preroll-model"] == "large":
+                explored_header = r.headers.get("x-preroll-explored")
+        assert seen == {"small", "large"}  # the unknown model is tried
+        assert explored_header in ("1", None)
+        before = httpx.post(f"{url}/v1/route", json={"prompt": MATH_Q}).json()["p_success"]["large"]
+        rid = None
+        for _ in range(60):  # grade served requests: the answering backend comes from the decision log
+            r = httpx.post(f"{url}/v1/chat/completions", timeout=10,
+                           json={"model": "large", "messages": [{"role": "user", "content": MATH_Q}]})
+            rid = r.headers["x-preroll-request-id"]
+            g = httpx.post(f"{url}/v1/feedback", json={"request_id": rid, "success_rate": 0.0})
+            assert g.status_code == 200 and g.json()["model"] == "large"
+        after = httpx.post(f"{url}/v1/route", json={"prompt": MATH_Q}).json()["p_success"]["large"]
+        assert after < before - 0.2           # observed without waiting for a refit
+        stats = httpx.get(f"{url}/stats").json()["router"]
+        assert stats["fits"] == 1              # no refit ran: the incremental update did it
+        ex = stats["explore"]
+        assert ex["observed"] == 60 and ex["decisions"] == 42
+        assert 0 < ex["explored"] <= ex["decisions"] and ex["extra_cost"] != 0
+        assert set(ex) >= {"explored_share", "extra_cost_per_1k", "greedy_cost"}
+
+
+def test_refit_keeps_the_exploration_ledger(tmp_path, urls):
+    config = load_config(_config(tmp_path, urls, {"max_share": 1.0}, large_history=True))
+    with serve_in_thread(create_app(config, encoder=HashingEncoder())) as url:
+        for _ in range(10):
+            httpx.post(f"{url}/v1/route", json={"prompt": MATH_Q})
+        httpx.post(f"{url}/v1/feedback", json={"model": "large", "prompt": MATH_Q, "success_rate": 1.0})
+        assert httpx.post(f"{url}/v1/refit", timeout=30).status_code == 200
+        stats = httpx.get(f"{url}/stats").json()["router"]
+        assert stats["fits"] == 2 and stats["explore"]["decisions"] == 10 and stats["explore"]["observed"] == 1
