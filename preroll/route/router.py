@@ -44,9 +44,13 @@ from preroll.encoders import fresh_views
 from preroll.beliefs import BetaPrediction
 from preroll.heads import make_head
 from preroll.route.joint import JointSuccessModel
+from preroll.route.depth import DepthGuard, average_beliefs, far_threshold, max_similarity
 from sklearn.base import clone
 from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
                                  estimate_tokens)
+
+#: What ``head="auto"`` means (see :class:`Router`'s ``head``).
+DEFAULT_HEAD = "joint"
 
 
 class Router:
@@ -106,7 +110,7 @@ class Router:
     def __init__(self, models: Sequence[ModelSpec | Mapping[str, Any]], encoder: Any = DEFAULT_ENCODER,
                  head: Any = "auto", rule: str = "utility", lam: float = 1.0, threshold: float = 0.8,
                  *, cache_dir: str | Path | None | bool = None, confidence: float = 1.0,
-                 margin: float = 0.0) -> None:
+                 margin: float = 0.0, guard: Any = None) -> None:
         self.models = models
         self.encoder = encoder
         self.head = head
@@ -116,6 +120,7 @@ class Router:
         self.cache_dir = cache_dir
         self.confidence = confidence
         self.margin = margin
+        self.guard = guard
 
     # ------------------------------------------------------------------ config
 
@@ -157,6 +162,24 @@ class Router:
         _check_param("threshold", self.threshold)
         _check_param("confidence", self.confidence, nonneg=True)
         _check_param("margin", self.margin)
+        self._guard()
+
+    def _guard(self) -> DepthGuard | None:
+        """The out-of-depth guard's settings (``None``/``False``: off, ``True``: defaults)."""
+        g = self.guard
+        if g is None or g is False:
+            return None
+        if g is True:
+            return DepthGuard()
+        if isinstance(g, DepthGuard):
+            return g
+        if isinstance(g, Mapping):
+            try:
+                return DepthGuard(**dict(g))
+            except (TypeError, ValueError) as exc:
+                raise RouteConfigError(str(exc), field="guard") from None
+        raise RouteConfigError(f"expected True, False, a DepthGuard or a mapping, got {type(g).__name__}",
+                               field="guard")
 
     @property
     def model_names(self) -> list[str]:
@@ -241,26 +264,29 @@ class Router:
         self.specs_ = specs
         self.base_rate_ = S.sum(axis=0) / A.sum(axis=0)
         self.history_mean_cost_ = self.costs(all_prompts).mean(axis=0)
-        if self._joint_head():
-            model = self.head if isinstance(self.head, JointSuccessModel) else JointSuccessModel()
+        guard = self._guard()
+        self.history_X_ = X_all if guard is not None else None
+        self.far_below_ = far_threshold(X_all, guard) if guard is not None else None
+        self.joint_ = None
+        self.heads_ = None
+        head = DEFAULT_HEAD if isinstance(self.head, str) and self.head == "auto" else self.head
+        if isinstance(head, JointSuccessModel) or head in ("joint", "average"):
+            model = head if isinstance(head, JointSuccessModel) else JointSuccessModel()
             with np.errstate(invalid="ignore", divide="ignore"):
                 rates = np.where(A > 0, S / np.where(A > 0, A, 1.0), np.nan)
             self.joint_ = clone(model).fit(X_all, rates, A)
-            self.heads_ = None
-            return self
+            if head != "average":
+                return self
+            head = "ensemble"
         try:
-            make_head(self.head)
+            make_head(head)
         except ValueError as exc:
             raise RouteConfigError(str(exc), field="head") from None
-        self.joint_ = None
         self.heads_ = []
         for j, name in enumerate(names):
             seen = np.flatnonzero(A[:, j] > 0)
-            self.heads_.append(make_head(self.head).fit(X_all[seen], S[seen, j], A[seen, j]))
+            self.heads_.append(make_head(head).fit(X_all[seen], S[seen, j], A[seen, j]))
         return self
-
-    def _joint_head(self) -> bool:
-        return isinstance(self.head, JointSuccessModel) or self.head in ("auto", "joint")
 
     def _resolve_encoder(self):
         from preroll.encoders import get_encoder
@@ -291,14 +317,16 @@ class Router:
         """Beta belief per (prompt, model), arrays ``(n_prompts, n_models)``, from precomputed embeddings."""
         self._fitted()
         X = np.asarray(X, dtype=np.float32)
-        if self.joint_ is not None:
-            return self.joint_.predict(X)
+        joint = self.joint_.predict(X) if self.joint_ is not None else None
+        if self.heads_ is None:
+            return joint
         preds = [h.predict(X) for h in self.heads_]
         if all(isinstance(p, BetaPrediction) for p in preds):
-            return BetaPrediction(np.stack([p.alpha for p in preds], axis=1), np.stack([p.beta for p in preds], axis=1))
-        # A custom head returning plain probabilities: a belief worth one observation.
-        P = np.clip(np.stack([_success(p) for p in preds], axis=1), 0.0, 1.0)
-        return BetaPrediction.from_mean_concentration(P, np.full(P.shape, 2.0))
+            heads = BetaPrediction(np.stack([p.alpha for p in preds], axis=1), np.stack([p.beta for p in preds], axis=1))
+        else:  # a custom head returning plain probabilities: a belief worth one observation.
+            P = np.clip(np.stack([_success(p) for p in preds], axis=1), 0.0, 1.0)
+            heads = BetaPrediction.from_mean_concentration(P, np.full(P.shape, 2.0))
+        return heads if joint is None else average_beliefs(joint, heads)
 
     def predict_beta(self, prompts: Sequence[str]) -> BetaPrediction:
         """Beta belief over each model's success on each prompt (mean = :meth:`predict_proba`)."""
@@ -308,9 +336,21 @@ class Router:
         """Predicted success per model from precomputed embeddings (``embed``)."""
         self._fitted()
         X = np.asarray(X, dtype=np.float32)
-        if self.joint_ is not None:
+        if self.heads_ is None:
             return np.clip(self.joint_.predict(X).p_success, 0.0, 1.0)
+        if self.joint_ is not None:
+            return np.clip(self.predict_beta_embeddings(X).p_success, 0.0, 1.0)
         return np.clip(np.stack([_success(h.predict(X)) for h in self.heads_], axis=1), 0.0, 1.0)
+
+    def far_from_history(self, X: np.ndarray) -> np.ndarray:
+        """Per embedding row: is it far from the history (below the guard's similarity quantile)?
+
+        All ``False`` when the guard is off.
+        """
+        self._fitted()
+        if getattr(self, "history_X_", None) is None:
+            return np.zeros(len(X), dtype=bool)
+        return max_similarity(np.asarray(X, dtype=np.float32), self.history_X_) < self.far_below_
 
     def predict_proba(self, prompts: Sequence[str]) -> np.ndarray:
         """``(n_prompts, n_models)`` predicted success, columns in ``models`` order."""
@@ -358,9 +398,10 @@ class Router:
         rule, param = self._rule_param(rule, lam, threshold)
         keep = self._keep(exclude)
         prompts = _check_prompts(prompts)
-        belief = self.predict_beta(prompts)
+        X = self.embed(prompts)
+        belief = self.predict_beta_embeddings(X)
         C = self.costs(prompts, n_tokens)
-        return self._decide(belief, C, rule, param, keep)
+        return self._decide(belief, C, rule, param, keep, far=self.far_from_history(X))
 
     def route_embeddings(self, X: np.ndarray, prompts: Sequence[str], *, rule: str | None = None,
                          lam: float | None = None, threshold: float | None = None,
@@ -370,11 +411,16 @@ class Router:
         rule, param = self._rule_param(rule, lam, threshold)
         keep = self._keep(exclude)
         belief = self.predict_beta_embeddings(X)
-        return self._decide(belief, self.costs(list(prompts), n_tokens), rule, param, keep)
+        return self._decide(belief, self.costs(list(prompts), n_tokens), rule, param, keep,
+                            far=self.far_from_history(X))
 
     def rank_models(self, belief: BetaPrediction, C: np.ndarray, rule: str, param: float,
-                    cols: np.ndarray | None = None) -> np.ndarray:
-        """Column indices per prompt, best first, under ``rule`` (restricted to ``cols``)."""
+                    cols: np.ndarray | None = None, far: np.ndarray | None = None) -> np.ndarray:
+        """Column indices per prompt, best first, under ``rule`` (restricted to ``cols``).
+
+        ``far`` (per prompt, from :meth:`far_from_history`): with the guard on, those prompts are ranked by the
+        ``confident`` rule at the guard's ``z`` and ``margin`` under the ``utility`` rule's ``lam``.
+        """
         m = C.shape[1]
         cols = np.arange(m) if cols is None else np.asarray(cols)
         P = np.clip(belief.p_success, 0.0, 1.0)
@@ -382,15 +428,22 @@ class Router:
             default = _rules.default_model(self.base_rate_[cols], self.history_mean_cost_[cols], param)
             return cols[_rules.rank_confident(P[:, cols], belief.std[:, cols], C[:, cols], param, default,
                                               z=float(self.confidence), margin=float(self.margin))]
-        return cols[_rules.rank(rule, P[:, cols], C[:, cols], param)]
+        order = cols[_rules.rank(rule, P[:, cols], C[:, cols], param)]
+        guard = self._guard()
+        if guard is not None and rule == "utility" and far is not None and np.any(far):
+            default = _rules.default_model(self.base_rate_[cols], self.history_mean_cost_[cols], param)
+            careful = cols[_rules.rank_confident(P[:, cols], belief.std[:, cols], C[:, cols], param, default,
+                                                 z=float(guard.z), margin=float(guard.margin))]
+            order = np.where(np.asarray(far, bool)[:, None], careful, order)
+        return order
 
-    def _decide(self, belief, C, rule, param, keep) -> list[RouteDecision]:
+    def _decide(self, belief, C, rule, param, keep, far=None) -> list[RouteDecision]:
         names = [s.name for s in self.specs_]
         cols = np.flatnonzero(keep)
         if rule == "gain" and len(cols) != 2:
             raise RouteError(f"the 'gain' rule routes between exactly two models ({len(cols)} eligible)")
         P = np.clip(belief.p_success, 0.0, 1.0)
-        order = self.rank_models(belief, C, rule, param, cols)
+        order = self.rank_models(belief, C, rule, param, cols, far=far)
         out = []
         for i in range(P.shape[0]):
             ranked = [names[j] for j in order[i]]
