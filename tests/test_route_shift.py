@@ -220,3 +220,23 @@ def test_shift_bench_small_real_run():
     assert all(f["tv_distance"] > 0 for f in res["runs"][1]["folds"])
     worst = [e["worst_gain"] for e in res["summary"]]
     assert worst == sorted(worst, reverse=True)
+    from rich.console import Console
+
+    from preroll.cli.bench_route_shift import print_nine_shift
+
+    console = Console(record=True, width=200)
+    print_nine_shift(res, console)
+    text = console.export_text()
+    assert "Worst case over protocols" in text and "average+guard0.25" in text and "ECE joint" in text
+
+
+def test_cli_refuses_bad_protocol_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from preroll.cli.main import app
+
+    for args, hint in ((["--protocol", "cluster1"], "cluster"), (["--protocol", "shuffle"], "shuffle"),
+                       (["--fold-seeds", "a,b"], "integers"), (["--heads", "joint,magic"], "magic")):
+        r = CliRunner().invoke(app, ["bench", "route", "--models", "9", "--out", str(tmp_path / "o"), *args])
+        assert r.exit_code != 0 and hint in r.output
+        assert "Traceback" not in r.output
