@@ -12,7 +12,12 @@ from preroll.bench import route_shift as rs
 from preroll.data import Outcome
 from preroll.encoders.base import Encoder
 from preroll.route import ModelSpec, RouteConfigError, Router
-from preroll.route.depth import DepthGuard, average_beliefs, history_similarity, max_similarity
+from preroll.route.depth import (
+    DepthGuard,
+    average_beliefs,
+    history_similarity,
+    max_similarity,
+)
 
 
 def _texts_and_vectors(n_groups: int, per_group: int, seed: int):
@@ -185,7 +190,7 @@ def test_guard_settings_are_checked():
 
 
 def test_average_head_is_the_mixture_of_joint_and_ensemble():
-    kw = dict(models=SPECS, encoder=TopicEncoder(), lam=0.0)
+    kw = {"models": SPECS, "encoder": TopicEncoder(), "lam": 0.0}
     avg = Router(head="average", **kw).fit(_histories())
     joint = Router(head="joint", **kw).fit(_histories())
     ens = Router(head="ensemble", **kw).fit(_histories())

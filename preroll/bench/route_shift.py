@@ -28,8 +28,8 @@ graded-outcome rows (any score strictly between 0 and 1) as a slice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np

@@ -93,14 +93,14 @@ def run_pair_shift(cfg: PairShiftConfig, progress: Callable[[str], None] = lambd
                     fold_apgr.setdefault(h, []).append(metrics.apgr(cur))
             Y = np.concatenate(ys)
             methods = {}
-            for h in scores:
-                s = np.concatenate(scores[h])
+            for h, parts in scores.items():
+                s = np.concatenate(parts)
                 P = np.concatenate(probs[h])
                 cur = metrics.routing_curve(s, Y[:, 1 - strong], Y[:, strong])
                 methods[h] = {"apgr": metrics.apgr(cur), "fold_apgr": fold_apgr[h],
                               "ece": {n: rs.expected_calibration_error(P[:, j], Y[:, j]) for j, n in enumerate(names)}}
-            runs.append({"protocol": proto, "seed": seed, "n_test_rows": int(len(Y)), "methods": methods,
-                         "folds": [{"fold": f.fold, "n_train": int(len(f.train)), "n_test": int(len(f.test))}
+            runs.append({"protocol": proto, "seed": seed, "n_test_rows": len(Y), "methods": methods,
+                         "folds": [{"fold": f.fold, "n_train": len(f.train), "n_test": len(f.test)}
                                    for f in folds]})
             cfg_out = {k: v for k, v in asdict(cfg).items() if k != "models"}
             cfg_out["models"] = [m.model_dump() for m in cfg.models]

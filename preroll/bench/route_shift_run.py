@@ -14,8 +14,8 @@ seeds.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,12 @@ class _Fold:
 
 def _fit_fold(data, specs, fold: rs.ShiftFold, cfg: ShiftBenchConfig, encoder) -> tuple[_Fold, dict[str, float]]:
     from preroll.route import Router
-    from preroll.route.depth import DepthGuard, average_beliefs, far_threshold, max_similarity
+    from preroll.route.depth import (
+        DepthGuard,
+        average_beliefs,
+        far_threshold,
+        max_similarity,
+    )
 
     tr, te = fold.train, fold.test
     p_tr = [data.prompts[i] for i in tr]
@@ -146,7 +151,7 @@ def _evaluate(folds: list[_Fold], cfg: ShiftBenchConfig, names: list[str]) -> di
                                          for j, n in enumerate(names)},
                      "far_n": int(far.sum())}
     oracle = float(np.nanmean(np.nanmax(Y, axis=1)) - np.nanmean(Y[np.arange(len(Y)), best]))
-    return {"n_test_rows": int(len(Y)), "methods": methods, "ece": ece, "oracle_gain": oracle}
+    return {"n_test_rows": len(Y), "methods": methods, "ece": ece, "oracle_gain": oracle}
 
 
 def run_shift_bench(cfg: ShiftBenchConfig, progress: Callable[[str], None] = lambda s: None,
@@ -183,7 +188,7 @@ def run_shift_bench(cfg: ShiftBenchConfig, progress: Callable[[str], None] = lam
                 fit_s.append(times)
             ev = _evaluate(done, cfg, names)
             ev.update({"protocol": proto, "seed": seed, "fit_s": fit_s,
-                       "folds": [{"fold": fd.fold, "n_train": int(len(fd.train)), "n_test": int(len(fd.test)),
+                       "folds": [{"fold": fd.fold, "n_train": len(fd.train), "n_test": len(fd.test),
                                   **fd.info} for fd in folds]})
             runs.append(ev)
             cfg_out = asdict(cfg)

@@ -108,7 +108,7 @@ def print_nine_shift(result: dict[str, Any], console=None) -> None:
 def _mean(d: dict[str, float]) -> float:
     import numpy as np
 
-    v = [x for x in d.values() if x == x]
+    v = [x for x in d.values() if not np.isnan(x)]
     return float(np.mean(v)) if v else float("nan")
 
 
