@@ -173,10 +173,16 @@ def test_guard_falls_back_to_the_best_on_average_on_far_queries():
     sure = BetaPrediction.from_mean_concentration(np.tile([0.95, 0.30], (3, 1)), np.full((3, 2), 400.0))
     assert router.rank_models(sure, C, "utility", 0.0, far=far)[:, 0].tolist() == [0, 0, 0]
     # Off: route() is the plain rule; on: route() passes the far mask itself.
-    plain = Router(models=SPECS, encoder=TopicEncoder(), head="ensemble", lam=0.0).fit(_histories())
+    plain = Router(models=SPECS, encoder=TopicEncoder(), head="ensemble", lam=0.0, guard=False).fit(_histories())
     assert not plain.far_from_history(X).any()
     assert [d.model for d in router.route(["easy new", "hard new"])] == \
         [d.model for d in plain.route(["easy new", "hard new"])]
+
+
+def test_defaults_are_the_ensemble_head_with_the_guard_on():
+    r = Router(models=SPECS, encoder=TopicEncoder()).fit(_histories())
+    assert r.joint_ is None and len(r.heads_) == 2
+    assert r.far_from_history(r.embed(["poem"])).tolist() == [True]
 
 
 def test_guard_settings_are_checked():

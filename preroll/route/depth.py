@@ -32,8 +32,8 @@ class DepthGuard:
     far_quantile:
         A query is far when its highest similarity to the history is below
         this quantile of the history prompts' own highest similarity to the
-        rest of the history (``0.1``: as isolated as the loneliest 10% of
-        the history, or more).
+        rest of the history (``0.25``: as isolated as the loneliest quarter
+        of the history, or more; 0.25 beat 0.1 on the shift protocols).
     z, margin:
         The ``confident`` rule on far queries: leave the default model only
         when ``gain - z * sd > margin``.
@@ -42,7 +42,7 @@ class DepthGuard:
         random sample bounds the cost on large histories).
     """
 
-    far_quantile: float = 0.1
+    far_quantile: float = 0.25
     z: float = 1.0
     margin: float = 0.0
     sample: int = 2000
