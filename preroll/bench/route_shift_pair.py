@@ -67,18 +67,20 @@ def run_pair_shift(cfg: PairShiftConfig, progress: Callable[[str], None] = lambd
             folds = folds[:cfg.max_folds] if cfg.max_folds else folds
             scores: dict[str, list[np.ndarray]] = {}
             probs: dict[str, list[np.ndarray]] = {}
-            ys, fold_apgr = [], {}
+            ys: list[np.ndarray] = []
+            fold_apgr: dict[str, list[float]] = {}
             for fold in folds:
                 progress(f"pair, seed {seed}, {proto}, fold {fold.fold}: {len(fold.train)} history / "
                          f"{len(fold.test)} test")
                 p_te = [data.prompts[i] for i in fold.test]
                 beliefs = {}
-                first = None
+                routers = []
                 for head in cfg.heads:
-                    r = Router(models=cfg.models, encoder=encoder, head=head, rule="gain")
+                    r = Router(models=cfg.models, encoder=encoder, head=head, rule="gain", guard=False)
                     r.fit({n: h for n, h in data.histories(fold.train).items() if n in names})
-                    first = first or r
-                    beliefs[head] = r.predict_beta_embeddings(first.embed(p_te))
+                    routers.append(r)
+                    beliefs[head] = r.predict_beta_embeddings(routers[0].embed(p_te))
+                first = routers[0]
                 if "joint" in beliefs and "ensemble" in beliefs:
                     beliefs["average"] = average_beliefs(beliefs["joint"], beliefs["ensemble"])
                 strong = int(rules.strong_index(first.costs(p_te[:1]))[0])
