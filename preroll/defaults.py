@@ -23,7 +23,7 @@ DEFAULT_HEAD = "logistic"
 #: available: ``"logistic"``, ``"ensemble"`` (logistic + kNN), ``"knn"``, ``"gp"``, ``"tabpfn"`` for
 #: the value model (:func:`preroll.heads.make_head`), ``"joint"`` (one jointly fitted model of all
 #: candidates) or any of the value model's heads (one copy per candidate) for the router.
-AUTO_HEAD = {"value_model": DEFAULT_HEAD, "router": "joint"}
+AUTO_HEAD = {"value_model": DEFAULT_HEAD, "router": "ensemble"}  # router: chosen on shift protocols (RESULTS.md)
 DEFAULT_BATCH_SIZE = 16
 
 #: ``preroll score``: rows per output part (the unit of resume) and per model call. A model call's

@@ -143,7 +143,8 @@ def test_cli_writes_table_json_and_png(tmp_path, monkeypatch):
 
     data = load_mmlu(subjects=["anatomy"])
     out = tmp_path / "out"
-    args = ["bench", "route", "--max-prompts", "300", "--encoder", "lexical", "--no-mlp", "--out", str(out)]
+    args = ["bench", "route", "--protocol", "random", "--max-prompts", "300", "--encoder", "lexical", "--no-mlp",
+            "--out", str(out)]
     for m, c in zip(data.models, ("0.5", "20")):
         args += ["--cost", f"{m}={c}"]
     res = CliRunner().invoke(app, args)

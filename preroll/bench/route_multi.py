@@ -157,7 +157,7 @@ def run_multi_bench(cfg: MultiBenchConfig, progress: Callable[[str], None] = lam
         p_te = [data.prompts[i] for i in te]
         Y_tr, Y_te = Y_all[tr], Y_all[te]
         encoder = get_encoder(cfg.encoder, cache_dir=cfg.cache_dir)
-        router = Router(models=specs, encoder=encoder, head="auto", rule="utility", lam=0.0,
+        router = Router(models=specs, encoder=encoder, head="joint", rule="utility", lam=0.0,
                         confidence=cfg.confidence)
         progress(f"fold {f}: fitting the joint router on {len(tr)} prompts")
         t0 = time.perf_counter()
@@ -204,7 +204,7 @@ def run_multi_bench(cfg: MultiBenchConfig, progress: Callable[[str], None] = lam
             ind.fit(data.histories(tr))
             fit_s = time.perf_counter() - t0
             Pi = ind.predict_proba_embeddings(X_te)
-            add(_method("independent heads (previous default)", _utility_picks(Pi, C, grid), Y_te, C, single_cost,
+            add(_method("independent heads (ensemble, the default)", _utility_picks(Pi, C, grid), Y_te, C, single_cost,
                         best_q, best_cost, fit_s=fit_s))
 
         progress(f"fold {f}: baselines")

@@ -18,6 +18,9 @@ import typer
 EXAMPLE_COSTS = ["mistralai/Mixtral-8x7B-Instruct-v0.1=0.24", "gpt-4-1106-preview=24.7"]
 
 QUICK_PROMPTS = 2000
+#: The MMLU pair's shift protocols fit two heads per fold: a random subset of this many prompts unless
+#: --max-prompts says otherwise (the full 14k take hours on a shared CPU).
+PAIR_SHIFT_PROMPTS = 3000
 
 
 def _parse_prices(items: list[str], option: str) -> dict[str, float]:
@@ -58,7 +61,7 @@ def bench_route(
     repeats: int = typer.Option(1, min=1, help="Independent splits (seed, seed+1, ...); mean and std reported."),
     encoder: str = typer.Option("minilm+lexical+stats", help="Encoder: minilm, lexical, stats, a sentence-transformers path, or several joined by + (e.g. minilm+lexical+stats)."),
     cache_dir: Path = typer.Option(Path(".preroll-cache"), help="On-disk embedding cache."),
-    head: str = typer.Option("auto", help="Router head: auto (the router's recommended head, now joint), joint, ensemble, logistic or knn."),
+    head: str = typer.Option("auto", help="Router head: auto (the router's recommended head, now ensemble), joint, ensemble, logistic or knn."),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the MLP router baseline."),
     out: Path = typer.Option(Path("runs/bench-route"), help="Output folder for results.json and frontier.png."),
     stream: bool = typer.Option(False, "--stream", help="Instead: replay LLMRouter's nine models as a stream "
@@ -74,6 +77,19 @@ def bench_route(
                                                                            "full-information router (slow: its refits)."),
     budget_per_1k: Optional[float] = typer.Option(None, min=0.0, help="--stream: at most this extra spend over the "
                                                                      "greedy choices per 1,000 requests."),
+    protocol: str = typer.Option(
+        "random,cluster5,cluster10,reweight", "--protocol", metavar="P1,P2,...",
+        help="Evaluation protocols: random (K-fold), cluster<K> (whole k-means clusters of the prompts held out; "
+             "for the MMLU pair: whole subjects), group (MMLU subjects), reweight (test drawn with a Dirichlet mix "
+             "of clusters). 'random' alone runs the detailed random-fold benchmark with every baseline; any shift "
+             "protocol runs the shift benchmark (results-shift.json), heads compared by their worst case."),
+    fold_seeds: Optional[str] = typer.Option(None, "--fold-seeds", metavar="S1,S2,...",
+                                             help="Shift benchmark: fold seeds (default: --seed)."),
+    heads: str = typer.Option("joint,ensemble", "--heads",
+                              help="Shift benchmark: heads fitted per fold (the average of joint and ensemble is "
+                                   "added when both run)."),
+    alpha: float = typer.Option(1.0, min=0.01, help="Shift benchmark: Dirichlet concentration of the reweighted "
+                                                     "folds' cluster mix (smaller: further from the history's)."),
     learning_curve: Optional[str] = typer.Option(
         None, "--learning-curve", metavar="F1,F2,...",
         help="Instead of the full benchmark: refit the router (and the kNN router) on these shares of each "
@@ -93,6 +109,15 @@ def bench_route(
                      explore={k: v for k, v in (("max_share", max_share), ("budget_per_1k", budget_per_1k))
                               if v is not None}, full_info=full_info)
         return None
+    from preroll.cli import bench_route_shift as shift
+
+    protocols = shift.parse_protocols(protocol)
+    shifted = fractions is None and protocols != ["random"]
+    if shifted and models in ("9", "llmrouter-9"):
+        return shift.nine(data=data, protocols=protocols, seeds=shift.parse_ints(fold_seeds, seed, "--fold-seeds"),
+                          heads=shift.parse_heads(heads), folds=folds, max_folds=max_folds,
+                          max_prompts=QUICK_PROMPTS if quick and max_prompts is None else max_prompts,
+                          encoder=encoder, cache_dir=cache_dir, output_tokens=output_tokens, alpha=alpha, out=out)
     if models in ("9", "llmrouter-9"):
         return _bench_nine(data=data, folds=folds, seed=seed, max_prompts=QUICK_PROMPTS if quick and max_prompts
                            is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
@@ -125,6 +150,12 @@ def bench_route(
                            else max_prompts, encoder=encoder, cache_dir=str(cache_dir), head=head, mlp=mlp)
     if fractions is not None:
         return _curve("pair", cfg, fractions, out, data)
+    if shifted:
+        return shift.pair(specs=specs, data=data, protocols=protocols,
+                          seeds=shift.parse_ints(fold_seeds, seed, "--fold-seeds"), heads=shift.parse_heads(heads),
+                          folds=folds, max_folds=max_folds, max_prompts=cfg.max_prompts or PAIR_SHIFT_PROMPTS,
+                          encoder=encoder,
+                          cache_dir=cache_dir, alpha=alpha, out=out)
     result = run_route_bench(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
 
     out.mkdir(parents=True, exist_ok=True)

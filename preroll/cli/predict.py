@@ -97,7 +97,10 @@ def _predict_by_policy(history, rows: list[dict], out: Path, *, context: Path, e
     if len(histories) < 2:
         raise RecordError("--by-policy needs a history with at least two policies", path=context, field="policy")
     names = list(histories)
-    router = Router(models=[ModelSpec(name=n, cost_per_call=1.0) for n in names], encoder=encoder, head=head)
+    # "auto" here stays the joint model: --by-policy scores success (no routing), which is what it was measured
+    # on; the Router's own "auto" moved to the ensemble for routing under shift (docs/route.md).
+    router = Router(models=[ModelSpec(name=n, cost_per_call=1.0) for n in names], encoder=encoder,
+                    head="joint" if head == "auto" else head, guard=False)
     router.fit(histories, show_progress=True)
     belief = router.predict_beta([r["prompt"] for r in rows])
     p, sd = belief.p_success, belief.std

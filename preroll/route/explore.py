@@ -392,7 +392,7 @@ def on_fit(router, histories) -> bool:
         specs = router._specs()
         sub = Router(models=[specs[j] for j in present], encoder=router.encoder, head=router.head,
                      rule=router.rule, lam=router.lam, threshold=router.threshold, cache_dir=router.cache_dir,
-                     confidence=router.confidence, margin=router.margin)
+                     confidence=router.confidence, margin=router.margin, guard=router.guard)
         sub.fit({st.names[j]: histories[st.names[j]] for j in present})
         st.partial, st.partial_cols = sub, np.array(present)
     return True
@@ -418,7 +418,7 @@ def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_to
     keep = _keep(names, exclude)
     prompts = _check_prompts(prompts)
     with st.lock:
-        belief, _ = st.belief(router, prompts)
+        belief, X = st.belief(router, prompts)
         C = router.costs(prompts, n_tokens)
         P = np.clip(belief.p_success, 0.0, 1.0)
         cols = np.flatnonzero(keep)
@@ -427,7 +427,7 @@ def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_to
 
             raise RouteError(f"the 'gain' rule routes between exactly two models ({len(cols)} eligible)")
         if _is_fitted(router):
-            order = router.rank_models(belief, C, rule, param, cols)
+            order = router.rank_models(belief, C, rule, param, cols, far=router.far_from_history(X))
         else:  # no base rates yet: the 'confident' rule's default is undefined, rank by utility
             r = "utility" if rule == "confident" else rule
             order = cols[_rules.rank(r, P[:, cols], C[:, cols], param)]
