@@ -54,7 +54,7 @@ from preroll.serve.body import check_prompt_size, optional_bool, optional_str, p
 from preroll.serve.breaker import CircuitBreakers
 from preroll.serve.config import ROUTE_ALIASES, ConfigError, LimitSettings, ServeConfig
 from preroll.serve.decision_log import DecisionLog
-from preroll.serve.errors import RequestError, error_response
+from preroll.serve.errors import RequestError, StoreUnavailableError, error_response
 from preroll.serve.proxy import Forwarder
 from preroll.serve.routing import RoutingService
 from preroll.serve.security import Guard
@@ -137,7 +137,8 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.forwarder = Forwarder(config.backends, api_keys, stats, breakers)
+        app.state.forwarder = Forwarder(config.backends, api_keys, stats, breakers,
+                                        max_body_bytes=limits.max_upstream_bytes)
         app.state.decision_log = DecisionLog(store, stats)
         await routing.start()
         try:
@@ -160,6 +161,11 @@ def create_app(config: ServeConfig, *, check: bool | None = None, encoder=None,
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
         stats.error(f"{exc.status} {exc.code}")
+        return exc.response()
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_unavailable(request: Request, exc: StoreUnavailableError):
+        stats.error("507 store_full" if exc.full else "503 store_unavailable")
         return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
