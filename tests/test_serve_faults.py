@@ -48,6 +48,15 @@ def _app(tmp_path, urls, **sections):
 @pytest.fixture
 def proxy(tmp_path, backends):
     fakes, urls = backends
+    app = _app(tmp_path, urls)
+    with serve_in_thread(app) as url:
+        yield url, fakes, app
+
+
+@pytest.fixture
+def capped(tmp_path, backends):
+    """A proxy relaying at most 64 KiB from an upstream."""
+    fakes, urls = backends
     app = _app(tmp_path, urls, limits={"max_upstream_bytes": 65536})
     with serve_in_thread(app) as url:
         yield url, fakes, app
@@ -198,17 +207,20 @@ def test_usual_backend_names_are_accepted(tmp_path, backends):
     assert config.backend_names == ["meta-llama/Llama-3.1-8B-Instruct@v2:fast", "gpt_4o+mini"]
 
 
-def test_serve_cli_refuses_a_newline_in_a_backend_name_in_one_line(tmp_path, backends):
+def test_serve_cli_refuses_a_newline_in_a_backend_name_in_one_line(tmp_path, backends, monkeypatch):
+    import uvicorn
     from typer.testing import CliRunner
 
     from preroll.cli.main import app
 
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))   # never block if it gets that far
     _, urls = backends
     data = _config_dict(tmp_path, urls)
     data["backends"][1]["name"] = "a\nb"
     path = _write_config(tmp_path, data)
     r = CliRunner().invoke(app, ["serve", "--config", str(path), "--no-check-backends"], env=ENV)
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == 2 and not started, r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "backends[1].name" in lines[0] and "Traceback" not in r.output
 
@@ -238,8 +250,8 @@ def test_an_upstream_client_error_that_is_not_json_is_wrapped(proxy):
     assert len(fakes["large"].requests) == 0                 # a client error is not retried elsewhere
 
 
-def test_an_oversized_upstream_answer_is_cut_at_the_limit_with_a_502(proxy):
-    url, fakes, _ = proxy
+def test_an_oversized_upstream_answer_is_cut_at_the_limit_with_a_502(capped):
+    url, fakes, _ = capped
     fakes["small"].pad_bytes = 1_000_000                     # limits.max_upstream_bytes is 64 KiB here
     for model in ("small", "auto"):
         error = _error(_chat(url, MATH_Q, model=model), 502)
@@ -252,8 +264,8 @@ def test_an_oversized_upstream_answer_is_cut_at_the_limit_with_a_502(proxy):
     assert stats["errors"]["upstream_too_large"] == 2
 
 
-def test_an_oversized_stream_ends_with_an_error_event(proxy):
-    url, fakes, _ = proxy
+def test_an_oversized_stream_ends_with_an_error_event(capped):
+    url, fakes, _ = capped
     fakes["small"].pad_bytes = 1_000_000
     body = {"model": "small", "stream": True, "messages": [{"role": "user", "content": MATH_Q}]}
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as r:

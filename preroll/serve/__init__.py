@@ -1,6 +1,7 @@
 """``preroll serve``: an OpenAI-compatible proxy that routes each request to the cheapest capable backend.
 
-Modules: :mod:`.config` (the YAML schema), :mod:`.app` (the FastAPI app),
+Modules: :mod:`.config` (the YAML schema), :mod:`.app` (the FastAPI app, built from
+:mod:`.routers` over the shared :mod:`.state`),
 :mod:`.security` (Host/Origin checks, bearer token, body cap),
 :mod:`.exposure` (no open proxy on a public address), :mod:`.body` (JSON
 parsing and field checks), :mod:`.errors` (the service's errors and their
