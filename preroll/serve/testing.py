@@ -70,7 +70,11 @@ def create_fake_backend_app(backend: FakeBackend):
                                            "type": "server_error"}}, status_code=backend.fail_status)
         if backend.raw_body is not None:
             return Response(backend.raw_body, status_code=backend.raw_status, media_type="application/json")
-        text = backend.reply_text(body)
+        try:
+            text = backend.reply_text(body)
+        except (AttributeError, TypeError):  # what a real server answers to messages it cannot read
+            return JSONResponse({"error": {"message": "malformed messages", "type": "invalid_request_error"}},
+                                status_code=400)
         created = int(time.time())
         model = body.get("model", backend.name)
         if not body.get("stream") and backend.pad_bytes:
