@@ -44,7 +44,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from hypothesis import HealthCheck, Phase, given, seed, settings
 
-    from preroll.serve.fuzzing import ENDPOINTS, FuzzTarget, problem, requests, schema_requests, send
+    from preroll.serve.fuzzing import (
+        ENDPOINTS,
+        MAX_UPSTREAM_BYTES,
+        FuzzTarget,
+        problem,
+        requests,
+        schema_requests,
+        send,
+    )
 
     by_endpoint: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     broken: list[tuple[str, str]] = []
@@ -58,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             counts["cases"] += 1
             counts[source] += 1
             counts[r.status_code] += 1
-            what = problem(r.status_code, r.headers, r.content)
+            what = problem(r.status_code, r.headers, r.content, max_bytes=MAX_UPSTREAM_BYTES)
             if what is not None:
                 counts["problems"] += 1
                 broken.append((what, repr(case)))

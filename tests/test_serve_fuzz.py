@@ -9,7 +9,16 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from preroll.serve.fuzzing import AUTH, FuzzTarget, HttpCase, problem, requests, schema_requests, send
+from preroll.serve.fuzzing import (
+    AUTH,
+    MAX_UPSTREAM_BYTES,
+    FuzzTarget,
+    HttpCase,
+    problem,
+    requests,
+    schema_requests,
+    send,
+)
 
 _SETTINGS = dict(database=None, deadline=None, phases=[Phase.generate], derandomize=True,
                  suppress_health_check=list(HealthCheck))
@@ -23,13 +32,19 @@ def target():
 
 def _check(client, case: HttpCase) -> None:
     r = send(client, case)
-    what = problem(r.status_code, r.headers, r.content)
+    what = problem(r.status_code, r.headers, r.content, max_bytes=MAX_UPSTREAM_BYTES)
     assert what is None, f"{what}: {case!r} -> {r.status_code} {r.content[:300]!r}"
 
 
 @settings(max_examples=100, **_SETTINGS)
 @given(case=requests())
 def test_generated_requests_are_answered_or_refused_in_json(target, case):
+    _check(target, case)
+
+
+@settings(max_examples=60, **_SETTINGS)
+@given(case=requests(endpoints=[("POST", "/v1/chat/completions")], broken_upstream=0.6))
+def test_chat_requests_over_a_misbehaving_upstream_are_answered_in_json(target, case):
     _check(target, case)
 
 

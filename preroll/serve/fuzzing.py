@@ -10,7 +10,9 @@ hypothesis: well-formed chat, route and feedback bodies with fields swapped for
 odd values (wrong types, non-finite numbers, lone surrogates, huge integers,
 long and empty text, unknown models), arbitrary JSON, raw bytes, deep
 nesting, and odd headers (``x-preroll-lambda``, ``content-type``, bearer
-tokens, ``Origin``). :class:`FuzzTarget` runs a real proxy app in process (a
+tokens, ``Origin``), and one upstream that now and then misbehaves
+(:data:`UPSTREAM_MODES`: not JSON, a JSON list, a cut body, an HTML 400, an
+answer past the size limit, a 503). :class:`FuzzTarget` runs a real proxy app in process (a
 :class:`starlette.testclient.TestClient`) in front of two fake upstreams on
 loopback (:mod:`preroll.serve.testing`), with a bearer token and the lexical
 encoder, so each case costs milliseconds.
@@ -47,23 +49,37 @@ _MATH = [f"math question {i}: add {i} and {i + 3} then multiply" for i in range(
 _HISTORY = [f"history question {i}: which emperor ruled rome in year {100 + i}" for i in range(20)]
 
 
+#: How the "small" upstream behaves during one case: as it should, or broken in one of the ways a real one is.
+UPSTREAM_MODES = {
+    "ok": {},
+    "not_json": {"raw_body": b"<html>502 Bad Gateway</html>"},
+    "json_list": {"raw_body": b"[1, 2]"},
+    "truncated": {"raw_body": b'{"choices": [{"message": {"content": "cut'},
+    "html_400": {"raw_body": b"<html>bad request</html>", "raw_status": 400},
+    "oversized": {"pad_bytes": 200_000},
+    "failing": {"fail_status": 503},
+}
+_UPSTREAM_DEFAULTS = {"raw_body": None, "raw_status": 200, "pad_bytes": 0, "fail_status": None}
+
+
 @dataclass
 class HttpCase:
     method: str
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    upstream: str = "ok"  # a key of UPSTREAM_MODES
 
     def __repr__(self) -> str:
         body = None if self.body is None else self.body[:300]
-        return f"HttpCase({self.method} {self.path}, headers={self.headers}, body={body!r})"
+        return f"HttpCase({self.method} {self.path}, headers={self.headers}, body={body!r}, upstream={self.upstream})"
 
 
 # -- strategies --------------------------------------------------------------------------------------------
 
-_surrogate = st.sampled_from(["\ud800", "x\udfff", "a\ud83d", "\udc00b"])
+_surrogate = st.sampled_from(["\ud800", "x\udfff", "a\ud83d", "\udc00b", "math question\ud800"])
 _text = st.one_of(st.text(max_size=40), st.sampled_from(["", " ", "\n", "\x00", "é", "😀", "auto", "small"]),
-                  _surrogate, st.text(alphabet="ab ", min_size=3000, max_size=5000))
+                  _surrogate, _surrogate, st.text(alphabet="ab ", min_size=3000, max_size=5000))
 _number = st.one_of(st.integers(), st.floats(allow_nan=True, allow_infinity=True),
                     st.sampled_from([0, 1, -1, 0.5, 2 ** 63, -(2 ** 63) - 1, 10 ** 30, 1e308]))
 _scalar = st.one_of(st.none(), st.booleans(), _number, _text)
@@ -200,9 +216,12 @@ def _headers(draw) -> dict[str, str]:
 
 
 @st.composite
-def requests(draw) -> HttpCase:
-    """One generated request against one of :data:`ENDPOINTS` (or a near miss: an odd method or path)."""
-    method, path = draw(st.sampled_from(ENDPOINTS))
+def requests(draw, endpoints: list[tuple[str, str]] = ENDPOINTS, broken_upstream: float = 0.25) -> HttpCase:
+    """One generated request against one of ``endpoints`` (or a near miss: an odd method or path).
+
+    In a share ``broken_upstream`` of the cases the "small" upstream misbehaves (:data:`UPSTREAM_MODES`).
+    """
+    method, path = draw(st.sampled_from(endpoints))
     roll = draw(st.integers(0, 19))
     if roll == 0:
         method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]))
@@ -211,14 +230,22 @@ def requests(draw) -> HttpCase:
                                      "/v1/feedback?x=1", "/%00", "/v1/route/../stats"]))
     headers = draw(_headers())
     body = draw(_body_for(path)) if method in ("POST", "PUT", "PATCH") else None
-    return HttpCase(method, path, headers, body)
+    broken = draw(st.floats(0, 1, exclude_max=True)) < broken_upstream
+    upstream = draw(st.sampled_from(sorted(set(UPSTREAM_MODES) - {"ok"}))) if broken else "ok"
+    return HttpCase(method, path, headers, body, upstream)
 
 
 # -- the rule -------------------------------------------------------------------------------------------------
 
 
-def problem(status: int, headers: Any, content: bytes) -> str | None:
-    """What is wrong with an answer, or ``None`` if it keeps the rule."""
+#: ``limits.max_upstream_bytes`` of the target: no answer may be much longer.
+MAX_UPSTREAM_BYTES = 65536
+
+
+def problem(status: int, headers: Any, content: bytes, *, max_bytes: int | None = None) -> str | None:
+    """What is wrong with an answer, or ``None`` if it keeps the rule (and, given ``max_bytes``, is not longer)."""
+    if max_bytes is not None and len(content) > max_bytes + 4096:
+        return f"{len(content)} bytes relayed, over the {max_bytes}-byte upstream limit"
     if status == 500 or status > 599 or (status >= 500 and status not in SERVER_SIDE_OK):
         return f"status {status}"
     if b"Traceback" in content or b'File "' in content:
@@ -252,9 +279,10 @@ def FuzzTarget(workdir: str | Path | None = None) -> Iterator[Any]:
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="preroll-fuzz-"))
         root = Path(workdir)
-        urls = {}
+        urls, fakes = {}, {}
         for name in ("small", "large"):
-            urls[name] = stack.enter_context(serve_in_thread(create_fake_backend_app(FakeBackend(f"{name}-up"))))
+            fakes[name] = FakeBackend(f"{name}-up")
+            urls[name] = stack.enter_context(serve_in_thread(create_fake_backend_app(fakes[name])))
         rows = {"small": [(p, 1) for p in _MATH] + [(p, 0) for p in _HISTORY],
                 "large": [(p, 1) for p in _MATH + _HISTORY]}
         for name, pairs in rows.items():
@@ -264,7 +292,8 @@ def FuzzTarget(workdir: str | Path | None = None) -> Iterator[Any]:
             "store": "fuzz.sqlite", "check_backends": False,
             "router": {"encoder": "lexical", "rule": "utility", "lam": 0.5, "refit_every": 200, "cache_dir": False},
             "server": {"auth_token_env": "PREROLL_FUZZ_TOKEN"},
-            "limits": {"max_body_bytes": 65536, "max_upstream_bytes": 65536},
+            "limits": {"max_body_bytes": 65536, "max_upstream_bytes": MAX_UPSTREAM_BYTES},
+            "breaker": {"failures": 5, "cooldown_s": 0.5},
             "backends": [{"name": n, "base_url": f"{urls[n]}/v1", "cost_per_call": c, "timeout_s": 5,
                           "history": f"{n}.jsonl"} for n, c in (("small", 0.1), ("large", 1.0))]}
         path = root / "serve.yaml"
@@ -272,6 +301,7 @@ def FuzzTarget(workdir: str | Path | None = None) -> Iterator[Any]:
         env = {"PREROLL_FUZZ_TOKEN": TOKEN}
         app = create_app(load_config(path, environ=env), environ=env)
         client = stack.enter_context(TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False))
+        client.fakes = fakes
         KNOWN_REQUEST_IDS.clear()
         for prompt in (_MATH + _HISTORY)[::5]:
             r = client.post("/v1/chat/completions", headers={"authorization": AUTH},
@@ -281,7 +311,11 @@ def FuzzTarget(workdir: str | Path | None = None) -> Iterator[Any]:
 
 
 def send(client: Any, case: HttpCase):
-    """Send one case; return the response (a stream is read to its end)."""
+    """Set the "small" upstream's behaviour, send one case; return the response (a stream is read to its end)."""
+    fake = client.fakes["small"]
+    for key, value in {**_UPSTREAM_DEFAULTS, **UPSTREAM_MODES[case.upstream]}.items():
+        setattr(fake, key, value)
+    fake.requests.clear()
     return client.request(case.method, case.path, headers=case.headers, content=case.body)
 
 
