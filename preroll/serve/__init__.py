@@ -10,7 +10,8 @@ refits), :mod:`.proxy` (forwarding and fallback), :mod:`.breaker`
 (per-backend circuit breakers), :mod:`.store` (SQLite histories),
 :mod:`.decision_log` (who answered what, for grading), :mod:`.stats` (counts
 and latencies), :mod:`.testing` (a small OpenAI-compatible backend for tests
-and load tests).
+and load tests), :mod:`.fuzzing` (the HTTP fuzz harness; needs hypothesis and
+schemathesis).
 """
 
 from preroll.serve.config import ConfigError, ServeConfig, load_config
