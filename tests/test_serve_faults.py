@@ -283,3 +283,25 @@ def test_upstream_limit_is_a_config_field(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="limits.max_upstream_bytes"):
         load_config(path)
+
+
+def test_an_embedding_cache_that_cannot_be_written_does_not_stop_routing(tmp_path, backends):
+    """The embedding cache often shares the store's disk: when it cannot be written, routing still answers.
+
+    (A read-only database here: unlike a page cap, it refuses every write, so the test is deterministic.)
+    """
+    from preroll.encoders import CachedEncoder
+
+    fakes, urls = backends
+    data = _config_dict(tmp_path, urls)
+    encoder = CachedEncoder(HashingEncoder(), tmp_path / "cache")
+    app = create_app(load_config(_write_config(tmp_path, data), environ=ENV), encoder=encoder, environ=ENV)
+    with serve_in_thread(app) as url:
+        assert _chat(url, MATH_Q).status_code == 200
+        cached = encoder.cached_count()
+        encoder._conn.execute("PRAGMA query_only=ON")   # every write now fails: "attempt to write a readonly database"
+        for i in range(3):
+            r = _chat(url, f"math question {200 + i}: add {i} and 7 then multiply")   # new prompts: a cache miss
+            assert r.status_code == 200, r.text
+            assert r.headers["x-preroll-model"] == "small"
+        assert encoder.cached_count() == cached                           # nothing half-written either
