@@ -242,6 +242,20 @@ def test_an_upstream_success_that_is_not_a_json_object_is_a_502(proxy, raw):
     _error(_chat(url, MATH_Q), 502)
 
 
+def test_a_stream_request_answered_with_one_broken_body_is_a_502(proxy):
+    """An upstream may ignore ``stream`` and answer one body: it is checked like a non-streamed answer."""
+    url, fakes, _ = proxy
+    fakes["small"].raw_body = b"<html>502 Bad Gateway</html>"
+    error = _error(_chat(url, MATH_Q, model="small", stream=True), 502)
+    assert error["code"] == "all_backends_failed"
+    r = _chat(url, MATH_Q, stream=True)                       # routed: the next backend streams
+    assert r.status_code == 200 and r.headers["x-preroll-model"] == "large"
+    assert r.headers["content-type"].startswith("text/event-stream")
+    fakes["small"].raw_body = b'{"id": "x", "choices": []}'   # one valid JSON body: passed on as JSON
+    r = _chat(url, MATH_Q, model="small", stream=True)
+    assert r.status_code == 200 and r.json() == {"id": "x", "choices": []}
+
+
 def test_an_upstream_client_error_that_is_not_json_is_wrapped(proxy):
     url, fakes, _ = proxy
     fakes["small"].raw_body, fakes["small"].raw_status = b"<html>bad request</html>", 400

@@ -180,7 +180,10 @@ class Forwarder:
                 if upstream.status_code in RETRYABLE_STATUS:
                     await upstream.aclose()
                     raise UpstreamFailure(f"upstream status {upstream.status_code}")
-                if upstream.status_code >= 400:  # a client error: pass its body back
+                sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+                if upstream.status_code >= 400 or not sse:
+                    # A client error, or an upstream that answered a stream request with one body:
+                    # read it (bounded) and check it like a non-streamed answer.
                     try:
                         content = await _read_bounded(upstream, self.max_body_bytes)
                     finally:
@@ -199,8 +202,7 @@ class Forwarder:
                 await upstream.aclose()
             raise UpstreamFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         self.stats.latency("upstream_ms", (time.perf_counter() - t0) * 1000)
-        sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-        return StreamingResponse(_relay(first, chunks, upstream, self.stats, self.max_body_bytes, sse=sse),
+        return StreamingResponse(_relay(first, chunks, upstream, self.stats, self.max_body_bytes, sse=True),
                                  status_code=upstream.status_code, headers=_copy_headers(upstream))
 
 
