@@ -84,7 +84,7 @@ def disk_full(fakes_urls, n_feedback: int) -> dict:
     from preroll.serve.testing import serve_in_thread
 
     mnt = Path(tempfile.mkdtemp(prefix="preroll-full-"))
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, check=False).returncode:
         return {"skipped": "cannot mount a tmpfs here (needs root)"}
     statuses: dict[str, int] = {}
     acked: list[str] = []
@@ -130,7 +130,7 @@ def disk_full(fakes_urls, n_feedback: int) -> dict:
         with HistoryStore(mnt / "history.sqlite") as store:
             stored = {o.prompt for o in store.records("small")}
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+        subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
     lost = sum(p not in stored for p in acked)
     return {"statuses": statuses, "chats_routed": f"{chat_ok}/{chats}", "acknowledged": len(acked), "lost": lost}
 
@@ -175,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-mb", type=int, default=200, help="Size of the runaway upstream's answer.")
     args = parser.parse_args(argv)
 
-    from preroll.serve.testing import FakeBackend, create_fake_backend_app, serve_in_thread
+    from preroll.serve.testing import (
+        FakeBackend,
+        create_fake_backend_app,
+        serve_in_thread,
+    )
 
     fakes = {"small": FakeBackend("small-up"), "large": FakeBackend("large-up")}
     with serve_in_thread(create_fake_backend_app(fakes["small"])) as small, \

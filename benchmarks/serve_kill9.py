@@ -80,6 +80,18 @@ async def load(base: str, round_no: int, workers: int, acked: list[str], stop: a
     return sent
 
 
+async def one_round(server: subprocess.Popen, base: str, round_no: int, workers: int, acked: list[str],
+                    kill_after: float) -> int:
+    """Load the server, SIGKILL it after ``kill_after`` seconds; return the requests sent."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(load(base, round_no, workers, acked, stop))
+    await asyncio.sleep(kill_after)
+    server.send_signal(signal.SIGKILL)
+    await asyncio.sleep(0.5)
+    stop.set()
+    return await task
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -122,16 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 acked: list[str] = []
                 kill_after = random.uniform(args.min_s, args.max_s)
 
-                async def one_round() -> int:
-                    stop = asyncio.Event()
-                    task = asyncio.create_task(load(f"http://127.0.0.1:{port}", round_no, args.workers, acked, stop))
-                    await asyncio.sleep(kill_after)
-                    server.send_signal(signal.SIGKILL)
-                    await asyncio.sleep(0.5)
-                    stop.set()
-                    return await task
-
-                sent = asyncio.run(one_round())
+                sent = asyncio.run(one_round(server, f"http://127.0.0.1:{port}", round_no, args.workers, acked,
+                                             kill_after))
                 server.wait(timeout=30)
                 with sqlite3.connect(store) as conn:
                     stored = {p for (p,) in conn.execute("SELECT prompt FROM outcomes WHERE prompt LIKE ?",

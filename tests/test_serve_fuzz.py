@@ -20,8 +20,8 @@ from preroll.serve.fuzzing import (
     send,
 )
 
-_SETTINGS = dict(database=None, deadline=None, phases=[Phase.generate], derandomize=True,
-                 suppress_health_check=list(HealthCheck))
+_SETTINGS = {"database": None, "deadline": None, "phases": [Phase.generate], "derandomize": True,
+             "suppress_health_check": list(HealthCheck)}
 
 
 @pytest.fixture(scope="module")

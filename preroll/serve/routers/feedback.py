@@ -134,7 +134,7 @@ def _reward_range(value: Any) -> tuple[float, float] | None:
     return float(value[0]), float(value[1])
 
 
-def _finite(v: int | float) -> bool:
+def _finite(v: float) -> bool:
     try:
         return math.isfinite(v)
     except OverflowError:  # an integer too large for a float
