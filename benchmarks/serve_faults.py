@@ -84,7 +84,9 @@ def disk_full(fakes_urls, n_feedback: int) -> dict:
     from preroll.serve.testing import serve_in_thread
 
     mnt = Path(tempfile.mkdtemp(prefix="preroll-full-"))
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, check=False).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True,
+                      check=False).returncode:
+        mnt.rmdir()
         return {"skipped": "cannot mount a tmpfs here (needs root)"}
     statuses: dict[str, int] = {}
     acked: list[str] = []
@@ -131,6 +133,7 @@ def disk_full(fakes_urls, n_feedback: int) -> dict:
             stored = {o.prompt for o in store.records("small")}
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
+        mnt.rmdir()
     lost = sum(p not in stored for p in acked)
     return {"statuses": statuses, "chats_routed": f"{chat_ok}/{chats}", "acknowledged": len(acked), "lost": lost}
 
