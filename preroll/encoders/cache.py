@@ -14,6 +14,7 @@ in-memory layer answers repeated prompts without touching SQLite.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -27,6 +28,8 @@ from preroll.encoders.base import Encoder
 from preroll.encoders.errors import EmbeddingCacheError
 from preroll.encoders.fingerprint import text_sha256
 from preroll.encoders.sentence import check_texts
+
+_log = logging.getLogger("preroll.encoders.cache")
 
 CACHE_FILENAME = "embeddings.sqlite3"
 _SCHEMA = """
@@ -183,10 +186,16 @@ class CachedEncoder(Encoder):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:  # SQLITE_FULL has already rolled back; a 2nd ROLLBACK would raise
+                        conn.execute("ROLLBACK")
                     raise
-                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                # Disk full, an I/O error, a lock held too long: the vectors are right, only keeping them
+                # failed. A cache is a shortcut, so the caller (a live router among them) gets its answer.
+                _log.warning("embedding cache %s not written (%s); %d vectors kept in memory only",
+                             self.path, exc, len(rows))
             except sqlite3.DatabaseError as exc:
                 raise EmbeddingCacheError(f"could not write to the embedding cache {self.path}: {exc}") from exc
             out = {}

@@ -1,6 +1,7 @@
 """``preroll serve``: an OpenAI-compatible proxy that routes each request to the cheapest capable backend.
 
-Modules: :mod:`.config` (the YAML schema), :mod:`.app` (the FastAPI app),
+Modules: :mod:`.config` (the YAML schema), :mod:`.app` (the FastAPI app, built from
+:mod:`.routers` over the shared :mod:`.state`),
 :mod:`.security` (Host/Origin checks, bearer token, body cap),
 :mod:`.exposure` (no open proxy on a public address), :mod:`.body` (JSON
 parsing and field checks), :mod:`.errors` (the service's errors and their
@@ -9,7 +10,8 @@ refits), :mod:`.proxy` (forwarding and fallback), :mod:`.breaker`
 (per-backend circuit breakers), :mod:`.store` (SQLite histories),
 :mod:`.decision_log` (who answered what, for grading), :mod:`.stats` (counts
 and latencies), :mod:`.testing` (a small OpenAI-compatible backend for tests
-and load tests).
+and load tests), :mod:`.fuzzing` (the HTTP fuzz harness; needs hypothesis and
+schemathesis).
 """
 
 __all__ = ["ConfigError", "ServeConfig", "load_config", "create_app"]

@@ -6,6 +6,12 @@ these became a 500 somewhere downstream. Here non-finite numbers are caught
 at parse time and reported with their path (``messages[0].temperature``),
 nesting is bounded, and the chat fields the proxy itself reads are
 type-checked before anything uses them.
+
+JSON's ``\\ud800`` escape also decodes to a lone surrogate, a Python string
+that cannot be encoded as UTF-8: the encoder, the upstream request and the
+store all raised ``UnicodeEncodeError`` on it. Every string and key is
+checked here, so such a body is a 400 naming the field, before any of them
+sees it.
 """
 
 from __future__ import annotations
@@ -58,8 +64,25 @@ def _check_tree(root: Any, max_depth: int) -> None:
                                    param=path or "body", code="too_deep")
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for key, child in items:
+                if isinstance(key, str) and not _encodable(key):
+                    raise RequestError(f"a key under {path or 'the body'} is not valid Unicode (a lone surrogate "
+                                       f"escape such as \\ud800)", param=path or "body", code="invalid_unicode")
                 child_path = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
                 stack.append((child, child_path, depth + 1))
+        elif isinstance(node, str) and not _encodable(node):
+            raise RequestError(f"{path or 'body'} is not valid Unicode (it holds a lone surrogate escape such as "
+                               f"\\ud800)", param=path or "body", code="invalid_unicode")
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (it holds no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def optional_str(body: Mapping[str, Any], field: str) -> str | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -34,6 +35,10 @@ from preroll.route.specs import RouterOptions
 
 #: ``model`` values in a chat request that mean "let the router choose".
 ROUTE_ALIASES = ("auto", "preroll")
+
+#: What a backend name may be: it travels in response headers (``x-preroll-model``, ``x-preroll-fallback``),
+#: where a newline or control character makes the reply unsendable and a comma or ';' makes it ambiguous.
+BACKEND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 
 
 class BackendConfig(BaseModel):
@@ -56,6 +61,9 @@ class BackendConfig(BaseModel):
     def _name_ok(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("name is empty")
+        if not BACKEND_NAME.fullmatch(v):
+            raise ValueError(f"{v!r} is not a usable backend name: use 1-128 letters, digits and . _ : / @ + - "
+                             "(starting with a letter or digit); it is sent in HTTP headers")
         if v in ROUTE_ALIASES:
             raise ValueError(f"{v!r} is reserved (it asks the router to choose)")
         return v
@@ -152,6 +160,10 @@ class LimitSettings(BaseModel):
     max_attempts: float = Field(default=100, gt=0, allow_inf_nan=False,
                                 description="Most attempts one feedback row may claim (422 beyond).")
     max_outcomes: int = Field(default=1000, ge=1, description="Most rows in one feedback request.")
+    max_upstream_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024,
+        description="Largest answer relayed from a backend; larger: 502 (a stream ends with an error event). "
+                    "Bounds what one upstream can make the proxy hold in memory.")
 
 
 class BreakerSettings(BaseModel):

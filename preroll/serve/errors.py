@@ -54,3 +54,25 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return JSONResponse(error_body(message, param=param, code=code, kind=kind), status_code=status,
                         headers=headers)
+
+
+class StoreUnavailableError(StoreError):
+    """The history store cannot take this read or write now (disk or database full, I/O error, locked).
+
+    Distinct from :class:`StoreError` (a file that is not a usable store at
+    all): the store is fine and nothing acknowledged is lost, but this request's
+    data could not be written, so the client is told to retry (HTTP 507 when
+    full, 503 otherwise) while routing, which needs no write, keeps serving.
+    """
+
+    def __init__(self, message: str, *, full: bool, path=None) -> None:
+        super().__init__(message, path=path)
+        self.full = full
+
+    def response(self) -> JSONResponse:
+        if self.full:
+            return error_response(507, f"the history store is full ({self.reason}); nothing from this request was "
+                                       "stored, routing keeps serving", code="store_full")
+        return error_response(503, f"the history store is unavailable ({self.reason}); nothing from this request "
+                                   "was stored, retry shortly", code="store_unavailable",
+                              headers={"retry-after": "1"})

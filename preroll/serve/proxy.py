@@ -10,11 +10,21 @@ bytes pass straight through.
 Every outcome feeds the backend's circuit breaker (:mod:`.breaker`): a backend
 whose circuit is open is skipped without a connection attempt, so a dead
 top-ranked backend costs a request nothing instead of a timeout.
+
+What comes back is checked before it is passed on. A non-streamed success
+must be a JSON object (an OpenAI answer): anything else is the backend
+failing, so the next backend is tried and, if none answers, the client gets a
+502 JSON error instead of the garbage. Every answer is read as a stream and
+held to ``limits.max_upstream_bytes``: past it the read stops (a 502, or an
+error event ending a stream already under way), so one runaway upstream
+cannot make the proxy hold hundreds of megabytes. An upstream client error
+(4xx) whose body is not JSON is rewrapped in the proxy's own error shape.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any, AsyncIterator
 
@@ -24,6 +34,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from preroll.serve.breaker import CircuitBreakers
 from preroll.errors import ServeError
 from preroll.serve.config import BackendConfig
+from preroll.serve.errors import error_body, error_response
 from preroll.serve.stats import ServeStats
 
 #: Upstream statuses worth retrying on another backend.
@@ -45,6 +56,15 @@ class UpstreamFailure(ServeError):
         self.timed_out = timed_out
 
 
+class UpstreamTooLarge(Exception):
+    """A backend's answer passed ``limits.max_upstream_bytes``: not relayed, and not retried elsewhere.
+
+    Another backend would most likely answer the same request at the same length
+    (the request asked for it), so this ends the request instead of falling back,
+    and it gives the backend's breaker no verdict.
+    """
+
+
 def _fallback_header(hops: list[str]) -> dict[str, str]:
     return {"x-preroll-fallback": ", ".join(hops)} if hops else {}
 
@@ -53,8 +73,9 @@ class Forwarder:
     """Sends chat requests upstream over one pooled :class:`httpx.AsyncClient`."""
 
     def __init__(self, backends: list[BackendConfig], api_keys: dict[str, str | None], stats: ServeStats,
-                 breakers: CircuitBreakers) -> None:
+                 breakers: CircuitBreakers, *, max_body_bytes: int = 16 * 1024 * 1024) -> None:
         self.backends = {b.name: b for b in backends}
+        self.max_body_bytes = max_body_bytes
         self.api_keys = api_keys
         self.stats = stats
         self.breakers = breakers
@@ -101,6 +122,14 @@ class Forwarder:
                 last_timed_out = exc.timed_out
                 self.stats.fallback(name, nxt)
                 continue
+            except UpstreamTooLarge as exc:
+                self.breakers.release(name)
+                self.stats.error("upstream_too_large")
+                hops.append(f"{name}->none; answer too large")
+                return JSONResponse(
+                    error_body(f"backend {name!r} {exc}; not relayed", code="upstream_too_large",
+                               kind="upstream_error"),
+                    status_code=502, headers={**headers, **_fallback_header(hops)})
             except BaseException:  # cancelled (client gone) or a bug: no verdict on the backend
                 self.breakers.release(name)
                 raise
@@ -129,15 +158,19 @@ class Forwarder:
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(backend.timeout_s):
-                upstream = await self.client.send(self._request(backend, body))
+                upstream = await self.client.send(self._request(backend, body), stream=True)
+                try:
+                    if upstream.status_code in RETRYABLE_STATUS:
+                        raise UpstreamFailure(f"upstream status {upstream.status_code}")
+                    content = await _read_bounded(upstream, self.max_body_bytes)
+                finally:
+                    await upstream.aclose()
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamFailure(f"timeout after {backend.timeout_s:g}s", timed_out=True) from None
         except httpx.HTTPError as exc:
             raise UpstreamFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         self.stats.latency("upstream_ms", (time.perf_counter() - t0) * 1000)
-        if upstream.status_code in RETRYABLE_STATUS:
-            raise UpstreamFailure(f"upstream status {upstream.status_code}")
-        return Response(upstream.content, status_code=upstream.status_code, headers=_copy_headers(upstream))
+        return _checked_response(upstream, content)
 
     async def _stream(self, backend: BackendConfig, body: dict[str, Any]) -> Response:
         t0 = time.perf_counter()
@@ -148,13 +181,18 @@ class Forwarder:
                 if upstream.status_code in RETRYABLE_STATUS:
                     await upstream.aclose()
                     raise UpstreamFailure(f"upstream status {upstream.status_code}")
-                if upstream.status_code >= 400:  # a client error: pass its body back as it is
-                    content = await upstream.aread()
-                    await upstream.aclose()
-                    return Response(content, status_code=upstream.status_code, headers=_copy_headers(upstream))
+                sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+                if upstream.status_code >= 400 or not sse:
+                    # A client error, or an upstream that answered a stream request with one body:
+                    # read it (bounded) and check it like a non-streamed answer.
+                    try:
+                        content = await _read_bounded(upstream, self.max_body_bytes)
+                    finally:
+                        await upstream.aclose()
+                    return _checked_response(upstream, content)
                 chunks = upstream.aiter_bytes()
                 first = await anext(chunks, b"")
-        except UpstreamFailure:
+        except (UpstreamFailure, UpstreamTooLarge):
             raise
         except (TimeoutError, httpx.TimeoutException):
             if upstream is not None:
@@ -165,22 +203,72 @@ class Forwarder:
                 await upstream.aclose()
             raise UpstreamFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         self.stats.latency("upstream_ms", (time.perf_counter() - t0) * 1000)
-        return StreamingResponse(_relay(first, chunks, upstream, self.stats), status_code=upstream.status_code,
-                                 headers=_copy_headers(upstream))
+        return StreamingResponse(_relay(first, chunks, upstream, self.stats, self.max_body_bytes, sse=True),
+                                 status_code=upstream.status_code, headers=_copy_headers(upstream))
 
 
-async def _relay(first: bytes, rest: AsyncIterator[bytes], upstream: httpx.Response,
-                 stats: ServeStats) -> AsyncIterator[bytes]:
-    """Pass a stream through; a break after the first chunk can only end it early (headers are sent)."""
+async def _relay(first: bytes, rest: AsyncIterator[bytes], upstream: httpx.Response, stats: ServeStats,
+                 limit: int, *, sse: bool) -> AsyncIterator[bytes]:
+    """Pass a stream through; a break after the first chunk can only end it early (headers are sent).
+
+    Past ``limit`` bytes the stream is cut; a server-sent-event stream then ends
+    with an ``error`` event (what OpenAI clients raise on), so the client is not
+    left taking a cut answer for a whole one.
+    """
+    size = 0
     try:
-        if first:
-            yield first
-        async for chunk in rest:
+        async for chunk in _chain(first, rest):
+            size += len(chunk)
+            if size > limit:
+                stats.error("upstream_too_large")
+                if sse:
+                    message = f"the answer passed limits.max_upstream_bytes ({limit} bytes); the stream was cut"
+                    yield f"\n\ndata: {json.dumps(error_body(message, code='upstream_too_large', kind='upstream_error'))}\n\n".encode()
+                return
             yield chunk
     except httpx.HTTPError:
         stats.error("stream_broken_mid_response")
     finally:
         await upstream.aclose()
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def _read_bounded(upstream: httpx.Response, limit: int) -> bytes:
+    """The (decoded) body, read until ``limit`` bytes and no further."""
+    length = upstream.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise UpstreamTooLarge(f"announced {int(length)} bytes, over limits.max_upstream_bytes ({limit})")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in upstream.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamTooLarge(f"answered more than limits.max_upstream_bytes ({limit} bytes)")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _checked_response(upstream: httpx.Response, content: bytes) -> Response:
+    """The upstream's answer to pass on: a success must be a JSON object; a client error is kept in JSON."""
+    status = upstream.status_code
+    try:
+        parsed = json.loads(content)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the decoder
+        parsed = None
+    if isinstance(parsed, dict):
+        return Response(content, status_code=status, headers=_copy_headers(upstream))
+    if status < 400:
+        what = "a body that is not JSON" if parsed is None else f"JSON {type(parsed).__name__}, not an object"
+        raise UpstreamFailure(f"upstream status {status} with {what}")
+    snippet = " ".join(content[:200].decode("utf-8", "replace").split())
+    return error_response(status, f"upstream answered HTTP {status}: {snippet or '(empty body)'}",
+                          code="upstream_error")
 
 
 def _copy_headers(upstream: httpx.Response) -> dict[str, str]:

@@ -15,10 +15,16 @@ same request graded again *replaces* its earlier grade (a correction) instead
 of adding a row, so one served request is never more than one row of history.
 Stores written before that column existed are migrated in place when opened
 (the column is added; every stored row is kept, with no request id).
+
+A store that cannot write (disk full, ``SQLITE_FULL``, an I/O error, a lock
+held too long) raises :class:`~preroll.serve.errors.StoreUnavailableError`,
+with the transaction rolled back, so the server can answer 507/503 and carry
+on routing; when space returns, writes succeed again on the same connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -29,7 +35,7 @@ from pathlib import Path
 from typing import Iterable
 
 from preroll.data import Outcome, load_records
-from preroll.serve.errors import StoreError
+from preroll.serve.errors import StoreError, StoreUnavailableError
 
 #: ``PRAGMA user_version`` of the current schema (2: ``outcomes.request_id`` UNIQUE).
 SCHEMA_VERSION = 2
@@ -161,7 +167,7 @@ class HistoryStore:
         model = _check_model(model)
         path = Path(path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        with self._lock:
+        with self._lock, self._unavailable():
             if self._conn.execute("SELECT 1 FROM imports WHERE model=? AND sha256=?",
                                   (model, digest)).fetchone():
                 return 0
@@ -179,13 +185,31 @@ class HistoryStore:
 
     def _transaction(self, work) -> None:
         c = self._conn
-        c.execute("BEGIN IMMEDIATE")
+        with self._unavailable():
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                work(c)
+                c.execute("COMMIT")
+            except BaseException:
+                # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would
+                # raise "no transaction is active" and hide the real error.
+                if c.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        c.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _unavailable(self):
+        """Turn SQLite's "cannot do this now" errors into :class:`StoreUnavailableError`."""
         try:
-            work(c)
-        except BaseException:
-            c.execute("ROLLBACK")
+            yield
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            primary = None if code is None else code & 0xFF
+            full = primary == _SQLITE_FULL or "full" in str(exc)
+            if primary in _UNAVAILABLE or full:
+                raise StoreUnavailableError(str(exc), full=full, path=self.path) from None
             raise
-        c.execute("COMMIT")
 
     def log_decisions(self, decisions: Iterable[Decision]) -> int:
         """Append served requests' decisions (one transaction); return how many."""
@@ -200,7 +224,7 @@ class HistoryStore:
 
     def decision(self, request_id: str) -> Decision | None:
         """The logged decision of one request, or ``None``."""
-        with self._lock:
+        with self._lock, self._unavailable():
             row = self._conn.execute("SELECT * FROM decisions WHERE request_id=?", (request_id,)).fetchone()
         if row is None:
             return None
@@ -208,12 +232,12 @@ class HistoryStore:
         return Decision(rid, at, prompt, how, routed_to, answered_by, None if p is None else json.loads(p), fallback)
 
     def decision_count(self) -> int:
-        with self._lock:
+        with self._lock, self._unavailable():
             return self._conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
 
     def records(self, model: str) -> list[Outcome]:
         """``model``'s history in the order it was added (empty if unknown)."""
-        with self._lock:
+        with self._lock, self._unavailable():
             rows = self._conn.execute(
                 "SELECT prompt, successes, attempts, policy, step, record_id FROM outcomes "
                 "WHERE model=? ORDER BY seq", (model,)).fetchall()
@@ -222,12 +246,12 @@ class HistoryStore:
 
     def models(self) -> list[str]:
         """Model names with at least one stored outcome, sorted."""
-        with self._lock:
+        with self._lock, self._unavailable():
             return [m for (m,) in self._conn.execute("SELECT DISTINCT model FROM outcomes ORDER BY model")]
 
     def count(self, model: str | None = None) -> int:
         """Stored outcomes for ``model`` (all models if ``None``)."""
-        with self._lock:
+        with self._lock, self._unavailable():
             if model is None:
                 return self._conn.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0]
             return self._conn.execute("SELECT COUNT(*) FROM outcomes WHERE model=?", (model,)).fetchone()[0]
@@ -247,6 +271,11 @@ class HistoryStore:
     def __repr__(self) -> str:
         return f"HistoryStore({str(self.path)!r})"
 
+
+#: SQLite primary result codes meaning "not now" rather than "wrong": BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL,
+#: CANTOPEN, PROTOCOL.
+_SQLITE_FULL = 13
+_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 
 _INSERT = ("INSERT INTO outcomes (model, prompt, successes, attempts, policy, step, record_id, added_at) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 
 @dataclass
@@ -33,6 +33,9 @@ class FakeBackend:
     fail_status: int | None = None     # answer chat requests with this HTTP status
     delay_s: float = 0.0               # sleep before answering (a stall, to trigger timeouts)
     stream_chunks: int = 3             # content pieces in a streamed answer
+    raw_body: bytes | None = None      # answer with exactly these bytes (a broken upstream)...
+    raw_status: int = 200              # ...and this status
+    pad_bytes: int = 0                 # add this many bytes to every answer, sent in 64 KiB chunks (a runaway one)
     # The last 1,000 request bodies and Authorization headers seen, newest last.
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
 
@@ -65,9 +68,31 @@ def create_fake_backend_app(backend: FakeBackend):
         if backend.fail_status is not None:
             return JSONResponse({"error": {"message": f"{backend.name} is failing on purpose",
                                            "type": "server_error"}}, status_code=backend.fail_status)
-        text = backend.reply_text(body)
+        if backend.raw_body is not None:
+            return Response(backend.raw_body, status_code=backend.raw_status, media_type="application/json")
+        try:
+            text = backend.reply_text(body)
+        except (AttributeError, TypeError):  # what a real server answers to messages it cannot read
+            return JSONResponse({"error": {"message": "malformed messages", "type": "invalid_request_error"}},
+                                status_code=400)
         created = int(time.time())
         model = body.get("model", backend.name)
+        if not body.get("stream") and backend.pad_bytes:
+            head = json.dumps({"id": f"chatcmpl-{backend.name}", "object": "chat.completion", "model": model,
+                               "choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": text}}]})[:-1]
+
+            async def padded():
+                yield f'{head}, "padding": "'.encode()
+                left = backend.pad_bytes
+                while left > 0:
+                    n = min(left, 65536)
+                    yield b"x" * n
+                    left -= n
+                    await asyncio.sleep(0)
+                yield b'"}'
+
+            return StreamingResponse(padded(), media_type="application/json")
         if not body.get("stream"):
             return {"id": f"chatcmpl-{backend.name}", "object": "chat.completion", "created": created,
                     "model": model,
@@ -81,6 +106,14 @@ def create_fake_backend_app(backend: FakeBackend):
         pieces = [text[i:i + step] for i in range(0, len(text), step)] or [""]
 
         async def events():
+            if backend.pad_bytes:  # one comment line of padding (SSE ignores it), then the answer
+                left = backend.pad_bytes
+                yield ": "
+                while left > 0:
+                    yield "x" * min(left, 65536)
+                    left -= 65536
+                    await asyncio.sleep(0)
+                yield "\n\n"
             for piece in pieces:
                 chunk = {"id": f"chatcmpl-{backend.name}", "object": "chat.completion.chunk",
                          "created": created, "model": model,
