@@ -189,8 +189,7 @@ def test_share_cap_holds_on_a_router_stream():
     del greedy_router_cost, extra
 
 
-@pytest.mark.shared_data
-def test_stream_bench_small_run(shared_data, tmp_path):
+def test_stream_bench_small_run(llmrouter, tmp_path):
     from preroll.bench.route_stream import (
         StreamBenchConfig,
         plot_regret,
@@ -211,8 +210,7 @@ def test_stream_bench_small_run(shared_data, tmp_path):
     assert plot_regret(res, tmp_path / "regret.png").stat().st_size > 0
 
 
-@pytest.mark.shared_data
-def test_stream_cli_writes_table_json_and_png(shared_data, tmp_path, monkeypatch):
+def test_stream_cli_writes_table_json_and_png(llmrouter, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import preroll.bench.route_stream as stream

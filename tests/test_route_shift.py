@@ -209,7 +209,6 @@ def test_average_head_is_the_mixture_of_joint_and_ensemble():
     assert avg.route(["hard q"])[0].model == "dear"
 
 
-@pytest.mark.shared_data
 def test_shift_bench_small_real_run():
     from preroll.bench.route_shift_run import ShiftBenchConfig, run_shift_bench
 

@@ -56,7 +56,7 @@ class UpstreamFailure(ServeError):
         self.timed_out = timed_out
 
 
-class UpstreamTooLarge(Exception):
+class UpstreamTooLarge(ServeError):
     """A backend's answer passed ``limits.max_upstream_bytes``: not relayed, and not retried elsewhere.
 
     Another backend would most likely answer the same request at the same length
