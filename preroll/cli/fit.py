@@ -21,13 +21,14 @@ def fit(
     head: str = typer.Option(DEFAULT_HEAD, "--head", help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing model directory."),
+    force: bool = typer.Option(False, "--force", help="Replace the model saved earlier in --save (only its own "
+                                                       "files; a folder preroll did not write is refused)."),
 ) -> None:
     """Fit the value model on a history and save it to a model directory."""
     from rich.console import Console
 
     from preroll.data import load_records
-    from preroll.model.persist import save_model
+    from preroll.model.persist import check_model_target, save_model
     from preroll.errors import OutputError
     from preroll.outputs import check_output
     from preroll.model.value_model import ValueModel
@@ -35,6 +36,7 @@ def fit(
     console = Console(stderr=True)
     if save.exists() and not force:
         raise OutputError(f"--save {save} already exists; pass --force to replace it")
+    check_model_target(save, overwrite=force)  # --force replaces a model, never a folder of the user's
     target, source = save.expanduser().resolve(), context.expanduser().resolve()
     if target == source or target in source.parents:
         raise OutputError(f"--save {save} would overwrite the input {context}; choose another path")

@@ -53,6 +53,7 @@ def predict(
         return
     from preroll.model.value_model import ValueModel
 
+    _check_policy(history, policy)  # before the fit: a missing --policy costs one line, not a fit
     vm = ValueModel(encoder=encoder, head=head or DEFAULT_HEAD, show_progress=True)
     vm.fit(history)
     with warnings.catch_warnings(record=True) as caught:
@@ -68,6 +69,19 @@ def predict(
                                  "alpha": float(a), "beta": float(b)}, ensure_ascii=False,
                                 allow_nan=False) + "\n")
     console.log(f"wrote {len(rows)} predictions to {out}", markup=False)
+
+
+def _check_policy(history, policy: str | None) -> None:
+    """The value model's rule for choosing the policy scored for, stated in CLI flags."""
+    from preroll.errors import InputError
+
+    policies = sorted({r.policy for r in history}, key=lambda p: (p is not None, p or ""))
+    if policy is None and len(policies) > 1:
+        named = ", ".join("(unnamed)" if p is None else p for p in policies)
+        raise InputError(f"the history holds several policies ({named}); pass --policy", field="--policy")
+    if policy is not None and policy not in policies:
+        known = ", ".join(p for p in policies if p is not None) or "none named"
+        raise InputError(f"no history for policy {policy!r}; known: {known}", field="--policy")
 
 
 def _predict_by_policy(history, rows: list[dict], out: Path, *, context: Path, encoder: str, head: str,

@@ -8,7 +8,6 @@ a history with a hole in it would bias every prediction made from it.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -62,23 +61,62 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, row
 
 
+#: Longest CSV cell read (the csv module's default, 128 KiB, refuses a long prompt with a traceback).
+CSV_FIELD_LIMIT = 1 << 30
+
+
+def _csv_dialect(first_line: str) -> str:
+    """The delimiter of a CSV file from its header: ``,``, or ``;`` / tab when the header holds no comma
+    (Excel writes ``;`` where ``,`` is the decimal mark)."""
+    if "," in first_line:
+        return ","
+    for delimiter in (";", "\t"):
+        if delimiter in first_line:
+            return delimiter
+    return ","
+
+
+def iter_csv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line, row)`` per CSV record, streamed: cells as text, an empty cell left out ("not given").
+
+    A byte-order mark (Excel's "CSV UTF-8") and CRLF line ends are accepted; bad UTF-8, a
+    broken quote or a row longer than the header is a :class:`RecordError` naming the line.
+    """
+    path = Path(path)
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    try:
+        fh = path.open("r", encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise RecordError("file not found", path=path) from None
+    with fh:
+        line = 1
+        try:
+            first = fh.readline()
+            fh.seek(0)
+            reader = csv.DictReader(fh, delimiter=_csv_dialect(first))
+            for row in reader:
+                line = reader.line_num
+                if None in row:
+                    raise RecordError("more values than header columns", path=path, line=line)
+                yield line, {k: v for k, v in row.items() if v is not None and v != ""}
+                line += 1
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"not valid UTF-8 ({exc.reason})", path=path, line=line) from None
+        except csv.Error as exc:
+            raise RecordError(f"malformed CSV: {exc}", path=path, line=line) from None
+
+
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
-    for row in reader:
-        lineno = reader.line_num
-        if None in row:
-            raise RecordError("more values than header columns", path=path, line=lineno)
+    for lineno, row in iter_csv_rows(path):
         out: dict[str, Any] = {}
         for key, value in row.items():
-            if value is None or value == "":
-                continue  # an empty CSV cell means "not given"
             conv = _CSV_NUMERIC.get(key)
             if conv is not None:
                 try:
                     value = _csv_number(value, conv)
-                except ValueError:
+                except (ValueError, OverflowError):
                     kind = "a whole number" if conv is int else "a number"
-                    raise RecordError(f"not {kind}: {value!r}", path=path, line=lineno, field=key) from None
+                    raise RecordError(f"not {kind}: {value[:40]!r}", path=path, line=lineno, field=key) from None
             out[key] = value
         yield lineno, out
 
