@@ -43,6 +43,7 @@ from preroll.route.errors import MissingHistoryError, NotFittedError, RouteConfi
 from preroll.encoders import fresh_views
 from preroll.beliefs import BetaPrediction
 from preroll.heads import make_head
+from preroll.heads.humble import Evidence, humble
 from preroll.route.joint import JointSuccessModel
 from sklearn.base import clone
 from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
@@ -239,7 +240,9 @@ class Router:
                 A[row[r.prompt], j] += r.attempts
         self.n_history_ = {name: len(tables[name]) for name in names}
         self.specs_ = specs
-        self.base_rate_ = S.sum(axis=0) / A.sum(axis=0)
+        # What each model's history supports (preroll.heads.humble): one success row is not certainty.
+        self.evidence_ = Evidence.of_columns(S, A)
+        self.base_rate_ = self.evidence_.prior_mean
         self.history_mean_cost_ = self.costs(all_prompts).mean(axis=0)
         if self._joint_head():
             model = self.head if isinstance(self.head, JointSuccessModel) else JointSuccessModel()
@@ -288,17 +291,26 @@ class Router:
         return self._encode(_check_prompts(prompts), show_progress=show_progress)
 
     def predict_beta_embeddings(self, X: np.ndarray) -> BetaPrediction:
-        """Beta belief per (prompt, model), arrays ``(n_prompts, n_models)``, from precomputed embeddings."""
+        """Beta belief per (prompt, model), arrays ``(n_prompts, n_models)``, from precomputed embeddings.
+
+        Each model's column is held to what its own history supports
+        (:func:`preroll.heads.humble.humble`): a model with a handful of outcomes, or outcomes
+        that all agree, stays near its prior with a wide spread, whatever its head says.
+        """
         self._fitted()
         X = np.asarray(X, dtype=np.float32)
         if self.joint_ is not None:
-            return self.joint_.predict(X)
-        preds = [h.predict(X) for h in self.heads_]
-        if all(isinstance(p, BetaPrediction) for p in preds):
-            return BetaPrediction(np.stack([p.alpha for p in preds], axis=1), np.stack([p.beta for p in preds], axis=1))
-        # A custom head returning plain probabilities: a belief worth one observation.
-        P = np.clip(np.stack([_success(p) for p in preds], axis=1), 0.0, 1.0)
-        return BetaPrediction.from_mean_concentration(P, np.full(P.shape, 2.0))
+            belief = self.joint_.predict(X)
+        else:
+            preds = [h.predict(X) for h in self.heads_]
+            if all(isinstance(p, BetaPrediction) for p in preds):
+                belief = BetaPrediction(np.stack([p.alpha for p in preds], axis=1),
+                                        np.stack([p.beta for p in preds], axis=1))
+            else:  # a custom head returning plain probabilities: a belief worth one observation
+                P = np.clip(np.stack([_success(p) for p in preds], axis=1), 0.0, 1.0)
+                belief = BetaPrediction.from_mean_concentration(P, np.full(P.shape, 2.0))
+        evidence = getattr(self, "evidence_", None)  # None: a router fitted before evidence was kept
+        return belief if evidence is None else humble(belief, evidence)
 
     def predict_beta(self, prompts: Sequence[str]) -> BetaPrediction:
         """Beta belief over each model's success on each prompt (mean = :meth:`predict_proba`)."""
@@ -306,11 +318,7 @@ class Router:
 
     def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
         """Predicted success per model from precomputed embeddings (``embed``)."""
-        self._fitted()
-        X = np.asarray(X, dtype=np.float32)
-        if self.joint_ is not None:
-            return np.clip(self.joint_.predict(X).p_success, 0.0, 1.0)
-        return np.clip(np.stack([_success(h.predict(X)) for h in self.heads_], axis=1), 0.0, 1.0)
+        return np.clip(self.predict_beta_embeddings(X).p_success, 0.0, 1.0)
 
     def predict_proba(self, prompts: Sequence[str]) -> np.ndarray:
         """``(n_prompts, n_models)`` predicted success, columns in ``models`` order."""
