@@ -23,7 +23,7 @@ def evaluate(
     folds: Optional[int] = typer.Option(None, min=2, help="Prompt-disjoint CV folds (default 4, or 8 with --full)."),
     seed: int = typer.Option(0),
     pool_policies: bool = typer.Option(True, help="Add other policies' histories to each fold's context."),
-    limit: int = typer.Option(None, help="Use only the first N rows of each (policy, step) (quick look)."),
+    limit: int = typer.Option(None, min=1, help="Use only the first N rows of each (policy, step) (quick look)."),
     out: Path = typer.Option(Path("runs/eval"), help="Where report.json and reliability.png go."),
 ) -> None:
     """Cross-validate the value model per (policy, step) and print AUC, Brier, MAE, ECE."""
@@ -35,6 +35,9 @@ def evaluate(
     from preroll.data.paths import dapo_dir
     from preroll.outputs import check_output
 
+    from preroll.cli.options import check_model_options
+
+    check_model_options(encoder, head)
     data = data or dapo_dir()
     n_splits = folds or (8 if full else 4)
     check_output(out, inputs=(data,), folder=True)

@@ -33,7 +33,10 @@ def fit(
     from preroll.outputs import check_output
     from preroll.model.value_model import ValueModel
 
+    from preroll.cli.options import check_model_options
+
     console = Console(stderr=True)
+    check_model_options(encoder, head)
     if save.exists() and not force:
         raise OutputError(f"--save {save} already exists; pass --force to replace it")
     check_model_target(save, overwrite=force)  # --force replaces a model, never a folder of the user's

@@ -42,7 +42,10 @@ def predict(
     from preroll.data import load_queries, load_records
     from preroll.outputs import atomic_open, check_output
 
+    from preroll.cli.options import check_model_options
+
     console = Console(stderr=True)
+    check_model_options(encoder, head or ("auto" if by_policy else DEFAULT_HEAD), by_policy=by_policy)
     check_output(out, inputs=(context, prompts), force=force)
     history = load_records(context, reward_range=reward_range)
     rows = load_queries(prompts)

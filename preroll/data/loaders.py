@@ -46,16 +46,27 @@ def _read_text(path: Path) -> str:
         raise RecordError(f"not valid UTF-8 (byte {exc.start} of the file)", path=path, line=line) from None
 
 
+def parse_json_line(text: str, *, path, line: int, **kw):
+    """One JSON value, or a :class:`RecordError` naming the line: malformed, an integer beyond Python's
+    4,300-digit limit, or nesting deeper than the parser's recursion allows."""
+    try:
+        return json.loads(text, **kw)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=line) from None
+    except RecursionError:
+        raise RecordError("JSON nested too deeply", path=path, line=line) from None
+    except ValueError as exc:  # int("9" * 5000): Python refuses integers beyond 4,300 digits
+        reason = "a number with more than 4,300 digits" if "digits" in str(exc) else str(exc)
+        raise RecordError(f"unreadable JSON value: {reason}", path=path, line=line) from None
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     # Split on "\n" only: str.splitlines also breaks at U+2028 and friends, which JSON strings may hold raw.
     for lineno, text in enumerate(_read_text(path).split("\n"), start=1):
         text = text.removesuffix("\r")
         if not text.strip():
             continue
-        try:
-            row = json.loads(text, parse_constant=lambda c: float("nan"))
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=lineno) from None
+        row = parse_json_line(text, path=path, line=lineno, parse_constant=lambda c: float("nan"))
         if not isinstance(row, dict):
             raise RecordError(f"expected a JSON object, got {type(row).__name__}", path=path, line=lineno)
         yield lineno, row
@@ -163,14 +174,41 @@ def load_records(path: str | Path, *, reward_range: tuple[float, float] | None =
     return records
 
 
+#: Deepest nesting of lists and objects a passed-through query field may have.
+MAX_FIELD_DEPTH = 64
+
+
+def json_unwritable(value, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be written to a JSON output as it is, or None.
+
+    NaN and infinity do not exist in JSON; a Parquet timestamp, decimal or binary value has no
+    JSON form a reader would read back as the same value; object keys must be text.
+    """
+    if depth > MAX_FIELD_DEPTH:
+        return f"nested more than {MAX_FIELD_DEPTH} deep"
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be a finite number (got NaN or infinity)"
+    if isinstance(value, (list, tuple)):
+        return next((p for p in (json_unwritable(v, depth + 1) for v in value) if p), None)
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            return "an object with non-text keys cannot be written to JSON"
+        return next((p for p in (json_unwritable(v, depth + 1) for v in value.values()) if p), None)
+    return (f"a {type(value).__name__} value cannot be written to the JSON output; "
+            "cast the column to text or a number")
+
+
 def load_queries(path: str | Path) -> list[dict[str, Any]]:
     """Load query rows: each needs a non-empty text ``prompt``; other fields pass through untouched."""
     rows = []
     for line, row in iter_rows(path):
         check_query_prompt(row.get("prompt"), path=path, line=line, error_cls=RecordError)
-        for key, value in row.items():  # passed through to a JSON output, where NaN/Infinity do not exist
-            if isinstance(value, float) and not math.isfinite(value):
-                raise RecordError("must be a finite number (got NaN or infinity)", path=path, line=line, field=key)
+        for key, value in row.items():  # passed through to a JSON output: checked now, not after the fit
+            problem = json_unwritable(value)
+            if problem:
+                raise RecordError(problem, path=path, line=line, field=key)
         rows.append(row)
     if not rows:
         raise RecordError("no query rows in file", path=path)

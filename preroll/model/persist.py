@@ -31,10 +31,13 @@ import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from preroll.errors import InputError, NotFittedError, OutputError
 from preroll.outputs import current_umask
+from preroll.validation import from_pydantic
 from preroll.encoders.base import Encoder
 from preroll.encoders.cache import CachedEncoder
 from preroll.encoders.concat import ConcatEncoder
@@ -54,6 +57,23 @@ _RUNTIME_ATTRS = ("_st_model", "_name", "_conn", "_lock", "_memory", "_memo")
 
 class ModelFormatError(InputError):
     """A model directory that cannot be loaded (missing, damaged, other format, other encoder)."""
+
+
+class _EncoderEntry(BaseModel):
+    spec: str
+    name: str
+    fingerprint: str
+
+
+class _ManifestShape(BaseModel):
+    """The fields of ``manifest.json`` that loading and scoring read: checked before anything trusts them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_id: str
+    encoder: _EncoderEntry
+    files: dict[Literal["state.pkl", "encoder.pkl"], str]
+    snapshots: list[tuple[str | None, int | None]]
 
 
 def preroll_version() -> str:
@@ -228,6 +248,10 @@ def read_manifest(directory: str | Path) -> dict:
         raise ModelFormatError(
             f"{directory}: model format version {version!r}, this preroll ({preroll_version()}) reads version "
             f"{FORMAT_VERSION}; refit it with `preroll fit --save`")
+    try:
+        _ManifestShape.model_validate(manifest)
+    except ValidationError as exc:
+        raise from_pydantic(exc, ModelFormatError, path=path) from None
     return manifest
 
 
@@ -241,6 +265,19 @@ def _read_checked(directory: Path, name: str, manifest: dict) -> bytes:
     if hashlib.sha256(data).hexdigest() != expected:
         raise ModelFormatError(f"{path}: content does not match its manifest checksum; the model directory is damaged")
     return data
+
+
+def verify_model_files(directory: str | Path) -> dict:
+    """The manifest, after checking every saved file against its checksum (no unpickling).
+
+    For a caller that loads the model elsewhere (scoring worker processes): a damaged folder
+    is refused here, in one line, rather than as a worker that died while starting.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    for name in (STATE, ENCODER_STATE):
+        _read_checked(directory, name, manifest)
+    return manifest
 
 
 def load_model(directory: str | Path, *, cache_dir=None, memory_items: int | None = None):

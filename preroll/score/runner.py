@@ -19,7 +19,7 @@ from pathlib import Path
 from preroll.outputs import atomic_write_bytes
 from preroll.errors import InputError
 from preroll.defaults import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS
-from preroll.model.persist import load_model, read_manifest
+from preroll.model.persist import ModelFormatError, load_model, read_manifest, verify_model_files
 from preroll.score.keep import KeepFilter, parse_keep
 from preroll.score.parts import (chunk_prompts, chunk_sources, keep_mask, part_bytes, predict_columns)
 from preroll.score.report import write_report
@@ -121,7 +121,8 @@ def score_dataset(model_dir: str | Path, input_path: str | Path, out: str | Path
     """
     model_dir, input_path, out = Path(model_dir), Path(input_path), Path(out)
     keep = parse_keep(options.keep) if options.keep is not None else None
-    check_policy(read_manifest(model_dir), options.policy)  # a wrong model or --policy fails before any write
+    # A wrong or damaged model, or a --policy it cannot score for, fails before any write.
+    check_policy(verify_model_files(model_dir), options.policy)
     files = discover_inputs(input_path)
     check_not_overlapping(input_path, out)
     backend = "ray" if (ray or ray_address) else "local"
@@ -218,12 +219,17 @@ def _predictor(model_dir: Path, cache_dir, options: ScoreOptions, workers: int):
         yield submit
         return
     import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn, not fork: a forked copy of a process that has started torch's thread pools can hang.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_start, initargs=(str(model_dir), cache_dir, os.getpid())) as pool:
-        yield lambda prompts: pool.submit(_worker_predict, prompts, options.policy, options.step,
-                                          options.batch_rows)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_start, initargs=(str(model_dir), cache_dir, os.getpid())) as pool:
+            yield lambda prompts: pool.submit(_worker_predict, prompts, options.policy, options.step,
+                                              options.batch_rows)
+    except BrokenProcessPool:
+        raise ModelFormatError(f"{model_dir}: the scoring worker processes could not load the model or died "
+                               "(out of memory?); run with --workers 1 to see the cause") from None
 
 
 _WORKER_MODEL = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from preroll.data.errors import RecordError
-from preroll.data.loaders import iter_csv_rows
+from preroll.data.loaders import iter_csv_rows, parse_json_line
 from preroll.errors import InputError
 
 INPUT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -136,10 +136,7 @@ def _jsonl_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Ch
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise RecordError(f"not valid UTF-8 (byte {exc.start} of the line)", path=f.path, line=lineno) from None
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=f.path, line=lineno) from None
+            row = parse_json_line(text, path=f.path, line=lineno)
             if not isinstance(row, dict):
                 raise RecordError(f"expected a JSON object, got {type(row).__name__}", path=f.path, line=lineno)
             rows.append(row)
