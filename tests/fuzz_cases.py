@@ -252,6 +252,9 @@ class Fixtures:
         save_model(ValueModel(encoder="stats", head="logistic").fit(load_records(self.history)), self.model)
         self.work = root / "work"
         self.work.mkdir()
+        # A non-regular file to aim outputs at (never /dev/null itself: a bug would replace the machine's).
+        self.fifo = root / "fifo"
+        os.mkfifo(self.fifo)
 
     def fresh(self) -> Path:
         """A new empty folder for one case's outputs (old ones are removed to keep the disk flat)."""
@@ -279,7 +282,7 @@ def argv(draw, fx: Fixtures) -> list[str]:
     """``[command, --flag, value, ...]``: each command's own flags with plausible and implausible values."""
     out = fx.fresh()
     paths = st.sampled_from([str(fx.history), str(fx.queries), str(fx.csv), str(fx.model), str(out / "o.jsonl"),
-                             str(out), str(out / "missing.jsonl"), "", "/", "/dev/null", str(fx.root),
+                             str(out), str(out / "missing.jsonl"), "", str(fx.fifo), str(fx.root),
                              str(out / "sub" / "deep" / "x.jsonl"), "-", str(fx.history) + "/x"])
     command = draw(st.sampled_from(["predict", "fit", "score", "eval"]))
     flags: dict[str, st.SearchStrategy] = {}

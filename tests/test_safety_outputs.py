@@ -219,3 +219,14 @@ def test_score_reads_csv_pools_like_predict(tmp_path, model):
     assert code == 0, text
     rows = [json.loads(x) for p in sorted((tmp_path / "o2").glob("part-*.jsonl")) for x in p.read_text().splitlines()]
     assert rows[0]["prompt"] == "what is 1+1" and rows[0]["level"] == "3"
+
+
+def test_an_output_is_never_renamed_over_a_device_or_fifo(tmp_path, ctx, pool):
+    """``--out /dev/null --force`` (as root) once replaced the device node by a regular file."""
+    import stat
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code, text = _run("predict", "--context", ctx, "--prompts", pool, "--out", fifo, "--force", "--encoder", "stats")
+    _one_line_error(code, text, "not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
