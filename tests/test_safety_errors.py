@@ -162,3 +162,25 @@ def test_score_jsonl_output_never_holds_a_bare_nan(tmp_path, ctx):
     lines = [ln for p in sorted((tmp_path / "o").glob("part-*.jsonl")) for ln in p.read_text().splitlines()]
     rows = [json.loads(ln, parse_constant=lambda c: pytest.fail(f"bare {c} in the output")) for ln in lines]
     assert rows[0]["v"] is None and rows[0]["w"] == [None, 1] and rows[1]["v"] == 2
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_history_above_the_row_limit_is_refused_before_any_work(tmp_path, q, suffix):
+    """A 1M-row history once ran > 7 min to 12 GB with nothing shown; above the limit it is one line, at once."""
+    rows = HISTORY * 3
+    path = tmp_path / f"h{suffix}"
+    if suffix == ".jsonl":
+        _jsonl(path, rows)
+    elif suffix == ".csv":
+        with path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    line = _one_line_error(*_run("fit", "--context", path, "--save", tmp_path / "m", "--encoder", "stats",
+                                 "--max-history-rows", "50"), "72 rows", "--max-history-rows")
+    assert "context:" not in line and not (tmp_path / "m").exists()
+    _one_line_error(*_predict(tmp_path, path, q, "--encoder", "stats", "--max-history-rows", "50"), "72 rows")
+    code, text = _predict(tmp_path, path, q, "--encoder", "stats", "--max-history-rows", "0")
+    assert code == 0, text

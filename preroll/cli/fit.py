@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from preroll.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.defaults import DEFAULT_ENCODER, DEFAULT_HEAD, DEFAULT_MAX_HISTORY_ROWS
 
 
 def fit(
@@ -21,6 +21,8 @@ def fit(
     head: str = typer.Option(DEFAULT_HEAD, "--head", help="logistic, auto (logistic+knn), knn, gp, tabpfn."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
+    max_history_rows: int = typer.Option(DEFAULT_MAX_HISTORY_ROWS, "--max-history-rows", min=0,
+                                         help="Refuse a longer history before any work (0: no limit)."),
     force: bool = typer.Option(False, "--force", help="Replace the model saved earlier in --save (only its own "
                                                        "files; a folder preroll did not write is refused)."),
 ) -> None:
@@ -28,6 +30,7 @@ def fit(
     from rich.console import Console
 
     from preroll.data import load_records
+    from preroll.data.loaders import check_history_size
     from preroll.model.persist import check_model_target, save_model
     from preroll.errors import OutputError
     from preroll.outputs import check_output
@@ -44,6 +47,7 @@ def fit(
     if target == source or target in source.parents:
         raise OutputError(f"--save {save} would overwrite the input {context}; choose another path")
     check_output(save.parent, folder=True, option="--save")  # a bad location fails now, not after the fit
+    check_history_size(context, max_history_rows)
     history = load_records(context, reward_range=reward_range)
     console.log(f"context: {len(history)} records")
     vm = ValueModel(encoder=encoder, head=head, show_progress=True).fit(history)

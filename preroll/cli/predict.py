@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from preroll.defaults import DEFAULT_MAX_HISTORY_ROWS
 from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
 
@@ -26,6 +27,8 @@ def predict(
                                                   "ensemble, logistic, knn."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
+    max_history_rows: int = typer.Option(DEFAULT_MAX_HISTORY_ROWS, "--max-history-rows", min=0,
+                                         help="Refuse a longer history before any work (0: no limit)."),
     policy: str = typer.Option(None, help="Policy to score for (when the history holds several)."),
     step: int = typer.Option(None, help="Training step to score for (default: latest in the history)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
@@ -40,6 +43,7 @@ def predict(
     from rich.console import Console
 
     from preroll.data import load_queries, load_records
+    from preroll.data.loaders import check_history_size
     from preroll.outputs import atomic_open, check_output
 
     from preroll.cli.options import check_model_options
@@ -47,6 +51,7 @@ def predict(
     console = Console(stderr=True)
     check_model_options(encoder, head or ("auto" if by_policy else DEFAULT_HEAD), by_policy=by_policy)
     check_output(out, inputs=(context, prompts), force=force)
+    check_history_size(context, max_history_rows)
     history = load_records(context, reward_range=reward_range)
     rows = load_queries(prompts)
     console.log(f"context: {len(history)} records; queries: {len(rows)}")

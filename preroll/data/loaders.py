@@ -163,6 +163,43 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     raise RecordError(f"unsupported file type {suffix!r} (use one of {', '.join(SUPPORTED_SUFFIXES)})", path=path)
 
 
+def count_rows(path: str | Path) -> int:
+    """Rows of a history or query file, counted without parsing them (JSONL: non-blank lines; Parquet:
+    its metadata; CSV: its records), so a size limit is checked in seconds, before any work."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except FileNotFoundError:
+            raise RecordError("file not found", path=path) from None
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
+            raise RecordError(f"cannot read Parquet: {exc}", path=path) from None
+    if suffix == ".csv":
+        return sum(1 for _ in iter_csv_rows(path))
+    if suffix not in (".jsonl", ".json"):
+        raise RecordError(f"unsupported file type {suffix!r} (use one of {', '.join(SUPPORTED_SUFFIXES)})",
+                          path=path)
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        raise RecordError("file not found", path=path) from None
+    with fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def check_history_size(path: str | Path, limit: int | None, *, option: str = "--max-history-rows") -> int:
+    """The history's row count, or a one-line :class:`RecordError` when it exceeds ``limit`` (0/None: no limit)."""
+    n = count_rows(path)
+    if limit and n > limit:
+        raise RecordError(f"the history has {n:,} rows, more than the {limit:,} preroll fits on by default "
+                          f"(memory and time grow with it); fit on a sample (e.g. the latest steps) or raise "
+                          f"{option}", path=path)
+    return n
+
+
 def load_records(path: str | Path, *, reward_range: tuple[float, float] | None = None) -> list[Outcome]:
     """Load and validate a history file into :class:`Outcome` records."""
     if reward_range is not None:
