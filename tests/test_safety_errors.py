@@ -184,3 +184,13 @@ def test_a_history_above_the_row_limit_is_refused_before_any_work(tmp_path, q, s
     _one_line_error(*_predict(tmp_path, path, q, "--encoder", "stats", "--max-history-rows", "50"), "72 rows")
     code, text = _predict(tmp_path, path, q, "--encoder", "stats", "--max-history-rows", "0")
     assert code == 0, text
+
+
+def test_by_policy_gp_head_on_a_policy_with_one_prompt(tmp_path, q):
+    """The GP head started its length-scale at the median of no distances (NaN) and sklearn raised."""
+    hist = _jsonl(tmp_path / "h.jsonl", [{"prompt": "same", "successes": i % 2, "attempts": 1,
+                                          "policy": "ab"[i % 2]} for i in range(2)])
+    code, text = _predict(tmp_path, hist, q, "--encoder", "stats", "--by-policy", "--head", "gp")
+    assert code == 0, text
+    row = json.loads((tmp_path / "out.jsonl").read_text())
+    assert set(row["p_success"]) == {"a", "b"} and all(0.05 <= v <= 0.95 for v in row["p_success"].values())
