@@ -27,8 +27,9 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 
-def run_class(name: str, cases: int, fx: fc.Fixtures, rng_seed: int, keep: int = 3):
+def run_class(name: str, cases: int, fx: fc.Fixtures, rng_seed: int, keep: int = 3, progress_every: int = 500):
     counts: collections.Counter = collections.Counter()
+    started = time.perf_counter()
     failures: list[str] = []
     conf = settings(max_examples=cases, deadline=None, database=None, phases=[Phase.generate],
                     suppress_health_check=list(HealthCheck))
@@ -39,6 +40,9 @@ def run_class(name: str, cases: int, fx: fc.Fixtures, rng_seed: int, keep: int =
             if outcome == fc.TRACEBACK and len(failures) < keep:
                 failures.append(detail)
         counts["cases"] += 1
+        if counts["cases"] % progress_every == 0:  # a running tally, so a stopped run still reports
+            print(f"{name}: {counts['cases']:,} cases, {counts[fc.OK]:,} ok, {counts[fc.ERROR]:,} one-line errors, "
+                  f"{counts[fc.TRACEBACK]:,} tracebacks, {time.perf_counter() - started:,.0f} s", flush=True)
 
     if name == "args":
         @conf
@@ -67,7 +71,6 @@ def run_class(name: str, cases: int, fx: fc.Fixtures, rng_seed: int, keep: int =
             with tempfile.TemporaryDirectory() as tmp:
                 record(fc.model_folder_case(Path(tmp), fx, mutation))
 
-    started = time.perf_counter()
     with warnings.catch_warnings(), fc.quiet():
         warnings.simplefilter("ignore")
         seed(rng_seed)(body)()
