@@ -194,3 +194,14 @@ def test_by_policy_gp_head_on_a_policy_with_one_prompt(tmp_path, q):
     assert code == 0, text
     row = json.loads((tmp_path / "out.jsonl").read_text())
     assert set(row["p_success"]) == {"a", "b"} and all(0.05 <= v <= 0.95 for v in row["p_success"].values())
+
+
+def test_score_parquet_output_of_an_empty_object_field(tmp_path, ctx):
+    """Found by the fuzzer: a JSONL field holding {} became a child-less struct Parquet cannot write."""
+    model = _model(tmp_path, ctx)
+    pool = _jsonl(tmp_path / "pool.jsonl", [{"prompt": "what is 2 + 2?", "meta": {}}])
+    _one_line_error(*_run("score", "--model", model, "--input", pool, "--out", tmp_path / "o", "--no-progress",
+                          "--workers", "1"), "pool.jsonl, line 1", "--format jsonl")
+    code, text = _run("score", "--model", model, "--input", pool, "--out", tmp_path / "o2", "--no-progress",
+                      "--workers", "1", "--format", "jsonl")
+    assert code == 0, text

@@ -140,7 +140,11 @@ def part_bytes(chunk: Chunk, columns: dict[str, np.ndarray], keep: np.ndarray, o
         table = chunk.table
     table = with_prediction_columns(table, columns).filter(pa.array(keep, type=pa.bool_()))
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    try:
+        pq.write_table(table, sink, compression="zstd")
+    except pa.ArrowException as exc:  # e.g. a field holding {} everywhere: a struct without children
+        raise RecordError(f"rows of this chunk cannot be written as Parquet ({exc}); write JSONL instead "
+                          "with --format jsonl", path=chunk.source.path, line=chunk.first_line) from None
     return sink.getvalue()
 
 
