@@ -27,4 +27,4 @@ DEFAULT_BATCH_ROWS = 1_024
 #: the head's inner cross-validation grows with it: a 1M-row history took > 7 min and 12 GB with the
 #: lexical encoder, with nothing shown. Above this the command refuses in one line before any work
 #: (``--max-history-rows`` raises it, 0 lifts it); a sample of recent steps predicts as well.
-DEFAULT_MAX_HISTORY_ROWS = 250_000
+DEFAULT_MAX_HISTORY_ROWS = 100_000
