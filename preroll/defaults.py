@@ -32,3 +32,9 @@ DEFAULT_BATCH_SIZE = 16
 #: run is 1.09x a 10k one's (1.24x with 8,192), at the same speed (docs/score.md).
 DEFAULT_CHUNK_ROWS = 8_192
 DEFAULT_BATCH_ROWS = 1_024
+
+#: ``preroll predict`` / ``fit``: most history rows fitted on. The whole history is held in memory and
+#: the head's inner cross-validation grows with it: a 1M-row history took > 7 min and 12 GB with the
+#: lexical encoder, with nothing shown. Above this the command refuses in one line before any work
+#: (``--max-history-rows`` raises it, 0 lifts it); a sample of recent steps predicts as well.
+DEFAULT_MAX_HISTORY_ROWS = 100_000

@@ -68,6 +68,9 @@ def check_output(out: str | Path, *, inputs: Iterable[str | Path | None] = (), f
         return out
     if target.is_dir():
         raise OutputError(f"{option} {out} is a folder, expected a file path")
+    if target.exists() and not target.is_file():
+        # a device, FIFO or socket: the atomic rename would replace the node itself (/dev/null, as root)
+        raise OutputError(f"{option} {out} is not a regular file; it is never replaced, even with --force")
     if target.exists() and not force:
         raise OutputError(f"{option} {out} already exists; pass --force to overwrite it")
     _mkdir(target.parent, out.parent, option)

@@ -26,7 +26,7 @@ def evaluate(
     folds: Optional[int] = typer.Option(None, min=2, help="Prompt-disjoint CV folds (default 4, or 8 with --full)."),
     seed: int = typer.Option(0, help="Seed of the fold split (same seed, same folds)."),
     pool_policies: bool = typer.Option(True, help="Add other policies' histories to each fold's context."),
-    limit: int = typer.Option(None, help="Use only the first N rows of each (policy, step) (quick look)."),
+    limit: int = typer.Option(None, min=1, help="Use only the first N rows of each (policy, step) (quick look)."),
     out: Path = typer.Option(Path("runs/eval"), help="Where report.json and reliability.png go."),
     threads: int = typer.Option(1, min=1, help="CPU threads for embedding and fitting. 1 is fastest on a busy "
                                                "machine; more helps only on an idle multi-core one."),
@@ -40,6 +40,9 @@ def evaluate(
     from preroll.data.paths import dapo_dir
     from preroll.outputs import check_output
 
+    from preroll.cli.options import check_model_options
+
+    check_model_options(encoder, head)
     data = data or dapo_dir()
     n_splits = folds or (8 if full else 4)
     check_output(out, inputs=(data,), folder=True)

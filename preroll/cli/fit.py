@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from preroll.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
+from preroll.defaults import DEFAULT_ENCODER, DEFAULT_HEAD, DEFAULT_MAX_HISTORY_ROWS
 
 
 def fit(
@@ -21,24 +21,33 @@ def fit(
     head: str = typer.Option(DEFAULT_HEAD, "--head", help="logistic, ensemble (logistic+knn), knn, gp, tabpfn; auto: the recommended head (now logistic)."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing model directory."),
+    max_history_rows: int = typer.Option(DEFAULT_MAX_HISTORY_ROWS, "--max-history-rows", min=0,
+                                         help="Refuse a longer history before any work (0: no limit)."),
+    force: bool = typer.Option(False, "--force", help="Replace the model saved earlier in --save (only its own "
+                                                       "files; a folder preroll did not write is refused)."),
 ) -> None:
     """Fit the value model on a history and save it to a model directory."""
     from rich.console import Console
 
     from preroll.data import load_records
-    from preroll.model.persist import save_model
+    from preroll.data.loaders import check_history_size
+    from preroll.model.persist import check_model_target, save_model
     from preroll.errors import OutputError
     from preroll.outputs import check_output
     from preroll.cli.progress import WorkProgress
 
-    console = Console(stderr=True, log_path=False)  # no "predict.py:49" source locations in log lines
+    from preroll.cli.options import check_model_options
+
+    console = Console(stderr=True, log_path=False)  # no "fit.py:49" source locations in log lines
+    check_model_options(encoder, head)
     if save.exists() and not force:
         raise OutputError(f"--save {save} already exists; pass --force to replace it")
+    check_model_target(save, overwrite=force)  # --force replaces a model, never a folder of the user's
     target, source = save.expanduser().resolve(), context.expanduser().resolve()
     if target == source or target in source.parents:
         raise OutputError(f"--save {save} would overwrite the input {context}; choose another path")
     check_output(save.parent, folder=True, option="--save")  # a bad location fails now, not after the fit
+    check_history_size(context, max_history_rows)
     with WorkProgress("preroll fit", 30.0, stage="loading the history") as progress:
         history = load_records(context, reward_range=reward_range)
         progress.log(f"context: {len(history)} records")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from preroll.defaults import DEFAULT_MAX_HISTORY_ROWS
 from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
 
@@ -26,6 +27,8 @@ def predict(
                                                   "logistic, knn. auto (default): the recommended head."),
     reward_range: tuple[float, float] = typer.Option(None, "--reward-range",
                                                      help="Scale of a 'reward' column, e.g. -1 1."),
+    max_history_rows: int = typer.Option(DEFAULT_MAX_HISTORY_ROWS, "--max-history-rows", min=0,
+                                         help="Refuse a longer history before any work (0: no limit)."),
     policy: str = typer.Option(None, help="Policy to score for (when the history holds several)."),
     step: int = typer.Option(None, help="Training step to score for (default: latest in the history)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
@@ -40,10 +43,15 @@ def predict(
     from rich.console import Console
 
     from preroll.data import load_queries, load_records
+    from preroll.data.loaders import check_history_size
     from preroll.outputs import atomic_open, check_output
 
+    from preroll.cli.options import check_model_options
+
     console = Console(stderr=True, log_path=False)  # no "predict.py:49" source locations in log lines
+    check_model_options(encoder, head or ("auto" if by_policy else DEFAULT_HEAD), by_policy=by_policy)
     check_output(out, inputs=(context, prompts), force=force)
+    check_history_size(context, max_history_rows)
     history = load_records(context, reward_range=reward_range)
     rows = load_queries(prompts)
     console.log(f"context: {len(history)} records; queries: {len(rows)}")
@@ -53,6 +61,7 @@ def predict(
         return
     from preroll.model.value_model import ValueModel
 
+    _check_policy(history, policy)  # before the fit: a missing --policy costs one line, not a fit
     vm = ValueModel(encoder=encoder, head=head or DEFAULT_HEAD, show_progress=True)
     vm.fit(history)
     with warnings.catch_warnings(record=True) as caught:
@@ -68,6 +77,19 @@ def predict(
                                  "alpha": float(a), "beta": float(b)}, ensure_ascii=False,
                                 allow_nan=False) + "\n")
     console.log(f"wrote {len(rows)} predictions to {out}", markup=False)
+
+
+def _check_policy(history, policy: str | None) -> None:
+    """The value model's rule for choosing the policy scored for, stated in CLI flags."""
+    from preroll.errors import InputError
+
+    policies = sorted({r.policy for r in history}, key=lambda p: (p is not None, p or ""))
+    if policy is None and len(policies) > 1:
+        named = ", ".join("(unnamed)" if p is None else p for p in policies)
+        raise InputError(f"the history holds several policies ({named}); pass --policy", field="--policy")
+    if policy is not None and policy not in policies:
+        known = ", ".join(p for p in policies if p is not None) or "none named"
+        raise InputError(f"no history for policy {policy!r}; known: {known}", field="--policy")
 
 
 def _predict_by_policy(history, rows: list[dict], out: Path, *, context: Path, encoder: str, head: str,

@@ -21,6 +21,7 @@ import inspect
 from pathlib import Path
 from typing import Literal
 
+from preroll.errors import ConfigError
 from preroll.encoders.base import Encoder
 from preroll.encoders.cache import CachedEncoder, default_cache_dir
 from preroll.encoders.concat import ConcatEncoder
@@ -77,7 +78,7 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
         spec = [part.strip() for part in spec.split("+")]
     if isinstance(spec, (list, tuple)):
         if not spec:
-            raise ValueError("an empty list of encoders")
+            raise ConfigError("an empty list of encoders", field="encoder")
         model_options = dict(max_length=max_length, quantize=quantize, batch_size=batch_size,
                              num_threads=num_threads, prompt_name=prompt_name, revision=revision)
         # The model options are for the neural parts; fitted parts have none.
@@ -86,8 +87,8 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
                  for part in spec]
         return parts[0] if len(parts) == 1 else ConcatEncoder(parts)
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
-        raise ValueError(f"encoder spec must be 'minilm', 'lexical', 'stats', a model name, a path, or several "
-                         f"joined by '+' (got {spec!r})")
+        raise ConfigError(f"encoder spec must be 'minilm', 'lexical', 'stats', a model name, a path, or several "
+                          f"joined by '+' (got {spec!r})", field="encoder")
     key = str(spec).strip()
     if key.lower() in {"minilm", *_FITTED}:
         ignored = {"prompt_name": prompt_name, "revision": revision}
@@ -95,7 +96,8 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
             ignored.update(max_length=max_length, quantize=quantize)
         given = [k for k, v in ignored.items() if v is not None]
         if given:
-            raise ValueError(f"encoder {key!r} has no option {', '.join(given)} (it applies to other models)")
+            raise ConfigError(f"encoder {key!r} has no option {', '.join(given)} (it applies to other models)",
+                              field="encoder")
     if key.lower() in _FITTED:
         fitted = _FITTED[key.lower()]()
         return fitted if cache_dir is False else MemoEncoder(fitted)

@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from preroll.errors import InputError
+
 from preroll.encoders.base import Encoder
 from preroll.encoders.sentence import check_texts
 
@@ -49,7 +51,8 @@ class LexicalEncoder(Encoder):
     def fit(self, texts: Sequence[str]) -> "LexicalEncoder":
         texts = check_texts(texts)
         if len(texts) < 2:
-            raise ValueError(f"LexicalEncoder.fit needs at least 2 texts (got {len(texts)})")
+            raise InputError(f"the lexical encoder needs at least 2 prompts to fit on (got {len(texts)}); add "
+                             "history rows, or choose an encoder without a fitted view (e.g. minilm)", field="encoder")
         if not isinstance(self.n_components, int) or self.n_components < 1:
             raise ValueError(f"n_components must be a positive integer (got {self.n_components!r})")
         # sklearn's text and decomposition modules take ~1.5 s to import: only when fitting.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sklearn.base import clone
 
 from preroll.beliefs import BetaPrediction
+from preroll.errors import ConfigError
 from preroll.heads.ensemble import EnsembleHead
 from preroll.heads.gp import GPHead
 from preroll.heads.knn import KNNBetaHead
@@ -30,12 +31,12 @@ def make_head(head="auto"):
 
         key = AUTO_HEAD["value_model"] if head == "auto" else head
         if key not in HEADS:
-            raise ValueError(f"unknown head {head!r}; choose one of: auto, {', '.join(HEADS)}")
+            raise ConfigError(f"unknown head {head!r}; choose one of: auto, {', '.join(HEADS)}", field="head")
         return HEADS[key]()
     if hasattr(head, "fit") and hasattr(head, "predict"):
         return clone(head, safe=False)
-    raise ValueError(f"head must be a name or an object with fit(X, successes, attempts) and predict(X); "
-                     f"got {head!r}")
+    raise ConfigError(f"head must be a name or an object with fit(X, successes, attempts) and predict(X); "
+                      f"got {head!r}", field="head")
 
 
 __all__ = ["BetaPrediction", "EnsembleHead", "GPHead", "KNNBetaHead", "LogisticHead", "TabPFNHead",

@@ -36,7 +36,11 @@ class GPHead(BaseEstimator):
         X = with_group_block(X, g, self.n_groups_, self.group_scale)
         y = (np.asarray(successes, float) + 1) / (np.asarray(attempts, float) + 2)
         # Start the length-scale at the median pairwise distance (scale-free start).
-        ls = self.length_scale or float(np.median(pdist(X[:500]))) or 1.0
+        # One row (or identical rows) has no pairwise distance: the median of none is NaN, which the
+        # optimiser refuses as a bound; start at 1 then.
+        d = pdist(X[:500])
+        d = d[np.isfinite(d) & (d > 0)]
+        ls = self.length_scale or (float(np.median(d)) if len(d) else 1.0)
         kernel = ConstantKernel(1.0, (1e-3, 1e2)) * RBF(ls, (ls / 100, ls * 100)) + WhiteKernel(0.5, (1e-4, 10.0))
         self.gp_ = GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=self.n_restarts,
                                             random_state=self.seed).fit(X, y)

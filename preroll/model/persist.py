@@ -53,12 +53,14 @@ import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from preroll.errors import InputError, NotFittedError
+from preroll.errors import InputError, NotFittedError, OutputError
 from preroll.outputs import current_umask
+from preroll.validation import from_pydantic
 from preroll.encoders.base import Encoder
 from preroll.encoders.cache import CachedEncoder
 from preroll.encoders.concat import ConcatEncoder
@@ -78,6 +80,23 @@ _RUNTIME_ATTRS = ("_st_model", "_name", "_conn", "_lock", "_memory", "_memo")
 
 class ModelFormatError(InputError):
     """A model directory that cannot be loaded (missing, damaged, other format, other encoder)."""
+
+
+class _EncoderEntry(BaseModel):
+    spec: str
+    name: str
+    fingerprint: str
+
+
+class _ManifestShape(BaseModel):
+    """The fields of ``manifest.json`` that loading and scoring read: checked before anything trusts them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_id: str
+    encoder: _EncoderEntry
+    files: dict[Literal["state.pkl", "encoder.pkl"], str]
+    snapshots: list[tuple[str | None, int | None]]
 
 
 def preroll_version() -> str:
@@ -272,17 +291,61 @@ def _snapshot_json(snapshots) -> list[list]:
     return [[s.policy, s.step] for s in snapshots]  # a Snapshot says "not given" with None: JSON null
 
 
-def save_model(model, directory: str | Path, *, overwrite: bool = False) -> Path:
-    """Write fitted ``model`` to ``directory`` (created; an existing one only with ``overwrite``).
+#: The files a model folder holds that preroll wrote: the only ones ``--force`` replaces.
+OWN_FILES = (STATE, ENCODER_STATE, MANIFEST)
 
-    The directory is assembled beside the target and renamed into place, so a
-    crash never leaves a half-written model where a scorer could pick it up.
+
+def check_model_target(directory: str | Path, *, overwrite: bool = False, option: str = "--save") -> Path:
+    """Refuse, before any work, a target a model may not be written to; return it.
+
+    Why: ``--force`` means "replace the model I saved here before", never "empty this folder".
+    A missing or empty folder is fine; an existing model folder only with ``overwrite``, and then
+    only its own files are replaced (anything else in it is left alone); a file, or a folder
+    holding anything but a preroll model, is refused even with ``overwrite``.
+    """
+    directory = Path(directory)
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        raise OutputError(f"{option} {directory} is not a folder; a model is a folder (nothing is replaced)")
+    if not directory.exists():
+        return directory
+    try:
+        entries = list(directory.iterdir())
+    except OSError as exc:
+        raise OutputError(f"{option} {directory}: cannot read the folder: {exc.strerror or exc}") from None
+    if not entries:
+        return directory
+    if not _is_model_folder(directory):
+        raise OutputError(f"{option} {directory} exists and is not a preroll model folder; choose another path "
+                          "(a folder preroll did not write is never emptied, even with --force)")
+    if not overwrite:
+        raise ModelFormatError(f"{directory} already exists; pass overwrite=True (--force) to replace it")
+    return directory
+
+
+def _is_model_folder(directory: Path) -> bool:
+    """Whether ``directory`` holds a manifest of kind ``preroll.value-model`` (any format version)."""
+    path = directory / MANIFEST
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("kind") == KIND
+
+
+def save_model(model, directory: str | Path, *, overwrite: bool = False) -> Path:
+    """Write fitted ``model`` to ``directory`` (created; an existing model folder only with ``overwrite``).
+
+    A new directory is assembled beside the target and renamed into place, so a
+    crash never leaves a half-written model where a scorer could pick it up. An
+    existing model folder (``overwrite``) gets its own three files replaced one by
+    one, the manifest last: every other file in it is the user's and stays; a crash
+    in between leaves a manifest whose checksums refuse the mixed state.
     """
     if not hasattr(model, "head_"):
         raise NotFittedError("cannot save an unfitted ValueModel: call fit(records) first")
-    directory = Path(directory)
-    if directory.exists() and not overwrite:
-        raise ModelFormatError(f"{directory} already exists; pass overwrite=True (--force) to replace it")
+    directory = check_model_target(directory, overwrite=overwrite)
     state = {k: v for k, v in model.__dict__.items() if k not in ("encoder_", "_text_index")}
     if not isinstance(state.get("encoder"), str):
         state["encoder"] = _strip_runtime(state["encoder"])
@@ -323,8 +386,11 @@ def save_model(model, directory: str | Path, *, overwrite: bool = False) -> Path
         (staging / ENCODER_STATE).write_bytes(encoder_bytes)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
+            for name in OWN_FILES:  # the manifest last
+                os.replace(staging / name, directory / name)
+            staging.rmdir()
+        else:
+            os.replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -349,6 +415,10 @@ def read_manifest(directory: str | Path) -> dict:
         raise ModelFormatError(
             f"{directory}: model format version {version!r}, this preroll ({preroll_version()}) reads version "
             f"{FORMAT_VERSION}; refit it with `preroll fit --save`")
+    try:
+        _ManifestShape.model_validate(manifest)
+    except ValidationError as exc:
+        raise from_pydantic(exc, ModelFormatError, path=path) from None
     return manifest
 
 
@@ -382,6 +452,19 @@ def warm_cache(directory: str | Path, *, cache_dir=None) -> None:
         return
     state = pickle.loads(_read_checked(directory, STATE, manifest))
     _restore_projections(encoder, list(state["table_"].prompts), cache, directory)
+
+
+def verify_model_files(directory: str | Path) -> dict:
+    """The manifest, after checking every saved file against its checksum (no unpickling).
+
+    For a caller that loads the model elsewhere (scoring worker processes): a damaged folder
+    is refused here, in one line, rather than as a worker that died while starting.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    for name in (STATE, ENCODER_STATE):
+        _read_checked(directory, name, manifest)
+    return manifest
 
 
 def load_model(directory: str | Path, *, cache_dir=None, memory_items: int | None = None):

@@ -119,12 +119,17 @@ class ValueModel:
 
     # -- knowing what the history does not say ---------------------------
     def _fit_humility(self, X: np.ndarray, table: OutcomeTable) -> None:
-        """What :meth:`_temper` needs: the history's base rate, its size, and how far apart its prompts lie.
+        """What :meth:`_temper` needs: what the history supports, and how far apart its prompts lie.
 
+        ``evidence_`` (:class:`~preroll.heads.humble.Evidence`): the prior for a prompt the history
+        says little about, how much the head's own prediction is worth, and the concentration cap.
         ``reach_`` is the 90th percentile of each history prompt's distance to its nearest
         other prompt (on up to ``_REACH_SAMPLE`` rows): a query farther than that from every
         history prompt is outside what the history covers.
         """
+        from preroll.heads.humble import Evidence  # with the heads: loaded at fit, not at import
+
+        self.evidence_ = Evidence.of(table.successes, table.attempts, table.prompts)
         self.base_rate_ = float(table.successes.sum() / table.attempts.sum())
         self.max_concentration_ = float(max(len(set(table.prompts)), _MIN_CONCENTRATION))
         rng = np.random.default_rng(0)
@@ -138,16 +143,18 @@ class ValueModel:
         self.reach_ = float(np.quantile(d, 0.9)) if len(d) else 0.0
 
     def _temper(self, pred: BetaPrediction, X: np.ndarray) -> BetaPrediction:
-        """Widen a belief that the history cannot support.
+        """Widen a belief that the history cannot support (:func:`~preroll.heads.humble.humble`).
 
-        Two limits, because a head fitted on a few rows (or on near-identical prompts) can
-        report p=1.0 with a tiny spread for an unrelated query:
+        A head fitted on a few rows, on rows that all agree, or on near-identical prompts can
+        report p=1.0 with a tiny spread for an unrelated query. Three limits:
 
-        - size: the concentration (alpha + beta, a pseudo-count) never exceeds the number of
-          distinct prompts in the history; two rows cannot give the certainty of two thousand;
-        - distance: a query farther than ``reach_`` from every history prompt has its mean
-          pulled toward the history's base rate and its concentration cut by
-          ``(reach_ / distance)^2``, down to a near-uniform belief for prompts unlike any seen.
+        - evidence: the head's mean is blended with the history's prior by its credibility
+          (0 when no outcome varies, near 1 from a hundred distinct prompts on), and the
+          concentration (alpha + beta, a pseudo-count) never exceeds the number of distinct
+          prompts in the history; two rows cannot give the certainty of two thousand;
+        - distance: a query farther than ``reach_`` from every history prompt has that weight
+          and its concentration cut further by ``(reach_ / distance)^2``, down to a near-uniform
+          belief at the prior for prompts unlike any seen.
 
         Direct evidence (the query's own outcomes) is added afterwards, so only evidence
         shrinks the spread again.
@@ -157,10 +164,14 @@ class ValueModel:
         d = _nearest_distances(X, self.reference_)
         reach = max(self.reach_, 1e-6)
         w = np.where(d <= reach, 1.0, (reach / np.maximum(d, 1e-12)) ** 2)
-        mean = w * pred.p_success + (1 - w) * self.base_rate_
-        conc = np.minimum(pred.concentration, self.max_concentration_)
-        conc = np.maximum(w * conc, _MIN_CONCENTRATION)
-        return BetaPrediction.from_mean_concentration(np.clip(mean, 1e-4, 1 - 1e-4), conc)
+        evidence = getattr(self, "evidence_", None)
+        if evidence is None:  # a model saved before evidence was kept: its base rate and size only
+            mean = w * pred.p_success + (1 - w) * self.base_rate_
+            conc = np.maximum(w * np.minimum(pred.concentration, self.max_concentration_), _MIN_CONCENTRATION)
+            return BetaPrediction.from_mean_concentration(np.clip(mean, 1e-4, 1 - 1e-4), conc)
+        from preroll.heads.humble import humble
+
+        return humble(pred, evidence, w)
 
     def resolve_snapshot(self, policy: str | None = None, step: int | None = None) -> Snapshot:
         """The history's snapshot a query for ``(policy, step)`` is scored as.

@@ -44,6 +44,7 @@ from preroll.route.errors import MissingHistoryError, NotFittedError, RouteConfi
 from preroll.encoders import fresh_views
 from preroll.beliefs import BetaPrediction
 from preroll.heads import make_head
+from preroll.heads.humble import Evidence, humble
 from preroll.route.joint import JointSuccessModel
 from preroll.route.depth import DepthGuard, average_beliefs, far_threshold, max_similarity
 from preroll.route import explore as _explore
@@ -294,7 +295,9 @@ class Router:
                 A[row[r.prompt], j] += r.attempts
         self.n_history_ = {name: len(tables[name]) for name in names}
         self.specs_ = specs
-        self.base_rate_ = S.sum(axis=0) / A.sum(axis=0)
+        # What each model's history supports (preroll.heads.humble): one success row is not certainty.
+        self.evidence_ = Evidence.of_columns(S, A)
+        self.base_rate_ = self.evidence_.prior_mean
         self.history_mean_cost_ = self.costs(all_prompts).mean(axis=0)
         guard = self._guard()
         self.history_X_ = X_all if guard is not None else None
@@ -346,19 +349,28 @@ class Router:
         return self._encode(_check_prompts(prompts), show_progress=show_progress)
 
     def predict_beta_embeddings(self, X: np.ndarray) -> BetaPrediction:
-        """Beta belief per (prompt, model), arrays ``(n_prompts, n_models)``, from precomputed embeddings."""
+        """Beta belief per (prompt, model), arrays ``(n_prompts, n_models)``, from precomputed embeddings.
+
+        Each model's column is held to what its own history supports
+        (:func:`preroll.heads.humble.humble`): a model with a handful of outcomes, or outcomes
+        that all agree, stays near its prior with a wide spread, whatever its head says.
+        """
         self._fitted()
         X = np.asarray(X, dtype=np.float32)
         joint = self.joint_.predict(X) if self.joint_ is not None else None
         if self.heads_ is None:
-            return joint
-        preds = [h.predict(X) for h in self.heads_]
-        if all(isinstance(p, BetaPrediction) for p in preds):
-            heads = BetaPrediction(np.stack([p.alpha for p in preds], axis=1), np.stack([p.beta for p in preds], axis=1))
-        else:  # a custom head returning plain probabilities: a belief worth one observation.
-            P = np.clip(np.stack([_success(p) for p in preds], axis=1), 0.0, 1.0)
-            heads = BetaPrediction.from_mean_concentration(P, np.full(P.shape, 2.0))
-        return heads if joint is None else average_beliefs(joint, heads)
+            belief = joint
+        else:
+            preds = [h.predict(X) for h in self.heads_]
+            if all(isinstance(p, BetaPrediction) for p in preds):
+                heads = BetaPrediction(np.stack([p.alpha for p in preds], axis=1),
+                                       np.stack([p.beta for p in preds], axis=1))
+            else:  # a custom head returning plain probabilities: a belief worth one observation
+                P = np.clip(np.stack([_success(p) for p in preds], axis=1), 0.0, 1.0)
+                heads = BetaPrediction.from_mean_concentration(P, np.full(P.shape, 2.0))
+            belief = heads if joint is None else average_beliefs(joint, heads)
+        evidence = getattr(self, "evidence_", None)  # None: a router fitted before evidence was kept
+        return belief if evidence is None else humble(belief, evidence)
 
     def predict_beta(self, prompts: Sequence[str]) -> BetaPrediction:
         """Beta belief over each model's success on each prompt (mean = :meth:`predict_proba`)."""
@@ -366,13 +378,7 @@ class Router:
 
     def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
         """Predicted success per model from precomputed embeddings (``embed``)."""
-        self._fitted()
-        X = np.asarray(X, dtype=np.float32)
-        if self.heads_ is None:
-            return np.clip(self.joint_.predict(X).p_success, 0.0, 1.0)
-        if self.joint_ is not None:
-            return np.clip(self.predict_beta_embeddings(X).p_success, 0.0, 1.0)
-        return np.clip(np.stack([_success(h.predict(X)) for h in self.heads_], axis=1), 0.0, 1.0)
+        return np.clip(self.predict_beta_embeddings(X).p_success, 0.0, 1.0)
 
     def far_from_history(self, X: np.ndarray) -> np.ndarray:
         """Per embedding row: is it far from the history (below the guard's similarity quantile)?

@@ -223,8 +223,25 @@ def _evaluate(node, columns):
     return result
 
 
+#: Longest --keep expression accepted: a filter is a few comparisons, not a program.
+MAX_KEEP_CHARS = 4096
+#: Deepest parenthesis nesting accepted (the parser and the evaluator recurse once per level).
+MAX_KEEP_DEPTH = 32
+
+
 def parse_keep(expression: str, columns: tuple[str, ...] = PREDICTION_COLUMNS) -> KeepFilter:
     """Parse ``expression``; a bad one raises :class:`KeepExpressionError` naming the position."""
     if not isinstance(expression, str):
         raise TypeError("a keep expression is a string")
-    return KeepFilter(expression, _Parser(expression, tuple(columns)).parse())
+    if len(expression) > MAX_KEEP_CHARS:
+        raise InputError(f"{len(expression):,} characters long; at most {MAX_KEEP_CHARS:,}", field="--keep")
+    depth = deepest = 0
+    for char in expression:
+        depth += (char == "(") - (char == ")")
+        deepest = max(deepest, depth)
+    if deepest > MAX_KEEP_DEPTH:
+        raise InputError(f"parentheses nest {deepest} deep; at most {MAX_KEEP_DEPTH}", field="--keep")
+    try:
+        return KeepFilter(expression, _Parser(expression, tuple(columns)).parse())
+    except RecursionError:
+        raise InputError("nests too deeply (operators or parentheses)", field="--keep") from None

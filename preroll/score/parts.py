@@ -86,13 +86,27 @@ def _json_default(value):
     return str(value)
 
 
+def _finite_or_null(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON null), at any depth."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 def _jsonl_bytes(rows: list[dict], columns: dict[str, np.ndarray], keep: np.ndarray) -> bytes:
     buf = io.StringIO()
     for i in np.flatnonzero(keep):
         row = dict(rows[i])
         for name in PREDICTION_COLUMNS:
             row[name] = float(columns[name][i])
-        line = json.dumps(row, ensure_ascii=False, default=_json_default, allow_nan=True)
+        try:
+            line = json.dumps(row, ensure_ascii=False, default=_json_default, allow_nan=False)
+        except ValueError:  # NaN or infinity in an input field: JSON has no such number, null is written
+            line = json.dumps(_finite_or_null(row), ensure_ascii=False, default=_json_default, allow_nan=False)
         # U+2028/2029 are valid raw inside JSON strings, but str.splitlines() readers split on them.
         buf.write(line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n")
     return buf.getvalue().encode("utf-8")
@@ -127,7 +141,11 @@ def part_bytes(chunk: Chunk, columns: dict[str, np.ndarray], keep: np.ndarray, o
         table = chunk.table
     table = with_prediction_columns(table, columns).filter(pa.array(keep, type=pa.bool_()))
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    try:
+        pq.write_table(table, sink, compression="zstd")
+    except pa.ArrowException as exc:  # e.g. a field holding {} everywhere: a struct without children
+        raise RecordError(f"rows of this chunk cannot be written as Parquet ({exc}); write JSONL instead "
+                          "with --format jsonl", path=chunk.source.path, line=chunk.first_line) from None
     return sink.getvalue()
 
 

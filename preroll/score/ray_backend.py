@@ -98,6 +98,7 @@ def score_with_ray(model_dir: Path, files, state: RunState, keep: KeepFilter | N
     if state.complete:
         return 0, 0, len(state.parts)
     staging = state.out / STAGING
+    state.will_write(STAGING)
     shutil.rmtree(staging, ignore_errors=True)
     for stale in list(state.parts):  # a half-finished Ray job is redone whole
         (state.out / state.parts.pop(stale).file).unlink(missing_ok=True)
@@ -168,6 +169,7 @@ def _finalize(staging: Path, state: RunState, options) -> tuple[int, int, int]:
             sink = io.BytesIO()
             pq.write_table(table.filter(pa.array(mask)), sink, compression="zstd")
             data = sink.getvalue()
+        state.will_write(name)
         atomic_write_bytes(state.out / name, data)
         state.finish_part(part_id, PartStats.measure(name, "*", p_success, mask, sources))
         rows += table.num_rows

@@ -15,7 +15,7 @@ import numpy as np
 
 from preroll.outputs import atomic_write_bytes, save_figure
 from preroll.score.keep import KeepFilter
-from preroll.score.state import HIST_BINS, REPORT_DIR, RunState
+from preroll.score.state import HIST_BINS, REPORT_DIR, REPORT_FILES, RunState
 
 
 def aggregate(state: RunState) -> dict:
@@ -53,6 +53,7 @@ def write_report(state: RunState, keep: KeepFilter | None, *, model_dir: Path) -
         "parts": len(state.parts),
     }
     directory = state.out / REPORT_DIR
+    state.will_write(*REPORT_FILES)
     directory.mkdir(exist_ok=True)
     atomic_write_bytes(directory / "report.json",
                        (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))

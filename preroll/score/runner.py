@@ -19,7 +19,7 @@ from pathlib import Path
 from preroll.outputs import atomic_write_bytes
 from preroll.errors import InputError
 from preroll.defaults import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS
-from preroll.model.persist import load_model, read_manifest, warm_cache
+from preroll.model.persist import ModelFormatError, load_model, read_manifest, verify_model_files, warm_cache
 from preroll.score.keep import KeepFilter, parse_keep
 from preroll.score.parts import (chunk_prompts, chunk_sources, keep_mask, part_bytes, predict_columns)
 from preroll.score.report import write_report
@@ -72,6 +72,25 @@ def check_not_overlapping(input_root: Path, out: Path) -> None:
                              "inside an input (nor around it)")
 
 
+def check_policy(manifest: dict, policy: str | None) -> None:
+    """Refuse a ``--policy`` the saved model cannot score for, before the output directory is touched.
+
+    The same rule as :meth:`ValueModel.resolve_snapshot`, read from the model's manifest, so a
+    mistake costs one line instead of a started run in ``--out``.
+    """
+    snapshots = manifest.get("snapshots")
+    if not isinstance(snapshots, list):
+        return
+    policies = sorted({s[0] for s in snapshots if isinstance(s, list) and s},
+                      key=lambda p: (p is not None, str(p or "")))
+    if policy is None and len(policies) > 1:
+        named = ", ".join("(unnamed)" if p is None else str(p) for p in policies)
+        raise InputError(f"the model's history holds several policies ({named}); pass --policy", field="--policy")
+    if policy is not None and policies and policy not in policies:
+        known = ", ".join(str(p) for p in policies if p is not None) or "none named"
+        raise InputError(f"no history for policy {policy!r} in the model; known: {known}", field="--policy")
+
+
 def run_key(model_dir: Path, files: list[InputFile], options: ScoreOptions, backend: str) -> dict:
     return {"model_id": read_manifest(model_dir)["model_id"], "input": input_fingerprint(files),
             "keep": options.keep, "format": options.out_format, "policy": options.policy, "step": options.step,
@@ -106,7 +125,8 @@ def score_dataset(model_dir: str | Path, input_path: str | Path, out: str | Path
     """
     model_dir, input_path, out = Path(model_dir), Path(input_path), Path(out)
     keep = parse_keep(options.keep) if options.keep is not None else None
-    read_manifest(model_dir)  # a wrong model directory fails before anything is written
+    # A wrong or damaged model, or a --policy it cannot score for, fails before any write.
+    check_policy(verify_model_files(model_dir), options.policy)
     files = discover_inputs(input_path)
     check_not_overlapping(input_path, out)
     backend = "ray" if (ray or ray_address) else "local"
@@ -165,6 +185,7 @@ def _score_local(model_dir: Path, files: list[InputFile], state: RunState, keep:
             nonlocal rows_done, parts_done
             mask = keep_mask(keep, columns)
             name = f"part-{chunk.part_id}.{'jsonl' if options.out_format == 'jsonl' else 'parquet'}"
+            state.will_write(name)
             atomic_write_bytes(state.out / name, part_bytes(chunk, columns, mask, options.out_format))
             state.finish_part(chunk.part_id, PartStats.measure(name, chunk.source.relpath, columns["p_success"],
                                                                mask, chunk_sources(chunk)))
@@ -204,12 +225,17 @@ def _predictor(model_dir: Path, cache_dir, options: ScoreOptions, workers: int):
         yield submit
         return
     import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn, not fork: a forked copy of a process that has started torch's thread pools can hang.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_start, initargs=(str(model_dir), cache_dir, os.getpid())) as pool:
-        yield lambda prompts: pool.submit(_worker_predict, prompts, options.policy, options.step,
-                                          options.batch_rows)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_start, initargs=(str(model_dir), cache_dir, os.getpid())) as pool:
+            yield lambda prompts: pool.submit(_worker_predict, prompts, options.policy, options.step,
+                                              options.batch_rows)
+    except BrokenProcessPool:
+        raise ModelFormatError(f"{model_dir}: the scoring worker processes could not load the model or died "
+                               "(out of memory?); run with --workers 1 to see the cause") from None
 
 
 _WORKER_MODEL = None

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from preroll.data.errors import RecordError
+from preroll.data.loaders import iter_csv_rows, parse_json_line
 from preroll.errors import InputError
 
-INPUT_SUFFIXES = (".jsonl", ".json", ".parquet")
+INPUT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class InputFile:
 
     path: Path
     relpath: str
-    format: str  # "jsonl" | "parquet"
+    format: str  # "jsonl" | "csv" | "parquet"
 
 
 @dataclass
@@ -63,7 +64,10 @@ def _format_of(path: Path) -> str:
         return "jsonl"
     if suffix == ".parquet":
         return "parquet"
-    raise RecordError(f"unsupported file type {suffix!r} (use .jsonl or .parquet, or a directory of them)", path=path)
+    if suffix == ".csv":
+        return "csv"
+    raise RecordError(f"unsupported file type {suffix!r} (use .jsonl, .csv or .parquet, or a directory of them)",
+                      path=path)
 
 
 def discover_inputs(root: str | Path) -> list[InputFile]:
@@ -113,6 +117,8 @@ def count_rows(f: InputFile) -> int:
             return pq.ParquetFile(f.path).metadata.num_rows
         except Exception as exc:
             raise RecordError(f"cannot read Parquet: {exc}", path=f.path) from None
+    if f.format == "csv":
+        return sum(1 for _ in iter_csv_rows(f.path))
     n = 0
     with f.path.open("rb") as fh:
         for line in fh:
@@ -132,10 +138,7 @@ def _jsonl_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Ch
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise RecordError(f"not valid UTF-8 (byte {exc.start} of the line)", path=f.path, line=lineno) from None
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=f.path, line=lineno) from None
+            row = parse_json_line(text, path=f.path, line=lineno)
             if not isinstance(row, dict):
                 raise RecordError(f"expected a JSON object, got {type(row).__name__}", path=f.path, line=lineno)
             rows.append(row)
@@ -143,6 +146,21 @@ def _jsonl_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Ch
             if len(rows) == chunk_rows:
                 yield Chunk(file_index, chunk_index, f, lines[0], rows=rows, lines=lines)
                 rows, lines, chunk_index = [], [], chunk_index + 1
+    if rows or chunk_index == 0:
+        yield Chunk(file_index, chunk_index, f, lines[0] if lines else 1, rows=rows, lines=lines)
+
+
+def _csv_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Chunk]:
+    """CSV rows (cells as text, an empty cell "not given") in chunks, like JSONL rows."""
+    rows: list[dict] = []
+    lines: list[int] = []
+    chunk_index = 0
+    for lineno, row in iter_csv_rows(f.path):
+        rows.append(row)
+        lines.append(lineno)
+        if len(rows) == chunk_rows:
+            yield Chunk(file_index, chunk_index, f, lines[0], rows=rows, lines=lines)
+            rows, lines, chunk_index = [], [], chunk_index + 1
     if rows or chunk_index == 0:
         yield Chunk(file_index, chunk_index, f, lines[0] if lines else 1, rows=rows, lines=lines)
 
@@ -186,4 +204,6 @@ def iter_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Chun
         raise InputError("chunk_rows must be positive", field="chunk_rows")
     if f.format == "jsonl":
         return _jsonl_chunks(file_index, f, chunk_rows)
+    if f.format == "csv":
+        return _csv_chunks(file_index, f, chunk_rows)
     return _parquet_chunks(file_index, f, chunk_rows)

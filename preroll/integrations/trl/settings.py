@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import PurePosixPath, PureWindowsPath
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from preroll.online import OnlineSettings
 
@@ -28,6 +30,22 @@ class PrerollTRLSettings(BaseModel):
     pool_file: str = "preroll_pool.json"
     #: How many generation batches' choices the trainer keeps in ``preroll_log`` (for audits and tests).
     log_size: int = Field(default=10_000, ge=0)
+
+    @field_validator("book_file", "pool_file")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        """A bare file name: the book is written inside each checkpoint folder, never beside or above it."""
+        parts = {PurePosixPath(value).name, PureWindowsPath(value).name}
+        if not value.strip() or parts != {value} or value in (".", ".."):
+            raise ValueError(f"must be a plain file name inside the checkpoint folder (got {value!r})")
+        return value
+
+    @field_validator("id_column")
+    @classmethod
+    def _column_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a dataset column")
+        return value
 
 
 def make_trl_settings(preroll) -> PrerollTRLSettings:

@@ -57,7 +57,8 @@ class GenerationChoice:
     p_success: np.ndarray
 
 
-def _dataset_prompts(train_dataset, id_column: str) -> tuple[list[str], list | None]:
+def _dataset_prompts(train_dataset, id_column: str, explicit_id_column: bool = False
+                     ) -> tuple[list[str], list | None]:
     from datasets import Dataset
 
     if train_dataset is None:
@@ -68,9 +69,39 @@ def _dataset_prompts(train_dataset, id_column: str) -> tuple[list[str], list | N
                               f"{type(train_dataset).__name__}): the book chooses prompts by dataset index")
     if "prompt" not in train_dataset.column_names:
         raise PrerollTRLError(f"train_dataset has no 'prompt' column (columns: {train_dataset.column_names})")
-    prompts = [prompt_text(p) for p in train_dataset["prompt"]]
-    ids = list(train_dataset[id_column]) if id_column in train_dataset.column_names else None
-    return prompts, ids
+    prompts = [prompt_text(check_prompt(p, row)) for row, p in enumerate(train_dataset["prompt"])]
+    if id_column not in train_dataset.column_names:
+        if explicit_id_column:
+            raise PrerollTRLError(f"id_column {id_column!r} is not a train_dataset column "
+                                  f"(columns: {train_dataset.column_names})")
+        return prompts, None
+    return prompts, list(train_dataset[id_column])
+
+
+def check_prompt(prompt, row: int):
+    """A dataset prompt the trainer can tokenize: text, or chat messages (dicts with text ``content``).
+
+    Checked for every row when the trainer is built: a ``None`` or a number otherwise passes and
+    stops training at the first step, inside the tokenizer, far from the row that caused it.
+    """
+    def bad(why: str) -> PrerollTRLError:
+        return PrerollTRLError(f"train_dataset row {row}, column 'prompt': {why}")
+
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise bad("the prompt is empty")
+        return prompt
+    if not isinstance(prompt, list) or not prompt:
+        got = "an empty list" if isinstance(prompt, list) else type(prompt).__name__
+        raise bad(f"must be a string or a list of chat messages, got {got}")
+    for i, message in enumerate(prompt):
+        if not isinstance(message, dict) or "content" not in message:
+            raise bad(f"message {i} must be a mapping with 'role' and 'content', got {type(message).__name__}")
+        content = message["content"]
+        if not isinstance(content, (str, list)):
+            raise bad(f"message {i}: 'content' must be text or a list of content blocks, "
+                      f"got {type(content).__name__}")
+    return prompt
 
 
 class PrerollGRPOTrainer(GRPOTrainer):
@@ -91,7 +122,8 @@ class PrerollGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, preroll: OnlineSettings | PrerollTRLSettings | None = None, **kwargs) -> None:
         self.preroll_settings = make_trl_settings(preroll)
         train_dataset = kwargs.get("train_dataset", args[3] if len(args) > 3 else None)
-        prompts, ids = _dataset_prompts(train_dataset, self.preroll_settings.id_column)
+        prompts, ids = _dataset_prompts(train_dataset, self.preroll_settings.id_column,
+                                        "id_column" in self.preroll_settings.model_fields_set)
         super().__init__(*args, **kwargs)
         book_settings = self._book_settings()
         names = list(self.reward_func_names)
