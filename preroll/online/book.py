@@ -32,7 +32,7 @@ import numpy as np
 from preroll.beliefs import BetaPrediction
 from preroll.outputs import atomic_open
 from preroll.online.errors import OnlineInputError
-from preroll.online.neighbours import neighbour_graph, neighbour_sums
+from preroll.online.neighbours import neighbour_graph, neighbour_sums, reverse_weights
 from preroll.online.settings import OnlineSettings, make_settings
 from preroll.online.types import REASONS, BookStats, Selection
 from preroll.online.validate import check_indices, check_rewards, check_step, prompt_ids
@@ -41,6 +41,8 @@ FORMAT = "preroll.online.PromptBook"
 VERSION = 1
 #: Prior concentration before enough first observations exist to fit it (about two attempts' worth).
 DEFAULT_CONCENTRATION = 2.0
+#: Graph edges (of seen prompts) one neighbour refit may pass over per step, amortised (~0.1 s on one core).
+NEIGHBOUR_REFIT_EDGES = 4_000_000
 #: First observations needed before the prior concentration is fitted.
 MIN_FIT_ROWS = 64
 #: First observations kept for that fit (the most recent ones: the prior's quality changes as the book learns).
@@ -105,6 +107,7 @@ class PromptBook:
                                        f"{embeddings.shape}", field="embeddings")
         self._embeddings = embeddings
         self._graph: tuple[np.ndarray, np.ndarray] | None = None
+        self._reverse = None   # the graph's weights by neighbour (sparse), built from it on the first refit
         self._reset(n)
 
     # -- state ----------------------------------------------------------------------------
@@ -368,7 +371,7 @@ class PromptBook:
             emb = self._embeddings
             if emb is None:
                 emb = embed_prompts(self.prompts, self.settings.encoder)
-            self._graph = neighbour_graph(emb, self.settings.neighbours)
+            self._graph = neighbour_graph(emb, self.settings.neighbours, seed=self.settings.seed)
         return self._graph
 
     def refit(self) -> None:
@@ -377,10 +380,15 @@ class PromptBook:
         if self.level_ is None:
             return
         graph = self._neighbour_graph()
-        if graph is not None:
-            rate, weight = self._own(np.arange(len(self)))
+        seen = np.flatnonzero(self.last_ >= 0)
+        if graph is not None and self._reverse is None:
+            self._reverse = reverse_weights(graph[0], graph[1], self.settings.neighbour_power)
+        if graph is not None and self.refits_ % self._neighbour_interval(seen) == 0:
+            # Only prompts with outcomes contribute: the cost grows with what was seen, not with the dataset.
+            rate, weight = self._own(seen)
             self.nb_num_, self.nb_den_ = neighbour_sums(graph[0], graph[1], rate, weight,
-                                                        power=self.settings.neighbour_power)
+                                                        power=self.settings.neighbour_power,
+                                                        reverse=self._reverse, seen=seen)
             self.nb_level_ = float(self.level_)
             self.nb_global_ = self.global_rate
         if self._prior_fit_due():
@@ -389,6 +397,20 @@ class PromptBook:
         if self.settings.fit_drift:
             self._fit_drift_decay()
         self.refits_ += 1
+
+    def _neighbour_interval(self, seen: np.ndarray) -> int:
+        """Refits between two recomputations of the neighbour sums: 1 until the seen prompts' graph edges pass
+        ``NEIGHBOUR_REFIT_EDGES``, then proportionally more.
+
+        Why: the sums cost one pass over the seen prompts' edges; with a
+        million prompts seen (32M edges) that is ~1 s, five times the per-step
+        budget. Between recomputations the neighbour prior still follows the
+        global level (it is stored with the level it was computed at), and a
+        seen prompt's own outcomes outweigh it. Counting edges, not seconds,
+        keeps a resumed book's choices identical.
+        """
+        edges = int((self._reverse.indptr[seen + 1] - self._reverse.indptr[seen]).sum()) if len(seen) else 0
+        return max(1, -(-edges // NEIGHBOUR_REFIT_EDGES))
 
     # -- choosing -------------------------------------------------------------------------
 
@@ -512,6 +534,7 @@ class PromptBook:
         self._revisit_fit = {key: np.asarray(state[f"revisit_fit.{key}"], dtype=float).copy() for key in _REVISIT_FIT}
         if "graph.index" in state:
             self._graph = (np.asarray(state["graph.index"], np.int32), np.asarray(state["graph.similarity"], np.float32))
+            self._reverse = None
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = _json_roundtrip(state["rng"])
 
@@ -564,12 +587,41 @@ def _json_roundtrip(value):
     return json.loads(json.dumps(value))
 
 
-def embed_prompts(prompts: Sequence[str], spec: str) -> np.ndarray:
-    """Embeddings of the dataset, computed once: neural encoders go through the on-disk SQLite cache,
-    fitted ones (lexical, stats) are fitted on the dataset's own prompts."""
-    from preroll.encoders import get_encoder
+#: Above this many prompts ``encoder="auto"`` is the hashing view (the lexical fit and exact graph stop scaling).
+LARGE_DATASET = 50_000
+#: Prompts embedded at a time: memory stays bounded by one chunk's sparse rows and vectors (as in ``preroll score``).
+EMBED_CHUNK = 65_536
 
-    encoder = get_encoder(spec)
-    encoder.fit(list(prompts))  # a no-op for neural encoders
-    return np.asarray(encoder.encode(list(prompts)), dtype=np.float32)
+
+def encoder_spec(spec: str, n_prompts: int) -> str:
+    """The encoder a book of ``n_prompts`` uses for ``spec`` (``"auto"`` resolved by size)."""
+    if str(spec).strip().lower() == "auto":
+        return "lexical" if n_prompts <= LARGE_DATASET else "hashing"
+    return str(spec)
+
+
+def embed_prompts(prompts: Sequence[str], spec: str) -> np.ndarray:
+    """Embeddings of the dataset, computed once, chunk by chunk.
+
+    Neural encoders go through the on-disk SQLite cache; the hashing view does
+    too (its vectors depend only on the dataset's IDF sample, so a new run on
+    the same dataset reads them back); lexical and stats are fitted on the
+    dataset's own prompts and kept in memory.
+    """
+    from preroll.encoders import CachedEncoder, HashingEncoder, MemoEncoder, get_encoder
+
+    prompts = list(prompts)
+    encoder = get_encoder(encoder_spec(spec, len(prompts)))
+    if isinstance(encoder, MemoEncoder) and isinstance(encoder.inner, HashingEncoder):
+        encoder = CachedEncoder(encoder.inner)
+    encoder.fit(prompts)  # a no-op for neural encoders
+    if isinstance(encoder, MemoEncoder):   # fitted on all prompts, vectors in memory: one call
+        return np.asarray(encoder.inner.encode(prompts), dtype=np.float32)
+    out: np.ndarray | None = None
+    for start in range(0, len(prompts), EMBED_CHUNK):
+        part = np.asarray(encoder.encode(prompts[start:start + EMBED_CHUNK]), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(prompts), part.shape[1]), np.float32)
+        out[start:start + len(part)] = part
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
