@@ -36,6 +36,7 @@ from preroll.online.neighbours import neighbour_graph, neighbour_sums, reverse_w
 from preroll.online.settings import OnlineSettings, make_settings
 from preroll.online.types import REASONS, BookStats, Selection
 from preroll.online.validate import check_indices, check_rewards, check_step, prompt_ids
+from preroll.online.warm import WarmEvidence, WarmReport, apply_evidence, read_evidence
 
 FORMAT = "preroll.online.PromptBook"
 VERSION = 1
@@ -52,7 +53,11 @@ _EPS = 1e-4
 _EPS_OWN = 1e-3
 
 #: What is kept of each first observation to refit the prior (its neighbour sums, shift, global rate, outcome).
-_FIRST_FIT = ("nb_num", "nb_den", "nb_global", "shift", "level_rate", "successes", "attempts")
+_FIRST_FIT = ("nb_num", "nb_den", "nb_global", "shift", "level_rate", "successes", "attempts", "warm_a", "warm_z")
+#: Candidate weights of one warm-start attempt in the prior (relative to one neighbour attempt of weight 1).
+WARM_GRID = (0.0, 0.03, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
+#: The weight before it is fitted.
+WARM_WEIGHT = 0.35
 #: What is kept of each revisit (a prompt recorded again) to refit the drift discount on.
 _REVISIT_FIT = ("prior_mean", "concentration", "rate", "attempts_then", "age", "successes", "attempts")
 #: Candidate drift discounts per step of age.
@@ -109,6 +114,8 @@ class PromptBook:
         self._graph: tuple[np.ndarray, np.ndarray] | None = None
         self._reverse = None   # the graph's weights by neighbour (sparse), built from it on the first refit
         self._reset(n)
+        if self.settings.warm_start is not None:
+            self.warm_start(self.settings.warm_start)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -137,6 +144,10 @@ class PromptBook:
         self._fit_rows_since_ = 0
         self._revisit_fit = {key: np.zeros(0) for key in _REVISIT_FIT}
         self._rng = np.random.default_rng(self.settings.seed)
+        self.warm_a_ = np.zeros(n)      # warm-start attempts per prompt (before this run; see warm_start)
+        self.warm_z_ = np.zeros(n)      # their logit rate relative to their source's level
+        self.warm_level_ = 0.0          # pooled warm logit level: the global level before the first record
+        self.warm_weight_ = WARM_WEIGHT  # weight of one warm attempt in the prior, fitted on first observations
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -145,13 +156,22 @@ class PromptBook:
 
     def _prior_mean(self, idx: np.ndarray, shrink: float | None = None) -> np.ndarray:
         """Prior mean of each prompt before its own outcomes: neighbours, shifted to the current level."""
-        if self.level_ is None:
-            return np.full(len(idx), 0.5)
         lam = self.neighbour_prior_ if shrink is None else shrink
+        if self.level_ is None:
+            return self._with_warm(idx, np.full(len(idx), 0.5), np.full(len(idx), lam), self.warm_level_)
         num, den = self.nb_num_[idx], self.nb_den_[idx]
         nb = (num + lam * self.nb_global_) / (np.nan_to_num(den) + lam)
         shifted = _sigmoid(_logit(nb) + self.level_ - self.nb_level_)
-        return np.where(np.isnan(den), _sigmoid(self.level_), shifted)
+        m = np.where(np.isnan(den), _sigmoid(self.level_), shifted)
+        return self._with_warm(idx, m, np.nan_to_num(den) + lam, self.level_)
+
+    def _with_warm(self, idx: np.ndarray, m: np.ndarray, mass: np.ndarray, level: float) -> np.ndarray:
+        """Mix a warm start into the prior mean ``m`` (of weight ``mass``): each warm attempt weighs
+        ``warm_weight_``, at its relative standing moved to the current level."""
+        wa = self.warm_weight_ * self.warm_a_[idx]
+        if not wa.any():
+            return m
+        return (m * mass + wa * _sigmoid(self.warm_z_[idx] + level)) / (mass + wa)
 
     def _own(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Own evidence: drift-adjusted rate and effective (decayed) attempts; 0 attempts if never seen."""
@@ -255,7 +275,8 @@ class PromptBook:
             return
         new = {"nb_num": self.nb_num_[idx], "nb_den": self.nb_den_[idx],
                "nb_global": np.full(len(idx), self.nb_global_), "shift": np.full(len(idx), self.level_ - self.nb_level_),
-               "level_rate": np.full(len(idx), self.global_rate), "successes": s, "attempts": a}
+               "level_rate": np.full(len(idx), self.global_rate), "successes": s, "attempts": a,
+               "warm_a": self.warm_a_[idx], "warm_z": self.warm_z_[idx]}
         for key in _FIRST_FIT:
             self._fit[key] = np.concatenate([self._fit[key], new[key]])[-FIT_WINDOW:]
         self._fit_rows_since_ += len(idx)
@@ -288,15 +309,21 @@ class PromptBook:
         k = np.clip(np.round(f["successes"]), 0, n)
         has_nb = ~np.isnan(f["nb_den"])
         c = np.asarray(CONCENTRATION_GRID)[:, None]
-        best = (-np.inf, self.neighbour_prior_, self.concentration_)
+        best = (-np.inf, self.neighbour_prior_, self.concentration_, self.warm_weight_)
+        has_warm = f["warm_a"] > 0
+        warm_rate = _sigmoid(f["warm_z"] + _logit(f["level_rate"]))
         for lam in (SHRINK_GRID if has_nb.any() else (self.neighbour_prior_,)):
             nb = (f["nb_num"] + lam * f["nb_global"]) / (np.nan_to_num(f["nb_den"]) + lam)
-            m = np.clip(np.where(has_nb, _sigmoid(_logit(nb) + f["shift"]), f["level_rate"]), _EPS, 1 - _EPS)
-            ll = _betabinom_loglik(k, n, m * c, (1 - m) * c).sum(axis=1)
-            j = int(np.argmax(ll))
-            if ll[j] > best[0]:
-                best = (ll[j], lam, float(c[j, 0]))
-        _, self.neighbour_prior_, self.concentration_ = best
+            m0 = np.where(has_nb, _sigmoid(_logit(nb) + f["shift"]), f["level_rate"])
+            mass = np.nan_to_num(f["nb_den"]) + lam
+            for omega in (WARM_GRID if has_warm.any() else (self.warm_weight_,)):
+                wa = omega * f["warm_a"]
+                m = np.clip((m0 * mass + wa * warm_rate) / (mass + wa), _EPS, 1 - _EPS)
+                ll = _betabinom_loglik(k, n, m * c, (1 - m) * c).sum(axis=1)
+                j = int(np.argmax(ll))
+                if ll[j] > best[0]:
+                    best = (ll[j], lam, float(c[j, 0]), omega)
+        _, self.neighbour_prior_, self.concentration_, self.warm_weight_ = best
 
     def _remember_revisit(self, idx: np.ndarray, step: int, s: np.ndarray, a: np.ndarray) -> None:
         if idx.size == 0 or self.level_ is None:
@@ -350,6 +377,33 @@ class PromptBook:
         out = {k: v[:self.rows_].copy() for k, v in self._hist.items()}
         out["id"] = np.array(self.ids, dtype=object)[out["index"]] if self.rows_ else np.zeros(0, object)
         return out
+
+    # -- warm start -----------------------------------------------------------------------
+
+    def warm_start(self, evidence: WarmEvidence | str | Path) -> WarmReport:
+        """Carry outcomes observed before this run into the prior of the prompts they cover.
+
+        ``evidence``: a :class:`~preroll.online.warm.WarmEvidence` (ids, successes,
+        attempts and a source label per row), or a file read by
+        :func:`preroll.online.warm.read_evidence` (a saved book, a JSONL/CSV/Parquet
+        of outcomes or pass rates, a saved value model). Within each source the
+        rows are turned into a logit standing relative to that source's own level
+        (another policy, or an earlier step of this one, may be stronger or
+        weaker overall; what carries over is which prompts are harder), and the
+        prior mean of a covered prompt mixes that standing, moved to the book's
+        current level, with its neighbours'. How much one warm attempt weighs is
+        fitted by beta-binomial likelihood on the run's first observations of
+        prompts, with the prior's concentration (from ``WARM_WEIGHT``; 0 if the
+        evidence does not predict). Call it before the first ``record``.
+        """
+        if self.rows_:
+            raise OnlineInputError("must be called before the first record (the prior is fitted on first "
+                                   "observations made after it)", field="warm_start")
+        if not isinstance(evidence, WarmEvidence):
+            evidence = read_evidence(evidence, self)
+        report, a, z, level = apply_evidence(evidence, self.ids)
+        self.warm_a_, self.warm_z_, self.warm_level_ = a, z, level
+        return report
 
     # -- neighbours -----------------------------------------------------------------------
 
@@ -496,6 +550,9 @@ class PromptBook:
             state[f"fit.{key}"] = arr.copy()
         for key, arr in self._revisit_fit.items():
             state[f"revisit_fit.{key}"] = arr.copy()
+        if self.warm_a_.any():
+            state["warm.attempts"], state["warm.z"] = self.warm_a_.copy(), self.warm_z_.copy()
+            state["warm_level"], state["warm_weight"] = self.warm_level_, self.warm_weight_
         if self._graph is not None:
             state["graph.index"], state["graph.similarity"] = self._graph[0].copy(), self._graph[1].copy()
         return state
@@ -530,7 +587,14 @@ class PromptBook:
             setattr(self, name, np.asarray(state[name.rstrip("_")], dtype=ref.dtype).copy())
         self._hist = {key: np.asarray(state[f"history.{key}"], dtype=arr.dtype).copy()
                       for key, arr in self._hist.items()}
-        self._fit = {key: np.asarray(state[f"fit.{key}"], dtype=float).copy() for key in _FIRST_FIT}
+        n_fit = len(np.asarray(state["fit.attempts"]))
+        self._fit = {key: np.asarray(state.get(f"fit.{key}", np.zeros(n_fit)), dtype=float).copy()
+                     for key in _FIRST_FIT}
+        if "warm.attempts" in state:   # books saved before warm starts existed have none
+            self.warm_a_ = np.asarray(state["warm.attempts"], float).copy()
+            self.warm_z_ = np.asarray(state["warm.z"], float).copy()
+            self.warm_level_ = float(state["warm_level"])
+            self.warm_weight_ = float(state["warm_weight"])
         self._revisit_fit = {key: np.asarray(state[f"revisit_fit.{key}"], dtype=float).copy() for key in _REVISIT_FIT}
         if "graph.index" in state:
             self._graph = (np.asarray(state["graph.index"], np.int32), np.asarray(state["graph.similarity"], np.float32))
@@ -562,7 +626,8 @@ class PromptBook:
         except (OSError, ValueError, KeyError) as exc:
             raise OnlineInputError(f"{path}: not a readable prompt book file ({exc})", field="path") from None
         state.update(meta)
-        book = cls(prompts, ids, settings=dict(meta.get("settings", {})), embeddings=embeddings)
+        # The warm start was read when the saved book was built and is part of its state: not read again.
+        book = cls(prompts, ids, settings={**meta.get("settings", {}), "warm_start": None}, embeddings=embeddings)
         book.load_state_dict(state)
         return book
 

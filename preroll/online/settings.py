@@ -63,6 +63,11 @@ class OnlineSettings(BaseModel):
     selection: Literal["value", "coverage"] = "value"
     #: ``selection="coverage"``: the expected informativeness a candidate needs to be eligible.
     coverage_bar: float = 0.5
+    #: Outcomes from before this run carried into the prior (``PromptBook.warm_start``): a previous run's saved
+    #: book (``.npz``, same dataset), an outcome history (``.jsonl``/``.csv``/``.parquet`` as ``preroll fit``
+    #: reads: other policies' outcomes, a dataset's pass rates, a probe of the base policy) or a value model
+    #: folder (``preroll fit --save``). Read once when the book is built; a resumed book keeps what it read.
+    warm_start: str | None = None
     #: Gain of the global-level tracker: share of this step's batch-level residual (logit) taken on.
     level_gain: float = 0.5
     seed: int = 0
@@ -121,6 +126,8 @@ class OnlineSettings(BaseModel):
     def _encoder(self):
         if not str(self.encoder).strip():
             raise ValueError("encoder must be an encoder spec or 'none'")
+        if self.warm_start is not None and not str(self.warm_start).strip():
+            raise ValueError("warm_start must be a path or None")
         return self
 
 
