@@ -18,9 +18,15 @@ def bench_online(
     group_size: int = typer.Option(8, min=2, help="Rollouts per chosen prompt."),
     variants: int = typer.Option(4, min=1, help="Synthetic prompts per real DAPO-Math text (2,722 texts)."),
     share: float = typer.Option(0.5, min=0.0, max=1.0, help="Latent difficulty a variant shares with its text."),
-    seeds: int = typer.Option(1, min=1, help="Simulated runs (seeds 0..N-1)."),
+    seeds: int = typer.Option(1, min=1, help="Simulated runs (seeds first_seed..first_seed+N-1)."),
+    first_seed: int = typer.Option(0, min=0, help="First seed (keep seeds that no tuning used for final numbers)."),
     samplers: str = typer.Option(",".join(("uniform", "dapo", "memory", "book-no-neighbours", "book", "oracle")),
-                                 help="Comma-separated samplers (uniform is the reference)."),
+                                 help="Comma-separated samplers (uniform is the reference). Also: book-earlier, "
+                                      "book-other (warm starts from the same policy's earlier-step outcomes or "
+                                      "another policy's), book-probe (a probe before step 0), screen, book-screen, "
+                                      "book-other-screen (screening passes kept in the group)."),
+    probe: int = typer.Option(256, min=1, help="book-probe: prompts rolled out before the first step (paid)."),
+    screen: int = typer.Option(2, min=1, help="Screening samplers: rollouts per screened prompt."),
     overhead: bool = typer.Option(True, "--overhead/--no-overhead", help="Also time the book at trainer scale."),
     overhead_pool: int = typer.Option(2048, min=2, help="Overhead: candidate pool per step."),
     overhead_history: int = typer.Option(50_000, min=0, help="Overhead: history rows recorded before timing."),
@@ -45,9 +51,9 @@ def bench_online(
         bench_scale(prompts, out, console, quick=quick)
         return
     cfg = OnlineBenchConfig(variants=variants, share=share, batch=batch, pool_factor=pool_factor,
-                            group_size=group_size, epochs=epochs, seeds=tuple(range(seeds)),
+                            group_size=group_size, epochs=epochs, seeds=tuple(range(first_seed, first_seed + seeds)),
                             samplers=tuple(s.strip() for s in samplers.split(",") if s.strip()), quick=quick,
-                            book_settings=book_settings(selection, coverage_bar))
+                            book_settings=book_settings(selection, coverage_bar), probe=probe, screen=screen)
     if quick:
         cfg.variants, cfg.batch, cfg.epochs, cfg.max_anchors = 2, 16, 3, 300
     try:

@@ -58,6 +58,9 @@ _FIRST_FIT = ("nb_num", "nb_den", "nb_global", "shift", "level_rate", "successes
 WARM_GRID = (0.0, 0.03, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 #: The weight before it is fitted.
 WARM_WEIGHT = 0.35
+#: Candidate slopes of the warm standing in logit space (< 1: another policy's standing says less than its
+#: spread suggests); fitted with the weight.
+WARM_SLOPE_GRID = (0.4, 0.6, 0.8, 1.0)
 #: What is kept of each revisit (a prompt recorded again) to refit the drift discount on.
 _REVISIT_FIT = ("prior_mean", "concentration", "rate", "attempts_then", "age", "successes", "attempts")
 #: Candidate drift discounts per step of age.
@@ -148,6 +151,7 @@ class PromptBook:
         self.warm_z_ = np.zeros(n)      # their logit rate relative to their source's level
         self.warm_level_ = 0.0          # pooled warm logit level: the global level before the first record
         self.warm_weight_ = WARM_WEIGHT  # weight of one warm attempt in the prior, fitted on first observations
+        self.warm_slope_ = 1.0           # slope of the warm standing (logit), fitted with it
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -171,7 +175,7 @@ class PromptBook:
         wa = self.warm_weight_ * self.warm_a_[idx]
         if not wa.any():
             return m
-        return (m * mass + wa * _sigmoid(self.warm_z_[idx] + level)) / (mass + wa)
+        return (m * mass + wa * _sigmoid(self.warm_slope_ * self.warm_z_[idx] + level)) / (mass + wa)
 
     def _own(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Own evidence: drift-adjusted rate and effective (decayed) attempts; 0 attempts if never seen."""
@@ -271,11 +275,16 @@ class PromptBook:
         self.level_ = float(self.level_ + self.settings.level_gain * np.clip(grad / hess, -2.0, 2.0))
 
     def _remember_first(self, idx: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
-        if idx.size == 0 or self.level_ is None:
+        # Before the first record the prior says nothing (0.5), unless a warm start gave it a level and standings:
+        # then the first step's outcomes are the first evidence of how far to trust them.
+        warm = self.level_ is None and bool(self.warm_a_.any())
+        if idx.size == 0 or (self.level_ is None and not warm):
             return
+        # (at the first record: the level this step's outcomes are about to set, as in _update_level)
+        level = float(_logit((s.sum() + 0.5) / (a.sum() + 1.0))) if warm else self.level_
         new = {"nb_num": self.nb_num_[idx], "nb_den": self.nb_den_[idx],
-               "nb_global": np.full(len(idx), self.nb_global_), "shift": np.full(len(idx), self.level_ - self.nb_level_),
-               "level_rate": np.full(len(idx), self.global_rate), "successes": s, "attempts": a,
+               "nb_global": np.full(len(idx), self.nb_global_), "shift": np.full(len(idx), level - self.nb_level_),
+               "level_rate": np.full(len(idx), float(_sigmoid(level))), "successes": s, "attempts": a,
                "warm_a": self.warm_a_[idx], "warm_z": self.warm_z_[idx]}
         for key in _FIRST_FIT:
             self._fit[key] = np.concatenate([self._fit[key], new[key]])[-FIT_WINDOW:]
@@ -309,21 +318,33 @@ class PromptBook:
         k = np.clip(np.round(f["successes"]), 0, n)
         has_nb = ~np.isnan(f["nb_den"])
         c = np.asarray(CONCENTRATION_GRID)[:, None]
-        best = (-np.inf, self.neighbour_prior_, self.concentration_, self.warm_weight_)
-        has_warm = f["warm_a"] > 0
-        warm_rate = _sigmoid(f["warm_z"] + _logit(f["level_rate"]))
-        for lam in (SHRINK_GRID if has_nb.any() else (self.neighbour_prior_,)):
+        has_warm = (f["warm_a"] > 0).any()
+
+        def loglik(lam, omega, slope):
             nb = (f["nb_num"] + lam * f["nb_global"]) / (np.nan_to_num(f["nb_den"]) + lam)
             m0 = np.where(has_nb, _sigmoid(_logit(nb) + f["shift"]), f["level_rate"])
             mass = np.nan_to_num(f["nb_den"]) + lam
-            for omega in (WARM_GRID if has_warm.any() else (self.warm_weight_,)):
-                wa = omega * f["warm_a"]
-                m = np.clip((m0 * mass + wa * warm_rate) / (mass + wa), _EPS, 1 - _EPS)
-                ll = _betabinom_loglik(k, n, m * c, (1 - m) * c).sum(axis=1)
-                j = int(np.argmax(ll))
-                if ll[j] > best[0]:
-                    best = (ll[j], lam, float(c[j, 0]), omega)
-        _, self.neighbour_prior_, self.concentration_, self.warm_weight_ = best
+            wa = omega * f["warm_a"]
+            warm_rate = _sigmoid(slope * f["warm_z"] + _logit(f["level_rate"]))
+            m = np.clip((m0 * mass + wa * warm_rate) / (mass + wa), _EPS, 1 - _EPS)
+            ll = _betabinom_loglik(k, n, m * c, (1 - m) * c).sum(axis=1)
+            j = int(np.argmax(ll))
+            return float(ll[j]), float(c[j, 0])
+
+        # Two stages (coordinate ascent; a joint grid would be 30x the work on the training loop): the
+        # neighbour shrinkage, then the warm weight and slope, each with the concentration.
+        best = (-np.inf, self.neighbour_prior_, self.concentration_, self.warm_weight_, self.warm_slope_)
+        for lam in (SHRINK_GRID if has_nb.any() else (self.neighbour_prior_,)):
+            ll, conc = loglik(lam, self.warm_weight_, self.warm_slope_)
+            if ll > best[0]:
+                best = (ll, lam, conc, self.warm_weight_, self.warm_slope_)
+        if has_warm:
+            for omega in WARM_GRID:
+                for slope in WARM_SLOPE_GRID:
+                    ll, conc = loglik(best[1], omega, slope)
+                    if ll > best[0]:
+                        best = (ll, best[1], conc, omega, slope)
+        _, self.neighbour_prior_, self.concentration_, self.warm_weight_, self.warm_slope_ = best
 
     def _remember_revisit(self, idx: np.ndarray, step: int, s: np.ndarray, a: np.ndarray) -> None:
         if idx.size == 0 or self.level_ is None:
@@ -553,6 +574,7 @@ class PromptBook:
         if self.warm_a_.any():
             state["warm.attempts"], state["warm.z"] = self.warm_a_.copy(), self.warm_z_.copy()
             state["warm_level"], state["warm_weight"] = self.warm_level_, self.warm_weight_
+            state["warm_slope"] = self.warm_slope_
         if self._graph is not None:
             state["graph.index"], state["graph.similarity"] = self._graph[0].copy(), self._graph[1].copy()
         return state
@@ -595,6 +617,7 @@ class PromptBook:
             self.warm_z_ = np.asarray(state["warm.z"], float).copy()
             self.warm_level_ = float(state["warm_level"])
             self.warm_weight_ = float(state["warm_weight"])
+            self.warm_slope_ = float(state["warm_slope"])
         self._revisit_fit = {key: np.asarray(state[f"revisit_fit.{key}"], dtype=float).copy() for key in _REVISIT_FIT}
         if "graph.index" in state:
             self._graph = (np.asarray(state["graph.index"], np.int32), np.asarray(state["graph.similarity"], np.float32))

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: Largest dataset whose neighbour graph is computed exactly (n x n cosine product, chunked).
 EXACT_MAX = 50_000
 #: Inverted lists probed per query by the approximate index (recall vs time; see the module docstring).
-DEFAULT_NPROBE = 16
+DEFAULT_NPROBE = 32
 #: Inverted lists per sqrt(prompts): nlist = this * sqrt(n) (faiss's guideline is 4-16).
 LISTS_PER_SQRT = 4
 #: Rows per list that train the index's k-means (a sample: the centroids need not see every prompt).
