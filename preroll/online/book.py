@@ -55,7 +55,7 @@ _EPS_OWN = 1e-3
 #: What is kept of each first observation to refit the prior (its neighbour sums, shift, global rate, outcome).
 _FIRST_FIT = ("nb_num", "nb_den", "nb_global", "shift", "level_rate", "successes", "attempts", "warm_a", "warm_z")
 #: Candidate weights of one warm-start attempt in the prior (relative to one neighbour attempt of weight 1).
-WARM_GRID = (0.0, 0.03, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
+WARM_GRID = (0.0, 0.1, 0.2, 0.35, 0.6, 1.0)
 #: The weight before it is fitted.
 WARM_WEIGHT = 0.35
 #: Candidate slopes of the warm standing in logit space (< 1: another policy's standing says less than its
@@ -320,7 +320,7 @@ class PromptBook:
         c = np.asarray(CONCENTRATION_GRID)[:, None]
         has_warm = (f["warm_a"] > 0).any()
 
-        def loglik(lam, omega, slope):
+        def loglik(lam, omega, slope, c=c):
             nb = (f["nb_num"] + lam * f["nb_global"]) / (np.nan_to_num(f["nb_den"]) + lam)
             m0 = np.where(has_nb, _sigmoid(_logit(nb) + f["shift"]), f["level_rate"])
             mass = np.nan_to_num(f["nb_den"]) + lam
@@ -341,7 +341,8 @@ class PromptBook:
         if has_warm:
             for omega in WARM_GRID:
                 for slope in WARM_SLOPE_GRID:
-                    ll, conc = loglik(best[1], omega, slope)
+                    # every other concentration: 24 points of the warm grid cost what 8 would at full detail
+                    ll, conc = loglik(best[1], omega, slope, c[::2])
                     if ll > best[0]:
                         best = (ll, best[1], conc, omega, slope)
         _, self.neighbour_prior_, self.concentration_, self.warm_weight_, self.warm_slope_ = best
