@@ -37,12 +37,13 @@ def synthetic_prompts(n: int, seed: int = 0, source: Path | None = None) -> list
     from preroll.data.paths import dapo_dir
 
     base = list(json.loads(((source or dapo_dir()) / "prompts.json").read_text(encoding="utf-8")).values())
-    rng = np.random.default_rng(seed)
-    which = rng.integers(0, len(base), n)
-    numbers = iter(rng.integers(1, 1000, 64 * n + 64).tolist())
+    import random
+
+    which = np.random.default_rng(seed).integers(0, len(base), n).tolist()
+    draw = random.Random(seed).randrange   # one small int at a time: no large buffer in the measured peak memory
     out = []
     for i, b in enumerate(which):
-        text = _NUMBER.sub(lambda _: str(next(numbers, 7)), base[b]) if i >= len(base) else base[b]
+        text = _NUMBER.sub(lambda _: str(draw(1, 1000)), base[b]) if i >= len(base) else base[b]
         out.append(f"{text} (#{i})")
     return out
 

@@ -140,7 +140,8 @@ def graph_recall(embeddings: np.ndarray, graph_idx: np.ndarray, *, sample: int =
     if k == 0 or n < 2:
         return float("nan")
     rows = np.random.default_rng(seed).choice(n, min(sample, n), replace=False)
-    idx, _ = nearest(X[rows], X, k + 1, return_similarity=True)
+    # Small query chunks: a chunk x n similarity block is the largest allocation (64 x 1M floats = 256 MB).
+    idx, _ = nearest(X[rows], X, k + 1, chunk=max(1, min(1024, 2 ** 24 // max(n, 1))), return_similarity=True)
     hits = []
     for r, cand in zip(rows, idx):
         truth = [c for c in cand if c != r][:k]
