@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from preroll.online import OnlineSettings, PromptBook
-from preroll.online.neighbours import graph_recall, neighbour_graph, neighbour_sums, reverse_weights
+from preroll.online.neighbours import (
+    graph_recall,
+    neighbour_graph,
+    neighbour_sums,
+    reverse_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,7 @@ def dapo_2k(dapo):
 def test_approximate_graph_recall_on_2k_real_prompts(dapo_2k):
     pytest.importorskip("faiss")
     _, emb = dapo_2k
-    exact_idx, exact_sim = neighbour_graph(emb, 16, method="exact")
+    exact_idx, _ = neighbour_graph(emb, 16, method="exact")
     approx_idx, approx_sim = neighbour_graph(emb, 16, method="approximate")
     assert approx_idx.shape == exact_idx.shape == (2000, 16)
     # Never its own neighbour (a padded slot would be itself at weight 0).

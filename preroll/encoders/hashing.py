@@ -25,7 +25,7 @@ the on-disk cache.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class HashingEncoder(Encoder):
         vals = rng.choice(np.array([-1.0, 1.0], np.float32), nnz) / np.float32(np.sqrt(density * self.dim))
         return sp.csr_matrix((vals, (rows, cols)), shape=(N_FEATURES, self.dim), dtype=np.float32)
 
-    def fit(self, texts: Sequence[str]) -> "HashingEncoder":
+    def fit(self, texts: Sequence[str]) -> HashingEncoder:
         texts = check_texts(texts)
         if not isinstance(self.dim, int) or self.dim < 1:
             raise ValueError(f"dim must be a positive integer (got {self.dim!r})")
