@@ -140,7 +140,7 @@ def _from_history(path: Path, book) -> WarmEvidence:
 
     records = load_records(path)
     known = set(book.ids)
-    by_text = {}
+    by_text: dict[str, str] = {}
     for i, text in enumerate(book.prompts):
         by_text.setdefault(text, book.ids[i])
     ids = [r.id if r.id is not None and str(r.id) in known else by_text.get(r.prompt, f"?{k}")
