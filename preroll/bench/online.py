@@ -24,6 +24,13 @@ from preroll.bench.online_world import World, build_world, fit_world, load_rates
 from preroll.outputs import atomic_write_text, save_figure
 
 SAMPLERS = ("uniform", "dapo", "memory", "book-no-neighbours", "book", "oracle")
+#: Warm-started books and screening (docs/online.md, "A first epoch that pays"); not in the default run.
+WARM_SAMPLERS = ("book-earlier", "book-other", "book-probe", "screen", "book-screen", "book-other-screen")
+#: Measured on the shared DAPO-Math data: observed 10-rollout rates of the two policies on the prompts both were
+#: scored on at the same step (steps 16, 64, 256: r 0.64, 0.51, 0.48 on 52, 49, 45 prompts), pooled.
+CROSS_POLICY_R = 0.54
+#: The earlier-step history: real training steps before the run's first step (16 -> 64 in the data).
+EARLIER_STEPS = 48
 
 
 @dataclass
@@ -40,9 +47,13 @@ class OnlineBenchConfig:
     memory_keep: float = 0.5         # memory-only baseline: keep chance of a dead prompt per dead group in a row
     quick: bool = False
     book_settings: dict = field(default_factory=dict)   # OnlineSettings fields for the book samplers
+    warm_coverage: float = 1.0       # share of prompts the earlier-step / other-policy history covers
+    warm_rollouts: int = 10          # rollouts per prompt in that history (as in the DAPO data)
+    probe: int = 256                 # book-probe: prompts rolled out (groups of group_size) before step 0, paid
+    screen: int = 2                  # screening samplers: rollouts per screened prompt (kept as part of its group)
 
     def validate(self) -> None:
-        bad = [s for s in self.samplers if s not in SAMPLERS]
+        bad = [s for s in self.samplers if s not in SAMPLERS + WARM_SAMPLERS]
         if bad:
             raise ValueError(f"unknown sampler(s) {', '.join(bad)}; choose from {', '.join(SAMPLERS)}")
         if "uniform" not in self.samplers:
@@ -128,13 +139,17 @@ class MemoryOnly(_Sampler):
 
 
 class BookSampler(_Sampler):
-    def __init__(self, world: World, seed: int, g: int, pool_factor: int, neighbours: bool, extra: dict):
+    def __init__(self, world: World, seed: int, g: int, pool_factor: int, neighbours: bool, extra: dict,
+                 warm=None):
         from preroll.online import OnlineSettings, PromptBook
 
         settings = OnlineSettings(**{**extra, "group_size": g, "pool_factor": pool_factor, "seed": seed},
                                   **({} if neighbours else {"encoder": "none"}))
         self.book = PromptBook(world.texts, ids=list(range(len(world.texts))), settings=settings,
                                embeddings=world.embeddings if neighbours else None).prepare()
+        if warm is not None:
+            self.book.warm_start(warm)
+        self.offset = 0      # book steps recorded before the run (a probe)
         self.seconds = 0.0   # per-step cost only: the one-off graph is built above
 
     def choose(self, pool, t, n):
@@ -146,8 +161,115 @@ class BookSampler(_Sampler):
     def observe(self, t, idx, k, g):
         t0 = time.perf_counter()
         rewards = [np.r_[np.ones(int(ki)), np.zeros(g - int(ki))] for ki in k]
-        self.book.record(t, idx, rewards)
+        self.book.record(t + self.offset, idx, rewards)
         self.seconds += time.perf_counter() - t0
+
+
+class Screening(_Sampler):
+    """SPEED-RL-like screening (arXiv 2506.09016): roll out ``screen`` rollouts of candidates, in the book's order
+    of expected informativeness (or at random without a book), complete the group (``g`` rollouts, the screening
+    ones kept) of those whose screen was mixed, until ``B`` groups; the screens of the others are paid and
+    recorded. If the pool runs out, the best-ranked screened-out prompts are completed to fill the batch."""
+
+    def __init__(self, rng, screen: int, book: BookSampler | None = None):
+        self.rng, self.screen, self.book = rng, screen, book
+        self.seconds = 0.0
+
+    @property
+    def b(self):
+        return self.book.book if self.book else None
+
+    def run_step(self, pool, t, B, g, p_true, outcome_rng):
+        """Returns (informative groups, rollouts generated) of the step, and records what it saw."""
+        from preroll.online.policy import expected_informative
+
+        if self.b is not None:
+            t0 = time.perf_counter()
+            order = pool[np.argsort(-expected_informative(self.b.predict(pool), g), kind="stable")]
+            self.seconds += time.perf_counter() - t0
+        else:
+            order = self.rng.permutation(pool)
+        s = self.screen
+        kept, dropped, dropped_k = [], [], []
+        screened = 0
+        pos = 0
+        while len(kept) < B and pos < len(order):
+            take = order[pos:pos + 2 * (B - len(kept))]
+            pos += len(take)
+            ks = outcome_rng.binomial(s, p_true[take])
+            screened += len(take)
+            mixed = (ks > 0) & (ks < s)
+            for i, km, m in zip(take, ks, mixed):
+                if m and len(kept) < B:
+                    kept.append((i, km))
+                elif not m:
+                    dropped.append(i)
+                    dropped_k.append(km)
+                else:   # mixed but the batch is full: its screen is paid, kept as an observation only
+                    dropped.append(i)
+                    dropped_k.append(km)
+        fill = []
+        for i, km in zip(dropped, dropped_k):
+            if len(kept) + len(fill) >= B:
+                break
+            fill.append((i, km))
+        fill_set = {i for i, _ in fill}
+        groups = kept + fill
+        idx = np.array([i for i, _ in groups], np.int64)
+        k = np.array([km for _, km in groups]) + outcome_rng.binomial(g - s, p_true[idx])
+        rollouts = s * screened + (g - s) * len(groups)
+        if self.b is not None:
+            t0 = time.perf_counter()
+            rest = [(i, km) for i, km in zip(dropped, dropped_k) if i not in fill_set]
+            rec_idx = np.r_[idx, np.array([i for i, _ in rest], np.int64)]
+            rewards = ([np.r_[np.ones(int(ki)), np.zeros(g - int(ki))] for ki in k]
+                       + [np.r_[np.ones(int(ki)), np.zeros(s - int(ki))] for _, ki in rest])
+            self.b.record(t + self.book.offset, rec_idx, list(rewards))
+            self.seconds += time.perf_counter() - t0
+        return int(_informative(k, g).sum()), rollouts
+
+
+def other_policy_rho(fit, target: float = CROSS_POLICY_R, seed: int = 0) -> float:
+    """Latent logit correlation of two policies whose observed 10-rollout rates correlate at ``target``."""
+    rng = np.random.default_rng(seed)
+    z, e = rng.standard_normal(40_000), rng.standard_normal(40_000)
+
+    def corr(rho):
+        a = fit.mu + fit.tau * z
+        b = fit.mu + fit.tau * (rho * z + np.sqrt(1 - rho ** 2) * e)
+        ka = np.random.default_rng(seed + 1).binomial(10, 1 / (1 + np.exp(-a)))
+        kb = np.random.default_rng(seed + 2).binomial(10, 1 / (1 + np.exp(-b)))
+        return float(np.corrcoef(ka, kb)[0, 1])
+
+    grid = np.linspace(0.0, 1.0, 41)
+    return float(grid[int(np.argmin([abs(corr(r) - target) for r in grid]))])
+
+
+def warm_evidence(kind: str, world: World, cfg: "OnlineBenchConfig", seed: int):
+    """Outcomes from before the run, drawn in the simulated world (what ``PromptBook.warm_start`` receives).
+
+    ``"earlier"``: the same policy ``EARLIER_STEPS`` real training steps before the run's first step, moved back
+    along the fitted global drift and per-prompt random walk (the 16 -> 64 gap of the data, same-prompt r
+    0.82-0.90). ``"other"``: another policy, 1 logit weaker overall, whose latent difficulty correlates with
+    this one's so that their observed 10-rollout rates correlate as measured (``CROSS_POLICY_R``).
+    Each covers a ``cfg.warm_coverage`` share of the prompts with ``cfg.warm_rollouts`` rollouts.
+    """
+    from preroll.online import WarmEvidence
+
+    rng = np.random.default_rng(seed + (500 if kind == "earlier" else 600))
+    f = world.fit
+    n = len(world.theta0)
+    if kind == "earlier":
+        theta = (world.theta0 - f.shift_per_step * EARLIER_STEPS
+                 + f.sigma_per_sqrt_step * np.sqrt(EARLIER_STEPS) * rng.standard_normal(n))
+    else:
+        rho = other_policy_rho(f)
+        z = (world.theta0 - f.mu) / f.tau
+        theta = f.mu - 1.0 + f.tau * (rho * z + np.sqrt(1 - rho ** 2) * rng.standard_normal(n))
+    k = rng.binomial(cfg.warm_rollouts, 1 / (1 + np.exp(-theta)))
+    cover = np.flatnonzero(rng.random(n) < cfg.warm_coverage)
+    return WarmEvidence(ids=[str(i) for i in cover], successes=k[cover].astype(float),
+                        attempts=np.full(len(cover), float(cfg.warm_rollouts)), source=[kind] * len(cover))
 
 
 def _pools(n_prompts: int, pool_size: int, steps: int, rng) -> list[np.ndarray]:
@@ -231,12 +353,27 @@ def run_world(cfg: OnlineBenchConfig, world: World, seed: int, progress: Callabl
         elif name in ("book", "book-no-neighbours"):
             samplers[name] = BookSampler(world, seed, g, cfg.pool_factor, neighbours=name == "book",
                                           extra=cfg.book_settings)
+        elif name in ("book-earlier", "book-other", "book-probe", "book-screen", "book-other-screen"):
+            kind = "earlier" if name == "book-earlier" else "other" if name.startswith("book-other") else None
+            warm = warm_evidence(kind, world, cfg, seed) if kind else None
+            book = BookSampler(world, seed, g, cfg.pool_factor, neighbours=True, extra=cfg.book_settings, warm=warm)
+            samplers[name] = Screening(rng, cfg.screen, book) if name.endswith("screen") else book
+        elif name == "screen":
+            samplers[name] = Screening(rng, cfg.screen)
     informative = {s: np.zeros(steps) for s in cfg.samplers}
     rollouts = {s: np.zeros(steps) for s in cfg.samplers}
     dapo_order = np.random.default_rng(seed + 2).permutation(n_prompts)
     dapo_pos = 0
-    logs = {s: PredictionLog() for s in samplers if s.startswith("book")}
+    logs = {s: PredictionLog() for s in samplers if isinstance(samplers[s], BookSampler)}
     eval_rng = np.random.default_rng(seed + 3)
+    if "book-probe" in samplers:
+        # The probe: cfg.probe random prompts rolled out with the base policy (step 0 of the book), paid for in
+        # the first step's rollouts; its groups are not counted as the run's informative groups.
+        probe = np.random.default_rng(seed + 5).choice(n_prompts, min(cfg.probe, n_prompts), replace=False)
+        sampler = samplers["book-probe"]
+        sampler.observe(0, probe, outcome_rng["book-probe"].binomial(g, traj.rates(0)[probe]), g)
+        sampler.offset = 1
+        rollouts["book-probe"][0] += g * len(probe)
     for t in range(steps):
         p_true = traj.rates(t)
         pool = pools[t]
@@ -245,11 +382,16 @@ def run_world(cfg: OnlineBenchConfig, world: World, seed: int, progress: Callabl
             if name in logs:
                 book = sampler.book
                 logs[name].add(book.predict(pool), held_out, book.last_[pool] >= 0, t // steps_per_epoch)
+            if isinstance(sampler, Screening):
+                inf, ro = sampler.run_step(pool, t, B, g, p_true, outcome_rng[name])
+                informative[name][t] += inf
+                rollouts[name][t] += ro
+                continue
             idx = sampler.choose(pool, t, B)
             k = outcome_rng[name].binomial(g, p_true[idx])
             sampler.observe(t, idx, k, g)
-            informative[name][t] = _informative(k, g).sum()
-            rollouts[name][t] = g * len(idx)
+            informative[name][t] += _informative(k, g).sum()
+            rollouts[name][t] += g * len(idx)
         if "dapo" in cfg.samplers:
             kept = generated = 0
             while kept < B and generated < 50 * B:
@@ -267,7 +409,7 @@ def run_world(cfg: OnlineBenchConfig, world: World, seed: int, progress: Callabl
     epoch = np.arange(steps) // steps_per_epoch
     return {"informative": informative, "rollouts": rollouts, "epoch": epoch, "steps_per_epoch": steps_per_epoch,
             "logs": logs, "book_seconds": {n: s.seconds / steps for n, s in samplers.items() if hasattr(s, "seconds")},
-            "book_stats": {n: asdict(s.book.stats()) for n, s in samplers.items() if hasattr(s, "book")},
+            "book_stats": {n: asdict(s.book.stats()) for n, s in samplers.items() if isinstance(s, BookSampler)},
             "n_prompts": n_prompts, "pool_size": pool_size, "steps": steps}
 
 

@@ -18,14 +18,23 @@ def bench_online(
     group_size: int = typer.Option(8, min=2, help="Rollouts per chosen prompt."),
     variants: int = typer.Option(4, min=1, help="Synthetic prompts per real DAPO-Math text (2,722 texts)."),
     share: float = typer.Option(0.5, min=0.0, max=1.0, help="Latent difficulty a variant shares with its text."),
-    seeds: int = typer.Option(1, min=1, help="Simulated runs (seeds 0..N-1)."),
+    seeds: int = typer.Option(1, min=1, help="Simulated runs (seeds first_seed..first_seed+N-1)."),
+    first_seed: int = typer.Option(0, min=0, help="First seed (keep seeds that no tuning used for final numbers)."),
     samplers: str = typer.Option(",".join(("uniform", "dapo", "memory", "book-no-neighbours", "book", "oracle")),
-                                 help="Comma-separated samplers (uniform is the reference)."),
+                                 help="Comma-separated samplers (uniform is the reference). Also: book-earlier, "
+                                      "book-other (warm starts from the same policy's earlier-step outcomes or "
+                                      "another policy's), book-probe (a probe before step 0), screen, book-screen, "
+                                      "book-other-screen (screening passes kept in the group)."),
+    probe: int = typer.Option(256, min=1, help="book-probe: prompts rolled out before the first step (paid)."),
+    screen: int = typer.Option(2, min=1, help="Screening samplers: rollouts per screened prompt."),
     overhead: bool = typer.Option(True, "--overhead/--no-overhead", help="Also time the book at trainer scale."),
     overhead_pool: int = typer.Option(2048, min=2, help="Overhead: candidate pool per step."),
     overhead_history: int = typer.Option(50_000, min=0, help="Overhead: history rows recorded before timing."),
     selection: str = typer.Option("value", help="The book's selection (OnlineSettings.selection): value or coverage."),
     coverage_bar: float = typer.Option(0.5, min=0.0, max=1.0, help="OnlineSettings.coverage_bar (selection=coverage)."),
+    prompts: str = typer.Option("", help="Scale benchmark instead of the replay: the book's start-up, peak memory, "
+                                "per-step time and graph recall on this many synthetic prompts (comma-separated "
+                                "sizes, e.g. 20000,250000,1000000)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny run for tests: 300 texts x 2, batch 16, 3 epochs."),
     out: Path = typer.Option(Path("runs/bench-online"), help="Output folder for results.json and online.png."),
 ) -> None:
@@ -38,10 +47,13 @@ def bench_online(
     from preroll.bench.online import OnlineBenchConfig, measure_overhead, simulate, write_outputs
 
     console = Console(width=max(shutil.get_terminal_size((140, 24)).columns, 120))
+    if prompts.strip():
+        bench_scale(prompts, out, console, quick=quick)
+        return
     cfg = OnlineBenchConfig(variants=variants, share=share, batch=batch, pool_factor=pool_factor,
-                            group_size=group_size, epochs=epochs, seeds=tuple(range(seeds)),
+                            group_size=group_size, epochs=epochs, seeds=tuple(range(first_seed, first_seed + seeds)),
                             samplers=tuple(s.strip() for s in samplers.split(",") if s.strip()), quick=quick,
-                            book_settings=book_settings(selection, coverage_bar))
+                            book_settings=book_settings(selection, coverage_bar), probe=probe, screen=screen)
     if quick:
         cfg.variants, cfg.batch, cfg.epochs, cfg.max_anchors = 2, 16, 3, 300
     try:
@@ -61,6 +73,27 @@ def bench_online(
     paths = write_outputs(result, out)
     print_tables(result, console)
     console.print(f"wrote {paths['json']} and {paths['png']}")
+
+
+def bench_scale(prompts: str, out: Path, console, *, quick: bool) -> None:
+    """``--prompts``: one scale measurement per size, a table, and ``scale.json`` in ``out``."""
+    from preroll.bench.online_scale import measure_scale, print_scale, to_json
+    from preroll.outputs import atomic_write_text
+
+    try:
+        sizes = [int(x.replace("_", "")) for x in prompts.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--prompts must be comma-separated whole numbers (got {prompts!r})") from None
+    if any(n < 100 for n in sizes):
+        raise typer.BadParameter("--prompts: each size must be at least 100")
+    results = []
+    for n in sizes:
+        kw = dict(steps=3, early_rows=1000, recall_sample=200) if quick else {}
+        results.append(measure_scale(n, log=lambda m: console.print(f"[dim]{m}[/dim]"), **kw))
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "scale.json", to_json(results))
+    print_scale(results, console)
+    console.print(f"wrote {out / 'scale.json'}")
 
 
 def book_settings(selection: str, coverage_bar: float) -> dict:

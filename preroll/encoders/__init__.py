@@ -4,6 +4,8 @@
 
 - ``"minilm"`` (default): bundled all-MiniLM-L6-v2, checksum-verified, offline;
 - ``"lexical"``: TF-IDF + SVD, no model at all (must be ``fit`` first);
+- ``"hashing"``: hashed word n-grams with a sampled IDF and a random projection: the cheap view for
+  million-prompt datasets (``fit`` first; reads only a sample);
 - ``"stats"``: standardised surface statistics (length, maths, language; ``fit`` first);
 - ``"a+b+..."`` or a list: those encoders side by side (``ConcatEncoder``), e.g.
   ``"minilm+lexical+stats"``, the value model's default;
@@ -26,6 +28,7 @@ from preroll.encoders.base import Encoder
 from preroll.encoders.cache import CachedEncoder, default_cache_dir
 from preroll.encoders.concat import ConcatEncoder
 from preroll.encoders.errors import EmbeddingCacheError, EncoderLoadError, WeightsIntegrityError
+from preroll.encoders.hashing import HashingEncoder
 from preroll.encoders.lexical import LexicalEncoder
 from preroll.encoders.memo import MemoEncoder
 from preroll.encoders.minilm import DEFAULT_MAX_LENGTH, DEFAULT_QUANTIZE, MiniLMEncoder
@@ -34,13 +37,13 @@ from preroll.encoders.stats import TextStatsEncoder
 
 __all__ = [
     "Encoder", "get_encoder", "fresh_views", "CachedEncoder", "default_cache_dir", "MiniLMEncoder", "SentenceEncoder",
-    "LexicalEncoder", "TextStatsEncoder", "ConcatEncoder", "MemoEncoder", "EncoderLoadError", "WeightsIntegrityError", "EmbeddingCacheError",
+    "LexicalEncoder", "HashingEncoder", "TextStatsEncoder", "ConcatEncoder", "MemoEncoder", "EncoderLoadError", "WeightsIntegrityError", "EmbeddingCacheError",
 ]
 
 
 #: Encoders fitted on the history's texts: their vectors live as long as one fit, so they are
 #: memoised in memory (``MemoEncoder``), never written to the on-disk cache.
-_FITTED = {"lexical": LexicalEncoder, "stats": TextStatsEncoder}
+_FITTED = {"lexical": LexicalEncoder, "hashing": HashingEncoder, "stats": TextStatsEncoder}
 
 
 def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str | Path | None | Literal[False] = None,

@@ -10,5 +10,6 @@ from preroll.online.book import PromptBook
 from preroll.online.errors import OnlineInputError
 from preroll.online.settings import OnlineSettings
 from preroll.online.types import BookStats, Selection
+from preroll.online.warm import WarmEvidence, WarmReport
 
-__all__ = ["PromptBook", "OnlineSettings", "Selection", "BookStats", "OnlineInputError"]
+__all__ = ["PromptBook", "OnlineSettings", "Selection", "BookStats", "OnlineInputError", "WarmEvidence", "WarmReport"]

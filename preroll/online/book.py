@@ -33,10 +33,11 @@ import numpy as np
 from preroll.beliefs import BetaPrediction
 from preroll.outputs import atomic_open
 from preroll.online.errors import OnlineInputError
-from preroll.online.neighbours import neighbour_graph, neighbour_sums
+from preroll.online.neighbours import neighbour_graph, neighbour_sums, reverse_weights
 from preroll.online.settings import OnlineSettings, make_settings
 from preroll.online.types import REASONS, BookStats, Selection
 from preroll.online.validate import check_indices, check_rewards, check_step, prompt_ids
+from preroll.online.warm import WarmEvidence, WarmReport, apply_evidence, read_evidence
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ FORMAT = "preroll.online.PromptBook"
 VERSION = 1
 #: Prior concentration before enough first observations exist to fit it (about two attempts' worth).
 DEFAULT_CONCENTRATION = 2.0
+#: Graph edges (of seen prompts) one neighbour refit may pass over per step, amortised (~0.1 s on one core).
+NEIGHBOUR_REFIT_EDGES = 4_000_000
 #: First observations needed before the prior concentration is fitted.
 MIN_FIT_ROWS = 64
 #: First observations kept for that fit (the most recent ones: the prior's quality changes as the book learns).
@@ -53,7 +56,14 @@ _EPS = 1e-4
 _EPS_OWN = 1e-3
 
 #: What is kept of each first observation to refit the prior (its neighbour sums, shift, global rate, outcome).
-_FIRST_FIT = ("nb_num", "nb_den", "nb_global", "shift", "level_rate", "successes", "attempts")
+_FIRST_FIT = ("nb_num", "nb_den", "nb_global", "shift", "level_rate", "successes", "attempts", "warm_a", "warm_z")
+#: Candidate weights of one warm-start attempt in the prior (relative to one neighbour attempt of weight 1).
+WARM_GRID = (0.0, 0.1, 0.2, 0.35, 0.6, 1.0)
+#: The weight before it is fitted.
+WARM_WEIGHT = 0.35
+#: Candidate slopes of the warm standing in logit space (< 1: another policy's standing says less than its
+#: spread suggests); fitted with the weight.
+WARM_SLOPE_GRID = (0.4, 0.6, 0.8, 1.0)
 #: What is kept of each revisit (a prompt recorded again) to refit the drift discount on.
 _REVISIT_FIT = ("prior_mean", "concentration", "rate", "attempts_then", "age", "successes", "attempts")
 #: Candidate drift discounts per step of age.
@@ -108,7 +118,10 @@ class PromptBook:
                                        f"{embeddings.shape}", field="embeddings")
         self._embeddings = embeddings
         self._graph: tuple[np.ndarray, np.ndarray] | None = None
+        self._reverse = None   # the graph's weights by neighbour (sparse), built from it on the first refit
         self._reset(n)
+        if self.settings.warm_start is not None:
+            self.warm_start(self.settings.warm_start)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -140,6 +153,11 @@ class PromptBook:
         self._fit_rows_since_ = 0
         self._revisit_fit = {key: np.zeros(0) for key in _REVISIT_FIT}
         self._rng = np.random.default_rng(self.settings.seed)
+        self.warm_a_ = np.zeros(n)      # warm-start attempts per prompt (before this run; see warm_start)
+        self.warm_z_ = np.zeros(n)      # their logit rate relative to their source's level
+        self.warm_level_ = 0.0          # pooled warm logit level: the global level before the first record
+        self.warm_weight_ = WARM_WEIGHT  # weight of one warm attempt in the prior, fitted on first observations
+        self.warm_slope_ = 1.0           # slope of the warm standing (logit), fitted with it
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -148,13 +166,22 @@ class PromptBook:
 
     def _prior_mean(self, idx: np.ndarray, shrink: float | None = None) -> np.ndarray:
         """Prior mean of each prompt before its own outcomes: neighbours, shifted to the current level."""
-        if self.level_ is None:
-            return np.full(len(idx), 0.5)
         lam = self.neighbour_prior_ if shrink is None else shrink
+        if self.level_ is None:
+            return self._with_warm(idx, np.full(len(idx), 0.5), np.full(len(idx), lam), self.warm_level_)
         num, den = self.nb_num_[idx], self.nb_den_[idx]
         nb = (num + lam * self.nb_global_) / (np.nan_to_num(den) + lam)
         shifted = _sigmoid(_logit(nb) + self.level_ - self.nb_level_)
-        return np.where(np.isnan(den), _sigmoid(self.level_), shifted)
+        m = np.where(np.isnan(den), _sigmoid(self.level_), shifted)
+        return self._with_warm(idx, m, np.nan_to_num(den) + lam, self.level_)
+
+    def _with_warm(self, idx: np.ndarray, m: np.ndarray, mass: np.ndarray, level: float) -> np.ndarray:
+        """Mix a warm start into the prior mean ``m`` (of weight ``mass``): each warm attempt weighs
+        ``warm_weight_``, at its relative standing moved to the current level."""
+        wa = self.warm_weight_ * self.warm_a_[idx]
+        if not wa.any():
+            return m
+        return (m * mass + wa * _sigmoid(self.warm_slope_ * self.warm_z_[idx] + level)) / (mass + wa)
 
     def _own(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Own evidence: drift-adjusted rate and effective (decayed) attempts; 0 attempts if never seen."""
@@ -329,11 +356,17 @@ class PromptBook:
         self.level_ = float(self.level_ + self.settings.level_gain * np.clip(grad / hess, -2.0, 2.0))
 
     def _remember_first(self, idx: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
-        if idx.size == 0 or self.level_ is None:
+        # Before the first record the prior says nothing (0.5), unless a warm start gave it a level and standings:
+        # then the first step's outcomes are the first evidence of how far to trust them.
+        warm = self.level_ is None and bool(self.warm_a_.any())
+        if idx.size == 0 or (self.level_ is None and not warm):
             return
+        # (at the first record: the level this step's outcomes are about to set, as in _update_level)
+        level = float(_logit((s.sum() + 0.5) / (a.sum() + 1.0))) if warm else self.level_
         new = {"nb_num": self.nb_num_[idx], "nb_den": self.nb_den_[idx],
-               "nb_global": np.full(len(idx), self.nb_global_), "shift": np.full(len(idx), self.level_ - self.nb_level_),
-               "level_rate": np.full(len(idx), self.global_rate), "successes": s, "attempts": a}
+               "nb_global": np.full(len(idx), self.nb_global_), "shift": np.full(len(idx), level - self.nb_level_),
+               "level_rate": np.full(len(idx), float(_sigmoid(level))), "successes": s, "attempts": a,
+               "warm_a": self.warm_a_[idx], "warm_z": self.warm_z_[idx]}
         for key in _FIRST_FIT:
             self._fit[key] = np.concatenate([self._fit[key], new[key]])[-FIT_WINDOW:]
         self._fit_rows_since_ += len(idx)
@@ -366,15 +399,34 @@ class PromptBook:
         k = np.clip(np.round(f["successes"]), 0, n)
         has_nb = ~np.isnan(f["nb_den"])
         c = np.asarray(CONCENTRATION_GRID)[:, None]
-        best = (-np.inf, self.neighbour_prior_, self.concentration_)
-        for lam in (SHRINK_GRID if has_nb.any() else (self.neighbour_prior_,)):
+        has_warm = (f["warm_a"] > 0).any()
+
+        def loglik(lam, omega, slope, c=c):
             nb = (f["nb_num"] + lam * f["nb_global"]) / (np.nan_to_num(f["nb_den"]) + lam)
-            m = np.clip(np.where(has_nb, _sigmoid(_logit(nb) + f["shift"]), f["level_rate"]), _EPS, 1 - _EPS)
+            m0 = np.where(has_nb, _sigmoid(_logit(nb) + f["shift"]), f["level_rate"])
+            mass = np.nan_to_num(f["nb_den"]) + lam
+            wa = omega * f["warm_a"]
+            warm_rate = _sigmoid(slope * f["warm_z"] + _logit(f["level_rate"]))
+            m = np.clip((m0 * mass + wa * warm_rate) / (mass + wa), _EPS, 1 - _EPS)
             ll = _betabinom_loglik(k, n, m * c, (1 - m) * c).sum(axis=1)
             j = int(np.argmax(ll))
-            if ll[j] > best[0]:
-                best = (ll[j], lam, float(c[j, 0]))
-        _, self.neighbour_prior_, self.concentration_ = best
+            return float(ll[j]), float(c[j, 0])
+
+        # Two stages (coordinate ascent; a joint grid would be 30x the work on the training loop): the
+        # neighbour shrinkage, then the warm weight and slope, each with the concentration.
+        best = (-np.inf, self.neighbour_prior_, self.concentration_, self.warm_weight_, self.warm_slope_)
+        for lam in (SHRINK_GRID if has_nb.any() else (self.neighbour_prior_,)):
+            ll, conc = loglik(lam, self.warm_weight_, self.warm_slope_)
+            if ll > best[0]:
+                best = (ll, lam, conc, self.warm_weight_, self.warm_slope_)
+        if has_warm:
+            for omega in WARM_GRID:
+                for slope in WARM_SLOPE_GRID:
+                    # every other concentration: 24 points of the warm grid cost what 8 would at full detail
+                    ll, conc = loglik(best[1], omega, slope, c[::2])
+                    if ll > best[0]:
+                        best = (ll, best[1], conc, omega, slope)
+        _, self.neighbour_prior_, self.concentration_, self.warm_weight_, self.warm_slope_ = best
 
     def _remember_revisit(self, idx: np.ndarray, step: int, s: np.ndarray, a: np.ndarray) -> None:
         if idx.size == 0 or self.level_ is None:
@@ -429,6 +481,33 @@ class PromptBook:
         out["id"] = np.array(self.ids, dtype=object)[out["index"]] if self.rows_ else np.zeros(0, object)
         return out
 
+    # -- warm start -----------------------------------------------------------------------
+
+    def warm_start(self, evidence: WarmEvidence | str | Path) -> WarmReport:
+        """Carry outcomes observed before this run into the prior of the prompts they cover.
+
+        ``evidence``: a :class:`~preroll.online.warm.WarmEvidence` (ids, successes,
+        attempts and a source label per row), or a file read by
+        :func:`preroll.online.warm.read_evidence` (a saved book, a JSONL/CSV/Parquet
+        of outcomes or pass rates, a saved value model). Within each source the
+        rows are turned into a logit standing relative to that source's own level
+        (another policy, or an earlier step of this one, may be stronger or
+        weaker overall; what carries over is which prompts are harder), and the
+        prior mean of a covered prompt mixes that standing, moved to the book's
+        current level, with its neighbours'. How much one warm attempt weighs is
+        fitted by beta-binomial likelihood on the run's first observations of
+        prompts, with the prior's concentration (from ``WARM_WEIGHT``; 0 if the
+        evidence does not predict). Call it before the first ``record``.
+        """
+        if self.rows_:
+            raise OnlineInputError("must be called before the first record (the prior is fitted on first "
+                                   "observations made after it)", field="warm_start")
+        if not isinstance(evidence, WarmEvidence):
+            evidence = read_evidence(evidence, self)
+        report, a, z, level = apply_evidence(evidence, self.ids)
+        self.warm_a_, self.warm_z_, self.warm_level_ = a, z, level
+        return report
+
     # -- neighbours -----------------------------------------------------------------------
 
     def prepare(self) -> "PromptBook":
@@ -449,7 +528,7 @@ class PromptBook:
             emb = self._embeddings
             if emb is None:
                 emb = embed_prompts(self.prompts, self.settings.encoder)
-            self._graph = neighbour_graph(emb, self.settings.neighbours)
+            self._graph = neighbour_graph(emb, self.settings.neighbours, seed=self.settings.seed)
         return self._graph
 
     def refit(self) -> None:
@@ -458,10 +537,15 @@ class PromptBook:
         if self.level_ is None:
             return
         graph = self._neighbour_graph()
-        if graph is not None:
-            rate, weight = self._own(np.arange(len(self)))
+        seen = np.flatnonzero(self.last_ >= 0)
+        if graph is not None and self._reverse is None:
+            self._reverse = reverse_weights(graph[0], graph[1], self.settings.neighbour_power)
+        if graph is not None and self.refits_ % self._neighbour_interval(seen) == 0:
+            # Only prompts with outcomes contribute: the cost grows with what was seen, not with the dataset.
+            rate, weight = self._own(seen)
             self.nb_num_, self.nb_den_ = neighbour_sums(graph[0], graph[1], rate, weight,
-                                                        power=self.settings.neighbour_power)
+                                                        power=self.settings.neighbour_power,
+                                                        reverse=self._reverse, seen=seen)
             self.nb_level_ = float(self.level_)
             self.nb_global_ = self.global_rate
         if self._prior_fit_due():
@@ -470,6 +554,20 @@ class PromptBook:
         if self.settings.fit_drift:
             self._fit_drift_decay()
         self.refits_ += 1
+
+    def _neighbour_interval(self, seen: np.ndarray) -> int:
+        """Refits between two recomputations of the neighbour sums: 1 until the seen prompts' graph edges pass
+        ``NEIGHBOUR_REFIT_EDGES``, then proportionally more.
+
+        Why: the sums cost one pass over the seen prompts' edges; with a
+        million prompts seen (32M edges) that is ~1 s, five times the per-step
+        budget. Between recomputations the neighbour prior still follows the
+        global level (it is stored with the level it was computed at), and a
+        seen prompt's own outcomes outweigh it. Counting edges, not seconds,
+        keeps a resumed book's choices identical.
+        """
+        edges = int((self._reverse.indptr[seen + 1] - self._reverse.indptr[seen]).sum()) if len(seen) else 0
+        return max(1, -(-edges // NEIGHBOUR_REFIT_EDGES))
 
     # -- choosing -------------------------------------------------------------------------
 
@@ -556,6 +654,10 @@ class PromptBook:
             state[f"fit.{key}"] = arr.copy()
         for key, arr in self._revisit_fit.items():
             state[f"revisit_fit.{key}"] = arr.copy()
+        if self.warm_a_.any():
+            state["warm.attempts"], state["warm.z"] = self.warm_a_.copy(), self.warm_z_.copy()
+            state["warm_level"], state["warm_weight"] = self.warm_level_, self.warm_weight_
+            state["warm_slope"] = self.warm_slope_
         if self._graph is not None:
             state["graph.index"], state["graph.similarity"] = self._graph[0].copy(), self._graph[1].copy()
         return state
@@ -594,10 +696,19 @@ class PromptBook:
             setattr(self, name, np.asarray(state[name.rstrip("_")], dtype=ref.dtype).copy())
         self._hist = {key: np.asarray(state[f"history.{key}"], dtype=arr.dtype).copy()
                       for key, arr in self._hist.items()}
-        self._fit = {key: np.asarray(state[f"fit.{key}"], dtype=float).copy() for key in _FIRST_FIT}
+        n_fit = len(np.asarray(state["fit.attempts"]))
+        self._fit = {key: np.asarray(state.get(f"fit.{key}", np.zeros(n_fit)), dtype=float).copy()
+                     for key in _FIRST_FIT}
+        if "warm.attempts" in state:   # books saved before warm starts existed have none
+            self.warm_a_ = np.asarray(state["warm.attempts"], float).copy()
+            self.warm_z_ = np.asarray(state["warm.z"], float).copy()
+            self.warm_level_ = float(state["warm_level"])
+            self.warm_weight_ = float(state["warm_weight"])
+            self.warm_slope_ = float(state["warm_slope"])
         self._revisit_fit = {key: np.asarray(state[f"revisit_fit.{key}"], dtype=float).copy() for key in _REVISIT_FIT}
         if "graph.index" in state:
             self._graph = (np.asarray(state["graph.index"], np.int32), np.asarray(state["graph.similarity"], np.float32))
+            self._reverse = None
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = _json_roundtrip(state["rng"])
 
@@ -625,7 +736,8 @@ class PromptBook:
         except (OSError, ValueError, KeyError) as exc:
             raise OnlineInputError(f"{path}: not a readable prompt book file ({exc})", field="path") from None
         state.update(meta)
-        book = cls(prompts, ids, settings=dict(meta.get("settings", {})), embeddings=embeddings)
+        # The warm start was read when the saved book was built and is part of its state: not read again.
+        book = cls(prompts, ids, settings={**meta.get("settings", {}), "warm_start": None}, embeddings=embeddings)
         book.load_state_dict(state)
         return book
 
@@ -650,12 +762,41 @@ def _json_roundtrip(value):
     return json.loads(json.dumps(value))
 
 
-def embed_prompts(prompts: Sequence[str], spec: str) -> np.ndarray:
-    """Embeddings of the dataset, computed once: neural encoders go through the on-disk SQLite cache,
-    fitted ones (lexical, stats) are fitted on the dataset's own prompts."""
-    from preroll.encoders import get_encoder
+#: Above this many prompts ``encoder="auto"`` is the hashing view (the lexical fit and exact graph stop scaling).
+LARGE_DATASET = 50_000
+#: Prompts embedded at a time: memory stays bounded by one chunk's sparse rows and vectors (as in ``preroll score``).
+EMBED_CHUNK = 65_536
 
-    encoder = get_encoder(spec)
-    encoder.fit(list(prompts))  # a no-op for neural encoders
-    return np.asarray(encoder.encode(list(prompts)), dtype=np.float32)
+
+def encoder_spec(spec: str, n_prompts: int) -> str:
+    """The encoder a book of ``n_prompts`` uses for ``spec`` (``"auto"`` resolved by size)."""
+    if str(spec).strip().lower() == "auto":
+        return "lexical" if n_prompts <= LARGE_DATASET else "hashing"
+    return str(spec)
+
+
+def embed_prompts(prompts: Sequence[str], spec: str) -> np.ndarray:
+    """Embeddings of the dataset, computed once, chunk by chunk.
+
+    Neural encoders go through the on-disk SQLite cache; the hashing view does
+    too (its vectors depend only on the dataset's IDF sample, so a new run on
+    the same dataset reads them back); lexical and stats are fitted on the
+    dataset's own prompts and kept in memory.
+    """
+    from preroll.encoders import CachedEncoder, HashingEncoder, MemoEncoder, get_encoder
+
+    prompts = list(prompts)
+    encoder = get_encoder(encoder_spec(spec, len(prompts)))
+    if isinstance(encoder, MemoEncoder) and isinstance(encoder.inner, HashingEncoder):
+        encoder = CachedEncoder(encoder.inner)
+    encoder.fit(prompts)  # a no-op for neural encoders
+    if isinstance(encoder, MemoEncoder):   # fitted on all prompts, vectors in memory: one call
+        return np.asarray(encoder.inner.encode(prompts), dtype=np.float32)
+    out: np.ndarray | None = None
+    for start in range(0, len(prompts), EMBED_CHUNK):
+        part = np.asarray(encoder.encode(prompts[start:start + EMBED_CHUNK]), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(prompts), part.shape[1]), np.float32)
+        out[start:start + len(part)] = part
+    return out if out is not None else np.zeros((0, 0), np.float32)
 

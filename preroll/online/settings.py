@@ -36,7 +36,10 @@ class OnlineSettings(BaseModel):
     #: Steps between refits of the neighbour part (neighbour rates and the prior's concentration); 0 = never.
     refit_every: int = 1
     #: Neighbour encoder spec for :func:`preroll.encoders.get_encoder`; ``"none"`` disables the neighbour part.
-    encoder: str = "lexical"
+    #: ``"auto"``: ``"lexical"`` (TF-IDF + SVD fitted on all prompts) up to 50,000 prompts, above that
+    #: ``"hashing"`` (hashed word n-grams, IDF from a sample, random projection; ~2 min per million prompts on
+    #: one core, where the lexical fit does not scale and MiniLM takes hours on CPU).
+    encoder: str = "auto"
     #: Nearest dataset neighbours kept per prompt (the graph is computed once from the cached embeddings).
     neighbours: int = 32
     #: Neighbour weight = max(cosine, 0) ** this: near-duplicates count far more than loose relatives.
@@ -64,6 +67,11 @@ class OnlineSettings(BaseModel):
     selection: Literal["value", "coverage"] = "value"
     #: ``selection="coverage"``: the expected informativeness a candidate needs to be eligible.
     coverage_bar: float = 0.5
+    #: Outcomes from before this run carried into the prior (``PromptBook.warm_start``): a previous run's saved
+    #: book (``.npz``, same dataset), an outcome history (``.jsonl``/``.csv``/``.parquet`` as ``preroll fit``
+    #: reads: other policies' outcomes, a dataset's pass rates, a probe of the base policy) or a value model
+    #: folder (``preroll fit --save``). Read once when the book is built; a resumed book keeps what it read.
+    warm_start: str | None = None
     #: Gain of the global-level tracker: share of this step's batch-level residual (logit) taken on.
     level_gain: float = 0.5
     seed: int = 0
@@ -124,6 +132,8 @@ class OnlineSettings(BaseModel):
     def _encoder(self):
         if not str(self.encoder).strip():
             raise ValueError("encoder must be an encoder spec or 'none'")
+        if self.warm_start is not None and not str(self.warm_start).strip():
+            raise ValueError("warm_start must be a path or None")
         return self
 
 
