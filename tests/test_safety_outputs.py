@@ -125,9 +125,9 @@ def test_score_force_never_deletes_outside_the_output(tmp_path, model, pool, how
         (out / "_report").rmdir()
         os.symlink(elsewhere, out / "_report")
     (out / MANIFEST).write_text(json.dumps(manifest))
-    code, text = runner.invoke(app, ["score", "--model", str(model), "--input", str(pool), "--out", str(out),
+    code = runner.invoke(app, ["score", "--model", str(model), "--input", str(pool), "--out", str(out),
                                      "--format", "jsonl", "--no-progress", "--force", "--workers", "1"]
-                               ).exit_code, None
+                               ).exit_code
     assert victim.read_text() == "precious"
     assert (elsewhere / "report.json").read_text() == "precious"
     assert (elsewhere / "histogram.png").read_text() == "precious"

@@ -123,8 +123,8 @@ def approximate_search(X: np.ndarray, k: int, *, nprobe: int = DEFAULT_NPROBE, s
     idx = np.empty((n, k), np.int64)
     sim = np.empty((n, k), np.float32)
     for start in range(0, n, chunk):
-        D, I = index.search(X[start:start + chunk], k)
-        sim[start:start + chunk], idx[start:start + chunk] = D, I
+        sims, ids = index.search(X[start:start + chunk], k)
+        sim[start:start + chunk], idx[start:start + chunk] = sims, ids
     return idx, sim
 
 
