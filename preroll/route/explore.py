@@ -415,7 +415,7 @@ def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_to
         prompts = [prompts]
     rule, param = router._rule_param(rule, lam, threshold)
     names = st.names
-    keep = _keep(names, exclude)
+    keep = _rules.eligible(names, exclude)
     prompts = _check_prompts(prompts)
     with st.lock:
         belief, X = st.belief(router, prompts)
@@ -440,20 +440,6 @@ def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_to
                                  expected_cost=float(C[i, chosen[i]]), fallback=rest, rule=rule, param=param,
                                  explored=bool(explored[i])))
     return out
-
-
-def _keep(names: list[str], exclude) -> np.ndarray:
-    from preroll.route.errors import RouteError, UnknownModelError
-
-    if isinstance(exclude, str):
-        exclude = (exclude,)
-    for e in exclude:
-        if e not in names:
-            raise UnknownModelError(e, names, where="in exclude")
-    keep = np.array([n not in set(exclude) for n in names])
-    if not keep.any():
-        raise RouteError("every model is excluded; nothing left to route to")
-    return keep
 
 
 def observe(router, prompts, models, outcomes, *, refit: bool | None = None) -> ObserveReport:

@@ -408,16 +408,7 @@ class Router:
         return rule, float(value)
 
     def _keep(self, exclude: Sequence[str]) -> np.ndarray:
-        names = [s.name for s in self.specs_]
-        if isinstance(exclude, str):
-            exclude = (exclude,)
-        for e in exclude:
-            if e not in names:
-                raise UnknownModelError(e, names, where="in exclude")
-        keep = np.array([n not in set(exclude) for n in names])
-        if not keep.any():
-            raise RouteError("every model is excluded; nothing left to route to")
-        return keep
+        return _rules.eligible([s.name for s in self.specs_], exclude)
 
     def route(self, prompts: Sequence[str] | str, *, rule: str | None = None, lam: float | None = None,
               threshold: float | None = None, exclude: Sequence[str] = (),

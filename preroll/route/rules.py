@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from preroll.route.errors import RouteError
+from preroll.route.errors import RouteError, UnknownModelError
 
 
 def rank_utility(P: np.ndarray, C: np.ndarray, lam: float) -> np.ndarray:
@@ -168,3 +168,20 @@ def _check_rule_names() -> None:
 
 
 _check_rule_names()
+
+
+def eligible(names, exclude) -> np.ndarray:
+    """Boolean mask over ``names``: the models a decision may choose once ``exclude`` (down, rate-limited) is out.
+
+    One check for the plain and the exploring router, so both refuse an unknown or an all-excluding
+    ``exclude`` the same way.
+    """
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    for e in exclude:
+        if e not in names:
+            raise UnknownModelError(e, list(names), where="in exclude")
+    keep = np.array([n not in set(exclude) for n in names])
+    if not keep.any():
+        raise RouteError("every model is excluded; nothing left to route to")
+    return keep
