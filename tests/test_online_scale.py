@@ -80,7 +80,9 @@ def test_book_on_an_approximate_graph_learns_from_neighbours(dapo_2k):
     texts, emb = dapo_2k
     from preroll.online import neighbours
 
-    book = PromptBook(texts, settings=OnlineSettings(neighbours=8, fit_drift=False), embeddings=emb)
+    # reward_range declared: with a learnt scale, a run that has only seen 1.0 knows no success from failure yet.
+    book = PromptBook(texts, settings=OnlineSettings(neighbours=8, fit_drift=False, reward_range=(0.0, 1.0)),
+                      embeddings=emb)
     book._graph = neighbours.neighbour_graph(emb, 8, method="approximate")
     idx = book._graph[0]
     # A prompt's neighbours all succeed: its prior rises above an unrelated prompt's.

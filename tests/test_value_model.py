@@ -160,6 +160,10 @@ def test_auto_is_the_router_s_recommended_head_too():
     from preroll.route import ModelSpec, Router
 
     specs = [ModelSpec(name="a", cost_per_call=1.0), ModelSpec(name="b", cost_per_call=2.0)]
-    assert Router(models=specs)._joint_head() == (AUTO_HEAD["router"] == "joint")
-    assert Router(models=specs, head="auto")._joint_head() == Router(models=specs, head=AUTO_HEAD["router"])._joint_head()
-    assert Router(models=specs, head="joint")._joint_head() and not Router(models=specs, head="ensemble")._joint_head()
+    hist = {m: [{"prompt": f"question {i} about topic {i % 3}", "success_rate": float((i + k) % 2)} for i in range(12)]
+            for k, m in enumerate("ab")}
+    queries = ["question 40 about topic 1", "something else"]
+    default = Router(models=specs, encoder="lexical").fit(hist)
+    named = Router(models=specs, encoder="lexical", head=AUTO_HEAD["router"]).fit(hist)
+    assert (default.joint_ is None, default.heads_ is None) == (named.joint_ is None, named.heads_ is None)
+    assert default.predict_proba(queries) == pytest.approx(named.predict_proba(queries))
