@@ -1,6 +1,6 @@
 """Decision latency of the nine-model router, one prompt per call: from ready embeddings and end to end.
 
-Fits the default (joint) router on fold 0's training prompts of ``preroll bench route --models 9``
+Fits the default router on fold 0's training prompts of ``preroll bench route --models 9``
 (on-disk embedding cache at ``$PREROLL_CACHE``), then times, one held-out prompt at a time,
 
 * ``route_embeddings``: the part of a decision that is not the encoder pass;

@@ -13,6 +13,7 @@ same L2 penalty).
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_array
@@ -37,9 +38,11 @@ def _fit_binomial_logistic(X, successes, attempts, C):
 
 
 def _proba(model, X) -> np.ndarray:
+    """P(success): ``expit(X w + b)``, the binary model's ``predict_proba(X)[:, 1]`` without its per-call input
+    validation, which cost more than the product itself when a router scores one prompt with nine heads."""
     if isinstance(model, float):
         return np.full(len(X), model)
-    return model.predict_proba(X)[:, 1]
+    return expit(np.asarray(X, dtype=float) @ model.coef_[0] + model.intercept_[0])
 
 
 class LogisticHead(BaseEstimator):

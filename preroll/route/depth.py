@@ -65,9 +65,13 @@ def unit(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
-def max_similarity(X: np.ndarray, H: np.ndarray, *, chunk: int = 2048) -> np.ndarray:
-    """Highest cosine similarity of each row of ``X`` to any row of ``H`` (both L2-normalised here)."""
-    X, H = unit(X), unit(H)
+def max_similarity(X: np.ndarray, H: np.ndarray, *, chunk: int = 2048, h_unit: bool = False) -> np.ndarray:
+    """Highest cosine similarity of each row of ``X`` to any row of ``H`` (both L2-normalised here).
+
+    ``h_unit=True``: ``H`` is already L2-normalised (a router keeps its history so), which saves
+    normalising the whole history on every decision (~2 ms of a one-prompt route on 4.5k prompts).
+    """
+    X, H = unit(X), (np.asarray(H, dtype=np.float32) if h_unit else unit(H))
     out = np.empty(len(X), dtype=np.float32)
     for s in range(0, len(X), chunk):
         out[s:s + chunk] = (X[s:s + chunk] @ H.T).max(axis=1)

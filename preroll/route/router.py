@@ -46,7 +46,7 @@ from preroll.beliefs import BetaPrediction
 from preroll.heads import make_head
 from preroll.heads.humble import Evidence, humble
 from preroll.route.joint import JointSuccessModel
-from preroll.route.depth import DepthGuard, average_beliefs, far_threshold, max_similarity
+from preroll.route.depth import DepthGuard, average_beliefs, far_threshold, max_similarity, unit
 from preroll.route import explore as _explore
 from preroll.route.explore import ObserveReport, resolve_settings
 from sklearn.base import clone
@@ -300,7 +300,7 @@ class Router:
         self.base_rate_ = self.evidence_.prior_mean
         self.history_mean_cost_ = self.costs(all_prompts).mean(axis=0)
         guard = self._guard()
-        self.history_X_ = X_all if guard is not None else None
+        self.history_X_ = unit(X_all) if guard is not None else None  # normalised once, not per decision
         self.far_below_ = far_threshold(X_all, guard) if guard is not None else None
         self.joint_ = None
         self.heads_ = None
@@ -388,7 +388,7 @@ class Router:
         self._fitted()
         if getattr(self, "history_X_", None) is None:
             return np.zeros(len(X), dtype=bool)
-        return max_similarity(np.asarray(X, dtype=np.float32), self.history_X_) < self.far_below_
+        return max_similarity(np.asarray(X, dtype=np.float32), self.history_X_, h_unit=True) < self.far_below_
 
     def predict_proba(self, prompts: Sequence[str]) -> np.ndarray:
         """``(n_prompts, n_models)`` predicted success, columns in ``models`` order."""
