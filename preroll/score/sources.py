@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from preroll.data.errors import RecordError
 from preroll.data.loaders import iter_csv_rows, parse_json_line
@@ -125,10 +125,8 @@ def count_rows(f: InputFile) -> int:
     return n
 
 
-def _jsonl_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Chunk]:
-    rows: list[dict] = []
-    lines: list[int] = []
-    chunk_index = 0
+def _jsonl_rows(f: InputFile) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of a JSONL file, each line checked as the record loaders check it."""
     with f.path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -140,21 +138,25 @@ def _jsonl_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Ch
             row = parse_json_line(text, path=f.path, line=lineno)
             if not isinstance(row, dict):
                 raise RecordError(f"expected a JSON object, got {type(row).__name__}", path=f.path, line=lineno)
-            rows.append(row)
-            lines.append(lineno)
-            if len(rows) == chunk_rows:
-                yield Chunk(file_index, chunk_index, f, lines[0], rows=rows, lines=lines)
-                rows, lines, chunk_index = [], [], chunk_index + 1
-    if rows or chunk_index == 0:
-        yield Chunk(file_index, chunk_index, f, lines[0] if lines else 1, rows=rows, lines=lines)
+            yield lineno, row
+
+
+def _jsonl_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Chunk]:
+    return _numbered_chunks(file_index, f, _jsonl_rows(f), chunk_rows)
 
 
 def _csv_chunks(file_index: int, f: InputFile, chunk_rows: int) -> Iterator[Chunk]:
     """CSV rows (cells as text, an empty cell "not given") in chunks, like JSONL rows."""
+    return _numbered_chunks(file_index, f, iter_csv_rows(f.path), chunk_rows)
+
+
+def _numbered_chunks(file_index: int, f: InputFile, numbered: Iterable[tuple[int, dict]],
+                     chunk_rows: int) -> Iterator[Chunk]:
+    """Rows with their line numbers, cut into chunks of ``chunk_rows`` (an empty file: one empty chunk)."""
     rows: list[dict] = []
     lines: list[int] = []
     chunk_index = 0
-    for lineno, row in iter_csv_rows(f.path):
+    for lineno, row in numbered:
         rows.append(row)
         lines.append(lineno)
         if len(rows) == chunk_rows:
