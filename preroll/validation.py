@@ -8,7 +8,8 @@ subclass.
 
 from __future__ import annotations
 
-from typing import Iterable, TypeVar
+from collections.abc import Mapping
+from typing import Any, Iterable, TypeVar
 
 from preroll.errors import InputError, NotFittedError
 
@@ -75,3 +76,29 @@ def check_fitted(obj, *attrs: str) -> None:
     missing = [a for a in attrs if not hasattr(obj, a)]
     if missing:
         raise NotFittedError(f"this {type(obj).__name__} is not fitted yet: call fit(...) first")
+
+
+def switch_or_settings(value: Any, cls: type, *, field: str, error_cls: type[E] = InputError) -> Any:
+    """An option that is off (``None``/``False``), on with defaults (``True``), a ``cls`` or a mapping of its fields.
+
+    One reading for every such switch (the router's ``guard=`` and ``explore=``), so each accepts the
+    same forms and refuses the rest with the same located message. ``cls`` is a pydantic model or a
+    dataclass; a mapping is validated by it.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate(dict(value)) if hasattr(cls, "model_validate") else cls(**dict(value))
+        except ValidationError as exc:
+            raise from_pydantic(exc, error_cls, prefix=field) from None
+        except (TypeError, ValueError) as exc:
+            raise error_cls(str(exc), field=field) from None
+    raise error_cls(f"expected true, false, {cls.__name__} or a mapping of its fields, got {type(value).__name__}",
+                    field=field)

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ExploreSettings(BaseModel):
@@ -94,21 +94,9 @@ class ExploreSettings(BaseModel):
 def resolve_settings(explore: Any) -> ExploreSettings | None:
     """``explore=`` as given to the router: ``None``/``False`` off, ``True`` defaults, a mapping or settings."""
     from preroll.route.errors import RouteConfigError
-    from preroll.validation import from_pydantic
+    from preroll.validation import switch_or_settings
 
-    if explore is None or explore is False:
-        return None
-    if explore is True:
-        return ExploreSettings()
-    if isinstance(explore, ExploreSettings):
-        return explore
-    if isinstance(explore, dict):
-        try:
-            return ExploreSettings.model_validate(explore)
-        except ValidationError as exc:
-            raise from_pydantic(exc, RouteConfigError, prefix="explore") from None
-    raise RouteConfigError(f"must be true, false or exploration settings, got {type(explore).__name__}",
-                           field="explore")
+    return switch_or_settings(explore, ExploreSettings, field="explore", error_cls=RouteConfigError)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from preroll.data.errors import RecordError
 from preroll.defaults import AUTO_HEAD, DEFAULT_ENCODER
 from preroll.data.records import Outcome, make_outcome
 from preroll.route import rules as _rules
-from preroll.validation import from_pydantic
+from preroll.validation import from_pydantic, switch_or_settings
 from preroll.route.errors import MissingHistoryError, NotFittedError, RouteConfigError, RouteError, UnknownModelError
 from preroll.encoders import fresh_views
 from preroll.beliefs import BetaPrediction
@@ -197,20 +197,7 @@ class Router:
 
     def _guard(self) -> DepthGuard | None:
         """The out-of-depth guard's settings (``None``/``False``: off, ``True``: defaults)."""
-        g = self.guard
-        if g is None or g is False:
-            return None
-        if g is True:
-            return DepthGuard()
-        if isinstance(g, DepthGuard):
-            return g
-        if isinstance(g, Mapping):
-            try:
-                return DepthGuard(**dict(g))
-            except (TypeError, ValueError) as exc:
-                raise RouteConfigError(str(exc), field="guard") from None
-        raise RouteConfigError(f"expected True, False, a DepthGuard or a mapping, got {type(g).__name__}",
-                               field="guard")
+        return switch_or_settings(self.guard, DepthGuard, field="guard", error_cls=RouteConfigError)
 
     @property
     def model_names(self) -> list[str]:
