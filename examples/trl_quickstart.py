@@ -3,12 +3,12 @@
 TRL's quickstart trains on ``trl-lib/tldr`` with a reward that is negative and
 unbounded, ``-abs(20 - len(completion))``, and no declaration of its range.
 This script is the same program, offline and CPU-sized: the model is a tiny
-Llama built from a config, the tokenizer a local character tokenizer, the
-prompts a small in-memory dataset (no hub). The book learns the reward's scale
-from the rewards it sees.
+Llama built from a config, the tokenizer a local character tokenizer (both in
+``tiny_policy.py`` beside this file), the prompts a small in-memory dataset (no
+hub). The book learns the reward's scale from the rewards it sees.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 python examples/trl_quickstart.py --steps 4
-    PYTHONPATH=. HF_HUB_OFFLINE=1 python examples/trl_quickstart.py --rewards format+accuracy
+    HF_HUB_OFFLINE=1 python examples/trl_quickstart.py --steps 4
+    HF_HUB_OFFLINE=1 python examples/trl_quickstart.py --rewards format+accuracy
 
 ``--rewards format+accuracy`` runs the common two-term setup instead: a format
 reward (the completion is digits only, the answer's format) and an accuracy
@@ -43,7 +43,7 @@ def build(output_dir: str, *, steps: int = 4, rewards: str = "quickstart", n_pro
     from datasets import Dataset
     from trl import GRPOConfig
 
-    from preroll.bench.trl_task import char_tokenizer, sample_items, tiny_model
+    from tiny_policy import char_tokenizer, sample_items, tiny_model   # examples/tiny_policy.py, beside this file
     from preroll.integrations.trl import PrerollGRPOTrainer
 
     items = sample_items(n_prompts, np.random.default_rng(0))

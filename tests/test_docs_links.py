@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", ROOT / "RESULTS.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "RESULTS.md", ROOT / "experiments" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"```.*?```", re.S)
 
 

@@ -16,7 +16,7 @@ from datasets import Dataset  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from trl import GRPOConfig  # noqa: E402
 
-from preroll.bench.trl_task import char_tokenizer, sample_items, tiny_model  # noqa: E402
+from examples.tiny_policy import char_tokenizer, sample_items, tiny_model  # noqa: E402
 from preroll.integrations.trl import PrerollGRPOTrainer, PrerollTRLError, PrerollTRLSettings  # noqa: E402
 
 G, B, N = 4, 3, 12

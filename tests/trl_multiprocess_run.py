@@ -21,7 +21,7 @@ import numpy as np
 from datasets import Dataset
 from trl import GRPOConfig
 
-from preroll.bench.trl_task import char_tokenizer, sample_items, tiny_model
+from examples.tiny_policy import char_tokenizer, sample_items, tiny_model
 from preroll.integrations.trl import PrerollGRPOTrainer
 from preroll.online import OnlineSettings
 

@@ -41,7 +41,8 @@ class SnapshotRecords:
 
     @property
     def ids(self) -> list[str]:
-        return [r.id for r in self.records]
+        """Each record's id; its prompt text where the history gives no id (a user's file may not)."""
+        return [r.id if r.id is not None else r.prompt for r in self.records]
 
     @property
     def successes(self) -> np.ndarray:
@@ -58,12 +59,38 @@ class SnapshotRecords:
 
 
 def load_snapshots(path: str | Path | None = None) -> list[SnapshotRecords]:
-    """All (policy, step) snapshots of the shared context file, sorted by policy then step."""
+    """All (policy, step) snapshots of a V_0 context file (default: the bundled DAPO-Math one), sorted by policy
+    then step."""
     path = Path(path) if path is not None else dapo_dir() / "context.jsonl"
+    return snapshots_of(load_v0(path))
+
+
+def load_history_snapshots(path: str | Path) -> list[SnapshotRecords]:
+    """The (policy, step) snapshots of a user's history file (JSONL, CSV or Parquet in the records schema of
+    :func:`preroll.data.load_records`); rows without policy or step form one snapshot per what they do say."""
+    from preroll.data import load_records
+
+    return snapshots_of(load_records(path))
+
+
+def snapshots_of(records) -> list[SnapshotRecords]:
+    """Records grouped by (policy, step), sorted by policy then step, file order kept within a snapshot."""
     groups: dict[Snapshot, list[Outcome]] = defaultdict(list)
-    for rec in load_v0(path):
+    for rec in records:
         groups[Snapshot.of(rec)].append(rec)
     return [SnapshotRecords(snap, tuple(groups[snap])) for snap in sorted(groups, key=lambda s: s.sort_key)]
+
+
+def data_digest(snapshots: list[SnapshotRecords]) -> str:
+    """A short fingerprint of the snapshots' names, ids and outcomes (keys cached predictions to their data)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for s in snapshots:
+        h.update(s.name.encode())
+        for i, k, n in zip(s.ids, s.successes, s.attempts):
+            h.update(f"\0{i}\0{k:g}/{n:g}".encode())
+    return h.hexdigest()[:10]
 
 
 def earlier_snapshot(snap: SnapshotRecords, snapshots: list[SnapshotRecords]) -> SnapshotRecords | None:

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from preroll.bench._schedule_data import SnapshotRecords, earlier_snapshot
+from preroll.bench._schedule_data import SnapshotRecords, data_digest, earlier_snapshot
 from preroll.beliefs import BetaPrediction
 from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
 
@@ -69,7 +69,7 @@ def load_model_predictions(snapshots: list[SnapshotRecords], *, cache: Path | No
     lacks, fitting the views) in the units of ``preroll.bench.value``.
     """
     quick = f"-q{','.join(sorted(scored))}{'-once' if fit_views_once else ''}" if scored or fit_views_once else ""
-    key = f"cv-{encoder}-{head}-k{n_splits}-s{seed}{quick}".replace("/", "_")
+    key = f"cv-{encoder}-{head}-k{n_splits}-s{seed}{quick}-{data_digest(snapshots)}".replace("/", "_")
     cache_file = cache / f"{key}.json" if cache is not None else None
     wanted = [s for s in snapshots if scored is None or s.name in scored]
     if cache_file is not None and cache_file.exists():

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from preroll.outputs import atomic_write_text, save_figure
-from preroll.bench._schedule_data import SnapshotRecords, load_snapshots
+from preroll.bench._schedule_data import SnapshotRecords, load_history_snapshots, load_snapshots
 from preroll.bench._schedule_predictors import (
     PREDICTORS,
     history_overlap,
@@ -65,6 +65,9 @@ class ScheduleBenchConfig:
     full_rollouts: int = 16
     controller_cost: float = 0.002
     snapshots: list[str] | None = None  # names "policy@step"; None = all
+    #: A user's history (records schema: prompt, successes + attempts or a rate, policy, step), one simulated
+    #: world per (policy, step); None = the bundled DAPO-Math context.
+    context: str | None = None
     model_cache: str | None = None
     model_encoder: str = DEFAULT_ENCODER
     model_head: str = DEFAULT_HEAD
@@ -143,6 +146,11 @@ def _mse_block(pred, p: np.ndarray, rewards: np.ndarray, cfg: ScheduleBenchConfi
     }
 
 
+def all_snapshots(cfg: ScheduleBenchConfig) -> list[SnapshotRecords]:
+    """Every snapshot of the run's data: the user's history (``cfg.context``) or the bundled one."""
+    return load_snapshots() if cfg.context is None else load_history_snapshots(cfg.context)
+
+
 def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | None = None,
              progress: Callable[[int, int], None] | None = None,
              log: Callable[[str], None] = print,
@@ -155,7 +163,7 @@ def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | Non
     the embedding and view fitting before the folds (see ``load_model_predictions``).
     """
     cfg.validate()
-    snapshots = snapshots if snapshots is not None else load_snapshots()
+    snapshots = snapshots if snapshots is not None else all_snapshots(cfg)
     if cfg.snapshots:
         snapshots = [s for s in snapshots if s.name in cfg.snapshots]
         if not snapshots:
@@ -163,13 +171,13 @@ def simulate(cfg: ScheduleBenchConfig, *, snapshots: list[SnapshotRecords] | Non
     model_preds = None
     if "model" in cfg.predictors:
         model_preds = load_model_predictions(
-            load_snapshots() if cfg.snapshots else snapshots,
+            all_snapshots(cfg) if cfg.snapshots else snapshots,
             cache=Path(cfg.model_cache) if cfg.model_cache else None,
             n_splits=cfg.model_splits, encoder=cfg.model_encoder, head=cfg.model_head,
             seed=cfg.seed, log=log, progress=cv_progress,
             scored=[s.name for s in snapshots] if cfg.model_quick else None,
             fit_views_once=cfg.model_quick, threads=cfg.model_threads, work=work)
-    all_snaps = load_snapshots() if cfg.snapshots else snapshots
+    all_snaps = all_snapshots(cfg) if cfg.snapshots else snapshots
     rng = np.random.default_rng(cfg.seed)
     alloc_rows, mse_rows, dapo_rows, notes = [], [], [], []
     if "model" in cfg.predictors and model_preds is None:

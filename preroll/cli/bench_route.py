@@ -1,4 +1,5 @@
-"""``preroll bench route``: routing benchmarks (two-model MMLU pair; nine-model LLMRouter with ``--models 9``).
+"""``preroll bench route``: routing benchmarks on a table of priced models (yours with ``--data DIR``, or
+LLMRouter's nine bundled ones) or RouteLLM's two-model MMLU pair.
 
 Heavy imports (numpy, sklearn, the encoder) happen inside the command so
 ``preroll --help`` stays instant.
@@ -37,8 +38,10 @@ def _parse_prices(items: list[str], option: str) -> dict[str, float]:
 
 
 def bench_route(
-    models: str = typer.Option("2", "--models", help="2: RouteLLM's MMLU pair (APGR); 9 (or llmrouter-9): "
-                                                   "LLMRouter's nine priced models, k-fold CV."),
+    models: Optional[str] = typer.Option(
+        None, "--models", help="2: RouteLLM's MMLU pair (APGR); table (or 9, llmrouter-9): a table of priced models "
+        "scored per prompt, k-fold CV: LLMRouter's nine bundled, or yours with --data. Default: table when --data "
+        "holds models.json, else 2."),
     folds: int = typer.Option(5, min=2, help="Folds of the nine-model cross-validation."),
     max_folds: Optional[int] = typer.Option(None, min=1, help="Nine models: run only the first folds of the split."),
     output_tokens: int = typer.Option(256, min=0, help="Nine models: expected completion tokens per call "
@@ -53,7 +56,11 @@ def bench_route(
     token_cost: list[str] = typer.Option([], "--token-cost", metavar="MODEL=PRICE",
                                          help="Price per 1k tokens instead (prompt tokens estimated as "
                                               "len(text)/4); replaces --cost entirely when given."),
-    data: Optional[Path] = typer.Option(None, help="MMLU data root (default: the bundled data)."),
+    data: Optional[Path] = typer.Option(None, help="Your own labelled routing table: a folder with train.jsonl "
+                                        "({id, prompt, scores: {model: score in [0, 1]}} per line) and models.json "
+                                        "(per model input_price_per_mtok, output_price_per_mtok), any number of "
+                                        "models (docs/route.md). With --models 2: an MMLU-pair root. Default: the "
+                                        "bundled data."),
     quick: bool = typer.Option(False, "--quick", help=f"Use a random {QUICK_PROMPTS:,}-prompt subset."),
     max_prompts: Optional[int] = typer.Option(None, help="Use a random subset of this many prompts."),
     history_frac: float = typer.Option(0.5, help="Share of prompts used as the router's history."),
@@ -96,10 +103,11 @@ def bench_route(
              "history, e.g. 0.25,0.5,1, with the evaluation prompts fixed; prints the gain against history "
              "size and what a doubling added."),
 ) -> None:
-    """Route MMLU prompts between two models (APGR, AIQ, CPT), or LLMRouter's nine priced models (--models 9)."""
+    """Route prompts across priced models: your table (--data DIR), LLMRouter's nine (--models table) or the MMLU pair."""
     import json
 
     fractions = _parse_fractions(learning_curve) if learning_curve is not None else None
+    models = _table_or_pair(models, data)
     if stream:
         from preroll.cli.bench_route_stream import bench_stream
 
@@ -113,18 +121,16 @@ def bench_route(
 
     protocols = shift.parse_protocols(protocol)
     shifted = fractions is None and protocols != ["random"]
-    if shifted and models in ("9", "llmrouter-9"):
+    if shifted and models == "table":
         return shift.nine(data=data, protocols=protocols, seeds=shift.parse_ints(fold_seeds, seed, "--fold-seeds"),
                           heads=shift.parse_heads(heads), folds=folds, max_folds=max_folds,
                           max_prompts=QUICK_PROMPTS if quick and max_prompts is None else max_prompts,
                           encoder=encoder, cache_dir=cache_dir, output_tokens=output_tokens, alpha=alpha, out=out)
-    if models in ("9", "llmrouter-9"):
+    if models == "table":
         return _bench_nine(data=data, folds=folds, seed=seed, max_prompts=QUICK_PROMPTS if quick and max_prompts
                            is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
                            output_tokens=output_tokens, confidence=confidence, independent=independent,
                            mlp=mlp, latency_prompts=latency_prompts, max_folds=max_folds, fractions=fractions)
-    if models != "2":
-        raise typer.BadParameter(f"choose 2 or 9, got {models!r}", param_hint="--models")
 
     from rich.console import Console
     from rich.table import Table
@@ -183,6 +189,18 @@ def bench_route(
                       fmt(row, "share_for_target", True), fmt(row, "acc_at_half"), fmt(row, "accuracy"))
     console.print(table)
     console.print(f"wrote {out / 'results.json'} and {png}")
+
+
+def _table_or_pair(models: Optional[str], data: Optional[Path]) -> str:
+    """``"table"`` (priced models scored per prompt) or ``"2"`` (the MMLU pair); a user's folder with a
+    ``models.json`` is a table unless ``--models 2`` says otherwise."""
+    if models is None:
+        return "table" if data is not None and (data / "models.json").is_file() else "2"
+    if models in ("table", "9", "llmrouter-9"):
+        return "table"
+    if models != "2":
+        raise typer.BadParameter(f"choose 2 or table (9), got {models!r}", param_hint="--models")
+    return models
 
 
 def _parse_fractions(text: str) -> list[float]:
@@ -276,7 +294,7 @@ def print_nine(result, console) -> None:
     from rich.table import Table
 
     best_q = [f["best_single_quality"] for f in result["folds"]]
-    table = Table(title=f"LLMRouter, {len(result['models'])} models, {result['n_prompts']} prompts, "
+    table = Table(title=f"{len(result['models'])} priced models, {result['n_prompts']} prompts, "
                         f"{len(result['folds'])}-fold CV (mean ± std over folds)")
     for col in ("router", "quality @lam=0", "vs best single (per fold, points)", "cost to match best single",
                 "AIQ", "fit s", "decide ms/prompt"):

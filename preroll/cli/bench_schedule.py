@@ -6,7 +6,10 @@ so ``preroll --help`` stays instant.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Optional
+
 import typer
 
 from preroll.model.defaults import DEFAULT_ENCODER, DEFAULT_HEAD
@@ -32,9 +35,13 @@ def bench_schedule(
     quick: bool = typer.Option(False, "--quick", help="Small run: 3 replicates, two snapshots, budgets as given; the "
                                                        "value model scores those two only (4 folds, text views "
                                                        "fitted once)."),
+    context: Optional[Path] = typer.Option(
+        None, "--context", help="Your own history (JSONL, CSV or Parquet: prompt, successes + attempts or "
+        "success_rate, policy, step): one simulated world per (policy, step); the 'history' predictor reads each "
+        "policy's earlier step. Default: the bundled DAPO-Math histories."),
     out: Path = typer.Option(Path("runs/bench-schedule"), help="Output folder for results.json and the PNG."),
 ) -> None:
-    """Compare rollout-allocation rules and predictors on the shared DAPO-Math rates."""
+    """Compare rollout-allocation rules and predictors on real success rates (yours with --context)."""
     from rich.console import Console
 
     from preroll.cli.progress import WorkProgress
@@ -42,7 +49,7 @@ def bench_schedule(
     from preroll.bench.schedule import ScheduleBenchConfig, headline, simulate, write_outputs
     from preroll.outputs import check_output
 
-    check_output(out, folder=True)
+    check_output(out, inputs=(context,), folder=True)
 
     import shutil
 
@@ -53,20 +60,22 @@ def bench_schedule(
         predictors=[p.strip() for p in predictors.split(",") if p.strip()],
         rules=[r.strip() for r in rules.split(",") if r.strip()],
         fixed_group=fixed_group, noise_sd=noise_sd, controller_cost=controller_cost, model_encoder=encoder, model_head=head,
-        model_cache=str(out / "cache"),
+        model_cache=str(out / "cache"), context=None if context is None else str(context),
     )
     if quick:
         cfg.replicates = min(cfg.replicates, 3)
-        cfg.snapshots = ["Qwen3-4B-Instruct@64", "DeepSeek-R1-Distill-Qwen-1.5B@64"]
+        cfg.snapshots = QUICK_SNAPSHOTS if context is None else _latest_steps(cfg)
         cfg.model_splits, cfg.model_quick = 4, True
     try:
         cfg.validate()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if context is not None:
+        _check_pools(cfg)
     # Units (about a quiet core-second each, as in preroll eval): embedding what the cache lacks, the
     # text views, a value-model fold, a simulated world (all budgets, predictors and rules).
     world_units = 0.3 * len(cfg.budgets)
-    n_snapshots = len(cfg.snapshots) if cfg.snapshots else 6
+    n_snapshots = len(cfg.snapshots) if cfg.snapshots else (6 if context is None else len(_snapshots(cfg)))
     total = n_snapshots * cfg.replicates * world_units
     fold_units = 0.0
     if "model" in cfg.predictors:
@@ -94,16 +103,50 @@ def bench_schedule(
     console.print(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")
 
 
+#: The quick run's snapshots of the bundled data: each policy's middle step.
+QUICK_SNAPSHOTS = ["Qwen3-4B-Instruct@64", "DeepSeek-R1-Distill-Qwen-1.5B@64"]
+
+
+def _snapshots(cfg):
+    return _load(cfg.context)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(context: Optional[str]):
+    from preroll.bench.schedule import ScheduleBenchConfig, all_snapshots
+
+    return all_snapshots(ScheduleBenchConfig(context=context))
+
+
+def _latest_steps(cfg) -> list[str]:
+    """A user's history under --quick: each policy's latest snapshot."""
+    latest = {}
+    for snap in _snapshots(cfg):
+        latest[snap.policy] = snap.name        # sorted by policy, then step: the last one wins
+    return list(latest.values())
+
+
+def _check_pools(cfg) -> None:
+    """Every simulated snapshot must hold the candidate pool: a one-line error naming the smallest, not a
+    traceback mid-run."""
+    pool = int(round(cfg.pool_factor * cfg.batch_prompts))
+    snaps = [s for s in _snapshots(cfg) if not cfg.snapshots or s.name in cfg.snapshots]
+    small = min(snaps, key=lambda s: len(s.records))
+    if len(small.records) < pool:
+        raise typer.BadParameter(f"{cfg.context}: snapshot {small.name} has {len(small.records)} prompts, fewer than "
+                                 f"the pool of {pool} (--pool-factor x --batch-prompts); lower those",
+                                 param_hint="--context")
+
+
 def _model_units(cfg) -> tuple[float, float, int]:
     """The value model's work in progress units: before its folds (the prompts the embedding cache
     lacks, looked up now so the plan is right from the start, and in the quick run one fit of the
     views), per fold (its context rows; in the full run also a fit of the views), and the folds."""
-    from preroll.bench._schedule_data import load_snapshots
     from preroll.workunits import UNITS_LOAD_MODEL, UNITS_PER_EMBEDDED_PROMPT, UNITS_PER_FIT_ROW, UNITS_PER_VIEW_TEXT
     from preroll.encoders import get_encoder
     from preroll.encoders.warm import missing_texts
 
-    snaps = load_snapshots()
+    snaps = _snapshots(cfg)
     texts = sorted({r.prompt for s in snaps for r in s.records})
     n_embed = sum(len(t) for _, t in missing_texts(get_encoder(cfg.model_encoder), texts))
     before = ((UNITS_LOAD_MODEL if n_embed else 0.0) + UNITS_PER_EMBEDDED_PROMPT * n_embed

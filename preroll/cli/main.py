@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import typer
 
-from preroll.cli import (bench_online, bench_route, bench_schedule, bench_throughput, evaluate, feedback, fit, predict,
-                         score, serve)
+from preroll.cli import (bench_route, bench_schedule, bench_throughput, evaluate, feedback, fit, predict, score,
+                         serve)
 from preroll.cli import errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Predict a policy's success on prompts before rolling them out.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the bundled data (or your own).")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on your own data (or the bundled data sets).")
 app.add_typer(bench_app, name="bench")
 
 
@@ -34,7 +34,6 @@ app.command("feedback")(feedback.feedback)
 bench_app.command("schedule")(bench_schedule.bench_schedule)
 bench_app.command("route")(bench_route.bench_route)
 bench_app.command("throughput")(bench_throughput.bench_throughput)
-bench_app.command("online")(bench_online.bench_online)
 
 errors.install(app)  # keep last: wraps every command registered above
 

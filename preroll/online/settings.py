@@ -14,7 +14,7 @@ class OnlineSettings(BaseModel):
     """Knobs of :class:`preroll.online.PromptBook`.
 
     Defaults are the values the grounded long-training benchmark
-    (``preroll bench online``, docs/online.md) was run with.
+    (``python -m experiments.online`` in the repository, docs/online.md) was run with.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

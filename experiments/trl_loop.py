@@ -1,7 +1,7 @@
 """Closed-loop TRL GRPO benchmark: how the prompt choice changes what a small policy learns per rollout.
 
 A tiny Llama is pre-trained briefly on the graded task family of
-:mod:`preroll.bench.trl_task` (so its success rates spread over 0..1), then
+``examples/tiny_policy.py`` (so its success rates spread over 0..1), then
 trained with TRL's GRPO under equal rollout budgets by five prompt choices:
 
 - ``uniform``: TRL's own shuffled sampler (plain ``trl.GRPOTrainer``);
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from preroll.bench.trl_task import (TaskItem, char_tokenizer, exact_match_reward, greedy_accuracy, pretrain,
+from experiments.trl_task import (TaskItem, char_tokenizer, exact_match_reward, greedy_accuracy, pretrain,
                                     sampled_reward,
                                     sample_items, tiny_model)
 from preroll.outputs import atomic_write_text, save_figure

@@ -1,6 +1,12 @@
-"""``preroll bench online``: the online prompt book inside a long, drifting GRPO run, and its overhead.
+"""The online prompt book inside a long, drifting GRPO run, and its overhead (formerly ``preroll bench online``).
 
-Heavy imports happen inside the command so ``preroll --help`` stays instant.
+    python -m experiments.online --seeds 2                       # the grounded replay (from the repository root)
+    python -m experiments.online --prompts 20000,250000,1000000  # the book at scale
+    python -m experiments.online --help                          # every option
+
+A reproduction of published numbers (RESULTS.md, docs/online.md) on worlds fitted to the bundled DAPO-Math
+histories; it takes no user data, so it lives beside the package, not in it. Options are those of the former
+command; errors are one line (exit 2), as in the ``preroll`` CLI.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ import shutil
 from pathlib import Path
 
 import typer
+
+from preroll.cli import errors
 
 
 def bench_online(
@@ -44,7 +52,7 @@ def bench_online(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from preroll.bench.online import OnlineBenchConfig, measure_overhead, simulate, write_outputs
+    from experiments.online_replay import OnlineBenchConfig, measure_overhead, simulate, write_outputs
 
     console = Console(width=max(shutil.get_terminal_size((140, 24)).columns, 120))
     if prompts.strip():
@@ -77,7 +85,7 @@ def bench_online(
 
 def bench_scale(prompts: str, out: Path, console, *, quick: bool) -> None:
     """``--prompts``: one scale measurement per size, a table, and ``scale.json`` in ``out``."""
-    from preroll.bench.online_scale import measure_scale, print_scale, to_json
+    from experiments.online_scale import measure_scale, print_scale, to_json
     from preroll.outputs import atomic_write_text
 
     try:
@@ -168,3 +176,16 @@ def print_tables(result: dict, console) -> None:
                   + ", ".join(f"{q['from']}->{q['to']} {q['r']:.2f}" for q in w['measured']['same_prompt_correlation'])
                   + "; simulated " + ", ".join(f"{q['r']:.2f}" for q in w['fitted']['same_prompt_correlation'])
                   + "[/dim]")
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+app.command()(bench_online)
+errors.install(app)   # user errors: one line, exit 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv)
+
+
+if __name__ == "__main__":
+    main()

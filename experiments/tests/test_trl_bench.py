@@ -1,9 +1,7 @@
-"""The closed-loop TRL benchmark's own pieces: the held-out reward estimate and the book-settings option."""
+"""The closed-loop TRL benchmark's own pieces (``python -m experiments.trl_closed_loop``): the held-out reward
+estimate, the paired differences and the book-settings option."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,14 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from preroll.bench.trl_task import char_tokenizer, exact_match_reward, sample_items, sampled_reward, tiny_model  # noqa: E402
+from experiments.trl_task import char_tokenizer, exact_match_reward, sample_items, sampled_reward, tiny_model  # noqa: E402
 
 
 def _bench_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "trl_closed_loop.py"
-    spec = importlib.util.spec_from_file_location("trl_closed_loop", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    import experiments.trl_closed_loop as module
+
     return module
 
 
@@ -54,7 +50,7 @@ def test_book_option_parses_values_and_names_a_bad_field():
 
 
 def test_group_counter_counts_trained_groups_per_prompt_and_their_spread():
-    from preroll.bench.trl_loop import GroupCounter, RunResult
+    from experiments.trl_loop import GroupCounter, RunResult
 
     result = RunResult("uniform", 0)
     counter = GroupCounter(2, result)
@@ -76,7 +72,7 @@ def test_group_counter_counts_trained_groups_per_prompt_and_their_spread():
 
 
 def test_by_length_splits_held_out_reward_and_informative_groups_by_task_length():
-    from preroll.bench.trl_loop import LoopConfig, RunResult, by_length, task_data
+    from experiments.trl_loop import LoopConfig, RunResult, by_length, task_data
 
     cfg = LoopConfig(n_train=6, n_heldout=10, k_max=3)
     train, heldout = task_data(cfg)
@@ -96,7 +92,7 @@ def test_by_length_splits_held_out_reward_and_informative_groups_by_task_length(
 
 
 def test_against_uniform_over_the_run_pairs_seeds_and_finds_the_first_evaluation_at_uniforms_late_level():
-    from preroll.bench.trl_loop import RunResult, against_uniform_over_the_run
+    from experiments.trl_loop import RunResult, against_uniform_over_the_run
 
     ro = [0, 100, 200, 300, 400]
     uniform = RunResult("uniform", 0, rollouts=ro, heldout_sampled=[0.2, 0.22, 0.24, 0.30, 0.28])
@@ -112,8 +108,8 @@ def test_against_uniform_over_the_run_pairs_seeds_and_finds_the_first_evaluation
 
 
 def test_held_out_items_never_appear_in_the_pre_training_stream():
-    from preroll.bench.trl_loop import LoopConfig, pretrain_exclude, task_data
-    from preroll.bench.trl_task import pretrain_batches
+    from experiments.trl_loop import LoopConfig, pretrain_exclude, task_data
+    from experiments.trl_task import pretrain_batches
 
     cfg = LoopConfig()
     train, heldout = task_data(cfg)
@@ -128,7 +124,7 @@ def test_held_out_items_never_appear_in_the_pre_training_stream():
 
 
 def test_group_counter_counts_generated_tokens():
-    from preroll.bench.trl_loop import GroupCounter, RunResult
+    from experiments.trl_loop import GroupCounter, RunResult
 
     counter = GroupCounter(2, RunResult("uniform", 0))
     counter(["a", "a"], ["1", "22"], ["1", "1"], completion_ids=[[5, 1], [6, 6, 1]])
@@ -137,7 +133,7 @@ def test_group_counter_counts_generated_tokens():
 
 
 def test_paired_tests_pair_seeds_and_count_rollouts_and_tokens_to_uniforms_level():
-    from preroll.bench.trl_loop import RunResult, paired_tests
+    from experiments.trl_loop import RunResult, paired_tests
 
     ro = [0, 100, 200, 300, 400]
     runs = []
@@ -166,7 +162,7 @@ def test_paired_tests_pair_seeds_and_count_rollouts_and_tokens_to_uniforms_level
 
 
 def test_results_of_processes_run_side_by_side_merge_once_per_method_and_seed():
-    from preroll.bench.trl_loop import LoopConfig, RunResult, merge_results
+    from experiments.trl_loop import LoopConfig, RunResult, merge_results
 
     a = ([RunResult("uniform", 100), RunResult("preroll", 100)], LoopConfig(seeds=(100,), methods=("uniform", "preroll")))
     b = ([RunResult("preroll", 104), RunResult("uniform", 104)], LoopConfig(seeds=(104,), methods=("uniform", "preroll")))
@@ -178,3 +174,25 @@ def test_results_of_processes_run_side_by_side_merge_once_per_method_and_seed():
         merge_results([a, a])
     with pytest.raises(ValueError, match="different settings"):
         merge_results([a, (b[0], LoopConfig(seeds=(104,), learning_rate=3e-4))])
+
+
+def test_closed_loop_held_out_reward_is_seeded_and_paired():
+    """The benchmark's held-out reward: same items and sampling stream for every method, so differences pair up."""
+    from experiments.trl_loop import RunResult, paired_difference
+
+    tok = char_tokenizer()
+    model = tiny_model(tok, seed=0)
+    items = sample_items(12, np.random.default_rng(0), (1, 3))
+    a = sampled_reward(model, tok, items, samples=3, seed=5)
+    b = sampled_reward(model, tok, items, samples=3, seed=5)
+    assert a.shape == (12,) and np.array_equal(a, b) and ((a >= 0) & (a <= 1)).all()
+    assert np.allclose(a * 3, np.round(a * 3))            # a mean of three 0/1 rewards per item
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    sampled_reward(model, tok, items, samples=2, seed=9)
+    assert torch.rand(1) == before                         # the trainer's random stream is left as it was
+    runs = [RunResult("uniform", 0, final_items=[0.0, 0.5, 1.0, 0.5]),
+            RunResult("preroll", 0, final_items=[0.5, 0.5, 1.0, 1.0])]
+    (pair,) = paired_difference(runs, "preroll")
+    assert pair["seed"] == 0 and pair["diff"] == pytest.approx(0.25) and pair["se"] > 0

@@ -1,11 +1,11 @@
-"""``preroll bench online``: samplers inside a long, drifting GRPO run, at equal rollouts.
+"""``python -m experiments.online``: samplers inside a long, drifting GRPO run, at equal rollouts.
 
 Each step the trainer's data loader offers a pool of ``pool_factor * batch``
 prompts (an epoch = every prompt offered once); a sampler rolls out ``batch``
 of them with ``group_size`` rollouts each (DAPO instead rolls out pool
 prompts in order until ``batch`` informative groups are kept, and pays for
 every group it generated). True success rates drift as fitted on the shared
-DAPO-Math histories (:mod:`preroll.bench.online_world`). Reported: informative
+DAPO-Math histories (:mod:`experiments.online_world`). Reported: informative
 groups per rollout generated, per epoch and after the first, relative to
 uniform; the book's next-step prediction quality; and the book's overhead.
 """
@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from preroll.bench.online_world import World, build_world, fit_world, load_rates
+from experiments.online_world import World, build_world, fit_world, load_rates
 from preroll.outputs import atomic_write_text, save_figure
 
 SAMPLERS = ("uniform", "dapo", "memory", "book-no-neighbours", "book", "oracle")

@@ -1,13 +1,13 @@
 """Closed-loop TRL GRPO benchmark on CPU: uniform vs per-prompt memory vs DAPO-style filtering vs preroll.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 nice python benchmarks/trl_closed_loop.py --out bench-out/trl
+    HF_HUB_OFFLINE=1 nice python -m experiments.trl_closed_loop --out bench-out/trl     (from the repository root)
 
 Prints a table (mean and per-seed values over the seeds), writes results.json
 and trl_closed_loop.png into --out (results.json after every run, so a stopped
 run still reports with --from-json; several results.json of processes run side by side, e.g. on disjoint seeds,
 merge with --from-json A B ...). A run of the default 12,288 rollouts (384 train prompts, 4 epochs) took 20-45 s
 on one quiet core and 2-6 minutes at load average 10-24 on the shared 2-core machine, plus ~2 minutes of
-pre-training (RESULTS.md). See docs/trl.md and preroll/bench/trl_loop.py.
+pre-training (RESULTS.md). See docs/trl.md and experiments/trl_loop.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from preroll.bench.trl_loop import METHODS, LoopConfig
+    from experiments.trl_loop import METHODS, LoopConfig
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("bench-out/trl"))
@@ -73,13 +73,13 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from preroll.bench.trl_loop import pretrained_policy, run_one, save_json, summarise
+    from experiments.trl_loop import pretrained_policy, run_one, save_json, summarise
 
     console = Console(width=150)
     if a.from_json is not None:
-        from preroll.bench.trl_loop import load_json
+        from experiments.trl_loop import load_json
 
-        from preroll.bench.trl_loop import merge_results, save_json, summarise
+        from experiments.trl_loop import merge_results, save_json, summarise
 
         results, cfg = merge_results([load_json(path) for path in a.from_json])
         a.out.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def report(results, cfg, out: Path, console) -> int:
     import numpy as np
     from rich.table import Table
 
-    from preroll.bench.trl_loop import against_uniform_over_the_run, paired_difference, plot, summarise, targets
+    from experiments.trl_loop import against_uniform_over_the_run, paired_difference, plot, summarise, targets
 
     summary = summarise(results, cfg)
     seeds = sorted({r.seed for r in results})
@@ -207,7 +207,7 @@ def report(results, cfg, out: Path, console) -> int:
                               reach(rows, "rollouts_to_reach", "{}"), reach(rows, "tokens_to_reach", "{:,}"),
                               reach(rows, "seconds_to_reach", "{:.0f}"))
     console.print(run_table)
-    from preroll.bench.trl_loop import paired_tests
+    from experiments.trl_loop import paired_tests
 
     for m in summary:
         if m == "uniform":
@@ -231,7 +231,7 @@ def report(results, cfg, out: Path, console) -> int:
             if pairs:
                 console.print(f"{m} - uniform, final held-out reward per seed (± paired se): " + ", ".join(
                     f"seed {x['seed']}: {x['diff']:+.3f} ± {x['se']:.3f}" for x in pairs))
-    from preroll.bench.trl_loop import BOOK_METHODS
+    from experiments.trl_loop import BOOK_METHODS
 
     for method in BOOK_METHODS:
         for name, ok in targets(summary, results, method).items():

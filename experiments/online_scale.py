@@ -1,4 +1,4 @@
-"""``preroll bench online --prompts N``: the prompt book's start-up and per-step cost on a dataset of N prompts.
+"""``python -m experiments.online --prompts N``: the prompt book's start-up and per-step cost on a dataset of N prompts.
 
 Why synthetic texts: no shared dataset has a million prompts. The texts are
 the 2,722 real DAPO-Math prompts, each repeated with its numbers redrawn and a

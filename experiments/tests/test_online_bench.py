@@ -7,7 +7,7 @@ import pytest
 
 
 def test_fit_world_reproduces_the_measured_statistics():
-    from preroll.bench.online_world import fit_world, load_rates
+    from experiments.online_world import fit_world, load_rates
 
     table, texts = load_rates()
     fit = fit_world(table)
@@ -20,7 +20,7 @@ def test_fit_world_reproduces_the_measured_statistics():
 
 
 def test_quick_benchmark_runs(tmp_path):
-    from preroll.bench.online import OnlineBenchConfig, measure_overhead, simulate, write_outputs
+    from experiments.online_replay import OnlineBenchConfig, measure_overhead, simulate, write_outputs
 
     cfg = OnlineBenchConfig(variants=2, batch=16, epochs=3, max_anchors=200, quick=True)
     result = simulate(cfg, log=lambda m: None)

@@ -1,0 +1,61 @@
+"""``preroll bench route`` on a user's own labelled routing table (the llmrouter-9 layout, any number of models)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from preroll.cli.main import app
+
+
+def user_table(root, llmrouter, *, n_prompts=120):
+    """Three of the bundled models under the user's own names and prices, on the first prompts: a small real
+    table in the documented layout (train.jsonl rows {id, prompt, scores}, models.json prices)."""
+    bundled = list(json.loads((llmrouter / "models.json").read_text()))
+    rename = {bundled[1]: "small", bundled[2]: "medium", bundled[-1]: "large"}
+    root.mkdir()
+    prices = {"small": 0.1, "medium": 0.5, "large": 2.0}
+    (root / "models.json").write_text(json.dumps({m: {"input_price_per_mtok": p, "output_price_per_mtok": p}
+                                                  for m, p in prices.items()}))
+    with (llmrouter / "train.jsonl").open() as fh, (root / "train.jsonl").open("w") as out:
+        for _, line in zip(range(n_prompts), fh):
+            row = json.loads(line)
+            scores = {new: row["scores"][old] for old, new in rename.items() if old in row["scores"]}
+            out.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "scores": scores}) + "\n")
+    return root
+
+
+ARGS = ["--protocol", "random", "--encoder", "lexical", "--no-independent", "--no-mlp", "--latency-prompts", "0",
+        "--folds", "2"]
+
+
+def test_a_users_table_is_routed_with_its_own_models_and_prices(tmp_path, llmrouter):
+    table = user_table(tmp_path / "mine", llmrouter)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *ARGS, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results-nine.json").read_text())
+    assert saved["models"] == ["small", "medium", "large"] and saved["n_prompts"] == 120   # no --models needed
+    assert len(saved["folds"]) == 2
+    assert "3 priced models, 120 prompts" in " ".join(result.output.split())
+
+
+def test_a_bad_score_in_a_users_table_is_one_line(tmp_path, llmrouter):
+    table = user_table(tmp_path / "mine", llmrouter, n_prompts=10)
+    lines = (table / "train.jsonl").read_text().splitlines()
+    row = json.loads(lines[3])
+    row["scores"]["medium"] = 1.5
+    lines[3] = json.dumps(row)
+    (table / "train.jsonl").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *ARGS, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.output.split())
+    assert "train.jsonl" in message and "line 4" in message and "scores.medium" in message
+
+
+@pytest.mark.parametrize("models", ["3", "llmrouter"])
+def test_models_names_a_kind_of_table(tmp_path, models):
+    result = CliRunner().invoke(app, ["bench", "route", "--models", models, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "choose 2 or table" in result.output
