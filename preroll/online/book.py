@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from preroll.online.settings import OnlineSettings, make_settings
 from preroll.online.types import REASONS, BookStats, Selection
 from preroll.online.validate import check_indices, check_rewards, check_step, prompt_ids
 from preroll.online.warm import WarmEvidence, WarmReport, apply_evidence, read_evidence
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +108,16 @@ class PromptBook:
         through the on-disk embedding cache).
     """
 
+    # The counters (_COUNTERS), set by name in _reset and load_state_dict.
+    steps_: int
+    rows_: int
+    informative_groups_: int
+    dead_groups_: int
+    revisits_informative_: int
+    revisits_dead_: int
+    refits_: int
+    steps_since_refit_: int
+
     def __init__(self, prompts: Sequence[str], ids: Sequence[str | int] | None = None,
                  settings: OnlineSettings | dict | None = None, *, embeddings: np.ndarray | None = None) -> None:
         self.settings = make_settings(settings)
@@ -118,7 +131,7 @@ class PromptBook:
                                        f"{embeddings.shape}", field="embeddings")
         self._embeddings = embeddings
         self._graph: tuple[np.ndarray, np.ndarray] | None = None
-        self._reverse = None   # the graph's weights by neighbour (sparse), built from it on the first refit
+        self._reverse: csr_matrix | None = None   # the graph's weights by neighbour, built on the first refit
         self._reset(n)
         if self.settings.warm_start is not None:
             self.warm_start(self.settings.warm_start)
@@ -147,11 +160,11 @@ class PromptBook:
         self._constant_logged = False
         for name in _COUNTERS:
             setattr(self, name, 0)
-        self._hist = {"step": np.zeros(0, np.int64), "index": np.zeros(0, np.int32),
+        self._hist: dict[str, np.ndarray] = {"step": np.zeros(0, np.int64), "index": np.zeros(0, np.int32),
                       "successes": np.zeros(0), "attempts": np.zeros(0)}
-        self._fit = {key: np.zeros(0) for key in _FIRST_FIT}
+        self._fit: dict[str, np.ndarray] = {key: np.zeros(0) for key in _FIRST_FIT}
         self._fit_rows_since_ = 0
-        self._revisit_fit = {key: np.zeros(0) for key in _REVISIT_FIT}
+        self._revisit_fit: dict[str, np.ndarray] = {key: np.zeros(0) for key in _REVISIT_FIT}
         self._rng = np.random.default_rng(self.settings.seed)
         self.warm_a_ = np.zeros(n)      # warm-start attempts per prompt (before this run; see warm_start)
         self.warm_z_ = np.zeros(n)      # their logit rate relative to their source's level
@@ -239,14 +252,14 @@ class PromptBook:
         first = self.last_[idx] < 0
         self._remember_first(idx[first], s[first], a[first])
         self._remember_revisit(idx[~first], step, s[~first], a[~first])
-        self._update_level(belief.p_success, s, a)
+        level = self._update_level(belief.p_success, s, a)
         # 2. Own evidence, decayed to this step, plus this step's outcomes.
         seen = ~first
         age = np.where(seen, step - self.last_[idx], 0)
         keep = np.where(seen, self.drift_decay_ ** age, 0.0)
         old_a = self.a_[idx] * keep
         new_a = old_a + a
-        self.level_at_[idx] = (self.level_at_[idx] * old_a + self.level_ * a) / new_a
+        self.level_at_[idx] = (self.level_at_[idx] * old_a + level * a) / new_a
         self.s_[idx] = self.s_[idx] * keep + s
         self.a_[idx] = new_a
         self.last_[idx] = step
@@ -341,8 +354,9 @@ class PromptBook:
             self._revisit_fit = {key: np.zeros(0) for key in _REVISIT_FIT}
         self.reward_lo_, self.reward_hi_ = lo, hi
 
-    def _update_level(self, p_pred: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
-        """Track the policy's overall level: one damped Newton step of a common logit offset on this step's outcomes.
+    def _update_level(self, p_pred: np.ndarray, s: np.ndarray, a: np.ndarray) -> float:
+        """Track the policy's overall level: one damped Newton step of a common logit offset on this step's outcomes;
+        returns the new level.
 
         Residuals are taken against the book's own predictions for the prompts
         actually rolled out, so the level is not biased by which prompts were
@@ -350,10 +364,11 @@ class PromptBook:
         """
         if self.level_ is None:
             self.level_ = float(_logit((s.sum() + 0.5) / (a.sum() + 1.0)))
-            return
+            return self.level_
         grad = float((s - a * p_pred).sum())
         hess = float((a * p_pred * (1 - p_pred)).sum()) + 1e-9
         self.level_ = float(self.level_ + self.settings.level_gain * np.clip(grad / hess, -2.0, 2.0))
+        return self.level_
 
     def _remember_first(self, idx: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
         # Before the first record the prior says nothing (0.5), unless a warm start gave it a level and standings:
@@ -361,8 +376,9 @@ class PromptBook:
         warm = self.level_ is None and bool(self.warm_a_.any())
         if idx.size == 0 or (self.level_ is None and not warm):
             return
-        # (at the first record: the level this step's outcomes are about to set, as in _update_level)
-        level = float(_logit((s.sum() + 0.5) / (a.sum() + 1.0))) if warm else self.level_
+        # (at the first record, with a warm start: the level this step's outcomes are about to set, as in
+        # _update_level)
+        level = float(_logit((s.sum() + 0.5) / (a.sum() + 1.0))) if self.level_ is None else self.level_
         new = {"nb_num": self.nb_num_[idx], "nb_den": self.nb_den_[idx],
                "nb_global": np.full(len(idx), self.nb_global_), "shift": np.full(len(idx), level - self.nb_level_),
                "level_rate": np.full(len(idx), float(_sigmoid(level))), "successes": s, "attempts": a,
@@ -540,7 +556,7 @@ class PromptBook:
         seen = np.flatnonzero(self.last_ >= 0)
         if graph is not None and self._reverse is None:
             self._reverse = reverse_weights(graph[0], graph[1], self.settings.neighbour_power)
-        if graph is not None and self.refits_ % self._neighbour_interval(seen) == 0:
+        if graph is not None and self.refits_ % self._neighbour_interval(seen, self._reverse) == 0:
             # Only prompts with outcomes contribute: the cost grows with what was seen, not with the dataset.
             rate, weight = self._own(seen)
             self.nb_num_, self.nb_den_ = neighbour_sums(graph[0], graph[1], rate, weight,
@@ -555,7 +571,8 @@ class PromptBook:
             self._fit_drift_decay()
         self.refits_ += 1
 
-    def _neighbour_interval(self, seen: np.ndarray) -> int:
+    @staticmethod
+    def _neighbour_interval(seen: np.ndarray, reverse: csr_matrix) -> int:
         """Refits between two recomputations of the neighbour sums: 1 until the seen prompts' graph edges pass
         ``NEIGHBOUR_REFIT_EDGES``, then proportionally more.
 
@@ -566,7 +583,7 @@ class PromptBook:
         seen prompt's own outcomes outweigh it. Counting edges, not seconds,
         keeps a resumed book's choices identical.
         """
-        edges = int((self._reverse.indptr[seen + 1] - self._reverse.indptr[seen]).sum()) if len(seen) else 0
+        edges = int((reverse.indptr[seen + 1] - reverse.indptr[seen]).sum()) if len(seen) else 0
         return max(1, -(-edges // NEIGHBOUR_REFIT_EDGES))
 
     # -- choosing -------------------------------------------------------------------------
@@ -575,11 +592,11 @@ class PromptBook:
         """Choose ``n`` distinct dataset indices out of ``pool`` (fixed-n trainers: pool of pool_factor * n)."""
         from preroll.online.policy import choose
 
-        pool = check_indices(pool, len(self), "pool", distinct=True)
-        n = _check_count(n, len(pool))
-        belief = self._belief(pool)
-        pos, codes = choose(belief, self.dead_streak_[pool], n, self.settings, self._rng, last_seen=self.last_[pool])
-        chosen = pool[pos]
+        idx = check_indices(pool, len(self), "pool", distinct=True)
+        n = _check_count(n, len(idx))
+        belief = self._belief(idx)
+        pos, codes = choose(belief, self.dead_streak_[idx], n, self.settings, self._rng, last_seen=self.last_[idx])
+        chosen = idx[pos]
         self._count_choices(chosen, codes)
         return Selection(indices=chosen.astype(np.int64), p_success=belief.p_success[pos],
                          reason=np.array(REASONS, dtype=object)[codes].astype(str))
@@ -595,20 +612,20 @@ class PromptBook:
         from preroll.online.policy import draw_revisits
         from preroll.schedule import allocate
 
-        pool = check_indices(pool, len(self), "pool", distinct=True)
-        if pool.size == 0:
+        idx = check_indices(pool, len(self), "pool", distinct=True)
+        if idx.size == 0:
             raise OnlineInputError("is empty", field="pool")
-        belief = self._belief(pool)
+        belief = self._belief(idx)
         n_groups = max(1, int(budget) // max(1, self.settings.group_size)) if isinstance(budget, (int, np.integer)) else 1
-        revisit = draw_revisits(self.dead_streak_[pool], n_groups, self.settings, self._rng)
-        m0 = self._prior_mean(pool)
+        revisit = draw_revisits(self.dead_streak_[idx], n_groups, self.settings, self._rng)
+        m0 = self._prior_mean(idx)
         c0 = self.concentration_
         alpha = np.where(revisit, m0 * c0, belief.alpha)
         beta = np.where(revisit, (1 - m0) * c0, belief.beta)
         x = allocate(BetaPrediction(alpha, beta), budget, min_rollouts=min_rollouts, max_rollouts=max_rollouts,
                      rule=rule, group_size=self.settings.group_size, rng=self._rng)
         used = x > 0
-        self._count_choices(pool[used], np.where(revisit[used], 2, 0))
+        self._count_choices(idx[used], np.where(revisit[used], 2, 0))
         return x
 
     def _count_choices(self, chosen: np.ndarray, codes: np.ndarray) -> None:
@@ -721,7 +738,8 @@ class PromptBook:
         meta = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(path, "wb") as fh:
-            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
+            # numpy's stub: a ** mapping might name allow_pickle; these keys are array names
+            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
         return path
 
     @classmethod

@@ -61,6 +61,7 @@ def _tokenize(expression: str) -> list[_Token]:
             start = len(expression) - len(expression[pos:].lstrip())
             raise KeepExpressionError(expression, start, f"unexpected character {expression[start]!r}")
         kind = m.lastgroup
+        assert kind is not None   # every alternative of _TOKEN is a named group
         text = m.group(kind)
         tokens.append(_Token(kind, text, m.start(kind)))
         pos = m.end()
