@@ -22,9 +22,11 @@ the history (one row per prompt and step) is kept for durability and audits.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "preroll.online.PromptBook"
 VERSION = 1
+#: A saved book's neighbour graph lives beside it in ``<book file name>.graph-<sha256 prefix>.npz``.
+GRAPH_INFIX = ".graph-"
 #: Prior concentration before enough first observations exist to fit it (about two attempts' worth).
 DEFAULT_CONCENTRATION = 2.0
 #: Graph edges (of seen prompts) one neighbour refit may pass over per step, amortised (~0.1 s on one core).
@@ -132,6 +136,8 @@ class PromptBook:
         self._embeddings = embeddings
         self._graph: tuple[np.ndarray, np.ndarray] | None = None
         self._reverse: csr_matrix | None = None   # the graph's weights by neighbour, built on the first refit
+        self._graph_sha256: str | None = None      # of _graph, computed when it is first saved
+        self._graph_file: Path | None = None       # a file holding _graph (the last one saved or loaded)
         self._reset(n)
         if self.settings.warm_start is not None:
             self.warm_start(self.settings.warm_start)
@@ -544,8 +550,15 @@ class PromptBook:
             emb = self._embeddings
             if emb is None:
                 emb = embed_prompts(self.prompts, self.settings.encoder)
-            self._graph = neighbour_graph(emb, self.settings.neighbours, seed=self.settings.seed)
+            self._set_graph(neighbour_graph(emb, self.settings.neighbours, seed=self.settings.seed))
         return self._graph
+
+    def _set_graph(self, graph: tuple[np.ndarray, np.ndarray]) -> None:
+        """A new graph: what was derived from the old one (weights, digest, file) no longer holds."""
+        self._graph = graph
+        self._reverse = None
+        self._graph_sha256 = None
+        self._graph_file = None
 
     def refit(self) -> None:
         """Recompute neighbour sums over the graph (a gather) and refit the prior and the drift discount."""
@@ -654,6 +667,9 @@ class PromptBook:
 
     def state_dict(self) -> dict:
         """Everything needed to resume (incl. the RNG and the neighbour graph): numpy arrays and JSON-able values."""
+        return self._state(graph=True)
+
+    def _state(self, *, graph: bool) -> dict:
         state = {"format": FORMAT, "version": VERSION, "settings": self.settings.model_dump(mode="json"),
                  "ids_sha256": self._fingerprint(), "n_prompts": len(self),
                  "level": self.level_, "last_step": self.last_step_, "nb_level": self.nb_level_, "nb_global": self.nb_global_,
@@ -675,7 +691,7 @@ class PromptBook:
             state["warm.attempts"], state["warm.z"] = self.warm_a_.copy(), self.warm_z_.copy()
             state["warm_level"], state["warm_weight"] = self.warm_level_, self.warm_weight_
             state["warm_slope"] = self.warm_slope_
-        if self._graph is not None:
+        if graph and self._graph is not None:
             state["graph.index"], state["graph.similarity"] = self._graph[0].copy(), self._graph[1].copy()
         return state
 
@@ -724,23 +740,53 @@ class PromptBook:
             self.warm_slope_ = float(state["warm_slope"])
         self._revisit_fit = {key: np.asarray(state[f"revisit_fit.{key}"], dtype=float).copy() for key in _REVISIT_FIT}
         if "graph.index" in state:
-            self._graph = (np.asarray(state["graph.index"], np.int32), np.asarray(state["graph.similarity"], np.float32))
-            self._reverse = None
+            self._set_graph((np.asarray(state["graph.index"], np.int32),
+                             np.asarray(state["graph.similarity"], np.float32)))
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = _json_roundtrip(state["rng"])
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, graph_beside: bool = True) -> Path:
         """Write the state to ``path`` (a versioned, uncompressed ``.npz``: saving sits on the training loop),
-        atomically: a crash leaves the old file intact."""
+        atomically: a crash leaves the previous book loadable.
+
+        The neighbour graph (computed once; 256 MB at a million prompts) goes to a file beside it,
+        ``<name>.graph-<sha256 prefix>.npz``, which a save writes only when no file of that name is there
+        yet: saving the same book again rewrites the state, not the graph, and saving it into a new
+        checkpoint folder hard-links the graph file it last wrote (where the filesystem allows). The graph
+        file is written before the book that names it, and older graph files of ``path`` are removed only
+        after, so a crash at any point leaves a complete book. Copy both files to move a book;
+        ``graph_beside=False`` keeps the graph inside the one file (the format before; for a folder that is
+        uploaded file by file).
+        """
         path = Path(path)
-        state = self.state_dict()
+        state = self._state(graph=not graph_beside)
         arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
         meta = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
         path.parent.mkdir(parents=True, exist_ok=True)
+        graph_name = None
+        if graph_beside and self._graph is not None:
+            graph_name = self._save_graph(path)
+            meta["graph_file"], meta["graph_sha256"] = graph_name, self._graph_sha256
         with atomic_open(path, "wb") as fh:
             # numpy's stub: a ** mapping might name allow_pickle; these keys are array names
             np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
+        # Graph files of earlier saves to this path: the book now in place names none of them.
+        for stale in path.parent.glob(glob.escape(path.name + GRAPH_INFIX) + "*.npz"):
+            if stale.name != graph_name:
+                stale.unlink(missing_ok=True)
         return path
+
+    def _save_graph(self, path: Path) -> str:
+        """The name of the graph's file beside ``path``, written (or hard-linked) only if it is not there yet."""
+        assert self._graph is not None   # save() asks only when there is a graph
+        if self._graph_sha256 is None:
+            self._graph_sha256 = _graph_digest(*self._graph)
+        target = path.with_name(f"{path.name}{GRAPH_INFIX}{self._graph_sha256[:16]}.npz")
+        if not target.is_file() and not (self._graph_file is not None and _link(self._graph_file, target)):
+            with atomic_open(target, "wb") as fh:
+                np.savez(fh, index=self._graph[0], similarity=self._graph[1])
+        self._graph_file = target
+        return target.name
 
     @classmethod
     def load(cls, path: str | Path, prompts: Sequence[str], ids: Sequence[str | int] | None = None, *,
@@ -754,10 +800,56 @@ class PromptBook:
         except (OSError, ValueError, KeyError) as exc:
             raise OnlineInputError(f"{path}: not a readable prompt book file ({exc})", field="path") from None
         state.update(meta)
+        graph_file = _load_graph(path, meta, state)
         # The warm start was read when the saved book was built and is part of its state: not read again.
         book = cls(prompts, ids, settings={**meta.get("settings", {}), "warm_start": None}, embeddings=embeddings)
         book.load_state_dict(state)
+        if graph_file is not None:   # verified against its digest: the next save need not write it again
+            book._graph_sha256, book._graph_file = str(meta["graph_sha256"]), graph_file
         return book
+
+
+def _graph_digest(index: np.ndarray, similarity: np.ndarray) -> str:
+    """sha256 of the graph's arrays (dtype, shape and bytes): the name of its file and the check on load."""
+    h = hashlib.sha256()
+    for arr in (np.ascontiguousarray(index, np.int32), np.ascontiguousarray(similarity, np.float32)):
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.data)
+    return h.hexdigest()
+
+
+def _link(source: Path, target: Path) -> bool:
+    """Hard-link ``source`` to ``target`` through a temporary name (atomic); False where that is not possible
+    (another filesystem, a filesystem without links, ``source`` gone)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link")
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def _load_graph(path: Path, meta: dict, state: dict) -> Path | None:
+    """Put the graph a saved book names beside it into ``state``; its file, or None for a book without one."""
+    name = meta.get("graph_file")
+    if name is None:
+        return None
+    graph_path = path.with_name(str(name))
+    if Path(str(name)).name != str(name):
+        raise OnlineInputError(f"{path}: names the graph file {name!r}, which is not a plain file name", field="path")
+    try:
+        with np.load(graph_path, allow_pickle=False) as data:
+            index, similarity = data["index"], data["similarity"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise OnlineInputError(f"{graph_path}: the neighbour graph of {path.name} is missing or unreadable ({exc}); "
+                               "a saved book is its .npz and this file beside it: copy both", field="path") from None
+    if _graph_digest(index, similarity) != meta.get("graph_sha256"):
+        raise OnlineInputError(f"{graph_path}: is not the neighbour graph {path.name} was saved with (sha256 "
+                               "differs)", field="path")
+    state["graph.index"], state["graph.similarity"] = index, similarity
+    return graph_path
 
 
 def _betabinom_loglik(k, n, a, b):
