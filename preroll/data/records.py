@@ -190,7 +190,7 @@ class OutcomeTable:
     @property
     def snapshots(self) -> list[Snapshot]:
         """Each row's (policy, step) snapshot."""
-        return [Snapshot(p, s) for p, s in zip(self.policies, self.steps)]
+        return [Snapshot(p, s) for p, s in zip(self.policies, self.steps, strict=True)]
 
     def __len__(self) -> int:
         return len(self.prompts)

@@ -130,7 +130,7 @@ class CachedEncoder(Encoder):
         name = self.encoder.name
         keys = [text_sha256(t) for t in texts]
         found = self._lookup(name, set(keys))
-        missing = {k: t for k, t in zip(keys, texts) if k not in found}
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         if missing:
             found.update(self._encode_and_store(name, missing, show_progress))
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)

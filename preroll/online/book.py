@@ -643,7 +643,7 @@ class PromptBook:
 
     def _count_choices(self, chosen: np.ndarray, codes: np.ndarray) -> None:
         counts = np.bincount(codes, minlength=len(REASONS))
-        for r, c in zip(REASONS, counts):
+        for r, c in zip(REASONS, counts, strict=True):
             self.selections_[r] += int(c)
         self.pending_[chosen[codes == 2]] = 1
 

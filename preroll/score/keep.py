@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NoReturn
 
 import numpy as np
 
@@ -113,7 +113,7 @@ class _Parser:
         self.i += 1
         return token
 
-    def fail(self, token: _Token, message: str):
+    def fail(self, token: _Token, message: str) -> NoReturn:
         raise KeepExpressionError(self.expression, token.pos, message)
 
     def parse(self):
@@ -189,9 +189,9 @@ class KeepFilter:
             return None
         lo, hi = -np.inf, np.inf
         for chain in chains:
-            for left, op, right in zip(chain.operands, chain.ops, chain.operands[1:]):
+            for left, op, right in zip(chain.operands[:-1], chain.ops, chain.operands[1:], strict=True):
                 if isinstance(left, Column) and isinstance(right, Number) and left.name == column:
-                    value, op = right.value, op
+                    value = right.value
                 elif isinstance(left, Number) and isinstance(right, Column) and right.name == column:
                     value, op = left.value, {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
                 else:
@@ -212,7 +212,7 @@ def _value(node, columns):
 def _evaluate(node, columns):
     if isinstance(node, Chain):
         result = True
-        for left, op, right in zip(node.operands, node.ops, node.operands[1:]):
+        for left, op, right in zip(node.operands[:-1], node.ops, node.operands[1:], strict=True):
             result = np.logical_and(result, _COMPARE[op](_value(left, columns), _value(right, columns)))
         return result
     if isinstance(node, Not):
