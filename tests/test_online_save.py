@@ -52,6 +52,15 @@ def test_an_unchanged_graph_is_not_written_again(tmp_path):
     assert graph.stat().st_mtime_ns == before.st_mtime_ns
 
 
+def test_the_saved_bytes_do_not_depend_on_the_file_name(tmp_path):
+    """Ranks of a distributed run save one book under their own names; the files must be identical."""
+    book = _book()
+    a, b = book.save(tmp_path / "book-rank0.npz"), book.save(tmp_path / "book-rank1.npz")
+    assert a.read_bytes() == b.read_bytes()
+    assert len(_graph_files(tmp_path, "book-rank0.npz")) == len(_graph_files(tmp_path, "book-rank1.npz")) == 1
+    assert np.array_equal(PromptBook.load(b, _texts(60))._graph[0], book._graph[0])
+
+
 def test_a_new_graph_is_written_and_the_old_one_removed(tmp_path):
     book = _book(prepare=False)
     path = book.save(tmp_path / "b.npz")

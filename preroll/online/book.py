@@ -766,7 +766,7 @@ class PromptBook:
         graph_name = None
         if graph_beside and self._graph is not None:
             graph_name = self._save_graph(path)
-            meta["graph_file"], meta["graph_sha256"] = graph_name, self._graph_sha256
+            meta["graph_sha256"] = self._graph_sha256   # the file's name follows from it and the book's name
         with atomic_open(path, "wb") as fh:
             # numpy's stub: a ** mapping might name allow_pickle; these keys are array names
             np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
@@ -781,7 +781,7 @@ class PromptBook:
         assert self._graph is not None   # save() asks only when there is a graph
         if self._graph_sha256 is None:
             self._graph_sha256 = _graph_digest(*self._graph)
-        target = path.with_name(f"{path.name}{GRAPH_INFIX}{self._graph_sha256[:16]}.npz")
+        target = _graph_path(path, self._graph_sha256)
         if not target.is_file() and not (self._graph_file is not None and _link(self._graph_file, target)):
             with atomic_open(target, "wb") as fh:
                 np.savez(fh, index=self._graph[0], similarity=self._graph[1])
@@ -831,21 +831,25 @@ def _link(source: Path, target: Path) -> bool:
         return False
 
 
+def _graph_path(path: Path, sha256: str) -> Path:
+    """Where the book saved at ``path`` keeps the graph of this digest. Derived, not stored: the book's bytes do
+    not depend on its file name (ranks saving one book under their own names write identical files)."""
+    return path.with_name(f"{path.name}{GRAPH_INFIX}{sha256[:16]}.npz")
+
+
 def _load_graph(path: Path, meta: dict, state: dict) -> Path | None:
-    """Put the graph a saved book names beside it into ``state``; its file, or None for a book without one."""
-    name = meta.get("graph_file")
-    if name is None:
+    """Put the graph a saved book keeps beside it into ``state``; its file, or None for a book without one."""
+    digest = meta.get("graph_sha256")
+    if digest is None:
         return None
-    graph_path = path.with_name(str(name))
-    if Path(str(name)).name != str(name):
-        raise OnlineInputError(f"{path}: names the graph file {name!r}, which is not a plain file name", field="path")
+    graph_path = _graph_path(path, str(digest))
     try:
         with np.load(graph_path, allow_pickle=False) as data:
             index, similarity = data["index"], data["similarity"]
     except (OSError, ValueError, KeyError) as exc:
         raise OnlineInputError(f"{graph_path}: the neighbour graph of {path.name} is missing or unreadable ({exc}); "
                                "a saved book is its .npz and this file beside it: copy both", field="path") from None
-    if _graph_digest(index, similarity) != meta.get("graph_sha256"):
+    if _graph_digest(index, similarity) != digest:
         raise OnlineInputError(f"{graph_path}: is not the neighbour graph {path.name} was saved with (sha256 "
                                "differs)", field="path")
     state["graph.index"], state["graph.similarity"] = index, similarity
