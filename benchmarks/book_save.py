@@ -9,7 +9,8 @@ real graph (``preroll bench online --prompts N``) takes minutes. The history is
 ``--history-rows`` recorded rows (a run part-way through). "again" is the mean
 of ``--repeats`` saves to the same path, each after one more recorded step (the
 graph unchanged); "new folder" is one save into a fresh checkpoint folder, as a
-trainer does at each checkpoint. Times include the fsync of every file written.
+trainer does at each checkpoint; "load" is ``PromptBook.load`` of the saved
+book. Times include the fsync of every file written.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def main() -> None:
     args = ap.parse_args()
     n, k = args.prompts, args.neighbours
     rng = np.random.default_rng(0)
-    book = PromptBook([f"prompt {i}" for i in range(n)], ids=[str(i) for i in range(n)],
-                      settings=OnlineSettings(refit_every=0, seed=0))
+    texts, ids = [f"prompt {i}" for i in range(n)], [str(i) for i in range(n)]
+    book = PromptBook(texts, ids=ids, settings=OnlineSettings(refit_every=0, seed=0))
     book._graph = (rng.integers(0, n, (n, k), dtype=np.int32), rng.random((n, k), dtype=np.float32))
     step, batch = 0, 4096
     while book.rows_ < args.history_rows:
@@ -68,15 +69,18 @@ def main() -> None:
         t0 = time.perf_counter()
         book.save(Path(tmp) / "checkpoint-2" / "book.npz")
         new_folder = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        PromptBook.load(path, texts, ids)
+        load = time.perf_counter() - t0
         files = sorted(p.name for p in path.parent.iterdir())
         run_mb = _folder_mb(path.parent)
         disk_mb = _folder_mb(Path(tmp))
     print(f"prompts {n:,}, history rows {book.rows_:,}, graph {n * k * 8 / 2 ** 20:.0f} MB in memory, "
           f"load {os.getloadavg()[0]:.1f}")
     print(f"files of one saved book: {', '.join(files)} ({run_mb:.0f} MB); two checkpoints on disk {disk_mb:.0f} MB")
-    print("| first save s | same path again s, mean (max) | new folder s |")
-    print("|---:|---:|---:|")
-    print(f"| {first:.2f} | {np.mean(again):.2f} ({np.max(again):.2f}) | {new_folder:.2f} |")
+    print("| first save s | same path again s, mean (max) | new folder s | load s |")
+    print("|---:|---:|---:|---:|")
+    print(f"| {first:.2f} | {np.mean(again):.2f} ({np.max(again):.2f}) | {new_folder:.2f} | {load:.2f} |")
 
 
 if __name__ == "__main__":
