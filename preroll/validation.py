@@ -9,7 +9,7 @@ subclass.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Iterable, TypeVar
+from typing import Any, Iterable, TypeVar, overload
 
 from preroll.errors import InputError, NotFittedError
 
@@ -20,8 +20,14 @@ E = TypeVar("E", bound=InputError)
 LINE_BREAKS = ("\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
 
 
-def from_pydantic(exc, error_cls: type[E] = InputError, *, path=None, line: int | None = None,
-                  prefix: str = "", allowed: Iterable[str] | None = None, format_loc=None) -> E:
+@overload
+def from_pydantic(exc, *, path=None, line: int | None = None, prefix: str = "",
+                  allowed: Iterable[str] | None = None, format_loc=None) -> InputError: ...
+@overload
+def from_pydantic(exc, error_cls: type[E], *, path=None, line: int | None = None, prefix: str = "",
+                  allowed: Iterable[str] | None = None, format_loc=None) -> E: ...
+def from_pydantic(exc, error_cls: type[InputError] = InputError, *, path=None, line: int | None = None,
+                  prefix: str = "", allowed: Iterable[str] | None = None, format_loc=None) -> InputError:
     """The first error of a pydantic ``ValidationError`` as ``error_cls`` naming path, line and field.
 
     ``prefix`` is prepended to the field (e.g. ``"models.2"``); ``allowed`` lists the known
@@ -53,9 +59,10 @@ def check_text(value, *, what: str = "text") -> str:
     return value
 
 
-def check_query_prompt(prompt, *, path=None, line: int | None = None, error_cls: type[E] = InputError) -> str:
+def check_query_prompt(prompt, *, path=None, line: int | None = None,
+                       error_cls: type[InputError] = InputError) -> str:
     """A query row's ``prompt``: present, text, not blank, encodable as UTF-8; else a located ``error_cls``."""
-    def bad(msg: str) -> E:
+    def bad(msg: str) -> InputError:
         return error_cls(msg, path=path, line=line, field="prompt")
 
     if prompt is None:
@@ -78,7 +85,7 @@ def check_fitted(obj, *attrs: str) -> None:
         raise NotFittedError(f"this {type(obj).__name__} is not fitted yet: call fit(...) first")
 
 
-def switch_or_settings(value: Any, cls: type, *, field: str, error_cls: type[E] = InputError) -> Any:
+def switch_or_settings(value: Any, cls: type, *, field: str, error_cls: type[InputError] = InputError) -> Any:
     """An option that is off (``None``/``False``), on with defaults (``True``), a ``cls`` or a mapping of its fields.
 
     One reading for every such switch (the router's ``guard=`` and ``explore=``), so each accepts the

@@ -218,6 +218,46 @@ def test_legacy_sampler_yields_book_choices_and_learns(dataset, parquet):
     assert list(again.driver.plan(4, 1).indices) == list(sampler.driver.plan(4, 1).indices)
 
 
+def test_legacy_sampler_resume_builds_one_book_and_reads_the_warm_start_once(dataset, parquet, tmp_path,
+                                                                           monkeypatch):
+    """StatefulDataLoader resumes a sampler by constructing it (which builds the book and reads its warm start)
+    and then calling load_state_dict: that restores into the same book, no second build and read."""
+    import preroll.online.book as book_module
+    from preroll.online import PromptBook
+
+    preroll = {"pool_factor": 3, "settings": SETTINGS}
+    earlier = PrerollCurriculumSampler(data_source=dataset, data_config=data_config(parquet, train_batch_size=4,
+                                                                                    sampler={"preroll": preroll}))
+    earlier.driver.book.record(0, [0, 1, 2], [[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    warm = earlier.driver.book.save(tmp_path / "earlier_run.npz")
+    preroll["settings"] = {**SETTINGS, "warm_start": str(warm)}
+    config = data_config(parquet, train_batch_size=4, sampler={"preroll": preroll})
+    reads, builds = [], []
+    read, init = book_module.read_evidence, PromptBook.__init__
+
+    def counted_read(*args, **kwargs):
+        reads.append(args[0])
+        return read(*args, **kwargs)
+
+    def counted_init(self, *args, **kwargs):
+        builds.append(1)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(book_module, "read_evidence", counted_read)
+    monkeypatch.setattr(PromptBook, "__init__", counted_init)
+    sampler = PrerollCurriculumSampler(data_source=dataset, data_config=config)
+    sampler.driver.book.record(1, [3, 4], [[1.0, 0.0], [0.0, 0.0]])
+    state = sampler.state_dict()
+    resumed = PrerollCurriculumSampler(data_source=dataset, data_config=config)
+    assert (len(reads), len(builds)) == (2, 2)      # one per constructed sampler
+    book = resumed.driver.book
+    resumed.load_state_dict(state)
+    assert (len(reads), len(builds)) == (2, 2)      # the restore read and built nothing more
+    assert resumed.driver.book is book and book.stats() == sampler.driver.book.stats()
+    assert np.array_equal(book.warm_a_, sampler.driver.book.warm_a_) and book.warm_a_.sum() > 0
+    assert list(resumed.driver.plan(4, 1).indices) == list(sampler.driver.plan(4, 1).indices)
+
+
 def test_legacy_sampler_refuses_per_prompt_n(dataset, parquet):
     config = data_config(parquet, sampler={"preroll": {"mode": "allocate"}})
     with pytest.raises(OnlineInputError, match=r"data\.sampler\.preroll\.mode"):

@@ -143,9 +143,11 @@ def make_outcome(row: dict[str, Any], *, reward_range: tuple[float, float] | Non
                 raise bad("reward", "a 'reward' row needs a declared reward range "
                                     "(e.g. --reward-range -1 1)")
             lo, hi = check_reward_range(reward_range)
-            if raw.reward < lo - 1e-9 or raw.reward > hi + 1e-9:
-                raise bad("reward", f"{raw.reward:g} is outside the declared range [{lo:g}, {hi:g}]")
-            rate, field = (raw.reward - lo) / (hi - lo), "reward"
+            reward = raw.reward
+            assert reward is not None   # _RawRow._one_outcome: no successes and no success_rate, so a reward
+            if reward < lo - 1e-9 or reward > hi + 1e-9:
+                raise bad("reward", f"{reward:g} is outside the declared range [{lo:g}, {hi:g}]")
+            rate, field = (reward - lo) / (hi - lo), "reward"
         if not 0.0 <= rate <= 1.0:
             raise bad(field, f"success rate must lie in [0, 1] (got {rate:g})")
         att = raw.attempts if raw.attempts is not None else 1.0
@@ -188,7 +190,7 @@ class OutcomeTable:
     @property
     def snapshots(self) -> list[Snapshot]:
         """Each row's (policy, step) snapshot."""
-        return [Snapshot(p, s) for p, s in zip(self.policies, self.steps)]
+        return [Snapshot(p, s) for p, s in zip(self.policies, self.steps, strict=True)]
 
     def __len__(self) -> int:
         return len(self.prompts)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import inspect
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from preroll.errors import ConfigError
 from preroll.encoders.base import Encoder
@@ -82,7 +82,7 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
     if isinstance(spec, (list, tuple)):
         if not spec:
             raise ConfigError("an empty list of encoders", field="encoder")
-        model_options = dict(max_length=max_length, quantize=quantize, batch_size=batch_size,
+        model_options: dict[str, Any] = dict(max_length=max_length, quantize=quantize, batch_size=batch_size,
                              num_threads=num_threads, prompt_name=prompt_name, revision=revision)
         # The model options are for the neural parts; fitted parts have none.
         parts = [get_encoder(part, cache_dir=cache_dir,
@@ -94,7 +94,7 @@ def get_encoder(spec: str | Path | Encoder | list = "minilm", *, cache_dir: str 
                           f"joined by '+' (got {spec!r})", field="encoder")
     key = str(spec).strip()
     if key.lower() in {"minilm", *_FITTED}:
-        ignored = {"prompt_name": prompt_name, "revision": revision}
+        ignored: dict[str, Any] = {"prompt_name": prompt_name, "revision": revision}
         if key.lower() in _FITTED:
             ignored.update(max_length=max_length, quantize=quantize)
         given = [k for k, v in ignored.items() if v is not None]

@@ -82,7 +82,8 @@ class CachedEncoder(Encoder):
         return directory / CACHE_FILENAME
 
     def _state(self) -> tuple[sqlite3.Connection, threading.Lock, OrderedDict]:
-        if getattr(self, "_conn", None) is None:
+        conn: sqlite3.Connection | None = getattr(self, "_conn", None)
+        if conn is None:
             path = self.path
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,10 +95,10 @@ class CachedEncoder(Encoder):
                 raise EmbeddingCacheError(
                     f"cannot open the embedding cache {path}: {exc}. It was left as is; move it away "
                     "(or pass another cache_dir) to start a fresh cache") from exc
-            self._conn = conn
+            self._conn: sqlite3.Connection | None = conn
             self._lock = threading.Lock()
             self._memory: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        return self._conn, self._lock, self._memory
+        return conn, self._lock, self._memory
 
     def close(self) -> None:
         """Close the SQLite connection (reopened on next use)."""
@@ -129,7 +130,7 @@ class CachedEncoder(Encoder):
         name = self.encoder.name
         keys = [text_sha256(t) for t in texts]
         found = self._lookup(name, set(keys))
-        missing = {k: t for k, t in zip(keys, texts) if k not in found}
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         if missing:
             found.update(self._encode_and_store(name, missing, show_progress))
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)

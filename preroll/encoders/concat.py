@@ -40,7 +40,7 @@ class ConcatEncoder(Encoder):
         scale = 1.0 / np.sqrt(len(self.encoders))
         blocks = []
         for e in self.encoders:
-            X = np.asarray(e.encode(texts, show_progress=show_progress), dtype=np.float32)
+            X: np.ndarray = np.asarray(e.encode(texts, show_progress=show_progress), dtype=np.float32)
             if getattr(e, "unit_rows", True):
                 norm = np.linalg.norm(X, axis=1, keepdims=True)
                 X = X / np.where(norm > 0, norm, 1.0)

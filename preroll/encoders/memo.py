@@ -47,7 +47,8 @@ class MemoEncoder(Encoder):
         memo = self.__dict__.setdefault("_memo", OrderedDict())
         name = self.inner.name
         todo = list(dict.fromkeys(t for t in texts if (name, t) not in memo))
-        fresh = dict(zip(todo, np.asarray(self.inner.encode(todo, show_progress=show_progress), np.float32))) \
+        fresh = dict(zip(todo, np.asarray(self.inner.encode(todo, show_progress=show_progress), np.float32),
+                         strict=True)) \
             if todo else {}
         out = np.stack([fresh[t] if t in fresh else memo[(name, t)] for t in texts])
         for t, v in fresh.items():

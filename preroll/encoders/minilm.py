@@ -72,7 +72,7 @@ class MiniLMEncoder(SentenceEncoder):
     def _resolved_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir is not None else bundled_minilm_dir()
 
-    def _local_dir(self) -> Path | None:
+    def _local_dir(self) -> Path:
         directory = self._resolved_dir()
         if not directory.is_dir():
             raise EncoderLoadError(f"MiniLM model directory {directory} does not exist")

@@ -16,7 +16,7 @@ import contextlib
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -70,14 +70,18 @@ def quiet_libraries() -> Iterator[None]:
     preroll shows one progress bar of its own; library bars print thousands of characters
     per line into logs.
     """
-    restore = []
+    restore: list[Callable[[], None]] = []
     try:
         from transformers.utils import logging as tf_logging
 
         old = tf_logging.get_verbosity()
         tf_logging.set_verbosity_error()
         tf_logging.disable_progress_bar()
-        restore.append(lambda: (tf_logging.set_verbosity(old), tf_logging.enable_progress_bar()))
+        def undo_transformers() -> None:
+            tf_logging.set_verbosity(old)
+            tf_logging.enable_progress_bar()
+
+        restore.append(undo_transformers)
     except Exception:  # pragma: no cover - optional
         pass
     try:
@@ -105,6 +109,7 @@ def offline_hub() -> Iterator[None]:
     """
     old_env = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
+    hub_constants: Any   # the module (its constants are set and restored below), or None without it
     try:
         import huggingface_hub.constants as hub_constants
     except ImportError:  # pragma: no cover - installed with sentence-transformers
@@ -257,12 +262,14 @@ class SentenceEncoder(Encoder):
         return kwargs
 
     def _load(self) -> Any:
-        if getattr(self, "_st_model", None) is not None:
-            return self._st_model
+        loaded = getattr(self, "_st_model", None)
+        if loaded is not None:
+            return loaded
         self._validate()
         local = self._local_dir()
         spec = str(local) if local is not None else str(self.model)
         # Before importing torch: a mistyped name fails in seconds, not after a minute of imports and retries.
+        context: contextlib.AbstractContextManager[None]
         if local is None and _hub_cached(spec):
             context = offline_hub()  # already downloaded: no hub round trips
         elif local is None:

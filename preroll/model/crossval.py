@@ -33,7 +33,7 @@ def cross_val_predict(records: Sequence[Outcome], *, n_splits: int = 8, encoder=
         raise ValueError(f"need at least n_splits={n_splits} records, got {len(records)}")
     texts = sorted({r.prompt for r in records})
     rng = np.random.default_rng(seed)
-    group_of = dict(zip(texts, rng.permutation(len(texts))))
+    group_of = dict(zip(texts, rng.permutation(len(texts)), strict=True))
     groups = np.array([group_of[r.prompt] for r in records])
     alpha = np.empty(len(records))
     beta = np.empty(len(records))

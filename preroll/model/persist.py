@@ -360,7 +360,7 @@ def save_model(model, directory: str | Path, *, overwrite: bool = False) -> Path
     stripped = _strip_runtime(model.encoder_, fit_texts=prompts)
     encoder_bytes = pickle.dumps(stripped, protocol=pickle.HIGHEST_PROTOCOL)
     cache = _projection_cache(getattr(model, "cache_dir", None))
-    for part, saved in zip(_lexical_parts(model.encoder_), _lexical_parts(stripped)):
+    for part, saved in zip(_lexical_parts(model.encoder_), _lexical_parts(stripped), strict=True):
         if hasattr(saved, "projection_ref_"):  # loading on this machine then needs no refit
             _cache_projection(cache, saved.projection_ref_["sha256"], part.projection_)
     model_id = hashlib.sha256(hashlib.sha256(state_bytes).digest() + hashlib.sha256(encoder_bytes).digest()).hexdigest()

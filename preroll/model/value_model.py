@@ -112,7 +112,7 @@ class ValueModel:
         self.head_ = make_head(self.head).fit(X, table.successes, table.attempts, groups=groups)
         self._fit_humility(np.asarray(X, dtype=np.float32), table)
         self.table_ = table
-        self._text_index = {}
+        self._text_index: dict[str, list[int]] = {}
         for i, text in enumerate(table.prompts):
             self._text_index.setdefault(text, []).append(i)
         return self
@@ -192,14 +192,14 @@ class ValueModel:
         if not cands:
             known = ", ".join(p for p in policies if p is not None) or "none named"
             raise InputError(f"no history for policy {policy!r}; known: {known}", field="policy")
-        stepped = [s for s in cands if s.step is not None]
+        stepped = {s: s.step for s in cands if s.step is not None}   # the snapshots that name a step, and it
         if step is None:
-            return max(stepped, key=lambda s: s.step) if stepped else cands[0]
+            return max(stepped, key=stepped.__getitem__) if stepped else cands[0]
         if not stepped:
             warnings.warn(f"the history names no steps; step {step} is scored as the whole history of "
                           f"{cands[0].name}", SnapshotWarning, stacklevel=3)
             return cands[0]
-        pick = min(stepped, key=lambda s: (abs(s.step - step), -s.step))
+        pick = min(stepped, key=lambda s: (abs(stepped[s] - step), -stepped[s]))
         if pick.step != step:
             known = ", ".join(str(s.step) for s in stepped)
             warnings.warn(f"step {step} is not in the history of {pick.policy or 'the policy'} (steps {known}); "

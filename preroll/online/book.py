@@ -22,11 +22,13 @@ the history (one row per prompt and step) is kept for durability and audits.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -39,10 +41,15 @@ from preroll.online.types import REASONS, BookStats, Selection
 from preroll.online.validate import check_indices, check_rewards, check_step, prompt_ids
 from preroll.online.warm import WarmEvidence, WarmReport, apply_evidence, read_evidence
 
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "preroll.online.PromptBook"
 VERSION = 1
+#: A saved book's neighbour graph lives beside it in ``<book file name>.graph-<sha256 prefix>.npz``.
+GRAPH_INFIX = ".graph-"
 #: Prior concentration before enough first observations exist to fit it (about two attempts' worth).
 DEFAULT_CONCENTRATION = 2.0
 #: Graph edges (of seen prompts) one neighbour refit may pass over per step, amortised (~0.1 s on one core).
@@ -105,6 +112,16 @@ class PromptBook:
         through the on-disk embedding cache).
     """
 
+    # The counters (_COUNTERS), set by name in _reset and load_state_dict.
+    steps_: int
+    rows_: int
+    informative_groups_: int
+    dead_groups_: int
+    revisits_informative_: int
+    revisits_dead_: int
+    refits_: int
+    steps_since_refit_: int
+
     def __init__(self, prompts: Sequence[str], ids: Sequence[str | int] | None = None,
                  settings: OnlineSettings | dict | None = None, *, embeddings: np.ndarray | None = None) -> None:
         self.settings = make_settings(settings)
@@ -118,7 +135,9 @@ class PromptBook:
                                        f"{embeddings.shape}", field="embeddings")
         self._embeddings = embeddings
         self._graph: tuple[np.ndarray, np.ndarray] | None = None
-        self._reverse = None   # the graph's weights by neighbour (sparse), built from it on the first refit
+        self._reverse: csr_matrix | None = None   # the graph's weights by neighbour, built on the first refit
+        self._graph_sha256: str | None = None      # of _graph, computed when it is first saved
+        self._graph_file: Path | None = None       # a file holding _graph (the last one saved or loaded)
         self._reset(n)
         if self.settings.warm_start is not None:
             self.warm_start(self.settings.warm_start)
@@ -147,11 +166,11 @@ class PromptBook:
         self._constant_logged = False
         for name in _COUNTERS:
             setattr(self, name, 0)
-        self._hist = {"step": np.zeros(0, np.int64), "index": np.zeros(0, np.int32),
+        self._hist: dict[str, np.ndarray] = {"step": np.zeros(0, np.int64), "index": np.zeros(0, np.int32),
                       "successes": np.zeros(0), "attempts": np.zeros(0)}
-        self._fit = {key: np.zeros(0) for key in _FIRST_FIT}
+        self._fit: dict[str, np.ndarray] = {key: np.zeros(0) for key in _FIRST_FIT}
         self._fit_rows_since_ = 0
-        self._revisit_fit = {key: np.zeros(0) for key in _REVISIT_FIT}
+        self._revisit_fit: dict[str, np.ndarray] = {key: np.zeros(0) for key in _REVISIT_FIT}
         self._rng = np.random.default_rng(self.settings.seed)
         self.warm_a_ = np.zeros(n)      # warm-start attempts per prompt (before this run; see warm_start)
         self.warm_z_ = np.zeros(n)      # their logit rate relative to their source's level
@@ -239,14 +258,14 @@ class PromptBook:
         first = self.last_[idx] < 0
         self._remember_first(idx[first], s[first], a[first])
         self._remember_revisit(idx[~first], step, s[~first], a[~first])
-        self._update_level(belief.p_success, s, a)
+        level = self._update_level(belief.p_success, s, a)
         # 2. Own evidence, decayed to this step, plus this step's outcomes.
         seen = ~first
         age = np.where(seen, step - self.last_[idx], 0)
         keep = np.where(seen, self.drift_decay_ ** age, 0.0)
         old_a = self.a_[idx] * keep
         new_a = old_a + a
-        self.level_at_[idx] = (self.level_at_[idx] * old_a + self.level_ * a) / new_a
+        self.level_at_[idx] = (self.level_at_[idx] * old_a + level * a) / new_a
         self.s_[idx] = self.s_[idx] * keep + s
         self.a_[idx] = new_a
         self.last_[idx] = step
@@ -341,8 +360,9 @@ class PromptBook:
             self._revisit_fit = {key: np.zeros(0) for key in _REVISIT_FIT}
         self.reward_lo_, self.reward_hi_ = lo, hi
 
-    def _update_level(self, p_pred: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
-        """Track the policy's overall level: one damped Newton step of a common logit offset on this step's outcomes.
+    def _update_level(self, p_pred: np.ndarray, s: np.ndarray, a: np.ndarray) -> float:
+        """Track the policy's overall level: one damped Newton step of a common logit offset on this step's outcomes;
+        returns the new level.
 
         Residuals are taken against the book's own predictions for the prompts
         actually rolled out, so the level is not biased by which prompts were
@@ -350,10 +370,11 @@ class PromptBook:
         """
         if self.level_ is None:
             self.level_ = float(_logit((s.sum() + 0.5) / (a.sum() + 1.0)))
-            return
+            return self.level_
         grad = float((s - a * p_pred).sum())
         hess = float((a * p_pred * (1 - p_pred)).sum()) + 1e-9
         self.level_ = float(self.level_ + self.settings.level_gain * np.clip(grad / hess, -2.0, 2.0))
+        return self.level_
 
     def _remember_first(self, idx: np.ndarray, s: np.ndarray, a: np.ndarray) -> None:
         # Before the first record the prior says nothing (0.5), unless a warm start gave it a level and standings:
@@ -361,8 +382,9 @@ class PromptBook:
         warm = self.level_ is None and bool(self.warm_a_.any())
         if idx.size == 0 or (self.level_ is None and not warm):
             return
-        # (at the first record: the level this step's outcomes are about to set, as in _update_level)
-        level = float(_logit((s.sum() + 0.5) / (a.sum() + 1.0))) if warm else self.level_
+        # (at the first record, with a warm start: the level this step's outcomes are about to set, as in
+        # _update_level)
+        level = float(_logit((s.sum() + 0.5) / (a.sum() + 1.0))) if self.level_ is None else self.level_
         new = {"nb_num": self.nb_num_[idx], "nb_den": self.nb_den_[idx],
                "nb_global": np.full(len(idx), self.nb_global_), "shift": np.full(len(idx), level - self.nb_level_),
                "level_rate": np.full(len(idx), float(_sigmoid(level))), "successes": s, "attempts": a,
@@ -528,8 +550,15 @@ class PromptBook:
             emb = self._embeddings
             if emb is None:
                 emb = embed_prompts(self.prompts, self.settings.encoder)
-            self._graph = neighbour_graph(emb, self.settings.neighbours, seed=self.settings.seed)
+            self._set_graph(neighbour_graph(emb, self.settings.neighbours, seed=self.settings.seed))
         return self._graph
+
+    def _set_graph(self, graph: tuple[np.ndarray, np.ndarray]) -> None:
+        """A new graph: what was derived from the old one (weights, digest, file) no longer holds."""
+        self._graph = graph
+        self._reverse = None
+        self._graph_sha256 = None
+        self._graph_file = None
 
     def refit(self) -> None:
         """Recompute neighbour sums over the graph (a gather) and refit the prior and the drift discount."""
@@ -540,7 +569,7 @@ class PromptBook:
         seen = np.flatnonzero(self.last_ >= 0)
         if graph is not None and self._reverse is None:
             self._reverse = reverse_weights(graph[0], graph[1], self.settings.neighbour_power)
-        if graph is not None and self.refits_ % self._neighbour_interval(seen) == 0:
+        if graph is not None and self.refits_ % self._neighbour_interval(seen, self._reverse) == 0:
             # Only prompts with outcomes contribute: the cost grows with what was seen, not with the dataset.
             rate, weight = self._own(seen)
             self.nb_num_, self.nb_den_ = neighbour_sums(graph[0], graph[1], rate, weight,
@@ -555,7 +584,8 @@ class PromptBook:
             self._fit_drift_decay()
         self.refits_ += 1
 
-    def _neighbour_interval(self, seen: np.ndarray) -> int:
+    @staticmethod
+    def _neighbour_interval(seen: np.ndarray, reverse: csr_matrix) -> int:
         """Refits between two recomputations of the neighbour sums: 1 until the seen prompts' graph edges pass
         ``NEIGHBOUR_REFIT_EDGES``, then proportionally more.
 
@@ -566,7 +596,7 @@ class PromptBook:
         seen prompt's own outcomes outweigh it. Counting edges, not seconds,
         keeps a resumed book's choices identical.
         """
-        edges = int((self._reverse.indptr[seen + 1] - self._reverse.indptr[seen]).sum()) if len(seen) else 0
+        edges = int((reverse.indptr[seen + 1] - reverse.indptr[seen]).sum()) if len(seen) else 0
         return max(1, -(-edges // NEIGHBOUR_REFIT_EDGES))
 
     # -- choosing -------------------------------------------------------------------------
@@ -575,11 +605,11 @@ class PromptBook:
         """Choose ``n`` distinct dataset indices out of ``pool`` (fixed-n trainers: pool of pool_factor * n)."""
         from preroll.online.policy import choose
 
-        pool = check_indices(pool, len(self), "pool", distinct=True)
-        n = _check_count(n, len(pool))
-        belief = self._belief(pool)
-        pos, codes = choose(belief, self.dead_streak_[pool], n, self.settings, self._rng, last_seen=self.last_[pool])
-        chosen = pool[pos]
+        idx = check_indices(pool, len(self), "pool", distinct=True)
+        n = _check_count(n, len(idx))
+        belief = self._belief(idx)
+        pos, codes = choose(belief, self.dead_streak_[idx], n, self.settings, self._rng, last_seen=self.last_[idx])
+        chosen = idx[pos]
         self._count_choices(chosen, codes)
         return Selection(indices=chosen.astype(np.int64), p_success=belief.p_success[pos],
                          reason=np.array(REASONS, dtype=object)[codes].astype(str))
@@ -595,25 +625,25 @@ class PromptBook:
         from preroll.online.policy import draw_revisits
         from preroll.schedule import allocate
 
-        pool = check_indices(pool, len(self), "pool", distinct=True)
-        if pool.size == 0:
+        idx = check_indices(pool, len(self), "pool", distinct=True)
+        if idx.size == 0:
             raise OnlineInputError("is empty", field="pool")
-        belief = self._belief(pool)
+        belief = self._belief(idx)
         n_groups = max(1, int(budget) // max(1, self.settings.group_size)) if isinstance(budget, (int, np.integer)) else 1
-        revisit = draw_revisits(self.dead_streak_[pool], n_groups, self.settings, self._rng)
-        m0 = self._prior_mean(pool)
+        revisit = draw_revisits(self.dead_streak_[idx], n_groups, self.settings, self._rng)
+        m0 = self._prior_mean(idx)
         c0 = self.concentration_
         alpha = np.where(revisit, m0 * c0, belief.alpha)
         beta = np.where(revisit, (1 - m0) * c0, belief.beta)
         x = allocate(BetaPrediction(alpha, beta), budget, min_rollouts=min_rollouts, max_rollouts=max_rollouts,
                      rule=rule, group_size=self.settings.group_size, rng=self._rng)
         used = x > 0
-        self._count_choices(pool[used], np.where(revisit[used], 2, 0))
+        self._count_choices(idx[used], np.where(revisit[used], 2, 0))
         return x
 
     def _count_choices(self, chosen: np.ndarray, codes: np.ndarray) -> None:
         counts = np.bincount(codes, minlength=len(REASONS))
-        for r, c in zip(REASONS, counts):
+        for r, c in zip(REASONS, counts, strict=True):
             self.selections_[r] += int(c)
         self.pending_[chosen[codes == 2]] = 1
 
@@ -637,6 +667,9 @@ class PromptBook:
 
     def state_dict(self) -> dict:
         """Everything needed to resume (incl. the RNG and the neighbour graph): numpy arrays and JSON-able values."""
+        return self._state(graph=True)
+
+    def _state(self, *, graph: bool) -> dict:
         state = {"format": FORMAT, "version": VERSION, "settings": self.settings.model_dump(mode="json"),
                  "ids_sha256": self._fingerprint(), "n_prompts": len(self),
                  "level": self.level_, "last_step": self.last_step_, "nb_level": self.nb_level_, "nb_global": self.nb_global_,
@@ -658,7 +691,7 @@ class PromptBook:
             state["warm.attempts"], state["warm.z"] = self.warm_a_.copy(), self.warm_z_.copy()
             state["warm_level"], state["warm_weight"] = self.warm_level_, self.warm_weight_
             state["warm_slope"] = self.warm_slope_
-        if self._graph is not None:
+        if graph and self._graph is not None:
             state["graph.index"], state["graph.similarity"] = self._graph[0].copy(), self._graph[1].copy()
         return state
 
@@ -707,22 +740,53 @@ class PromptBook:
             self.warm_slope_ = float(state["warm_slope"])
         self._revisit_fit = {key: np.asarray(state[f"revisit_fit.{key}"], dtype=float).copy() for key in _REVISIT_FIT}
         if "graph.index" in state:
-            self._graph = (np.asarray(state["graph.index"], np.int32), np.asarray(state["graph.similarity"], np.float32))
-            self._reverse = None
+            self._set_graph((np.asarray(state["graph.index"], np.int32),
+                             np.asarray(state["graph.similarity"], np.float32)))
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = _json_roundtrip(state["rng"])
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, graph_beside: bool = True) -> Path:
         """Write the state to ``path`` (a versioned, uncompressed ``.npz``: saving sits on the training loop),
-        atomically: a crash leaves the old file intact."""
+        atomically: a crash leaves the previous book loadable.
+
+        The neighbour graph (computed once; 256 MB at a million prompts) goes to a file beside it,
+        ``<name>.graph-<sha256 prefix>.npz``, which a save writes only when no file of that name is there
+        yet: saving the same book again rewrites the state, not the graph, and saving it into a new
+        checkpoint folder hard-links the graph file it last wrote (where the filesystem allows). The graph
+        file is written before the book that names it, and older graph files of ``path`` are removed only
+        after, so a crash at any point leaves a complete book. Copy both files to move a book;
+        ``graph_beside=False`` keeps the graph inside the one file (the format before; for a folder that is
+        uploaded file by file).
+        """
         path = Path(path)
-        state = self.state_dict()
+        state = self._state(graph=not graph_beside)
         arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
         meta = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
         path.parent.mkdir(parents=True, exist_ok=True)
+        graph_name = None
+        if graph_beside and self._graph is not None:
+            graph_name = self._save_graph(path)
+            meta["graph_sha256"] = self._graph_sha256   # the file's name follows from it and the book's name
         with atomic_open(path, "wb") as fh:
-            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
+            # numpy's stub: a ** mapping might name allow_pickle; these keys are array names
+            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
+        # Graph files of earlier saves to this path: the book now in place names none of them.
+        for stale in path.parent.glob(glob.escape(path.name + GRAPH_INFIX) + "*.npz"):
+            if stale.name != graph_name:
+                stale.unlink(missing_ok=True)
         return path
+
+    def _save_graph(self, path: Path) -> str:
+        """The name of the graph's file beside ``path``, written (or hard-linked) only if it is not there yet."""
+        assert self._graph is not None   # save() asks only when there is a graph
+        if self._graph_sha256 is None:
+            self._graph_sha256 = _graph_digest(*self._graph)
+        target = _graph_path(path, self._graph_sha256)
+        if not target.is_file() and not (self._graph_file is not None and _link(self._graph_file, target)):
+            with atomic_open(target, "wb") as fh:
+                np.savez(fh, index=self._graph[0], similarity=self._graph[1])
+        self._graph_file = target
+        return target.name
 
     @classmethod
     def load(cls, path: str | Path, prompts: Sequence[str], ids: Sequence[str | int] | None = None, *,
@@ -736,10 +800,60 @@ class PromptBook:
         except (OSError, ValueError, KeyError) as exc:
             raise OnlineInputError(f"{path}: not a readable prompt book file ({exc})", field="path") from None
         state.update(meta)
+        graph_file = _load_graph(path, meta, state)
         # The warm start was read when the saved book was built and is part of its state: not read again.
         book = cls(prompts, ids, settings={**meta.get("settings", {}), "warm_start": None}, embeddings=embeddings)
         book.load_state_dict(state)
+        if graph_file is not None:   # verified against its digest: the next save need not write it again
+            book._graph_sha256, book._graph_file = str(meta["graph_sha256"]), graph_file
         return book
+
+
+def _graph_digest(index: np.ndarray, similarity: np.ndarray) -> str:
+    """sha256 of the graph's arrays (dtype, shape and bytes): the name of its file and the check on load."""
+    h = hashlib.sha256()
+    for arr in (np.ascontiguousarray(index, np.int32), np.ascontiguousarray(similarity, np.float32)):
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.data)
+    return h.hexdigest()
+
+
+def _link(source: Path, target: Path) -> bool:
+    """Hard-link ``source`` to ``target`` through a temporary name (atomic); False where that is not possible
+    (another filesystem, a filesystem without links, ``source`` gone)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link")
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def _graph_path(path: Path, sha256: str) -> Path:
+    """Where the book saved at ``path`` keeps the graph of this digest. Derived, not stored: the book's bytes do
+    not depend on its file name (ranks saving one book under their own names write identical files)."""
+    return path.with_name(f"{path.name}{GRAPH_INFIX}{sha256[:16]}.npz")
+
+
+def _load_graph(path: Path, meta: dict, state: dict) -> Path | None:
+    """Put the graph a saved book keeps beside it into ``state``; its file, or None for a book without one."""
+    digest = meta.get("graph_sha256")
+    if digest is None:
+        return None
+    graph_path = _graph_path(path, str(digest))
+    try:
+        with np.load(graph_path, allow_pickle=False) as data:
+            index, similarity = data["index"], data["similarity"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise OnlineInputError(f"{graph_path}: the neighbour graph of {path.name} is missing or unreadable ({exc}); "
+                               "a saved book is its .npz and this file beside it: copy both", field="path") from None
+    if _graph_digest(index, similarity) != digest:
+        raise OnlineInputError(f"{graph_path}: is not the neighbour graph {path.name} was saved with (sha256 "
+                               "differs)", field="path")
+    state["graph.index"], state["graph.similarity"] = index, similarity
+    return graph_path
 
 
 def _betabinom_loglik(k, n, a, b):

@@ -143,7 +143,7 @@ def graph_recall(embeddings: np.ndarray, graph_idx: np.ndarray, *, sample: int =
     # Small query chunks: a chunk x n similarity block is the largest allocation (64 x 1M floats = 256 MB).
     idx, _ = nearest(X[rows], X, k + 1, chunk=max(1, min(1024, 2 ** 24 // max(n, 1))), return_similarity=True)
     hits = []
-    for r, cand in zip(rows, idx):
+    for r, cand in zip(rows, idx, strict=True):
         truth = [c for c in cand if c != r][:k]
         hits.append(len(set(truth) & set(graph_idx[r].tolist())) / len(truth))
     return float(np.mean(hits))

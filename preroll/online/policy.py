@@ -71,9 +71,8 @@ def choose(belief: BetaPrediction, dead_streak: np.ndarray, n: int, settings: On
     draw = rng.beta(belief.alpha, belief.beta)
     value = expected_informative(belief, g)
     thompson_value = 1.0 - draw ** g - (1.0 - draw) ** g
-    chosen = list(np.flatnonzero(revisit))
-    reasons = [2] * len(chosen)
-    rest = n - len(chosen)
+    revisits = np.flatnonzero(revisit)
+    rest = n - len(revisits)
     n_explore = stochastic_round(settings.explore * rest, rng)
     n_exploit = rest - n_explore
     free = ~revisit
@@ -87,8 +86,8 @@ def choose(belief: BetaPrediction, dead_streak: np.ndarray, n: int, settings: On
     free[exploit] = False
     free[fallback] = False
     explore = _top(np.where(free, thompson_value + tie, -np.inf), n_explore)
-    chosen = np.concatenate([np.asarray(chosen, np.int64), exploit, fallback, explore])
-    reasons = np.concatenate([np.asarray(reasons, np.int64), np.zeros(len(exploit), np.int64),
+    chosen = np.concatenate([revisits.astype(np.int64), exploit, fallback, explore])
+    reasons = np.concatenate([np.full(len(revisits), 2, np.int64), np.zeros(len(exploit), np.int64),
                               np.full(len(fallback), 3, np.int64), np.ones(len(explore), np.int64)])
     return chosen, reasons
 

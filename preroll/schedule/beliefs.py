@@ -30,13 +30,19 @@ class RateBelief:
     def uncertain(self) -> bool:
         return self.alpha is not None
 
+    @property
+    def params(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(alpha, beta)`` of an uncertain belief; None for a point belief (one check that also narrows)."""
+        return None if self.alpha is None or self.beta is None else (self.alpha, self.beta)
+
     def __len__(self) -> int:
         return len(self.mean)
 
     def subset(self, idx) -> "RateBelief":
-        if self.alpha is None:
+        ab = self.params
+        if ab is None:
             return RateBelief(self.mean[idx])
-        return RateBelief(self.mean[idx], self.alpha[idx], self.beta[idx])
+        return RateBelief(self.mean[idx], ab[0][idx], ab[1][idx])
 
     def sample(self, rng: np.random.Generator, fallback_concentration: float) -> np.ndarray:
         """One Thompson draw per candidate.
@@ -45,8 +51,9 @@ class RateBelief:
         Beta(p*c, (1-p)*c) with ``c = fallback_concentration`` (a caller's
         parameter) for this draw only.
         """
-        if self.alpha is not None:
-            return rng.beta(self.alpha, self.beta)
+        ab = self.params
+        if ab is not None:
+            return rng.beta(*ab)
         c = float(fallback_concentration)
         p = np.clip(self.mean, 1e-6, 1 - 1e-6)
         return rng.beta(p * c, (1 - p) * c)

@@ -47,7 +47,7 @@ up to ``max_rollouts`` (16).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -326,7 +326,7 @@ class SequentialBaseline:
         if r.ndim != 2 or r.shape[0] != m.size or r.shape[1] < self.max_rollouts:
             raise ScheduleInputError(f"must be (prompts={m.size}) x (>= {self.max_rollouts}) rewards, "
                                      f"got shape {r.shape}", field="reward_matrix")
-        kw = dict(z=self.z, min_batch=self.min_batch, min_bias_var=self.min_bias_var)
+        kw: dict[str, Any] = dict(z=self.z, min_batch=self.min_batch, min_bias_var=self.min_bias_var)
         k = np.full(m.size, int(self.min_rollouts), dtype=float)
         s = r[:, : self.min_rollouts].sum(axis=1)
         # Pooled tau2 from the first round, before any per-prompt rejection.

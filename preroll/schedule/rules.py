@@ -19,6 +19,7 @@ def group_count(budget: int, n_items: int, lo: int, hi: int, group_size: int) ->
     if budget == 0:
         return 0
     k_min = feasible_group_count(budget, n_items, lo, hi)
+    assert k_min is not None   # allocate refuses an infeasible budget before any rule runs
     k_max = min(n_items, budget // lo)
     return int(min(max(budget // group_size, k_min), k_max))
 

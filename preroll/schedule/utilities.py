@@ -32,7 +32,8 @@ def _power_moments(belief: RateBelief, n_max: int, *, shift_p: int = 0, shift_q:
     Point beliefs use the plain powers.
     """
     k = len(belief)
-    if not belief.uncertain:
+    ab = belief.params
+    if ab is None:
         p = belief.mean
         q = 1.0 - p
         base = p ** shift_p * q ** shift_q
@@ -42,7 +43,7 @@ def _power_moments(belief: RateBelief, n_max: int, *, shift_p: int = 0, shift_q:
             ep = ep * p
             eq = eq * q
         return
-    a, b = belief.alpha, belief.beta
+    a, b = ab
     s = a + b
     # E[p^sp q^sq] by the product formula.
     base = np.ones(k)
@@ -107,8 +108,9 @@ def group_variance(belief: RateBelief, n_max: int) -> np.ndarray:
     the one degree of freedom the baseline spends). Its returns diminish as
     1/(n(n-1)). Under Beta(a, b): E[p(1-p)] = ab / ((a+b)(a+b+1)).
     """
-    if belief.uncertain:
-        a, b = belief.alpha, belief.beta
+    ab = belief.params
+    if ab is not None:
+        a, b = ab
         epq = a * b / ((a + b) * (a + b + 1.0))
     else:
         epq = belief.mean * (1.0 - belief.mean)

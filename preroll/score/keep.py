@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NoReturn
 
 import numpy as np
 
@@ -61,6 +61,7 @@ def _tokenize(expression: str) -> list[_Token]:
             start = len(expression) - len(expression[pos:].lstrip())
             raise KeepExpressionError(expression, start, f"unexpected character {expression[start]!r}")
         kind = m.lastgroup
+        assert kind is not None   # every alternative of _TOKEN is a named group
         text = m.group(kind)
         tokens.append(_Token(kind, text, m.start(kind)))
         pos = m.end()
@@ -112,7 +113,7 @@ class _Parser:
         self.i += 1
         return token
 
-    def fail(self, token: _Token, message: str):
+    def fail(self, token: _Token, message: str) -> NoReturn:
         raise KeepExpressionError(self.expression, token.pos, message)
 
     def parse(self):
@@ -188,9 +189,9 @@ class KeepFilter:
             return None
         lo, hi = -np.inf, np.inf
         for chain in chains:
-            for left, op, right in zip(chain.operands, chain.ops, chain.operands[1:]):
+            for left, op, right in zip(chain.operands[:-1], chain.ops, chain.operands[1:], strict=True):
                 if isinstance(left, Column) and isinstance(right, Number) and left.name == column:
-                    value, op = right.value, op
+                    value = right.value
                 elif isinstance(left, Number) and isinstance(right, Column) and right.name == column:
                     value, op = left.value, {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
                 else:
@@ -211,7 +212,7 @@ def _value(node, columns):
 def _evaluate(node, columns):
     if isinstance(node, Chain):
         result = True
-        for left, op, right in zip(node.operands, node.ops, node.operands[1:]):
+        for left, op, right in zip(node.operands[:-1], node.ops, node.operands[1:], strict=True):
             result = np.logical_and(result, _COMPARE[op](_value(left, columns), _value(right, columns)))
         return result
     if isinstance(node, Not):

@@ -26,8 +26,7 @@ def chunk_prompts(chunk: Chunk) -> list[str]:
     if chunk.rows is not None:
         prompts = []
         for i, row in enumerate(chunk.rows):
-            prompt = row.get("prompt")
-            check_query_prompt(prompt, path=path, line=chunk.line_of(i), error_cls=RecordError)
+            prompt = check_query_prompt(row.get("prompt"), path=path, line=chunk.line_of(i), error_cls=RecordError)
             taken = [c for c in PREDICTION_COLUMNS if c in row]
             if taken:
                 raise RecordError(f"the input already has a {taken[0]!r} column, which scoring writes; rename it",
@@ -41,10 +40,8 @@ def chunk_prompts(chunk: Chunk) -> list[str]:
     if taken:
         raise RecordError(f"the input already has a {taken[0]!r} column, which scoring writes; rename it",
                           path=path, field=taken[0])
-    prompts = table.column("prompt").to_pylist()
-    for i, prompt in enumerate(prompts):
-        check_query_prompt(prompt, path=path, line=chunk.line_of(i))
-    return prompts
+    return [check_query_prompt(prompt, path=path, line=chunk.line_of(i))
+            for i, prompt in enumerate(table.column("prompt").to_pylist())]
 
 
 def predict_columns(model, prompts: list[str], *, policy=None, step=None, batch_rows: int = 8192,

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def score_with_ray(model_dir: Path, files, state: RunState, keep: KeepFilter | N
 
     started_here = not ray.is_initialized()
     if started_here:
-        init = dict(address=address, log_to_driver=False, include_dashboard=False)
+        init: dict[str, Any] = dict(address=address, log_to_driver=False, include_dashboard=False)
         if address is None:
             # One logical CPU beyond the scoring actors for Ray Data's read and write tasks: with
             # every CPU held by an actor, the reads never get scheduled and the job waits forever.

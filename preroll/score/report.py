@@ -77,7 +77,7 @@ def _plot(path: Path, edges: np.ndarray, totals: dict, keep: KeepFilter | None) 
     ax.bar(edges[:-1], dropped, width=width, align="edge", bottom=totals["hist_kept"], color="#c8c8c8",
            label="dropped")
     band = keep.bounds("p_success") if keep is not None else None
-    if band is not None:
+    if keep is not None and band is not None:
         lo, hi = max(band[0], 0.0), min(band[1], 1.0)
         ax.axvspan(lo, hi, color="#2a7ab0", alpha=0.12, label=f"keep {keep.expression}")
     ax.set_xlim(0, 1)

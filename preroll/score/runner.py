@@ -216,7 +216,7 @@ def _predictor(model_dir: Path, cache_dir, options: ScoreOptions, workers: int):
     if workers <= 1:
         model = load_model(model_dir, cache_dir=cache_dir, memory_items=0)
 
-        def submit(prompts):
+        def submit(prompts: list[str]) -> Future:
             future: Future = Future()
             future.set_result(predict_columns(model, prompts, policy=options.policy, step=options.step,
                                               batch_rows=options.batch_rows))

@@ -57,7 +57,7 @@ class PartStats:
         hist_kept = np.histogram(p_success[mask], bins=edges)[0]
         by_source: dict[str, list[int]] = {}
         if sources is not None:
-            for name, keep in zip(sources, mask):
+            for name, keep in zip(sources, mask, strict=True):
                 slot = by_source.setdefault(str(name), [0, 0])
                 slot[0 if keep else 1] += 1
         return cls(file, input, int(len(p_success)), int(mask.sum()), hist_all.tolist(), hist_kept.tolist(), by_source)

@@ -57,7 +57,7 @@ def save_state(folder: str | os.PathLike, book: PromptBook, pool_state: dict, *,
         return
     upload = upload or fsspec_upload
     with tempfile.TemporaryDirectory(prefix="preroll-ckpt-") as tmp:
-        book.save(Path(tmp) / book_file)
+        book.save(Path(tmp) / book_file, graph_beside=False)   # one file to upload: the graph inside it
         (Path(tmp) / pool_file).write_text(json.dumps(pool_state))
         for name in (book_file, pool_file):     # the pool last: a folder with a pool file has its book
             upload(str(Path(tmp) / name), join(folder, name))

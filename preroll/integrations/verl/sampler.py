@@ -22,7 +22,6 @@ from preroll.integrations.verl._require import require_verl
 from preroll.integrations.verl.driver import PrerollDriver, PrerollVerlConfig
 from preroll.integrations.verl.outcomes import outcomes_from_dataproto
 from preroll.integrations.verl.plan import index_positions, message_text
-from preroll.online import PromptBook
 from preroll.online.errors import OnlineInputError
 
 require_verl()
@@ -81,8 +80,8 @@ class PrerollCurriculumSampler(_Base):
         return {"book": self.driver.book.state_dict(), "walker": self.driver.walker.state_dict(), "step": self.step_}
 
     def load_state_dict(self, state: dict) -> None:
-        book = PromptBook(self.driver.book.prompts, settings=self.config.online_settings(CONFIG_PATH))
-        book.load_state_dict(state["book"])
-        self.driver.book = book
+        # Into the book the constructor built (its state and settings replaced, its graph too when the state
+        # holds one): a second book would read the warm start again and hash every prompt again, to be overwritten.
+        self.driver.book.load_state_dict(state["book"])
         self.driver.walker.load_state_dict(state["walker"])
         self.step_ = int(state["step"])
