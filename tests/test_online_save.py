@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import preroll.online.book as book_module
-from preroll.online import OnlineInputError, OnlineSettings, PromptBook
+from preroll.online import OnlineSettings, PromptBook
 
 
 def _texts(n):
@@ -115,18 +115,29 @@ def test_a_crash_mid_save_leaves_the_previous_book_loadable(tmp_path, monkeypatc
     assert len(_graph_files(tmp_path)) == 1
 
 
-def test_a_missing_or_altered_graph_file_is_a_located_error(tmp_path):
-    path = _book().save(tmp_path / "b.npz")
+def test_a_missing_or_altered_graph_file_warns_and_the_graph_is_rebuilt(tmp_path, caplog):
+    """The graph is derived data: a book copied without it (or with a stale one) loads every recorded outcome and
+    rebuilds the same graph on first use, instead of refusing the book."""
+    book = _book()
+    path = book.save(tmp_path / "b.npz")
+    saved_stats, saved_graph = book.stats(), book._graph[0].copy()
     [graph] = _graph_files(tmp_path)
     with np.load(graph) as data:
         index, sim = data["index"], data["similarity"]
     np.savez(graph, index=index[::-1], similarity=sim)
-    with pytest.raises(OnlineInputError, match="sha256 differs") as err:
-        PromptBook.load(path, _texts(60))
-    assert err.value.field == "path"
+    with caplog.at_level("WARNING", logger="preroll.online.book"):
+        altered = PromptBook.load(path, _texts(60), embeddings=_embeddings())
+    assert "sha256 differs" in caplog.text
     graph.unlink()
-    with pytest.raises(OnlineInputError, match="copy both"):
-        PromptBook.load(path, _texts(60))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="preroll.online.book"):
+        missing = PromptBook.load(path, _texts(60), embeddings=_embeddings())
+    assert "missing or unreadable" in caplog.text
+    for loaded in (altered, missing):
+        assert loaded.stats() == saved_stats
+        assert loaded._graph is None                      # not the altered one
+        loaded.prepare()
+        assert np.array_equal(loaded._graph[0], saved_graph)
 
 
 def test_one_file_books_still_load_and_can_still_be_written(tmp_path):

@@ -838,7 +838,12 @@ def _graph_path(path: Path, sha256: str) -> Path:
 
 
 def _load_graph(path: Path, meta: dict, state: dict) -> Path | None:
-    """Put the graph a saved book keeps beside it into ``state``; its file, or None for a book without one."""
+    """Put the graph a saved book keeps beside it into ``state``; its file, or None for a book without one.
+
+    Why a missing or altered graph file is not an error: the graph is derived (the prompts' embeddings and the
+    settings give it back), while the book's outcomes are not. A book copied without its graph file, or with a
+    stale one, loads with a warning and rebuilds the graph on first use; nothing recorded is lost.
+    """
     digest = meta.get("graph_sha256")
     if digest is None:
         return None
@@ -847,11 +852,14 @@ def _load_graph(path: Path, meta: dict, state: dict) -> Path | None:
         with np.load(graph_path, allow_pickle=False) as data:
             index, similarity = data["index"], data["similarity"]
     except (OSError, ValueError, KeyError) as exc:
-        raise OnlineInputError(f"{graph_path}: the neighbour graph of {path.name} is missing or unreadable ({exc}); "
-                               "a saved book is its .npz and this file beside it: copy both", field="path") from None
+        logger.warning("%s: the neighbour graph of %s is missing or unreadable (%s); it is rebuilt from the prompts "
+                       "on first use (copy the .graph-*.npz file beside a book to skip that)", graph_path, path.name,
+                       exc)
+        return None
     if _graph_digest(index, similarity) != digest:
-        raise OnlineInputError(f"{graph_path}: is not the neighbour graph {path.name} was saved with (sha256 "
-                               "differs)", field="path")
+        logger.warning("%s: is not the neighbour graph %s was saved with (sha256 differs); it is rebuilt from the "
+                       "prompts on first use", graph_path, path.name)
+        return None
     state["graph.index"], state["graph.similarity"] = index, similarity
     return graph_path
 
