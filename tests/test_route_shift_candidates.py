@@ -55,9 +55,9 @@ def test_sweep_and_selection_rule(small):
     names = [s.name for s in specs]
     res = rc.evaluate({("cluster4", 0): [parts]}, names, grid_n=11)
     sets = {e["set"] for e in res["runs"]}
-    assert sets == {"nine", "seven"}
-    seven = next(e for e in res["runs"] if e["set"] == "seven")
-    assert all(0 <= m["top_share"] <= 1 for m in seven["methods"].values())
+    assert sets == {"nine", "small"}
+    small_set = next(e for e in res["runs"] if e["set"] == "small")
+    assert all(0 <= m["top_share"] <= 1 for m in small_set["methods"].values())
     for e in res["runs"]:  # each test topic's own best can never lose to one fixed model
         assert e["task_oracle_gain"] >= -1e-12
     # the selection rule: the default stays unless beaten by more than the bar; ties go to the simplest
