@@ -124,8 +124,8 @@ class Router:
         on nine priced models from -3.6 to -1.0 (quantile 0.25) or -1.7 (0.1)
         points, and on their six 7-9B models from -8.6 to -7.5 (0.25) or -6.9
         (0.1) points; 0.1 is the better worst case over both (RESULTS.md).
-        It costs 0-0.5 points where the mix does not move; ``guard=False``
-        turns it off.
+        Where the mix does not move it costs 0-0.2 points on the nine models
+        (0-0.8 at 0.25); ``guard=False`` turns it off.
     explore:
         Live routing from bandit feedback (:mod:`preroll.route.explore`):
         ``True`` (Thompson sampling on the Beta beliefs, default settings), an
