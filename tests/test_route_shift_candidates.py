@@ -71,6 +71,13 @@ def test_sweep_and_selection_rule(small):
     assert rc.choose(summ, rc.CANDIDATES) == "ensemble+guard0.25 (default)"
 
 
+def test_part_ece_per_belief_and_run(small):
+    *_, parts = small
+    ece = rc.part_ece({("cluster4", 0): [parts]})
+    assert set(ece) == {"logistic+knn", "logistic+knn+topics20", "logistic", "knn", "knn200", "topics20"}
+    assert all(0 <= v["cluster4/s0"] <= 1 for v in ece.values())
+
+
 def test_task_oracle_is_each_topics_best():
     Y = np.array([[1, 0], [1, 0], [0, 1], [0, 1.0]])
     assert rc.task_oracle(Y, np.array([0, 0, 1, 1])).tolist() == [0, 0, 1, 1]

@@ -320,6 +320,20 @@ def choose(summary: list[dict[str, Any]], candidates: dict[str, Candidate], bar:
     return min(tied, key=lambda n: (candidates[n].complexity, -by[n]["worst"]))
 
 
+def part_ece(runs: dict[tuple[str, int], list[dict[str, np.ndarray]]],
+             beliefs: Sequence[tuple[str, ...]] = (("logistic", "knn"), ("logistic", "knn", "topics20"), ("logistic",),
+                                                   ("knn",), ("knn200",), ("topics20",))) -> dict[str, dict[str, float]]:
+    """Per-model ECE (mean over the nine models) of each belief, per (protocol, seed): calibration under shift."""
+    out: dict[str, dict[str, float]] = {}
+    for (proto, seed), folds in sorted(runs.items()):
+        Y = np.concatenate([f["Y"] for f in folds])
+        for parts in beliefs:
+            P = np.concatenate([belief(f, parts).p_success for f in folds])
+            out.setdefault("+".join(parts), {})[f"{proto}/s{seed}"] = float(np.mean(
+                [rs.expected_calibration_error(P[:, j], Y[:, j]) for j in range(Y.shape[1])]))
+    return out
+
+
 def print_report(res: dict[str, Any]) -> None:
     table = res["runs"]
     for e in table:
@@ -366,7 +380,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         keep = {int(s) for s in a.seeds.split(",")}
         runs = {k: v for k, v in runs.items() if k[1] in keep}
     res = evaluate(runs, json.loads((a.dirs[0] / "models.json").read_text()))
+    res["ece"] = part_ece(runs)
     print_report(res)
+    print("\nper-model ECE (mean over the nine models), topics known (random, reweight) / held out (cluster):")
+    for name, per in res["ece"].items():
+        known = [v for k, v in per.items() if k.startswith(("random", "reweight"))]
+        out = [v for k, v in per.items() if k.startswith("cluster")]
+        print(f"  {name:24s} {np.mean(known) if known else float('nan'):.3f} / {np.mean(out) if out else float('nan'):.3f}")
     print(f"\nchoice by the selection rule: {choose(res['summary'], CANDIDATES)}")
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
