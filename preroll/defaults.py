@@ -24,6 +24,13 @@ DEFAULT_HEAD = "logistic"
 #: the value model (:func:`preroll.heads.make_head`), ``"joint"`` (one jointly fitted model of all
 #: candidates) or any of the value model's heads (one copy per candidate) for the router.
 AUTO_HEAD = {"value_model": DEFAULT_HEAD, "router": "ensemble"}  # router: chosen on shift protocols (RESULTS.md)
+
+#: The router's out-of-depth guard (:class:`preroll.route.depth.DepthGuard`, on by default): a query is far when
+#: its highest similarity to the history lies below this quantile of the history's own. Chosen by the worst
+#: case over shift protocols, fold seeds and two model sets (the nine priced models and their six 7-9B
+#: models, a RouterDC-like set): 0.1 beat 0.25 there by 0.6 points (-6.9 vs -7.5, the six small models with
+#: whole topics held out), about one paired standard error (RESULTS.md, "Routing under shift, second round").
+GUARD_FAR_QUANTILE = 0.1
 DEFAULT_BATCH_SIZE = 16
 
 #: ``preroll score``: rows per output part (the unit of resume) and per model call. A model call's

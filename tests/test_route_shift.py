@@ -257,3 +257,35 @@ def test_cli_refuses_bad_protocol_options(tmp_path):
         r = CliRunner().invoke(app, ["bench", "route", "--models", "9", "--out", str(tmp_path / "o"), *args])
         assert r.exit_code != 0 and hint in r.output
         assert "Traceback" not in r.output
+
+
+class VectorEncoder(Encoder):
+    """Reads the vector written in the prompt ("v 0.1 0.2 0.3"): geometry chosen by the test."""
+
+    name = "test-vector"
+
+    def encode(self, texts, *, show_progress=False):
+        return np.array([[float(x) for x in t.split()[1:]] for t in texts], dtype=np.float32)
+
+
+def test_default_guard_counts_only_the_loneliest_tenth_as_far():
+    from preroll.route.depth import far_threshold
+
+    rng = np.random.default_rng(0)
+    H = rng.normal(size=(60, 3))
+    texts = ["v " + " ".join(f"{x:.6f}" for x in row) for row in H]
+    hist = {"cheap": [Outcome(prompt=t, successes=float(i % 2), attempts=1.0) for i, t in enumerate(texts)],
+            "dear": [Outcome(prompt=t, successes=float(i % 3 > 0), attempts=1.0) for i, t in enumerate(texts)]}
+    enc = VectorEncoder()
+    X = enc.encode(texts)
+    lo, hi = far_threshold(X, DepthGuard(far_quantile=0.1)), far_threshold(X, DepthGuard(far_quantile=0.25))
+    assert lo < hi
+    Q = rng.normal(size=(20_000, 3))
+    s = max_similarity(Q, X)
+    between = Q[(s > lo + 1e-4) & (s < hi - 1e-4)][:3]          # as isolated as the loneliest 10-25% of the history
+    assert len(between) == 3
+    default = Router(models=SPECS, encoder=enc, lam=0.0).fit(hist)
+    quarter = Router(models=SPECS, encoder=enc, lam=0.0, guard={"far_quantile": 0.25}).fit(hist)
+    assert default.far_below_ == pytest.approx(lo) and quarter.far_below_ == pytest.approx(hi)
+    assert not default.far_from_history(between).any()          # near for the default guard (quantile 0.1)
+    assert quarter.far_from_history(between).all()              # far for the former default (0.25)

@@ -72,6 +72,21 @@ def random_folds(prompts: Sequence[str], folds: int, seed: int) -> list[ShiftFol
     return out
 
 
+def text_embeddings(prompts: Sequence[str], encoder: Any, cache_dir: str | None = None) -> np.ndarray:
+    """One row per unique text of ``prompts`` (first-seen order): what the protocols' clusters are drawn on.
+
+    ``encoder`` is a name or an :class:`~preroll.encoders.base.Encoder`; one that learns a vocabulary
+    (the lexical view) is fitted on these texts alone -- texts only, never scores.
+    """
+    from preroll.encoders import get_encoder
+
+    uniq = list(dict.fromkeys(prompts))
+    enc = get_encoder(encoder, cache_dir=cache_dir)
+    if hasattr(enc, "fit"):
+        enc.fit(uniq)
+    return np.asarray(enc.encode(uniq), dtype=np.float32)
+
+
 def text_clusters(X_text: np.ndarray, k: int, seed: int) -> np.ndarray:
     """K-means labels of unique texts' embeddings (rows of ``X_text``)."""
     from sklearn.cluster import KMeans

@@ -51,11 +51,7 @@ def run_pair_shift(cfg: PairShiftConfig, progress: Callable[[str], None] = lambd
     names = [m.name for m in cfg.models]
     col = [data.models.index(n) for n in names]
     Y_all = data.correct[:, col].astype(float)
-    uniq = list(dict.fromkeys(data.prompts))
-    cenc = get_encoder(cfg.cluster_encoder, cache_dir=cfg.cache_dir)
-    if hasattr(cenc, "fit"):
-        cenc.fit(uniq)
-    X_text = np.asarray(cenc.encode(uniq), dtype=np.float32)
+    X_text = rs.text_embeddings(data.prompts, cfg.cluster_encoder, cfg.cache_dir)
     encoder = get_encoder(cfg.encoder, cache_dir=cfg.cache_dir)
     progress(f"MMLU pair: {len(data)} prompts, {len(set(data.subjects))} subjects")
     runs: list[dict[str, Any]] = []

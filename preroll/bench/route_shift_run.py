@@ -164,11 +164,7 @@ def run_shift_bench(cfg: ShiftBenchConfig, progress: Callable[[str], None] = lam
     data = random_subset(load_llmrouter(cfg.root), cfg.max_prompts, cfg.subset_seed)
     specs = data.model_specs(cfg.output_tokens)
     names = data.models
-    uniq = list(dict.fromkeys(data.prompts))
-    cenc = get_encoder(cfg.cluster_encoder, cache_dir=cfg.cache_dir)
-    if hasattr(cenc, "fit"):
-        cenc.fit(uniq)
-    X_text = np.asarray(cenc.encode(uniq), dtype=np.float32)
+    X_text = rs.text_embeddings(data.prompts, cfg.cluster_encoder, cfg.cache_dir)
     encoder = get_encoder(cfg.encoder, cache_dir=cfg.cache_dir)
     progress(f"{len(data)} prompts, {len(names)} models; protocols {', '.join(cfg.protocols)}; seeds "
              f"{', '.join(map(str, cfg.seeds))}")

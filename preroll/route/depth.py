@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from preroll.beliefs import BetaPrediction
+from preroll.defaults import GUARD_FAR_QUANTILE
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,10 @@ class DepthGuard:
     far_quantile:
         A query is far when its highest similarity to the history is below
         this quantile of the history prompts' own highest similarity to the
-        rest of the history (``0.25``: as isolated as the loneliest quarter
-        of the history, or more; 0.25 beat 0.1 on the shift protocols).
+        rest of the history (default :data:`preroll.defaults.GUARD_FAR_QUANTILE`,
+        ``0.1``: as isolated as the loneliest tenth of the history, or more;
+        chosen over 0.25 by the worst case over shift protocols and two model
+        sets, by a margin of about one standard error).
     z, margin:
         The ``confident`` rule on far queries: leave the default model only
         when ``gain - z * sd > margin``.
@@ -42,7 +45,7 @@ class DepthGuard:
         random sample bounds the cost on large histories).
     """
 
-    far_quantile: float = 0.25
+    far_quantile: float = GUARD_FAR_QUANTILE
     z: float = 1.0
     margin: float = 0.0
     sample: int = 2000

@@ -118,9 +118,14 @@ class Router:
         history lies below the history's own ``far_quantile`` is routed by the
         ``confident`` rule (the best-on-average model unless the gain is
         confident) instead of ``utility``. On by default (``far_quantile``
-        0.25): on the shift protocols it raised the default head's worst gain
-        from -3.6 to -1.0 points and its mean over protocols from +0.8 to +1.3
-        (RESULTS.md); ``guard=False`` turns it off.
+        0.1, :data:`preroll.defaults.GUARD_FAR_QUANTILE`): on the shift
+        protocols (whole topics held out, reweighted mixes) it raised the
+        default head's worst gain over the best single model at ``lam = 0``
+        on nine priced models from -3.6 to -1.0 (quantile 0.25) or -1.7 (0.1)
+        points, and on their six 7-9B models from -8.6 to -7.5 (0.25) or -6.9
+        (0.1) points; 0.1 is the better worst case over both (RESULTS.md).
+        Where the mix does not move it costs 0-0.2 points on the nine models
+        (0-0.8 at 0.25); ``guard=False`` turns it off.
     explore:
         Live routing from bandit feedback (:mod:`preroll.route.explore`):
         ``True`` (Thompson sampling on the Beta beliefs, default settings), an

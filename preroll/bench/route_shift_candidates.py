@@ -1,0 +1,396 @@
+"""Candidates for the router's default under shift, measured from one router fit per fold.
+
+Why one fit: every candidate here is built from the parts of the default
+per-model heads (each model's logistic and kNN head of ``head="ensemble"``)
+plus cheap extras computed from the same fitted history: the kNN rate at a
+fixed topic-sized ``k``, and per-model *topic rates* (each model's mean score
+in each k-means topic of the history, shrunk to its base rate; the per-model
+form of :class:`preroll.route.parts.ClusterPart`). One fold's parts are
+saved once (``fold-*.npz``); every candidate, guard setting and model subset
+is then a cheap sweep over them, so the comparison costs one ensemble fit per
+fold, not one per variant.
+
+Model sets (the per-model heads are independent, so a subset's router is the
+nine-model router's columns):
+
+* ``nine``: LLMRouter's nine priced models (the held-out target: +4.5 points
+  at ``lam = 0``, the best single model's quality at <= 25% of its price);
+* ``small``: the six 7-9B models (:data:`SMALL_MODELS`, priced 0.1-0.2 per
+  million tokens, mean scores 0.18-0.56, the best three within 4 points): a
+  RouterDC-like proxy (RouterDC routes among seven 7B models), where no model
+  dominates and the differences are task-level. Cluster-out folds are its
+  out-of-distribution case, random and reweighted folds in-distribution.
+  (A first proxy, the nine without the two weakest, made the nine's choices
+  at ``lam = 0`` exactly -- those two are never chosen -- so it measured
+  nothing new; it was replaced before the small set's numbers were read.)
+
+Baselines beside the candidates: ``topics20-best`` (route each prompt to its
+nearest history topic's best model: a task-only router) and ``task-oracle``
+(each test topic's best model read off the test rows themselves, 20 k-means
+topics of all texts: an in-sample bound on what task-level routing could
+give, not a router).
+
+Selection rule (:data:`SELECTION_RULE`), fixed before any result was read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from preroll.bench import route_shift as rs
+
+SELECTION_RULE = """\
+Score of a candidate: its worst gain at lam = 0 over every (model set, protocol, fold seed) run, model sets
+nine and small, protocols random, cluster5, cluster10, reweight, selection fold seeds 0, 1, 5. The
+current default (ensemble + guard 0.25) stays unless a candidate's worst case beats its worst case by
+more than 0.5 points (about one standard error of a run's gain); among the candidates that do, those within
+0.5 points of the best worst case tie, and the tie goes to the simplest (fewest parts, then no guard).
+Baselines (topics20-best, task-oracle) are reported, not candidates. Fold seeds 303 and 404 stay unread
+until the choice is committed; then the default before and after are read once on them."""
+
+SELECTION_SEEDS = (0, 1, 5)
+HELD_OUT_SEEDS = (303, 404)
+TOPIC_KS = (10, 20, 40)
+TOPIC_PRIOR = 10.0           # pseudo-rows shrinking a topic's rate to the model's base rate
+KNN_TOPIC_K = 200
+GUARD_QUANTILES = (0.1, 0.25)
+TASK_TOPICS = 20
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A per-model belief: the equal mixture of ``parts``, the guard at ``guard`` (``None``: off)."""
+
+    parts: tuple[str, ...]
+    guard: float | None = None
+    baseline: bool = False
+
+    @property
+    def complexity(self) -> tuple[int, int]:
+        return len(self.parts), int(self.guard is not None)
+
+
+CANDIDATES: dict[str, Candidate] = {
+    "ensemble+guard0.25 (default)": Candidate(("logistic", "knn"), 0.25),
+    "ensemble": Candidate(("logistic", "knn")),
+    "ensemble+guard0.1": Candidate(("logistic", "knn"), 0.1),
+    "ensemble+topics20": Candidate(("logistic", "knn", "topics20")),
+    "ensemble+topics20+guard0.25": Candidate(("logistic", "knn", "topics20"), 0.25),
+    "ensemble+topics20+guard0.1": Candidate(("logistic", "knn", "topics20"), 0.1),
+    "ensemble+topics10": Candidate(("logistic", "knn", "topics10")),
+    "ensemble+topics40": Candidate(("logistic", "knn", "topics40")),
+    "logistic+knn200": Candidate(("logistic", "knn200")),
+    "logistic+knn200+guard0.25": Candidate(("logistic", "knn200"), 0.25),
+    "logistic+knn+knn200+topics20": Candidate(("logistic", "knn", "knn200", "topics20")),
+    "topics20-best": Candidate(("topics20",), baseline=True),
+}
+MODEL_SETS = ("nine", "small")
+
+
+#: The RouterDC-like set: the nine's 7-9B models (one fixed set on every fold).
+SMALL_MODELS = ("llama3-chatqa-1.5-8b", "qwen2.5-7b-instruct", "mistral-7b-instruct-v0.3", "gemma-2-9b-it",
+                "llama-3.1-8b-instruct", "codegemma-7b")
+
+
+# ------------------------------------------------------------------ one fold's parts
+
+
+def fold_parts(data, specs, fold: rs.ShiftFold, encoder, task_labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Fit the default per-model heads on the fold's history; every part's test predictions and what the sweep needs."""
+    from sklearn.cluster import KMeans
+
+    from preroll.heads.calibration import fit_concentration
+    from preroll.heads.knn import nearest
+    from preroll.route import Router
+    from preroll.route.depth import DepthGuard, far_threshold, max_similarity
+
+    t0 = time.perf_counter()
+    tr, te = fold.train, fold.test
+    p_te = [data.prompts[i] for i in te]
+    r = Router(models=specs, encoder=encoder, head="ensemble", rule="utility", lam=0.0, guard=False)
+    r.fit(data.histories(tr))
+    fit_s = time.perf_counter() - t0
+    X_te = r.embed(p_te)
+    m = len(specs)
+    knn0 = r.heads_[0].heads_[1]
+    H = knn0.X_                                  # unit rows of the history's unique prompts (all models saw all)
+    Q = (X_te / np.maximum(np.linalg.norm(X_te, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    out: dict[str, np.ndarray] = {}
+    P = {k: np.empty((len(te), m)) for k in ("logistic", "knn", "knn200")}
+    conc = {k: np.empty(m) for k in ("logistic", "knn", "knn200")}
+    idx, sim = nearest(Q, H, KNN_TOPIC_K, return_similarity=True)
+    zeros = np.zeros(len(Q), dtype=int)
+    S = np.empty((len(H), m))
+    A = np.empty((len(H), m))
+    for j, head in enumerate(r.heads_):
+        log, knn = head.heads_
+        if len(knn.X_) != len(H):
+            raise ValueError("every model must have seen every history prompt for the shared parts")
+        P["logistic"][:, j] = log.predict(X_te).p_success
+        conc["logistic"][j] = log.concentration_
+        P["knn"][:, j] = knn.predict(X_te).p_success
+        conc["knn"][j] = knn.concentration_
+        P["knn200"][:, j] = knn._rates(idx, sim, knn.s_, knn.a_, knn.g_, knn.base_, zeros)
+        conc["knn200"][j] = knn.concentration_
+        S[:, j], A[:, j] = knn.s_, knn.a_
+    base = S.sum(0) / A.sum(0)
+    for K in TOPIC_KS:
+        km = KMeans(K, n_init=3, random_state=0).fit(H)
+        num, den = np.zeros((K, m)), np.zeros((K, m))
+        np.add.at(num, km.labels_, S)
+        np.add.at(den, km.labels_, A)
+        rates = (num + TOPIC_PRIOR * base) / (den + TOPIC_PRIOR)
+        P[f"topics{K}"] = rates[km.predict(Q.astype(km.cluster_centers_.dtype))]
+        conc[f"topics{K}"] = np.array([fit_concentration(rates[km.labels_, j], S[:, j], A[:, j]) for j in range(m)])
+    for k, v in P.items():
+        out[f"p_{k}"] = v
+        out[f"c_{k}"] = conc[k]
+    out["sim"] = max_similarity(X_te, H, h_unit=True)
+    for q in GUARD_QUANTILES:
+        out[f"far_below_{q:g}"] = np.array(far_threshold(H, DepthGuard(far_quantile=q)))
+    ev = r.evidence_
+    out.update(ev_prompts=np.asarray(ev.prompts, float), ev_rate_sum=np.asarray(ev.rate_sum, float),
+               ev_varies=np.asarray(ev.varies, bool), base_rate=np.asarray(r.base_rate_, float),
+               mean_cost=np.asarray(r.history_mean_cost_, float), C=r.costs(p_te), Y=data.scores[te],
+               hist_mean=np.nanmean(data.scores[tr], axis=0), task=task_labels[te], rows=te,
+               fit_s=np.array(fit_s), total_s=np.array(time.perf_counter() - t0))
+    return out
+
+
+def run_parts(root: str | None, out: Path, seeds: Sequence[int], protocols: Sequence[str], *,
+              max_prompts: int = 3000, max_folds: int = 2, folds: int = 5, encoder: str = "minilm+lexical+stats",
+              cache_dir: str | None = None, output_tokens: int = 256,
+              progress: Callable[[str], None] = print) -> None:
+    """Write ``fold-<protocol>-s<seed>-f<fold>.npz`` under ``out`` for each fold not written yet (resumable)."""
+    from preroll.bench.llmrouter import load_llmrouter
+    from preroll.bench.route import random_subset
+    from preroll.encoders import get_encoder
+
+    data = random_subset(load_llmrouter(root), max_prompts, 0)
+    specs = data.model_specs(output_tokens)
+    X_text = rs.text_embeddings(data.prompts, "minilm", cache_dir)
+    _, t = rs._text_ids(data.prompts)
+    task = rs.text_clusters(X_text, TASK_TOPICS, 0)[t]
+    enc = get_encoder(encoder, cache_dir=cache_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "models.json").write_text(json.dumps(data.models))
+    for seed in seeds:
+        for proto in protocols:
+            for fold in rs.build_folds(proto, data.prompts, X_text, folds, seed)[:max_folds]:
+                path = out / f"fold-{proto}-s{seed}-f{fold.fold}.npz"
+                if path.exists():
+                    continue
+                progress(f"{proto} seed {seed} fold {fold.fold}: {len(fold.train)} history / {len(fold.test)} test")
+                parts = fold_parts(data, specs, fold, enc, task)
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, **parts)
+                tmp.replace(path)
+                progress(f"  fit {float(parts['fit_s']):.0f} s, all parts {float(parts['total_s']):.0f} s")
+
+
+# ------------------------------------------------------------------ the sweep
+
+
+def belief(f: dict[str, np.ndarray], parts: Sequence[str]):
+    """The equal mixture of the parts' Beta beliefs, held to the history's evidence (as the Router does)."""
+    from preroll.beliefs import BetaPrediction
+    from preroll.heads.humble import Evidence, humble
+
+    preds = [BetaPrediction.from_mean_concentration(f[f"p_{p}"], np.broadcast_to(f[f"c_{p}"], f[f"p_{p}"].shape))
+             for p in parts]
+    mean = np.mean([b.p_success for b in preds], axis=0)
+    second = np.mean([b.var + b.p_success ** 2 for b in preds], axis=0)
+    mix = BetaPrediction.from_mean_var(mean, second - mean ** 2)
+    return humble(mix, Evidence(f["ev_prompts"], f["ev_rate_sum"], f["ev_varies"]))
+
+
+def candidate_picks(f: dict[str, np.ndarray], cand: Candidate, cols: np.ndarray, grid: Sequence[float]):
+    """Chosen column (index into ``cols``) per test row at each ``lam`` of ``grid``."""
+    from preroll.route import rules
+
+    b = belief(f, cand.parts)
+    P = np.clip(b.p_success[:, cols], 0, 1)
+    sd = b.std[:, cols]
+    C = f["C"][:, cols]
+    far = f["sim"] < f[f"far_below_{cand.guard:g}"] if cand.guard is not None else None
+    out = []
+    for lam in grid:
+        plain = rules.choose("utility", P, C, float(lam))
+        if far is None or not far.any():
+            out.append(plain)
+            continue
+        d = rules.default_model(f["base_rate"][cols], f["mean_cost"][cols], float(lam))
+        conf = rules.rank_confident(P, sd, C, float(lam), d, z=1.0)[:, 0]
+        out.append(np.where(far, conf, plain))
+    return out
+
+
+def task_oracle(Y: np.ndarray, task: np.ndarray) -> np.ndarray:
+    """Each test topic's best column on the test rows themselves (an in-sample bound, not a router)."""
+    pick = np.empty(len(Y), dtype=int)
+    for g in np.unique(task):
+        rows = task == g
+        pick[rows] = int(np.nanargmax(np.nanmean(Y[rows], axis=0)))
+    return pick
+
+
+def load_folds(dirs: Sequence[Path]) -> dict[tuple[str, int], list[dict[str, np.ndarray]]]:
+    runs: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}
+    for d in dirs:
+        for p in sorted(Path(d).glob("fold-*.npz")):
+            _, proto, seed, _fold = p.stem.split("-")
+            with np.load(p) as z:
+                runs.setdefault((proto, int(seed[1:])), []).append({k: z[k] for k in z.files})
+    return runs
+
+
+def evaluate(runs: dict[tuple[str, int], list[dict[str, np.ndarray]]], names: Sequence[str],
+             candidates: dict[str, Candidate] = CANDIDATES, grid_n: int = 61) -> dict[str, Any]:
+    """Per (model set, protocol, seed): each candidate's pooled gain, its se, the paired se against the default,
+    cost to match, share of the most chosen model, the graded slice; the baselines' gains."""
+    from preroll.route import rules
+
+    default = next(iter(candidates))
+    table = []
+    for (proto, seed), folds in sorted(runs.items()):
+        m = folds[0]["Y"].shape[1]
+        for mset in MODEL_SETS:
+            cols = np.arange(m) if mset == "nine" else np.array([j for j, n in enumerate(names) if n in SMALL_MODELS])
+            Y = np.concatenate([f["Y"][:, cols] for f in folds])
+            C = np.concatenate([f["C"][:, cols] for f in folds])
+            best = np.concatenate([np.full(len(f["Y"]), int(np.nanargmax(f["hist_mean"][cols]))) for f in folds])
+            graded = rs.graded_rows(Y)
+            P0 = np.concatenate([belief(f, candidates[default].parts).p_success[:, cols] for f in folds])
+            grid = rules.default_grid("utility", P0, C, n=grid_n)
+            rows = np.arange(len(Y))
+            entry: dict[str, Any] = {"set": mset, "protocol": proto, "seed": seed, "n": len(Y),
+                                     "oracle_gain": float(np.nanmean(np.nanmax(Y, 1)) - np.nanmean(Y[rows, best])),
+                                     "methods": {}}
+            d_default = None
+            for name, cand in candidates.items():
+                per = [candidate_picks(f, cand, cols, grid) for f in folds]
+                picks = [np.concatenate([p[i] for p in per]) for i in range(len(grid))]
+                res = rs.pooled_metrics(picks, Y, C, best, graded)
+                res.pop("curve")
+                d = Y[rows, picks[0]] - Y[rows, best]
+                if d_default is None:
+                    d_default = d
+                diff = d - d_default
+                res["paired_se_vs_default"] = float(np.std(diff) / np.sqrt(len(diff)))
+                res["top_share"] = float(np.bincount(picks[0], minlength=len(cols)).max() / len(Y))
+                entry["methods"][name] = res
+            task = np.concatenate([f["task"] for f in folds])
+            entry["task_oracle_gain"] = float(np.nanmean(Y[rows, task_oracle(Y, task)] - Y[rows, best]))
+            table.append(entry)
+    return {"runs": table, "summary": summarise(table, candidates)}
+
+
+def summarise(table: list[dict[str, Any]], candidates: dict[str, Candidate]) -> list[dict[str, Any]]:
+    out = []
+    for name, cand in candidates.items():
+        g = {f"{e['set']}/{e['protocol']}/s{e['seed']}": e["methods"][name]["gain"] for e in table}
+        ctm = [e["methods"][name]["cost_to_match"] for e in table if e["set"] == "nine"]
+        out.append({"name": name, "baseline": cand.baseline, "complexity": list(cand.complexity),
+                    "worst": min(g.values()), "worst_run": min(g, key=g.get), "mean": float(np.mean(list(g.values()))),
+                    "worst_nine": min(v for k, v in g.items() if k.startswith("nine")),
+                    "worst_small": min(v for k, v in g.items() if k.startswith("small")),
+                    "mean_nine": float(np.mean([v for k, v in g.items() if k.startswith("nine")])),
+                    "mean_small": float(np.mean([v for k, v in g.items() if k.startswith("small")])),
+                    "worst_ctm_nine": None if any(c is None for c in ctm) else max(ctm),
+                    "top_share_mean": float(np.mean([e["methods"][name]["top_share"] for e in table]))})
+    return out
+
+
+def choose(summary: list[dict[str, Any]], candidates: dict[str, Candidate], bar: float = 0.005) -> str:
+    """:data:`SELECTION_RULE` applied to a summary (gains as fractions: ``bar`` 0.005 is half a point)."""
+    default = next(iter(candidates))
+    by = {e["name"]: e for e in summary if not e["baseline"]}
+    beat = [n for n, e in by.items() if e["worst"] > by[default]["worst"] + bar]
+    if not beat:
+        return default
+    top = max(by[n]["worst"] for n in beat)
+    tied = [n for n in beat if by[n]["worst"] >= top - bar]
+    return min(tied, key=lambda n: (candidates[n].complexity, -by[n]["worst"]))
+
+
+def part_ece(runs: dict[tuple[str, int], list[dict[str, np.ndarray]]],
+             beliefs: Sequence[tuple[str, ...]] = (("logistic", "knn"), ("logistic", "knn", "topics20"), ("logistic",),
+                                                   ("knn",), ("knn200",), ("topics20",))) -> dict[str, dict[str, float]]:
+    """Per-model ECE (mean over the nine models) of each belief, per (protocol, seed): calibration under shift."""
+    out: dict[str, dict[str, float]] = {}
+    for (proto, seed), folds in sorted(runs.items()):
+        Y = np.concatenate([f["Y"] for f in folds])
+        for parts in beliefs:
+            P = np.concatenate([belief(f, parts).p_success for f in folds])
+            out.setdefault("+".join(parts), {})[f"{proto}/s{seed}"] = float(np.mean(
+                [rs.expected_calibration_error(P[:, j], Y[:, j]) for j in range(Y.shape[1])]))
+    return out
+
+
+def print_report(res: dict[str, Any]) -> None:
+    table = res["runs"]
+    for e in table:
+        print(f"\n{e['set']} {e['protocol']} s{e['seed']}: n={e['n']}, oracle +{100 * e['oracle_gain']:.1f}, "
+              f"task oracle +{100 * e['task_oracle_gain']:.2f}")
+        for name, m in e["methods"].items():
+            ctm = "never" if m["cost_to_match"] is None else f"{100 * m['cost_to_match']:.0f}%"
+            gg = "-" if m["graded_gain"] is None else f"{100 * m['graded_gain']:+.1f}(n={m['graded_n']})"
+            print(f"  {name:32s} {100 * m['gain']:+6.2f} ± {100 * m['gain_se']:.2f} (paired {100 * m['paired_se_vs_default']:.2f})"
+                  f"  ctm {ctm:>5s}  top {100 * m['top_share']:3.0f}%  graded {gg}")
+    print("\nsummary (points): worst / mean over all runs; nine worst / mean; small worst / mean; worst ctm nine; "
+          "mean top share")
+    for s in sorted(res["summary"], key=lambda s: -s["worst"]):
+        w = "never" if s["worst_ctm_nine"] is None else f"{100 * s['worst_ctm_nine']:.0f}%"
+        print(f"  {s['name']:32s} {100 * s['worst']:+6.2f} ({s['worst_run']}) / {100 * s['mean']:+5.2f};  "
+              f"{100 * s['worst_nine']:+6.2f} / {100 * s['mean_nine']:+5.2f};  {100 * s['worst_small']:+6.2f} / "
+              f"{100 * s['mean_small']:+5.2f};  {w};  {100 * s['top_share_mean']:.0f}%")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fit")
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--seeds", default="0")
+    f.add_argument("--protocols", default=",".join(rs.PROTOCOLS))
+    f.add_argument("--max-prompts", type=int, default=3000)
+    f.add_argument("--max-folds", type=int, default=2)
+    f.add_argument("--cache-dir", default=None)
+    e = sub.add_parser("eval")
+    e.add_argument("dirs", nargs="+", type=Path)
+    e.add_argument("--seeds", default=None)
+    e.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args(argv)
+    if a.cmd == "fit":
+        run_parts(None, a.out, [int(s) for s in a.seeds.split(",")], rs.check_protocols(a.protocols.split(",")),
+                  max_prompts=a.max_prompts, max_folds=a.max_folds, cache_dir=a.cache_dir,
+                  progress=lambda s: print(s, flush=True))
+        return
+    runs = load_folds(a.dirs)
+    if a.seeds:
+        keep = {int(s) for s in a.seeds.split(",")}
+        runs = {k: v for k, v in runs.items() if k[1] in keep}
+    res = evaluate(runs, json.loads((a.dirs[0] / "models.json").read_text()))
+    res["ece"] = part_ece(runs)
+    print_report(res)
+    print("\nper-model ECE (mean over the nine models), topics known (random, reweight) / held out (cluster):")
+    for name, per in res["ece"].items():
+        known = [v for k, v in per.items() if k.startswith(("random", "reweight"))]
+        out = [v for k, v in per.items() if k.startswith("cluster")]
+        print(f"  {name:24s} {np.mean(known) if known else float('nan'):.3f} / {np.mean(out) if out else float('nan'):.3f}")
+    print(f"\nchoice by the selection rule: {choose(res['summary'], CANDIDATES)}")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

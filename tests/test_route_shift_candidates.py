@@ -1,0 +1,84 @@
+"""The candidate sweep measures what the Router does: one fit's parts reproduce the Router's own decisions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from preroll.bench import route_shift as rs
+from preroll.bench import route_shift_candidates as rc
+
+
+@pytest.fixture(scope="module")
+def small():
+    from preroll.bench.llmrouter import load_llmrouter
+    from preroll.bench.route import random_subset
+
+    data = random_subset(load_llmrouter(None), 240, 0)
+    X_text = rs.text_embeddings(data.prompts, "lexical")
+    _, t = rs._text_ids(data.prompts)
+    task = rs.text_clusters(X_text, 6, 0)[t]
+    fold = rs.build_folds("cluster4", data.prompts, X_text, 4, 0)[0]
+    specs = data.model_specs(256)
+    return data, specs, fold, rc.fold_parts(data, specs, fold, "lexical", task)
+
+
+def test_default_candidate_is_the_routers_default_decision(small):
+    from preroll.route import Router
+
+    data, specs, fold, parts = small
+    router = Router(models=specs, encoder="lexical", rule="utility", lam=0.0).fit(data.histories(fold.train))
+    p_te = [data.prompts[i] for i in fold.test]
+    want = [d.model for d in router.route(p_te)]
+    names = [s.name for s in specs]
+    cols = np.arange(len(names))
+    got = rc.candidate_picks(parts, rc.CANDIDATES["ensemble+guard0.25 (default)"], cols, [0.0])[0]
+    assert [names[j] for j in got] == want
+    # the same belief: the Router's default head is the equal mixture of the logistic and kNN parts
+    X = router.embed(p_te)
+    assert rc.belief(parts, ("logistic", "knn")).p_success == pytest.approx(
+        router.predict_beta_embeddings(X).p_success, abs=1e-6)
+    assert parts["sim"].shape == (len(p_te),)
+    assert (parts["sim"] < parts["far_below_0.25"]).tolist() == router.far_from_history(X).tolist()
+
+
+def test_topic_rates_are_shrunk_history_rates(small):
+    _, _, fold, parts = small
+    for K in rc.TOPIC_KS:
+        P = parts[f"p_topics{K}"]
+        assert P.shape == parts["Y"].shape and np.all((P > 0) & (P < 1))   # shrunk: never 0 or 1
+        assert all(len(np.unique(P[:, j])) <= K for j in range(P.shape[1]))  # one rate per topic
+
+
+def test_sweep_and_selection_rule(small):
+    _, specs, _, parts = small
+    names = [s.name for s in specs]
+    res = rc.evaluate({("cluster4", 0): [parts]}, names, grid_n=11)
+    sets = {e["set"] for e in res["runs"]}
+    assert sets == {"nine", "small"}
+    small_set = next(e for e in res["runs"] if e["set"] == "small")
+    assert all(0 <= m["top_share"] <= 1 for m in small_set["methods"].values())
+    for e in res["runs"]:  # each test topic's own best can never lose to one fixed model
+        assert e["task_oracle_gain"] >= -1e-12
+    # the selection rule: the default stays unless beaten by more than the bar; ties go to the simplest
+    summ = [{"name": n, "baseline": c.baseline, "worst": 0.0} for n, c in rc.CANDIDATES.items()]
+    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+guard0.25 (default)"
+    summ[3]["worst"] = 0.02                     # ensemble+topics20: beats the default by 2 points
+    summ[4]["worst"] = 0.018                    # its guarded form ties with it: the simpler one wins
+    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+topics20"
+    summ[1]["worst"] = 0.004                    # within the bar of the default: not a change
+    summ[3]["worst"] = summ[4]["worst"] = 0.0
+    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+guard0.25 (default)"
+
+
+def test_part_ece_per_belief_and_run(small):
+    *_, parts = small
+    ece = rc.part_ece({("cluster4", 0): [parts]})
+    assert set(ece) == {"logistic+knn", "logistic+knn+topics20", "logistic", "knn", "knn200", "topics20"}
+    assert all(0 <= v["cluster4/s0"] <= 1 for v in ece.values())
+
+
+def test_task_oracle_is_each_topics_best():
+    Y = np.array([[1, 0], [1, 0], [0, 1], [0, 1.0]])
+    assert rc.task_oracle(Y, np.array([0, 0, 1, 1])).tolist() == [0, 0, 1, 1]
+    assert rc.task_oracle(Y, np.zeros(4, int)).tolist() == [0, 0, 0, 0]
