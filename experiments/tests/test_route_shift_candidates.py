@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from preroll.bench import route_shift as rs
-from preroll.bench import route_shift_candidates as rc
+from experiments import route_shift_candidates as rc
 
 
 @pytest.fixture(scope="module")
