@@ -514,6 +514,9 @@ def carry_over(old, new) -> None:
         held = {(r.prompt, n) for n in sn.names for r in sn.base.get(n, [])}
         late = [(r.prompt, n, r.successes / r.attempts) for n in so.names if n in sn.names
                 for r in so.observed[n] if (r.prompt, n) not in held]
+        # The refit schedule continues where the live router stood: ``new`` was fitted on every outcome
+        # observed so far but the late ones (else a doubling schedule would restart at first_refit).
+        sn.n_observed = sn.fitted_at = max(so.n_observed - len(late), 0)
     if late:
         observe(new, [p for p, _, _ in late], [m for _, m, _ in late], [v for _, _, v in late], refit=False)
         sn.ledger.observed -= len(late)
