@@ -67,6 +67,10 @@ class ExploreSettings(BaseModel):
     max_share: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False,
                              description="Most explored decisions (differing from the greedy choice), as a "
                                          "share of all decisions so far.")
+    anneal_after: int | None = Field(
+        default=None, ge=1,
+        description="After this many decisions the cap shrinks: explored decisions at most max_share * "
+                    "sqrt(anneal_after * decisions) (a share falling as 1/sqrt(decisions)); null: a flat cap.")
     budget_per_1k: float | None = Field(
         default=None, ge=0, allow_inf_nan=False,
         description="Budget pacing: at most this extra spend over the greedy choices per 1,000 decisions "
@@ -82,6 +86,12 @@ class ExploreSettings(BaseModel):
     knn_k: int = Field(default=20, ge=1, description="Observed prompts since the last fit that update a belief.")
     knn_tau: float = Field(default=0.1, gt=0, allow_inf_nan=False,
                            description="Similarity scale of the online update: weight exp(-(1 - cos) / tau).")
+
+    def share_cap(self, decisions: int) -> float:
+        """Most explored decisions allowed among the first ``decisions`` (never above ``max_share * decisions``)."""
+        if self.anneal_after is None or decisions <= self.anneal_after:
+            return self.max_share * decisions
+        return self.max_share * float(np.sqrt(self.anneal_after * decisions))
 
     @field_validator("refit")
     @classmethod
@@ -302,7 +312,7 @@ class ExploreState:
             g, t = int(greedy[i]), int(ts[i])
             if t != g:
                 delta = float(C[i, t] - C[i, g])
-                ok = ledger.explored + 1 <= s.max_share * (ledger.decisions + 1) + 1e-9
+                ok = ledger.explored + 1 <= s.share_cap(ledger.decisions + 1) + 1e-9
                 if ok and s.budget_per_1k is not None:
                     ok = ledger.extra_cost + delta <= s.budget_per_1k * (ledger.decisions + 1) / 1000.0 + 1e-12
                 if ok:
