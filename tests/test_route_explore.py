@@ -254,3 +254,27 @@ def test_annealed_cap_shrinks_the_explored_share():
     assert annealed.ledger.explored <= 0.5 * np.sqrt(40 * n) + 1e-9 < 0.5 * flat.ledger.explored
     assert sum(counts[id(annealed)][-50:]) > 0       # it still explores late, at a falling rate
     assert annealed.settings.share_cap(20) == pytest.approx(10.0)   # a flat cap until anneal_after
+
+
+def test_refit_schedule_doubling_with_a_gap_cap():
+    def points(settings, n=100):
+        at, out = 0, []
+        for k in range(1, n + 1):
+            if settings.refit_due(k, at):
+                out.append(k)
+                at = k
+        return out
+
+    assert points(ExploreSettings(first_refit=8)) == [8, 16, 32, 64]
+    assert points(ExploreSettings(first_refit=8, max_gap=16)) == [8, 16, 32, 48, 64, 80, 96]
+    assert points(ExploreSettings(first_refit=30, refit=25)) == [30, 55, 80]
+    with pytest.raises(ValueError):
+        ExploreSettings(max_gap=0)
+    router = Router(_specs(), encoder="lexical", lam=0.0, explore=ExploreSettings(first_refit=8, max_gap=16))
+    rng = np.random.default_rng(8)
+    refits = []
+    for _ in range(6):                       # 48 outcomes: refits at 8, 16, 32, 48
+        ps = _prompts(rng, 8)
+        ds = router.route(ps)
+        refits.append(router.observe(ps, [d.model for d in ds], rng.random(8)).refitted)
+    assert refits == [True, True, False, True, False, True]

@@ -79,6 +79,9 @@ class ExploreSettings(BaseModel):
         default="doubling", description="Full refit schedule: 'doubling' (at first_refit outcomes, then each "
                                         "time the count doubles) or every N outcomes.")
     first_refit: int = Field(default=32, ge=1, description="Outcomes before the first full fit.")
+    max_gap: int | None = Field(
+        default=None, ge=1, description="With refit='doubling': at most this many outcomes between two refits "
+                                        "(doubling until the gap reaches it, then every max_gap); null: no cap.")
     prior_alpha: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     prior_beta: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     exclude_z: float = Field(default=1.0, ge=0, allow_inf_nan=False,
@@ -86,6 +89,15 @@ class ExploreSettings(BaseModel):
     knn_k: int = Field(default=20, ge=1, description="Observed prompts since the last fit that update a belief.")
     knn_tau: float = Field(default=0.1, gt=0, allow_inf_nan=False,
                            description="Similarity scale of the online update: weight exp(-(1 - cos) / tau).")
+
+    def refit_due(self, n: int, fitted_at: int) -> bool:
+        """Whether a full refit is due with ``n`` outcomes observed, the last fit having held ``fitted_at``."""
+        if n == 0 or n == fitted_at or n < self.first_refit:
+            return False
+        if self.refit == "doubling":
+            gap = fitted_at if self.max_gap is None else min(fitted_at, self.max_gap)
+            return n >= fitted_at + gap
+        return n - fitted_at >= int(self.refit)
 
     def share_cap(self, decisions: int) -> float:
         """Most explored decisions allowed among the first ``decisions`` (never above ``max_share * decisions``)."""
@@ -328,13 +340,7 @@ class ExploreState:
     # ----------------------------------------------------------------- observe
 
     def refit_due(self) -> bool:
-        s = self.settings
-        n = self.n_observed
-        if n == 0 or n == self.fitted_at:
-            return False
-        if s.refit == "doubling":
-            return n >= max(s.first_refit, 2 * self.fitted_at)
-        return n >= s.first_refit and n - self.fitted_at >= int(s.refit)
+        return self.settings.refit_due(self.n_observed, self.fitted_at)
 
     def histories(self) -> dict[str, list]:
         return {name: self.base[name] + self.observed[name] for name in self.names}
