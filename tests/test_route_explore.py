@@ -236,7 +236,7 @@ def test_annealed_cap_shrinks_the_explored_share():
     """anneal_after: explored decisions stay within max_share * sqrt(anneal_after * decisions) at every prefix."""
     rng = np.random.default_rng(7)
     m, batch = 3, 8
-    flat = ExploreState(ExploreSettings(seed=1, max_share=0.5), list("abc"))
+    flat = ExploreState(ExploreSettings(seed=1, max_share=0.5, anneal_after=None), list("abc"))
     annealed = ExploreState(ExploreSettings(seed=1, max_share=0.5, anneal_after=40), list("abc"))
     counts = {id(flat): [], id(annealed): []}
     for _ in range(150):
@@ -278,3 +278,15 @@ def test_refit_schedule_doubling_with_a_gap_cap():
         ds = router.route(ps)
         refits.append(router.observe(ps, [d.model for d in ds], rng.random(8)).refitted)
     assert refits == [True, True, False, True, False, True]
+
+
+def test_careful_greedy_is_the_confident_rule():
+    rng = np.random.default_rng(9)
+    hist = _histories(rng, 40)
+    prompts = _prompts(np.random.default_rng(10), 60)
+    careful = Router(_specs(), encoder="lexical", lam=0.2, explore=ExploreSettings(careful=True)).fit(hist)
+    confident = Router(_specs(), encoder="lexical", lam=0.2, rule="confident").fit(hist)
+    utility = Router(_specs(), encoder="lexical", lam=0.2).fit(hist)
+    got = [d.model for d in careful.route(prompts, explore=False)]
+    assert got == [d.model for d in confident.route(prompts)]
+    assert got != [d.model for d in utility.route(prompts)]   # the two rules differ on these prompts

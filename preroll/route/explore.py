@@ -68,7 +68,7 @@ class ExploreSettings(BaseModel):
                              description="Most explored decisions (differing from the greedy choice), as a "
                                          "share of all decisions so far.")
     anneal_after: int | None = Field(
-        default=None, ge=1,
+        default=500, ge=1,
         description="After this many decisions the cap shrinks: explored decisions at most max_share * "
                     "sqrt(anneal_after * decisions) (a share falling as 1/sqrt(decisions)); null: a flat cap.")
     budget_per_1k: float | None = Field(
@@ -86,6 +86,11 @@ class ExploreSettings(BaseModel):
     prior_beta: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     exclude_z: float = Field(default=1.0, ge=0, allow_inf_nan=False,
                              description="Standard deviations of the lam-aware exclusion's bounds.")
+    careful: bool = Field(
+        default=False,
+        description="Greedy choice by the 'confident' rule on every prompt when the router's rule is 'utility': "
+                    "the model best on average unless another's gain is confident (a bandit history is thin "
+                    "for every model but the one mostly chosen).")
     knn_k: int = Field(default=20, ge=1, description="Observed prompts since the last fit that update a belief.")
     knn_tau: float = Field(default=0.1, gt=0, allow_inf_nan=False,
                            description="Similarity scale of the online update: weight exp(-(1 - cos) / tau).")
@@ -431,7 +436,8 @@ def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_to
 
             raise RouteError(f"the 'gain' rule routes between exactly two models ({len(cols)} eligible)")
         if _is_fitted(router):
-            order = router.rank_models(belief, C, rule, param, cols, far=router.far_from_history(X))
+            ranked_by = "confident" if st.settings.careful and rule == "utility" else rule
+            order = router.rank_models(belief, C, ranked_by, param, cols, far=router.far_from_history(X))
         else:  # no base rates yet: the 'confident' rule's default is undefined, rank by utility
             r = "utility" if rule == "confident" else rule
             order = cols[_rules.rank(r, P[:, cols], C[:, cols], param)]
