@@ -6,7 +6,8 @@ choosing, so its beliefs about that model freeze wherever they were. This
 module makes :class:`~preroll.route.Router` explore, within bounds:
 
 * **Beliefs.** Between full fits, the fitted router's Beta belief per
-  (prompt, model) -- the joint model, refitted on the accumulated bandit
+  (prompt, model) -- its own head (by default the per-model ensemble heads),
+  refitted on the accumulated bandit
   histories when due -- is updated by a cheap online correction: every
   outcome observed since the last fit adds pseudo-counts to the beliefs of
   prompts near it (a kNN-Beta update: the ``knn_k`` nearest observed prompts,
@@ -29,7 +30,10 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   more over its last 3,000 (docs/route.md).
 * **Bounded.** A decision is *explored* when it differs from the greedy one.
   At every prefix of the stream, explored decisions are at most ``max_share``
-  of all decisions, and with ``budget_per_1k`` set, the extra spend over the
+  of all decisions (after ``anneal_after`` decisions, at most ``max_share *
+  sqrt(anneal_after * decisions)``: the beliefs' spread is a prompt's success
+  rate's, which does not shrink with evidence, so Thompson's appetite for
+  exploring would not fall by itself), and with ``budget_per_1k`` set, the extra spend over the
   greedy choices (net: exploring a cheaper model gives credit) is at most
   ``budget_per_1k`` per 1,000 decisions so far. An exploration that would
   break either takes the greedy choice instead.
@@ -40,7 +44,7 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   background instead (``refit_due`` says when).
 
 Why kNN-Beta for the online part: it needs no fit, its pseudo-counts are on
-the same scale as the joint model's concentration (the neighbourhood's
+the same scale as a kNN head's concentration (the neighbourhood's
 effective number of rows), and an observation moves only the beliefs of
 prompts like it.
 """
