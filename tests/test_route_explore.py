@@ -230,3 +230,63 @@ def test_stream_cli_writes_table_json_and_png(llmrouter, tmp_path, monkeypatch):
     assert result["info"]["explore router"]["explored_share"] <= 0.2
     assert result["info"]["explore router"]["extra_cost_per_1k"] <= 0.05 + 1e-12
     assert (out / "regret-seed0.png").stat().st_size > 10_000
+
+
+def test_annealed_cap_shrinks_the_explored_share():
+    """anneal_after: explored decisions stay within max_share * sqrt(anneal_after * decisions) at every prefix."""
+    rng = np.random.default_rng(7)
+    m, batch = 3, 8
+    flat = ExploreState(ExploreSettings(seed=1, max_share=0.5, anneal_after=None), list("abc"))
+    annealed = ExploreState(ExploreSettings(seed=1, max_share=0.5, anneal_after=40), list("abc"))
+    counts = {id(flat): [], id(annealed): []}
+    for _ in range(150):
+        alpha, beta = rng.uniform(1.0, 3.0, (batch, m)), rng.uniform(1.0, 3.0, (batch, m))  # wide: always tempted
+        C = np.zeros((batch, m))
+        greedy = np.argmax(alpha / (alpha + beta), axis=1)
+        for state in (flat, annealed):
+            _, explored = state.choose(BetaPrediction(alpha, beta), C, greedy, 0.0, np.ones(m, bool), True)
+            counts[id(state)].append(int(explored.sum()))
+    n = 150 * batch
+    cum = np.cumsum(counts[id(annealed)])
+    steps = batch * np.arange(1, 151)
+    assert np.all(cum <= 0.5 * np.sqrt(40 * np.maximum(steps, 40)) + 1e-9)
+    assert np.all(cum <= 0.5 * steps + 1e-9)
+    assert annealed.ledger.explored <= 0.5 * np.sqrt(40 * n) + 1e-9 < 0.5 * flat.ledger.explored
+    assert sum(counts[id(annealed)][-50:]) > 0       # it still explores late, at a falling rate
+    assert annealed.settings.share_cap(20) == pytest.approx(10.0)   # a flat cap until anneal_after
+
+
+def test_refit_schedule_doubling_with_a_gap_cap():
+    def points(settings, n=100):
+        at, out = 0, []
+        for k in range(1, n + 1):
+            if settings.refit_due(k, at):
+                out.append(k)
+                at = k
+        return out
+
+    assert points(ExploreSettings(first_refit=8)) == [8, 16, 32, 64]
+    assert points(ExploreSettings(first_refit=8, max_gap=16)) == [8, 16, 32, 48, 64, 80, 96]
+    assert points(ExploreSettings(first_refit=30, refit=25)) == [30, 55, 80]
+    with pytest.raises(ValueError):
+        ExploreSettings(max_gap=0)
+    router = Router(_specs(), encoder="lexical", lam=0.0, explore=ExploreSettings(first_refit=8, max_gap=16))
+    rng = np.random.default_rng(8)
+    refits = []
+    for _ in range(6):                       # 48 outcomes: refits at 8, 16, 32, 48
+        ps = _prompts(rng, 8)
+        ds = router.route(ps)
+        refits.append(router.observe(ps, [d.model for d in ds], rng.random(8)).refitted)
+    assert refits == [True, True, False, True, False, True]
+
+
+def test_careful_greedy_is_the_confident_rule():
+    rng = np.random.default_rng(9)
+    hist = _histories(rng, 40)
+    prompts = _prompts(np.random.default_rng(10), 60)
+    careful = Router(_specs(), encoder="lexical", lam=0.2, explore=ExploreSettings(careful=True)).fit(hist)
+    confident = Router(_specs(), encoder="lexical", lam=0.2, rule="confident").fit(hist)
+    utility = Router(_specs(), encoder="lexical", lam=0.2).fit(hist)
+    got = [d.model for d in careful.route(prompts, explore=False)]
+    assert got == [d.model for d in confident.route(prompts)]
+    assert got != [d.model for d in utility.route(prompts)]   # the two rules differ on these prompts

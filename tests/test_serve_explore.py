@@ -73,7 +73,8 @@ def test_without_exploration_a_backend_without_history_is_refused(tmp_path, urls
 
 
 def test_exploring_server_routes_from_priors_and_learns_from_feedback(tmp_path, urls):
-    config = load_config(_config(tmp_path, urls, {"max_share": 1.0, "seed": 0}))
+    # first_refit beyond the test's 60 outcomes: what moves the belief is the incremental update, not a refit.
+    config = load_config(_config(tmp_path, urls, {"max_share": 1.0, "seed": 0, "first_refit": 1000}))
     with serve_in_thread(create_app(config, encoder=HashingEncoder())) as url:  # 'large' has no history yet
         seen = set()
         for _ in range(40):
@@ -112,3 +113,60 @@ def test_refit_keeps_the_exploration_ledger(tmp_path, urls):
         assert httpx.post(f"{url}/v1/refit", timeout=30).status_code == 200
         stats = httpx.get(f"{url}/stats").json()["router"]
         assert stats["fits"] == 2 and stats["explore"]["decisions"] == 10 and stats["explore"]["observed"] == 1
+
+
+def _wait_for_refits(url, timeout=30.0):
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        router = httpx.get(f"{url}/stats").json()["router"]
+        if not router["refitting"]:
+            return router
+        time.sleep(0.05)
+    raise AssertionError("background refit did not finish")
+
+
+def test_exploring_server_refits_on_the_routers_schedule(tmp_path, urls):
+    """refit_every is 1000; the exploration settings' doubling schedule (4, 8, 16 outcomes) decides instead."""
+    config = load_config(_config(tmp_path, urls, {"max_share": 1.0, "first_refit": 4}, large_history=True))
+    fits = []
+    with serve_in_thread(create_app(config, encoder=HashingEncoder())) as url:
+        for i in range(14):
+            r = httpx.post(f"{url}/v1/feedback", timeout=10,
+                           json={"model": ["small", "large"][i % 2], "prompt": f"{MATH_Q} variant {i}",
+                                 "success_rate": float(i % 3 == 0)})
+            assert r.status_code == 200, r.text
+            fits.append(_wait_for_refits(url)["fits"])
+        assert fits[:3] == [1, 1, 1] and fits[3] == 2      # the first refit at 4 outcomes
+        assert fits[6] == 2 and fits[7] == 3               # then at 8 (the count doubled)
+        assert fits[-1] == 3                               # not again before 16 (the schedule did not restart)
+        assert httpx.get(f"{url}/stats").json()["router"]["explore"]["observed"] == 14
+
+
+def test_server_router_guard_setting(tmp_path, urls):
+    """router.guard reaches the served Router (off, defaults, or fields); a malformed one is refused at load."""
+    from preroll.route.depth import DepthGuard
+
+    cases = ((False, None), ({"far_quantile": 0.1, "z": 2.0}, DepthGuard(far_quantile=0.1, z=2.0)),
+             (True, DepthGuard()))
+    for k, (guard, expected) in enumerate(cases):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        path = _config(folder, urls, False, large_history=True)
+        data = yaml.safe_load(path.read_text())
+        data["router"]["guard"] = guard
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        app = create_app(load_config(path), encoder=HashingEncoder())
+        router = app.state.routing.router
+        try:
+            assert router._guard() == expected
+            assert (router.history_X_ is None) == (expected is None)   # the guard's history kept only when on
+        finally:
+            app.state.store.close()
+    for bad, word in (({"far_quantile": "high"}, "far_quantile"), ({"radius": 2}, "radius"), ("on", "str")):
+        data["router"]["guard"] = bad
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert "router.guard" in str(err.value) and word in str(err.value)

@@ -106,15 +106,6 @@ def _features(prompts: list[str], encoder: str, cache_dir: str | None) -> np.nda
     return np.hstack([X, np.ones((len(X), 1))])
 
 
-def _schedule(first: int, refit: Any):
-    """Refit points of a schedule: doubling from ``first``, or every ``refit`` after ``first``."""
-    def due(n: int, last: int) -> bool:
-        if n < first or n == last:
-            return False
-        return n >= 2 * last if refit == "doubling" else n - last >= int(refit)
-    return due
-
-
 def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     from preroll.bench.llmrouter import load_llmrouter
     from preroll.bench.route import random_subset, split_prompts
@@ -190,7 +181,7 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
     full_pick = None
     if cfg.full_info:
         progress("full-information router")
-        due = _schedule(settings.first_refit, settings.refit)
+        due = settings.refit_due
         full = None
         fitted_at = 0
         full_pick = np.zeros(n, dtype=int)

@@ -6,7 +6,8 @@ choosing, so its beliefs about that model freeze wherever they were. This
 module makes :class:`~preroll.route.Router` explore, within bounds:
 
 * **Beliefs.** Between full fits, the fitted router's Beta belief per
-  (prompt, model) -- the joint model, refitted on the accumulated bandit
+  (prompt, model) -- its own head (by default the per-model ensemble heads),
+  refitted on the accumulated bandit
   histories when due -- is updated by a cheap online correction: every
   outcome observed since the last fit adds pseudo-counts to the beliefs of
   prompts near it (a kNN-Beta update: the ``knn_k`` nearest observed prompts,
@@ -29,7 +30,10 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   more over its last 3,000 (docs/route.md).
 * **Bounded.** A decision is *explored* when it differs from the greedy one.
   At every prefix of the stream, explored decisions are at most ``max_share``
-  of all decisions, and with ``budget_per_1k`` set, the extra spend over the
+  of all decisions (after ``anneal_after`` decisions, at most ``max_share *
+  sqrt(anneal_after * decisions)``: the beliefs' spread is a prompt's success
+  rate's, which does not shrink with evidence, so Thompson's appetite for
+  exploring would not fall by itself), and with ``budget_per_1k`` set, the extra spend over the
   greedy choices (net: exploring a cheaper model gives credit) is at most
   ``budget_per_1k`` per 1,000 decisions so far. An exploration that would
   break either takes the greedy choice instead.
@@ -40,7 +44,7 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   background instead (``refit_due`` says when).
 
 Why kNN-Beta for the online part: it needs no fit, its pseudo-counts are on
-the same scale as the joint model's concentration (the neighbourhood's
+the same scale as a kNN head's concentration (the neighbourhood's
 effective number of rows), and an observation moves only the beliefs of
 prompts like it.
 """
@@ -67,6 +71,10 @@ class ExploreSettings(BaseModel):
     max_share: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False,
                              description="Most explored decisions (differing from the greedy choice), as a "
                                          "share of all decisions so far.")
+    anneal_after: int | None = Field(
+        default=500, ge=1,
+        description="After this many decisions the cap shrinks: explored decisions at most max_share * "
+                    "sqrt(anneal_after * decisions) (a share falling as 1/sqrt(decisions)); null: a flat cap.")
     budget_per_1k: float | None = Field(
         default=None, ge=0, allow_inf_nan=False,
         description="Budget pacing: at most this extra spend over the greedy choices per 1,000 decisions "
@@ -75,13 +83,36 @@ class ExploreSettings(BaseModel):
         default="doubling", description="Full refit schedule: 'doubling' (at first_refit outcomes, then each "
                                         "time the count doubles) or every N outcomes.")
     first_refit: int = Field(default=32, ge=1, description="Outcomes before the first full fit.")
+    max_gap: int | None = Field(
+        default=None, ge=1, description="With refit='doubling': at most this many outcomes between two refits "
+                                        "(doubling until the gap reaches it, then every max_gap); null: no cap.")
     prior_alpha: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     prior_beta: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     exclude_z: float = Field(default=1.0, ge=0, allow_inf_nan=False,
                              description="Standard deviations of the lam-aware exclusion's bounds.")
+    careful: bool = Field(
+        default=False,
+        description="Greedy choice by the 'confident' rule on every prompt when the router's rule is 'utility': "
+                    "the model best on average unless another's gain is confident (a bandit history is thin "
+                    "for every model but the one mostly chosen).")
     knn_k: int = Field(default=20, ge=1, description="Observed prompts since the last fit that update a belief.")
     knn_tau: float = Field(default=0.1, gt=0, allow_inf_nan=False,
                            description="Similarity scale of the online update: weight exp(-(1 - cos) / tau).")
+
+    def refit_due(self, n: int, fitted_at: int) -> bool:
+        """Whether a full refit is due with ``n`` outcomes observed, the last fit having held ``fitted_at``."""
+        if n == 0 or n == fitted_at or n < self.first_refit:
+            return False
+        if self.refit == "doubling":
+            gap = fitted_at if self.max_gap is None else min(fitted_at, self.max_gap)
+            return n >= fitted_at + gap
+        return n - fitted_at >= int(self.refit)
+
+    def share_cap(self, decisions: int) -> float:
+        """Most explored decisions allowed among the first ``decisions`` (never above ``max_share * decisions``)."""
+        if self.anneal_after is None or decisions <= self.anneal_after:
+            return self.max_share * decisions
+        return self.max_share * float(np.sqrt(self.anneal_after * decisions))
 
     @field_validator("refit")
     @classmethod
@@ -302,7 +333,7 @@ class ExploreState:
             g, t = int(greedy[i]), int(ts[i])
             if t != g:
                 delta = float(C[i, t] - C[i, g])
-                ok = ledger.explored + 1 <= s.max_share * (ledger.decisions + 1) + 1e-9
+                ok = ledger.explored + 1 <= s.share_cap(ledger.decisions + 1) + 1e-9
                 if ok and s.budget_per_1k is not None:
                     ok = ledger.extra_cost + delta <= s.budget_per_1k * (ledger.decisions + 1) / 1000.0 + 1e-12
                 if ok:
@@ -318,13 +349,7 @@ class ExploreState:
     # ----------------------------------------------------------------- observe
 
     def refit_due(self) -> bool:
-        s = self.settings
-        n = self.n_observed
-        if n == 0 or n == self.fitted_at:
-            return False
-        if s.refit == "doubling":
-            return n >= max(s.first_refit, 2 * self.fitted_at)
-        return n >= s.first_refit and n - self.fitted_at >= int(s.refit)
+        return self.settings.refit_due(self.n_observed, self.fitted_at)
 
     def histories(self) -> dict[str, list]:
         return {name: self.base[name] + self.observed[name] for name in self.names}
@@ -415,7 +440,8 @@ def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_to
 
             raise RouteError(f"the 'gain' rule routes between exactly two models ({len(cols)} eligible)")
         if _is_fitted(router):
-            order = router.rank_models(belief, C, rule, param, cols, far=router.far_from_history(X))
+            ranked_by = "confident" if st.settings.careful and rule == "utility" else rule
+            order = router.rank_models(belief, C, ranked_by, param, cols, far=router.far_from_history(X))
         else:  # no base rates yet: the 'confident' rule's default is undefined, rank by utility
             r = "utility" if rule == "confident" else rule
             order = cols[_rules.rank(r, P[:, cols], C[:, cols], param)]
@@ -514,6 +540,9 @@ def carry_over(old, new) -> None:
         held = {(r.prompt, n) for n in sn.names for r in sn.base.get(n, [])}
         late = [(r.prompt, n, r.successes / r.attempts) for n in so.names if n in sn.names
                 for r in so.observed[n] if (r.prompt, n) not in held]
+        # The refit schedule continues where the live router stood: ``new`` was fitted on every outcome
+        # observed so far but the late ones (else a doubling schedule would restart at first_refit).
+        sn.n_observed = sn.fitted_at = max(so.n_observed - len(late), 0)
     if late:
         observe(new, [p for p, _, _ in late], [m for _, m, _ in late], [v for _, _, v in late], refit=False)
         sn.ledger.observed -= len(late)

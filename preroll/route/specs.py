@@ -8,6 +8,7 @@ defaults one to zero) makes every cost trade-off wrong.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -145,9 +146,31 @@ class RouterOptions(BaseModel):
     threshold: float = Field(default=0.8, allow_inf_nan=False)
     confidence: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     margin: float = Field(default=0.0, allow_inf_nan=False)
+    guard: bool | dict[str, Any] = Field(
+        default=True, description="The out-of-depth guard (preroll.route.depth.DepthGuard): true (its defaults), "
+                                  "false (off), or a mapping of its fields (far_quantile, z, margin, sample).")
     explore: bool | ExploreSettings = Field(
         default=False, description="Live routing from bandit feedback: true (Thompson sampling, default "
                                    "settings), false, or settings (preroll.route.explore.ExploreSettings).")
+
+    @field_validator("guard", mode="before")
+    @classmethod
+    def _guard_settings(cls, v: Any) -> Any:
+        # Checked here by the same reading the Router gives it (switch_or_settings), so a config file's
+        # mistake is refused at load, naming the field, not at the first fit.
+        from preroll.route.depth import DepthGuard
+        from preroll.validation import switch_or_settings
+
+        if isinstance(v, DepthGuard):
+            return asdict(v)
+        if not isinstance(v, (bool, dict)):
+            raise ValueError(f"expected true, false or a mapping of DepthGuard's fields, got {type(v).__name__}")
+        if isinstance(v, dict):
+            try:
+                switch_or_settings(v, DepthGuard, field="guard", error_cls=RouteConfigError)
+            except RouteConfigError as exc:
+                raise ValueError(str(exc).removeprefix("field 'guard': ")) from None
+        return v
 
     @field_validator("explore", mode="before")
     @classmethod

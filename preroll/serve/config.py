@@ -101,7 +101,9 @@ class BackendConfig(BaseModel):
 class RouterSettings(RouterOptions):
     """The ``router:`` block: :class:`~preroll.route.specs.RouterOptions` plus what only the server needs."""
 
-    refit_every: int = Field(default=50, ge=1, description="Refit after this many new feedback outcomes.")
+    refit_every: int = Field(default=50, ge=1, description="Refit after this many new feedback outcomes. With "
+                                                           "explore on, the exploration settings' schedule "
+                                                           "(explore.refit, explore.first_refit) decides instead.")
     max_batch: int = Field(default=8, ge=1, description="Most concurrent prompts routed in one router call.")
     threads: int | None = Field(
         default=1, ge=1, description="Torch threads of the server's encoder; null: torch's default. One thread "

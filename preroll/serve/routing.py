@@ -6,8 +6,10 @@ Three things make a router usable behind an HTTP server:
   requests are gathered (up to ``max_batch``) and routed in one call, on one
   worker thread so the event loop keeps serving.
 * **Refits off the hot path.** Feedback lands in the store at once; after
-  every ``refit_every`` new outcomes a fresh router is fitted on a background
-  thread and swapped in when ready. Requests keep using the old one meanwhile.
+  every ``refit_every`` new outcomes (with exploration on: when the router's
+  own schedule says a refit is due, ``Router.refit_due``) a fresh router is
+  fitted on a background thread and swapped in when ready. Requests keep
+  using the old one meanwhile.
 * **Clear start-up errors.** A backend without history is refused with the
   config field that would fix it.
 """
@@ -135,7 +137,7 @@ class RoutingService:
         """
         with self._lock:
             self.pending_outcomes += n
-            start = self.pending_outcomes >= self.config.router.refit_every and not self._refitting
+            start = self._refit_wanted() and not self._refitting
             if start:
                 self._refitting = True
         if start:
@@ -154,9 +156,20 @@ class RoutingService:
             else:
                 failed = False
             with self._lock:
-                if failed or self.pending_outcomes < self.config.router.refit_every:
+                if failed or not self._refit_wanted():
                     self._refitting = False
                     return
+
+    def _refit_wanted(self) -> bool:
+        """Enough new outcomes for a refit (under ``self._lock``).
+
+        With exploration on, the router's own schedule (``explore.refit``: doubling from ``first_refit`` by
+        default) decides, counted over every outcome it observed since the server started; without,
+        ``router.refit_every`` stored outcomes.
+        """
+        if self._exploring():
+            return self.router is not None and self.router.refit_due
+        return self.pending_outcomes >= self.config.router.refit_every
 
     def status(self) -> dict:
         with self._lock:
