@@ -218,11 +218,12 @@ def topic_parts(H: np.ndarray, Q: np.ndarray, S: np.ndarray, A: np.ndarray, base
 
 
 def augment(folds_dir: Path, root: str | None = None, *, max_prompts: int = 3000, folds: int = 5,
-            cache_dir: str | None = None, encoder: str = "minilm+lexical+stats",
+            cache_dir: str | None = None, encoder: str = "minilm+lexical+stats", reverse: bool = False,
             progress: Callable[[str], None] = print) -> None:
     """Add ``tsim{K}``/``tq{K}`` to folds saved before they were (the history's embedding is rebuilt, no head fit).
 
     The fold is rebuilt as ``fit`` built it; its test rows and topic rates must equal the saved ones, else it refuses.
+    ``reverse``: last fold first (a second process on the same folder meets the first in the middle).
     """
     from preroll.bench.llmrouter import load_llmrouter
     from preroll.bench.route import random_subset
@@ -231,7 +232,7 @@ def augment(folds_dir: Path, root: str | None = None, *, max_prompts: int = 3000
     data = random_subset(load_llmrouter(root), max_prompts, 0)
     X_text = rs.text_embeddings(data.prompts, "minilm", cache_dir)
     built: dict[tuple[str, int], list[rs.ShiftFold]] = {}
-    for p in sorted(Path(folds_dir).glob("fold-*.npz")):
+    for p in sorted(Path(folds_dir).glob("fold-*.npz"), reverse=reverse):
         with np.load(p) as z:
             f = {k: z[k] for k in z.files}
         if f"tq{TOPIC_KS[-1]}" in f:
@@ -369,6 +370,8 @@ def load_folds(dirs: Sequence[Path]) -> dict[tuple[str, int], list[dict[str, np.
     runs: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}
     for d in dirs:
         for p in sorted(Path(d).glob("fold-*.npz")):
+            if p.stem.endswith(".tmp"):                  # a fold being written (fit or augment)
+                continue
             _, proto, seed, _fold = p.stem.split("-")
             with np.load(p) as z:
                 runs.setdefault((proto, int(seed[1:])), []).append({k: z[k] for k in z.files})
@@ -495,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     g.add_argument("dir", type=Path)
     g.add_argument("--max-prompts", type=int, default=3000)
     g.add_argument("--cache-dir", default=None)
+    g.add_argument("--reverse", action="store_true")
     e = sub.add_parser("eval")
     e.add_argument("dirs", nargs="+", type=Path)
     e.add_argument("--seeds", default=None)
@@ -506,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                   progress=lambda s: print(s, flush=True))
         return
     if a.cmd == "augment":
-        augment(a.dir, max_prompts=a.max_prompts, cache_dir=a.cache_dir, progress=lambda s: print(s, flush=True))
+        augment(a.dir, max_prompts=a.max_prompts, cache_dir=a.cache_dir, reverse=a.reverse, progress=lambda s: print(s, flush=True))
         return
     runs = load_folds(a.dirs)
     if a.seeds:
