@@ -30,6 +30,10 @@ nearest history topic's best model: a task-only router) and ``task-oracle``
 topics of all texts: an in-sample bound on what task-level routing could
 give, not a router).
 
+Gated candidates (third round): the topic part weighed per query, only where the query is within the
+history's depth (:func:`gate_weight`); ``augment`` adds the topic-centre similarities the topic-radius gate
+reads to folds saved before it.
+
 Selection rule (:data:`SELECTION_RULE`), fixed before any result was read.
 """
 
@@ -130,9 +134,7 @@ SMALL_MODELS = ("llama3-chatqa-1.5-8b", "qwen2.5-7b-instruct", "mistral-7b-instr
 
 def fold_parts(data, specs, fold: rs.ShiftFold, encoder, task_labels: np.ndarray) -> dict[str, np.ndarray]:
     """Fit the default per-model heads on the fold's history; every part's test predictions and what the sweep needs."""
-    from sklearn.cluster import KMeans
 
-    from preroll.heads.calibration import fit_concentration
     from preroll.heads.knn import nearest
     from preroll.route import Router
     from preroll.route.depth import DepthGuard, far_threshold, max_similarity

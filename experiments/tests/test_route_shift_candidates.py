@@ -109,7 +109,7 @@ def test_topic_centrality_is_a_quantile_within_the_topic(small):
     rng = np.random.default_rng(0)
     H = rc._unit(np.vstack([rng.normal(size=(50, 8)) + 6 * np.eye(8)[0], rng.normal(size=(50, 8)) - 6 * np.eye(8)[0]]))
     Q = rc._unit(np.vstack([6 * np.eye(8)[0], np.eye(8)[0] + 3 * np.eye(8)[1]]))
-    S = np.ones((100, 2)); A = np.ones((100, 2))
+    S = A = np.ones((100, 2))
     t = rc.topic_parts(H, Q, S, A, np.array([1.0, 1.0]), 2)
     assert t["tq"][0] == 1.0                   # at the centre: closer than every member
     assert t["tq"][1] < 0.1                    # off to the side: beyond nearly every member
