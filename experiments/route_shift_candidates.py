@@ -30,6 +30,10 @@ nearest history topic's best model: a task-only router) and ``task-oracle``
 topics of all texts: an in-sample bound on what task-level routing could
 give, not a router).
 
+Gated candidates (third round): the topic part weighed per query, only where the query is within the
+history's depth (:func:`gate_weight`); ``augment`` adds the topic-centre similarities the topic-radius gate
+reads to folds saved before it.
+
 Selection rule (:data:`SELECTION_RULE`), fixed before any result was read.
 """
 
@@ -47,16 +51,19 @@ import numpy as np
 from preroll.bench import route_shift as rs
 
 SELECTION_RULE = """\
-Score of a candidate: its worst gain at lam = 0 over every (model set, protocol, fold seed) run, model sets
-nine and small, protocols random, cluster5, cluster10, reweight, selection fold seeds 0, 1, 5. The
-current default (ensemble + guard 0.25) stays unless a candidate's worst case beats its worst case by
-more than 0.5 points (about one standard error of a run's gain); among the candidates that do, those within
-0.5 points of the best worst case tie, and the tie goes to the simplest (fewest parts, then no guard).
-Baselines (topics20-best, task-oracle) are reported, not candidates. Fold seeds 303 and 404 stay unread
-until the choice is committed; then the default before and after are read once on them."""
+Third round (gated topic rates), fixed before any gated candidate's number was read. Score of a candidate: its
+worst gain at lam = 0 over every (model set, protocol, fold seed) run, model sets nine and small, protocols
+random, cluster5, cluster10, reweight, selection fold seeds 0, 1, 5. The current default (ensemble + guard 0.1)
+stays unless a candidate's worst case beats its worst case by more than 0.5 points AND its mean over the nine
+models' runs is not below the default's; among the candidates that qualify, those within 0.5 points of the best
+worst case tie, and the tie goes to the simplest (fewest parts, then no gate / the depth gate before the topic
+gate before the soft weight, then no guard). Baselines (topics20-best) are reported, not candidates. Fold
+seeds 505 and 606 stay unread until the choice is committed; then the default and the choice are read once.
+(Second round's rule: the same without the nine-mean condition, default ensemble + guard 0.25, held-out
+seeds 303 and 404, since read.)"""
 
 SELECTION_SEEDS = (0, 1, 5)
-HELD_OUT_SEEDS = (303, 404)
+HELD_OUT_SEEDS = (505, 606)           # 303 and 404 were read in the second round
 TOPIC_KS = (10, 20, 40)
 TOPIC_PRIOR = 10.0           # pseudo-rows shrinking a topic's rate to the model's base rate
 KNN_TOPIC_K = 200
@@ -64,23 +71,39 @@ GUARD_QUANTILES = (0.1, 0.25)
 TASK_TOPICS = 20
 
 
+#: Gates on the topic parts, simplest first: where a gate's weight is 0 a topic part drops out of the mixture.
+GATES = ("depth0.1", "depth0.25", "topic0.1", "soft")
+
+
 @dataclass(frozen=True)
 class Candidate:
-    """A per-model belief: the equal mixture of ``parts``, the guard at ``guard`` (``None``: off)."""
+    """A per-model belief: the mixture of ``parts``, the guard at ``guard`` (``None``: off).
+
+    ``gate`` (``None``: equal weights): the topic parts' weight per query, the other parts weigh 1 --
+    ``depth<q>``: 1 where the query's highest similarity to the history is at or above the guard's ``q``
+    threshold (near), else 0; ``topic<q>``: 1 where the query is at least as close to its topic's centre as
+    the ``q`` quantile of the topic's own history members, else 0; ``soft``: linear from 0 at the guard's 0.1
+    threshold to 1 at its 0.25 threshold.
+    """
 
     parts: tuple[str, ...]
     guard: float | None = None
     baseline: bool = False
+    gate: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.gate is not None and self.gate not in GATES:
+            raise ValueError(f"unknown gate {self.gate!r}")
 
     @property
-    def complexity(self) -> tuple[int, int]:
-        return len(self.parts), int(self.guard is not None)
+    def complexity(self) -> tuple[int, int, int]:
+        return len(self.parts), 0 if self.gate is None else 1 + GATES.index(self.gate), int(self.guard is not None)
 
 
 CANDIDATES: dict[str, Candidate] = {
-    "ensemble+guard0.25 (default)": Candidate(("logistic", "knn"), 0.25),
+    "ensemble+guard0.1 (default)": Candidate(("logistic", "knn"), 0.1),
     "ensemble": Candidate(("logistic", "knn")),
-    "ensemble+guard0.1": Candidate(("logistic", "knn"), 0.1),
+    "ensemble+guard0.25": Candidate(("logistic", "knn"), 0.25),
     "ensemble+topics20": Candidate(("logistic", "knn", "topics20")),
     "ensemble+topics20+guard0.25": Candidate(("logistic", "knn", "topics20"), 0.25),
     "ensemble+topics20+guard0.1": Candidate(("logistic", "knn", "topics20"), 0.1),
@@ -89,6 +112,13 @@ CANDIDATES: dict[str, Candidate] = {
     "logistic+knn200": Candidate(("logistic", "knn200")),
     "logistic+knn200+guard0.25": Candidate(("logistic", "knn200"), 0.25),
     "logistic+knn+knn200+topics20": Candidate(("logistic", "knn", "knn200", "topics20")),
+    # third round: topic rates only where the query is within the history's depth
+    "ensemble+topics10@depth0.1+guard0.1": Candidate(("logistic", "knn", "topics10"), 0.1, gate="depth0.1"),
+    "ensemble+topics20@depth0.1+guard0.1": Candidate(("logistic", "knn", "topics20"), 0.1, gate="depth0.1"),
+    "ensemble+topics40@depth0.1+guard0.1": Candidate(("logistic", "knn", "topics40"), 0.1, gate="depth0.1"),
+    "ensemble+topics20@depth0.25+guard0.1": Candidate(("logistic", "knn", "topics20"), 0.1, gate="depth0.25"),
+    "ensemble+topics20@topic0.1+guard0.1": Candidate(("logistic", "knn", "topics20"), 0.1, gate="topic0.1"),
+    "ensemble+topics20@soft+guard0.1": Candidate(("logistic", "knn", "topics20"), 0.1, gate="soft"),
     "topics20-best": Candidate(("topics20",), baseline=True),
 }
 MODEL_SETS = ("nine", "small")
@@ -104,9 +134,7 @@ SMALL_MODELS = ("llama3-chatqa-1.5-8b", "qwen2.5-7b-instruct", "mistral-7b-instr
 
 def fold_parts(data, specs, fold: rs.ShiftFold, encoder, task_labels: np.ndarray) -> dict[str, np.ndarray]:
     """Fit the default per-model heads on the fold's history; every part's test predictions and what the sweep needs."""
-    from sklearn.cluster import KMeans
 
-    from preroll.heads.calibration import fit_concentration
     from preroll.heads.knn import nearest
     from preroll.route import Router
     from preroll.route.depth import DepthGuard, far_threshold, max_similarity
@@ -142,13 +170,9 @@ def fold_parts(data, specs, fold: rs.ShiftFold, encoder, task_labels: np.ndarray
         S[:, j], A[:, j] = knn.s_, knn.a_
     base = S.sum(0) / A.sum(0)
     for K in TOPIC_KS:
-        km = KMeans(K, n_init=3, random_state=0).fit(H)
-        num, den = np.zeros((K, m)), np.zeros((K, m))
-        np.add.at(num, km.labels_, S)
-        np.add.at(den, km.labels_, A)
-        rates = (num + TOPIC_PRIOR * base) / (den + TOPIC_PRIOR)
-        P[f"topics{K}"] = rates[km.predict(Q.astype(km.cluster_centers_.dtype))]
-        conc[f"topics{K}"] = np.array([fit_concentration(rates[km.labels_, j], S[:, j], A[:, j]) for j in range(m)])
+        t = topic_parts(H, Q, S, A, base, K)
+        P[f"topics{K}"], conc[f"topics{K}"] = t.pop("p"), t.pop("c")
+        out.update({f"{k}{K}": v for k, v in t.items()})
     for k, v in P.items():
         out[f"p_{k}"] = v
         out[f"c_{k}"] = conc[k]
@@ -162,6 +186,92 @@ def fold_parts(data, specs, fold: rs.ShiftFold, encoder, task_labels: np.ndarray
                hist_mean=np.nanmean(data.scores[tr], axis=0), task=task_labels[te], rows=te,
                fit_s=np.array(fit_s), total_s=np.array(time.perf_counter() - t0))
     return out
+
+
+def topic_parts(H: np.ndarray, Q: np.ndarray, S: np.ndarray, A: np.ndarray, base: np.ndarray, K: int
+                ) -> dict[str, np.ndarray]:
+    """Per-model topic rates of ``K`` k-means topics of the unit history rows ``H``, and how central each query is.
+
+    ``p``/``c``: each test row's topic rates (shrunk to ``base`` by :data:`TOPIC_PRIOR` rows) and their
+    concentration; ``tsim``: the query's cosine similarity to its topic's centre; ``tq``: the fraction of
+    that topic's history members less similar to the centre than the query (0: beyond the topic's edge).
+    """
+    from sklearn.cluster import KMeans
+
+    from preroll.heads.calibration import fit_concentration
+
+    m = S.shape[1]
+    km = KMeans(K, n_init=3, random_state=0).fit(H)
+    num, den = np.zeros((K, m)), np.zeros((K, m))
+    np.add.at(num, km.labels_, S)
+    np.add.at(den, km.labels_, A)
+    rates = (num + TOPIC_PRIOR * base) / (den + TOPIC_PRIOR)
+    lab = km.predict(Q.astype(km.cluster_centers_.dtype))
+    cu = km.cluster_centers_ / np.maximum(np.linalg.norm(km.cluster_centers_, axis=1, keepdims=True), 1e-12)
+    h_sim = np.einsum("ij,ij->i", H, cu[km.labels_])
+    q_sim = np.einsum("ij,ij->i", Q, cu[lab])
+    tq = np.empty(len(Q))
+    for g in range(K):
+        rows = lab == g
+        members = np.sort(h_sim[km.labels_ == g])
+        tq[rows] = np.searchsorted(members, q_sim[rows]) / max(len(members), 1)
+    conc = np.array([fit_concentration(rates[km.labels_, j], S[:, j], A[:, j]) for j in range(m)])
+    return {"p": rates[lab], "c": conc, "tsim": q_sim, "tq": tq}
+
+
+def augment(folds_dir: Path, root: str | None = None, *, max_prompts: int = 3000, folds: int = 5,
+            cache_dir: str | None = None, encoder: str = "minilm+lexical+stats", reverse: bool = False,
+            progress: Callable[[str], None] = print) -> None:
+    """Add ``tsim{K}``/``tq{K}`` to folds saved before they were (the history's embedding is rebuilt, no head fit).
+
+    The fold is rebuilt as ``fit`` built it; its test rows and topic rates must equal the saved ones, else it refuses.
+    ``reverse``: last fold first (a second process on the same folder meets the first in the middle).
+    """
+    from preroll.bench.llmrouter import load_llmrouter
+    from preroll.bench.route import random_subset
+    from preroll.encoders import fresh_views, get_encoder
+
+    data = random_subset(load_llmrouter(root), max_prompts, 0)
+    X_text = rs.text_embeddings(data.prompts, "minilm", cache_dir)
+    built: dict[tuple[str, int], list[rs.ShiftFold]] = {}
+    for p in sorted(Path(folds_dir).glob("fold-*.npz"), reverse=reverse):
+        with np.load(p) as z:
+            f = {k: z[k] for k in z.files}
+        if f"tq{TOPIC_KS[-1]}" in f:
+            continue
+        _, proto, seed, fold_no = p.stem.split("-")
+        key = (proto, int(seed[1:]))
+        if key not in built:
+            built[key] = rs.build_folds(proto, data.prompts, X_text, folds, key[1])
+        fold = built[key][int(fold_no[1:])]
+        if not np.array_equal(np.asarray(fold.test), f["rows"]):
+            raise ValueError(f"{p.name}: the rebuilt fold's test rows differ from the saved ones")
+        hist = data.histories(fold.train)
+        all_prompts = list(dict.fromkeys(r.prompt for n in data.models for r in hist[n]))
+        enc = fresh_views(get_encoder(encoder, cache_dir=cache_dir))
+        enc.fit(all_prompts)
+        H = _unit(np.asarray(enc.encode(all_prompts), np.float32))
+        Q = _unit(np.asarray(enc.encode([data.prompts[i] for i in fold.test]), np.float32))
+        row = {q: i for i, q in enumerate(all_prompts)}
+        S, A = np.zeros((len(H), len(data.models))), np.zeros((len(H), len(data.models)))
+        for j, n in enumerate(data.models):
+            for r in hist[n]:
+                S[row[r.prompt], j] += r.successes
+                A[row[r.prompt], j] += r.attempts
+        base = S.sum(0) / A.sum(0)
+        for K in TOPIC_KS:
+            t = topic_parts(H, Q, S, A, base, K)
+            if not np.allclose(t["p"], f[f"p_topics{K}"], atol=1e-6):
+                raise ValueError(f"{p.name}: rebuilt topics{K} rates differ from the saved ones")
+            f[f"tsim{K}"], f[f"tq{K}"] = t["tsim"], t["tq"]
+        tmp = p.with_suffix(".tmp.npz")
+        np.savez(tmp, **f)
+        tmp.replace(p)
+        progress(f"augmented {p.name}")
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    return (X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def run_parts(root: str | None, out: Path, seeds: Sequence[int], protocols: Sequence[str], *,
@@ -198,15 +308,32 @@ def run_parts(root: str | None, out: Path, seeds: Sequence[int], protocols: Sequ
 # ------------------------------------------------------------------ the sweep
 
 
-def belief(f: dict[str, np.ndarray], parts: Sequence[str]):
-    """The equal mixture of the parts' Beta beliefs, held to the history's evidence (as the Router does)."""
+def gate_weight(f: dict[str, np.ndarray], gate: str, part: str) -> np.ndarray:
+    """Per test row, the weight of topic part ``part`` under ``gate`` (see :class:`Candidate`)."""
+    if gate.startswith("depth"):
+        return (f["sim"] >= f[f"far_below_{float(gate[5:]):g}"]).astype(float)
+    if gate.startswith("topic"):
+        return (f[f"tq{part[6:]}"] >= float(gate[5:])).astype(float)
+    lo, hi = float(f["far_below_0.1"]), float(f["far_below_0.25"])
+    return np.clip((f["sim"] - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+
+
+def belief(f: dict[str, np.ndarray], parts: Sequence[str], gate: str | None = None):
+    """The mixture of the parts' Beta beliefs, held to the history's evidence (as the Router does).
+
+    Equal weights, except that a ``gate`` weighs each topic part per query (:func:`gate_weight`).
+    """
     from preroll.beliefs import BetaPrediction
     from preroll.heads.humble import Evidence, humble
 
     preds = [BetaPrediction.from_mean_concentration(f[f"p_{p}"], np.broadcast_to(f[f"c_{p}"], f[f"p_{p}"].shape))
              for p in parts]
-    mean = np.mean([b.p_success for b in preds], axis=0)
-    second = np.mean([b.var + b.p_success ** 2 for b in preds], axis=0)
+    n = len(f["Y"])
+    w = np.stack([gate_weight(f, gate, p) if gate is not None and p.startswith("topics") else np.ones(n)
+                  for p in parts])[:, :, None]                               # (parts, rows, 1)
+    w = w / w.sum(axis=0, keepdims=True)
+    mean = (w * np.stack([b.p_success for b in preds])).sum(axis=0)
+    second = (w * np.stack([b.var + b.p_success ** 2 for b in preds])).sum(axis=0)
     mix = BetaPrediction.from_mean_var(mean, second - mean ** 2)
     return humble(mix, Evidence(f["ev_prompts"], f["ev_rate_sum"], f["ev_varies"]))
 
@@ -215,7 +342,7 @@ def candidate_picks(f: dict[str, np.ndarray], cand: Candidate, cols: np.ndarray,
     """Chosen column (index into ``cols``) per test row at each ``lam`` of ``grid``."""
     from preroll.route import rules
 
-    b = belief(f, cand.parts)
+    b = belief(f, cand.parts, cand.gate)
     P = np.clip(b.p_success[:, cols], 0, 1)
     sd = b.std[:, cols]
     C = f["C"][:, cols]
@@ -245,6 +372,8 @@ def load_folds(dirs: Sequence[Path]) -> dict[tuple[str, int], list[dict[str, np.
     runs: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}
     for d in dirs:
         for p in sorted(Path(d).glob("fold-*.npz")):
+            if p.stem.endswith(".tmp"):                  # a fold being written (fit or augment)
+                continue
             _, proto, seed, _fold = p.stem.split("-")
             with np.load(p) as z:
                 runs.setdefault((proto, int(seed[1:])), []).append({k: z[k] for k in z.files})
@@ -267,7 +396,8 @@ def evaluate(runs: dict[tuple[str, int], list[dict[str, np.ndarray]]], names: Se
             C = np.concatenate([f["C"][:, cols] for f in folds])
             best = np.concatenate([np.full(len(f["Y"]), int(np.nanargmax(f["hist_mean"][cols]))) for f in folds])
             graded = rs.graded_rows(Y)
-            P0 = np.concatenate([belief(f, candidates[default].parts).p_success[:, cols] for f in folds])
+            P0 = np.concatenate([belief(f, candidates[default].parts, candidates[default].gate).p_success[:, cols]
+                                 for f in folds])
             grid = rules.default_grid("utility", P0, C, n=grid_n)
             rows = np.arange(len(Y))
             entry: dict[str, Any] = {"set": mset, "protocol": proto, "seed": seed, "n": len(Y),
@@ -312,7 +442,8 @@ def choose(summary: list[dict[str, Any]], candidates: dict[str, Candidate], bar:
     """:data:`SELECTION_RULE` applied to a summary (gains as fractions: ``bar`` 0.005 is half a point)."""
     default = next(iter(candidates))
     by = {e["name"]: e for e in summary if not e["baseline"]}
-    beat = [n for n, e in by.items() if e["worst"] > by[default]["worst"] + bar]
+    beat = [n for n, e in by.items() if e["worst"] > by[default]["worst"] + bar
+            and e.get("mean_nine", 0.0) >= by[default].get("mean_nine", 0.0)]
     if not beat:
         return default
     top = max(by[n]["worst"] for n in beat)
@@ -365,6 +496,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     f.add_argument("--max-prompts", type=int, default=3000)
     f.add_argument("--max-folds", type=int, default=2)
     f.add_argument("--cache-dir", default=None)
+    g = sub.add_parser("augment")
+    g.add_argument("dir", type=Path)
+    g.add_argument("--max-prompts", type=int, default=3000)
+    g.add_argument("--cache-dir", default=None)
+    g.add_argument("--reverse", action="store_true")
     e = sub.add_parser("eval")
     e.add_argument("dirs", nargs="+", type=Path)
     e.add_argument("--seeds", default=None)
@@ -374,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_parts(None, a.out, [int(s) for s in a.seeds.split(",")], rs.check_protocols(a.protocols.split(",")),
                   max_prompts=a.max_prompts, max_folds=a.max_folds, cache_dir=a.cache_dir,
                   progress=lambda s: print(s, flush=True))
+        return
+    if a.cmd == "augment":
+        augment(a.dir, max_prompts=a.max_prompts, cache_dir=a.cache_dir, reverse=a.reverse, progress=lambda s: print(s, flush=True))
         return
     runs = load_folds(a.dirs)
     if a.seeds:

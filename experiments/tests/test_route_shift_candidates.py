@@ -32,14 +32,14 @@ def test_default_candidate_is_the_routers_default_decision(small):
     want = [d.model for d in router.route(p_te)]
     names = [s.name for s in specs]
     cols = np.arange(len(names))
-    got = rc.candidate_picks(parts, rc.CANDIDATES["ensemble+guard0.25 (default)"], cols, [0.0])[0]
+    got = rc.candidate_picks(parts, rc.CANDIDATES["ensemble+guard0.1 (default)"], cols, [0.0])[0]
     assert [names[j] for j in got] == want
     # the same belief: the Router's default head is the equal mixture of the logistic and kNN parts
     X = router.embed(p_te)
     assert rc.belief(parts, ("logistic", "knn")).p_success == pytest.approx(
         router.predict_beta_embeddings(X).p_success, abs=1e-6)
     assert parts["sim"].shape == (len(p_te),)
-    assert (parts["sim"] < parts["far_below_0.25"]).tolist() == router.far_from_history(X).tolist()
+    assert (parts["sim"] < parts["far_below_0.1"]).tolist() == router.far_from_history(X).tolist()
 
 
 def test_topic_rates_are_shrunk_history_rates(small):
@@ -62,13 +62,57 @@ def test_sweep_and_selection_rule(small):
         assert e["task_oracle_gain"] >= -1e-12
     # the selection rule: the default stays unless beaten by more than the bar; ties go to the simplest
     summ = [{"name": n, "baseline": c.baseline, "worst": 0.0} for n, c in rc.CANDIDATES.items()]
-    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+guard0.25 (default)"
+    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+guard0.1 (default)"
     summ[3]["worst"] = 0.02                     # ensemble+topics20: beats the default by 2 points
     summ[4]["worst"] = 0.018                    # its guarded form ties with it: the simpler one wins
     assert rc.choose(summ, rc.CANDIDATES) == "ensemble+topics20"
     summ[1]["worst"] = 0.004                    # within the bar of the default: not a change
     summ[3]["worst"] = summ[4]["worst"] = 0.0
-    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+guard0.25 (default)"
+    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+guard0.1 (default)"
+    # third round: a better worst case with a worse nine-model mean does not replace the default
+    summ = [{"name": n, "baseline": c.baseline, "worst": 0.0, "mean_nine": 0.03} for n, c in rc.CANDIDATES.items()]
+    gated = list(rc.CANDIDATES).index("ensemble+topics20@depth0.1+guard0.1")
+    summ[gated]["worst"], summ[gated]["mean_nine"] = 0.02, 0.029
+    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+guard0.1 (default)"
+    summ[gated]["mean_nine"] = 0.031
+    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+topics20@depth0.1+guard0.1"
+    soft = list(rc.CANDIDATES).index("ensemble+topics20@soft+guard0.1")
+    summ[soft].update(worst=0.021, mean_nine=0.04)     # ties with the depth gate: the simpler gate wins
+    assert rc.choose(summ, rc.CANDIDATES) == "ensemble+topics20@depth0.1+guard0.1"
+
+
+def test_gated_topic_rates_are_the_ensemble_far_and_the_topic_mixture_near(small):
+    *_, parts = small
+    parts = dict(parts)   # thresholds inside the 21 test rows' similarities, so that both sides are present
+    parts["far_below_0.1"], parts["far_below_0.25"] = np.quantile(parts["sim"], [0.3, 0.7])
+    near = parts["sim"] >= parts["far_below_0.1"]
+    assert near.any() and (~near).any()
+    gated = rc.belief(parts, ("logistic", "knn", "topics20"), "depth0.1")
+    plain = rc.belief(parts, ("logistic", "knn"))
+    full = rc.belief(parts, ("logistic", "knn", "topics20"))
+    assert gated.p_success[~near] == pytest.approx(plain.p_success[~near])
+    assert gated.p_success[near] == pytest.approx(full.p_success[near])
+    assert not np.allclose(gated.p_success, full.p_success)
+    # the soft weight lies between the two everywhere, and is the full mixture beyond the 0.25 threshold
+    soft = rc.belief(parts, ("logistic", "knn", "topics20"), "soft").p_success
+    lo, hi = np.minimum(plain.p_success, full.p_success), np.maximum(plain.p_success, full.p_success)
+    assert np.all((soft >= lo - 1e-9) & (soft <= hi + 1e-9))
+    deep = parts["sim"] >= parts["far_below_0.25"]
+    assert soft[deep] == pytest.approx(full.p_success[deep])
+
+
+def test_topic_centrality_is_a_quantile_within_the_topic(small):
+    *_, parts = small
+    for K in rc.TOPIC_KS:
+        tq, tsim = parts[f"tq{K}"], parts[f"tsim{K}"]
+        assert np.all((tq >= 0) & (tq <= 1)) and np.all(tsim <= 1 + 1e-6)
+    rng = np.random.default_rng(0)
+    H = rc._unit(np.vstack([rng.normal(size=(50, 8)) + 6 * np.eye(8)[0], rng.normal(size=(50, 8)) - 6 * np.eye(8)[0]]))
+    Q = rc._unit(np.vstack([6 * np.eye(8)[0], np.eye(8)[0] + 3 * np.eye(8)[1]]))
+    S = A = np.ones((100, 2))
+    t = rc.topic_parts(H, Q, S, A, np.array([1.0, 1.0]), 2)
+    assert t["tq"][0] == 1.0                   # at the centre: closer than every member
+    assert t["tq"][1] < 0.1                    # off to the side: beyond nearly every member
 
 
 def test_part_ece_per_belief_and_run(small):
