@@ -36,10 +36,29 @@ def test_a_users_table_is_routed_with_its_own_models_and_prices(tmp_path, llmrou
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *ARGS, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    saved = json.loads((out / "results-nine.json").read_text())
+    saved = json.loads((out / "results-table.json").read_text())   # named for a user's table, not "nine"
     assert saved["models"] == ["small", "medium", "large"] and saved["n_prompts"] == 120   # no --models needed
     assert len(saved["folds"]) == 2
     assert "3 priced models, 120 prompts" in " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == ["frontier-table.png", "results-table.json"]
+
+
+def test_the_bundled_nine_keep_their_output_names(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--models", "table", "--max-prompts", "120", *ARGS,
+                                      "--max-folds", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["frontier-nine.png", "results-nine.json"]
+    assert len(json.loads((out / "results-nine.json").read_text())["models"]) == 9
+
+
+def test_a_users_learning_curve_is_named_for_a_table(tmp_path, llmrouter):
+    table = user_table(tmp_path / "mine", llmrouter)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *ARGS, "--learning-curve", "0.5,1",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["learning-curve-table.json", "learning-curve-table.png"]
 
 
 def test_a_bad_score_in_a_users_table_is_one_line(tmp_path, llmrouter):

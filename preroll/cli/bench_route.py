@@ -70,7 +70,8 @@ def bench_route(
     cache_dir: Path = typer.Option(Path(".preroll-cache"), help="On-disk embedding cache."),
     head: str = typer.Option("auto", help="Router head: auto (the router's recommended head, now ensemble), joint, ensemble, logistic or knn."),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the MLP router baseline."),
-    out: Path = typer.Option(Path("runs/bench-route"), help="Output folder for results.json and frontier.png."),
+    out: Path = typer.Option(Path("runs/bench-route"), help="Output folder (results*.json and a PNG; named for the run: results.json for the MMLU pair, "
+                              "results-nine.json for the nine bundled models, results-table.json for yours)."),
     stream: bool = typer.Option(False, "--stream", help="Instead: replay LLMRouter's nine models as a stream "
                                 "under bandit feedback from an empty history (explore router vs full information, "
                                 "epsilon-greedy, LinUCB, best single in hindsight); --seed/--repeats set the streams."),
@@ -239,7 +240,7 @@ def _curve(kind: str, cfg, fractions: list[float], out: Path, data: Optional[Pat
     config["encoder"] = cfg.encoder if isinstance(cfg.encoder, str) else type(cfg.encoder).__name__
     config["fractions"] = fractions
     result = rl.curve_result(points, metric, config)
-    stem = "learning-curve-nine" if kind == "nine" else "learning-curve"
+    stem = f"learning-curve-{table_stem(data)}" if kind == "nine" else "learning-curve"
     atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=1))
     png = rl.plot_curve(result, out / f"{stem}.png")
     fmt = (lambda v: f"{v:+.2f}") if kind == "nine" else (lambda v: f"{v:.3f}")
@@ -279,18 +280,27 @@ def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, outp
     if fractions is not None:
         return _curve("nine", cfg, fractions, out, data)
 
+    stem = table_stem(data)
+    path = out / f"results-{stem}.json"
+
     def save(partial):  # after every fold, so a long run leaves its finished folds behind
-        atomic_write_text(out / "results-nine.json", json.dumps(partial, indent=1))
-        console.print(f"[dim]saved {len(partial['folds'])} fold(s) to {out / 'results-nine.json'}[/dim]")
+        atomic_write_text(path, json.dumps(partial, indent=1))
+        console.print(f"[dim]saved {len(partial['folds'])} fold(s) to {path}[/dim]")
 
     result = run_multi_bench(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"), checkpoint=save)
-    png = plot_multi_frontier(result, out / "frontier-nine.png")
+    png = plot_multi_frontier(result, out / f"frontier-{stem}.png")
     print_nine(result, console)
-    console.print(f"wrote {out / 'results-nine.json'} and {png}")
+    console.print(f"wrote {path} and {png}")
+
+
+def table_stem(data: Optional[Path]) -> str:
+    """The output names' tag of a table run: ``nine`` for LLMRouter's nine bundled models (the names docs and
+    results already cite), ``table`` for a user's own table (``--data``), whatever its number of models."""
+    return "nine" if data is None else "table"
 
 
 def print_nine(result, console) -> None:
-    """The nine-model tables from a result (also a saved ``results-nine.json``)."""
+    """The table benchmark's tables from a result (also a saved ``results-nine.json`` / ``results-table.json``)."""
     from rich.table import Table
 
     best_q = [f["best_single_quality"] for f in result["folds"]]
