@@ -78,3 +78,31 @@ def test_a_bad_score_in_a_users_table_is_one_line(tmp_path, llmrouter):
 def test_models_names_a_kind_of_table(tmp_path, models):
     result = CliRunner().invoke(app, ["bench", "route", "--models", models, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "choose 2 or table" in result.output
+
+
+STREAM = ["--stream", "--encoder", "lexical", "--no-full-info"]
+
+
+@pytest.mark.parametrize(("encoder", "features"), [("minilm+lexical+stats", "minilm"), ("lexical", "hashed"),
+                                                   ("lexical+stats", "hashed"), ("/models/e5 + stats", "/models/e5")])
+def test_stream_baselines_read_the_chosen_encoders_parts_that_need_no_fit(encoder, features):
+    from preroll.bench.route_stream import baseline_features
+
+    assert baseline_features(encoder) == features
+
+
+def test_stream_on_a_users_table_gives_the_baselines_the_chosen_encoder(tmp_path, llmrouter, monkeypatch):
+    import preroll.bench.route_stream as stream
+
+    seen = []
+    real = stream._features
+    monkeypatch.setattr(stream, "_features", lambda prompts, encoder, cache_dir: seen.append(encoder)
+                        or real(prompts, encoder, cache_dir))
+    table = user_table(tmp_path / "mine", llmrouter)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *STREAM, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert seen == ["hashed"]                   # --encoder lexical: not MiniLM (lexical needs a fit)
+    saved = json.loads((out / "results-stream-seed0.json").read_text())
+    assert saved["models"] == ["small", "medium", "large"] and saved["info"]["baselines"]["features"] == "hashed"
+    assert any(r["method"].startswith("LinUCB") for r in saved["rows"])

@@ -72,9 +72,11 @@ def bench_route(
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the MLP router baseline."),
     out: Path = typer.Option(Path("runs/bench-route"), help="Output folder (results*.json and a PNG; named for the run: results.json for the MMLU pair, "
                               "results-nine.json for the nine bundled models, results-table.json for yours)."),
-    stream: bool = typer.Option(False, "--stream", help="Instead: replay LLMRouter's nine models as a stream "
-                                "under bandit feedback from an empty history (explore router vs full information, "
-                                "epsilon-greedy, LinUCB, best single in hindsight); --seed/--repeats set the streams."),
+    stream: bool = typer.Option(False, "--stream", help="Instead: replay the table (yours with --data, else "
+                                "LLMRouter's nine) as a stream under bandit feedback from an empty history (explore "
+                                "router vs full information, epsilon-greedy and LinUCB on --encoder's parts that "
+                                "need no fit, else hashed n-grams, best single in hindsight); --seed/--repeats set "
+                                "the streams."),
     lam: float = typer.Option(0.0, min=0.0, help="--stream: the utility rule's lam."),
     holdout: float = typer.Option(0.2, min=0.01, max=0.9, help="--stream: share of prompts held out for the "
                                                                "frozen evaluation."),
