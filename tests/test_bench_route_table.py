@@ -106,3 +106,31 @@ def test_stream_on_a_users_table_gives_the_baselines_the_chosen_encoder(tmp_path
     saved = json.loads((out / "results-stream-seed0.json").read_text())
     assert saved["models"] == ["small", "medium", "large"] and saved["info"]["baselines"]["features"] == "hashed"
     assert any(r["method"].startswith("LinUCB") for r in saved["rows"])
+
+
+@pytest.mark.parametrize(("flag", "anneal_after"), [("40", 40), ("0", None)])
+def test_stream_anneal_after_reaches_the_routers_settings(tmp_path, llmrouter, monkeypatch, flag, anneal_after):
+    import preroll.route as route
+
+    routers = []
+
+    class Recording(route.Router):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            routers.append(self)
+
+    monkeypatch.setattr(route, "Router", Recording)
+    table = user_table(tmp_path / "mine", llmrouter)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *STREAM, "--anneal-after", flag,
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    explorers = [r.explore for r in routers if r.explore]
+    assert len(explorers) == 1 and explorers[0].anneal_after == anneal_after
+    saved = json.loads((out / "results-stream-seed0.json").read_text())
+    assert saved["info"]["explore router"]["settings"]["anneal_after"] == anneal_after
+
+
+def test_stream_anneal_after_is_validated(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "route", *STREAM, "--anneal-after", "-1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "--anneal-after" in result.output

@@ -83,6 +83,9 @@ def bench_route(
     batch: int = typer.Option(16, min=1, help="--stream: requests decided before their outcomes come back."),
     max_share: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="--stream: cap on the share of explored "
                                                                           "decisions (default: ExploreSettings')."),
+    anneal_after: Optional[int] = typer.Option(None, min=0, help="--stream: decisions after which the cap on "
+                                               "explored decisions anneals to max_share * sqrt(anneal_after * "
+                                               "decisions); 0: a flat cap (default: ExploreSettings')."),
     full_info: bool = typer.Option(True, "--full-info/--no-full-info", help="--stream: also replay the "
                                                                            "full-information router (slow: its refits)."),
     budget_per_1k: Optional[float] = typer.Option(None, min=0.0, help="--stream: at most this extra spend over the "
@@ -117,8 +120,8 @@ def bench_route(
         bench_stream(data=data, seeds=list(range(seed, seed + repeats)), max_prompts=QUICK_PROMPTS if quick and
                      max_prompts is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
                      output_tokens=output_tokens, lam=lam, holdout=holdout, batch=batch,
-                     explore={k: v for k, v in (("max_share", max_share), ("budget_per_1k", budget_per_1k))
-                              if v is not None}, full_info=full_info)
+                     explore=_explore_settings(max_share=max_share, budget_per_1k=budget_per_1k,
+                                               anneal_after=anneal_after), full_info=full_info)
         return None
     from preroll.cli import bench_route_shift as shift
 
@@ -192,6 +195,16 @@ def bench_route(
                       fmt(row, "share_for_target", True), fmt(row, "acc_at_half"), fmt(row, "accuracy"))
     console.print(table)
     console.print(f"wrote {out / 'results.json'} and {png}")
+
+
+def _explore_settings(*, max_share: Optional[float], budget_per_1k: Optional[float],
+                      anneal_after: Optional[int]) -> dict:
+    """The ``ExploreSettings`` fields the --stream flags set (the rest keep their defaults); ``--anneal-after 0``
+    is the settings' ``anneal_after=None``, the flat cap."""
+    explore: dict = {k: v for k, v in (("max_share", max_share), ("budget_per_1k", budget_per_1k)) if v is not None}
+    if anneal_after is not None:
+        explore["anneal_after"] = anneal_after or None
+    return explore
 
 
 def _table_or_pair(models: Optional[str], data: Optional[Path]) -> str:
