@@ -1,7 +1,7 @@
 """The live-routing benchmark: a labelled set replayed as a stream under bandit feedback.
 
 Protocol (``preroll bench route --stream``). A share ``holdout`` of the unique
-prompts of LLMRouter's nine priced models is held out first. The rest arrive in
+prompts of a table of priced models (LLMRouter's nine, or a user's own) is held out first. The rest arrive in
 random order (``seed``), in batches of ``batch`` requests; every method starts
 from an empty history, chooses a model per request, and then learns only the
 score of the model it chose (bandit feedback). The same stream is replayed for:

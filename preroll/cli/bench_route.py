@@ -42,14 +42,14 @@ def bench_route(
         None, "--models", help="2: RouteLLM's MMLU pair (APGR); table (or 9, llmrouter-9): a table of priced models "
         "scored per prompt, k-fold CV: LLMRouter's nine bundled, or yours with --data. Default: table when --data "
         "holds models.json, else 2."),
-    folds: int = typer.Option(5, min=2, help="Folds of the nine-model cross-validation."),
-    max_folds: Optional[int] = typer.Option(None, min=1, help="Nine models: run only the first folds of the split."),
-    output_tokens: int = typer.Option(256, min=0, help="Nine models: expected completion tokens per call "
+    folds: int = typer.Option(5, min=2, help="Folds of the table's cross-validation."),
+    max_folds: Optional[int] = typer.Option(None, min=1, help="Table: run only the first folds of the split."),
+    output_tokens: int = typer.Option(256, min=0, help="Table: expected completion tokens per call "
                                                        "(priced with the prompt's)."),
-    confidence: float = typer.Option(1.0, min=0.0, help="Nine models: z of the 'confident' rule."),
+    confidence: float = typer.Option(1.0, min=0.0, help="Table: z of the 'confident' rule."),
     independent: bool = typer.Option(True, "--independent/--no-independent",
-                                     help="Nine models: also run independent per-model heads."),
-    latency_prompts: int = typer.Option(200, min=0, help="Nine models: unseen prompts timed one per route() call."),
+                                     help="Table: also run independent per-model heads."),
+    latency_prompts: int = typer.Option(200, min=0, help="Table: unseen prompts timed one per route() call."),
     cost: list[str] = typer.Option(EXAMPLE_COSTS, "--cost", metavar="MODEL=PRICE",
                                    help="Price per call of a model (repeat per model). The defaults are example "
                                         "prices in the ratio of RouteLLM's quoted per-token prices."),
