@@ -36,10 +36,29 @@ def test_a_users_table_is_routed_with_its_own_models_and_prices(tmp_path, llmrou
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *ARGS, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    saved = json.loads((out / "results-nine.json").read_text())
+    saved = json.loads((out / "results-table.json").read_text())   # named for a user's table, not "nine"
     assert saved["models"] == ["small", "medium", "large"] and saved["n_prompts"] == 120   # no --models needed
     assert len(saved["folds"]) == 2
     assert "3 priced models, 120 prompts" in " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == ["frontier-table.png", "results-table.json"]
+
+
+def test_the_bundled_nine_keep_their_output_names(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--models", "table", "--max-prompts", "120", *ARGS,
+                                      "--max-folds", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["frontier-nine.png", "results-nine.json"]
+    assert len(json.loads((out / "results-nine.json").read_text())["models"]) == 9
+
+
+def test_a_users_learning_curve_is_named_for_a_table(tmp_path, llmrouter):
+    table = user_table(tmp_path / "mine", llmrouter)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *ARGS, "--learning-curve", "0.5,1",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["learning-curve-table.json", "learning-curve-table.png"]
 
 
 def test_a_bad_score_in_a_users_table_is_one_line(tmp_path, llmrouter):
@@ -59,3 +78,59 @@ def test_a_bad_score_in_a_users_table_is_one_line(tmp_path, llmrouter):
 def test_models_names_a_kind_of_table(tmp_path, models):
     result = CliRunner().invoke(app, ["bench", "route", "--models", models, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "choose 2 or table" in result.output
+
+
+STREAM = ["--stream", "--encoder", "lexical", "--no-full-info"]
+
+
+@pytest.mark.parametrize(("encoder", "features"), [("minilm+lexical+stats", "minilm"), ("lexical", "hashed"),
+                                                   ("lexical+stats", "hashed"), ("/models/e5 + stats", "/models/e5")])
+def test_stream_baselines_read_the_chosen_encoders_parts_that_need_no_fit(encoder, features):
+    from preroll.bench.route_stream import baseline_features
+
+    assert baseline_features(encoder) == features
+
+
+def test_stream_on_a_users_table_gives_the_baselines_the_chosen_encoder(tmp_path, llmrouter, monkeypatch):
+    import preroll.bench.route_stream as stream
+
+    seen = []
+    real = stream._features
+    monkeypatch.setattr(stream, "_features", lambda prompts, encoder, cache_dir: seen.append(encoder)
+                        or real(prompts, encoder, cache_dir))
+    table = user_table(tmp_path / "mine", llmrouter)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *STREAM, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert seen == ["hashed"]                   # --encoder lexical: not MiniLM (lexical needs a fit)
+    saved = json.loads((out / "results-stream-seed0.json").read_text())
+    assert saved["models"] == ["small", "medium", "large"] and saved["info"]["baselines"]["features"] == "hashed"
+    assert any(r["method"].startswith("LinUCB") for r in saved["rows"])
+
+
+@pytest.mark.parametrize(("flag", "anneal_after"), [("40", 40), ("0", None)])
+def test_stream_anneal_after_reaches_the_routers_settings(tmp_path, llmrouter, monkeypatch, flag, anneal_after):
+    import preroll.route as route
+
+    routers = []
+
+    class Recording(route.Router):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            routers.append(self)
+
+    monkeypatch.setattr(route, "Router", Recording)
+    table = user_table(tmp_path / "mine", llmrouter)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *STREAM, "--anneal-after", flag,
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    explorers = [r.explore for r in routers if r.explore]
+    assert len(explorers) == 1 and explorers[0].anneal_after == anneal_after
+    saved = json.loads((out / "results-stream-seed0.json").read_text())
+    assert saved["info"]["explore router"]["settings"]["anneal_after"] == anneal_after
+
+
+def test_stream_anneal_after_is_validated(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "route", *STREAM, "--anneal-after", "-1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "--anneal-after" in result.output

@@ -346,7 +346,8 @@ def plot_multi_frontier(result: dict[str, Any], path: str | Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("mean cost per prompt (example prices, log scale)")
     ax.set_ylabel("mean graded score on held-out prompts")
-    ax.set_title(f"LLMRouter nine models, fold 0 ({fold['n_train']} train / {fold['n_test']} test): "
+    models = "LLMRouter nine models" if result["config"].get("root") is None else f"{len(result['models'])} models"
+    ax.set_title(f"{models}, fold 0 ({fold['n_train']} train / {fold['n_test']} test): "
                  "non-decreasing hull of each router's utility sweep", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

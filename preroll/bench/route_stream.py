@@ -1,7 +1,7 @@
 """The live-routing benchmark: a labelled set replayed as a stream under bandit feedback.
 
 Protocol (``preroll bench route --stream``). A share ``holdout`` of the unique
-prompts of LLMRouter's nine priced models is held out first. The rest arrive in
+prompts of a table of priced models (LLMRouter's nine, or a user's own) is held out first. The rest arrive in
 random order (``seed``), in batches of ``batch`` requests; every method starts
 from an empty history, chooses a model per request, and then learns only the
 score of the model it chose (bandit feedback). The same stream is replayed for:
@@ -13,7 +13,9 @@ score of the model it chose (bandit feedback). The same stream is replayed for:
   model's score on every past request (an upper reference no bandit can beat
   for long), refitted on the same schedule;
 * **epsilon-greedy** and **LinUCB** (disjoint, Li et al. 2010) on a ridge model per
-  model of the MiniLM embedding, and **Thompson without context** (one Beta per model);
+  model of the chosen encoder's features (``baseline_features``: its parts that need no fit; hashed
+  character n-grams when every part is fitted, e.g. ``lexical``), and **Thompson without context** (one
+  Beta per model);
 * **best single model in hindsight**: the model best on the stream (on the last
   ``last`` requests, the model best on those).
 
@@ -54,7 +56,7 @@ class StreamBenchConfig:
     explore: dict[str, Any] = field(default_factory=dict)   # ExploreSettings fields (seed defaults to the run's)
     full_info: bool = True
     baselines: bool = True
-    baseline_encoder: str = "minilm"      # features of epsilon-greedy and LinUCB: no fit ("minilm" or "hashed")
+    baseline_encoder: str | None = None   # features of epsilon-greedy and LinUCB; None: baseline_features(encoder)
     epsilon: float = 0.1
     linucb_alpha: float = 0.5
     ridge: float = 1.0
@@ -90,6 +92,22 @@ class LinearBandit:
             Ax = self.A_inv[j] @ x
             self.A_inv[j] -= np.outer(Ax, Ax) / (1.0 + x @ Ax)
             self.b[j] += v * x
+
+
+def baseline_features(encoder: Any) -> str:
+    """The encoder spec of the linear baselines' features: the parts of the router's ``encoder`` that need no fit,
+    or ``"hashed"`` (character n-grams, the explore router's own view before its first fit) when none is left.
+
+    Why not the encoder as given: its fitted views (lexical, stats) are fitted on a history's texts, and the
+    baselines start from an empty history and never refit; fitting them on the stream's own prompts would show
+    each baseline the text of requests it has not yet served.
+    """
+    from preroll.encoders import _FITTED
+
+    if not isinstance(encoder, str):
+        return "hashed"
+    parts = [p.strip() for p in encoder.split("+") if p.strip() and p.strip().lower() not in _FITTED]
+    return "+".join(parts) if parts else "hashed"
 
 
 def _features(prompts: list[str], encoder: str, cache_dir: str | None) -> np.ndarray:
@@ -204,8 +222,10 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
 
     # -- baselines ----------------------------------------------------------------------------------
     if cfg.baselines:
-        progress(f"baselines on {cfg.baseline_encoder} features: epsilon-greedy, LinUCB, Thompson without context")
-        F = _features(prompts, cfg.baseline_encoder, cfg.cache_dir)
+        features = cfg.baseline_encoder or baseline_features(cfg.encoder)
+        info["baselines"] = {"features": features}
+        progress(f"baselines on {features} features: epsilon-greedy, LinUCB, Thompson without context")
+        F = _features(prompts, features, cfg.cache_dir)
         for label, kind in ((f"epsilon-greedy (eps {cfg.epsilon:g})", "epsilon"),
                             (f"LinUCB (alpha {cfg.linucb_alpha:g})", "linucb")):
             bandit = LinearBandit(m, F.shape[1], kind=kind, alpha=cfg.linucb_alpha, epsilon=cfg.epsilon,
@@ -278,7 +298,8 @@ def plot_regret(result: dict[str, Any], path: str | Path) -> Path:
     ax.axvline(result["n_stream"] - result["last"], color="grey", ls=":", lw=1)
     ax.set_xlabel("requests served (bandit feedback from an empty history)")
     ax.set_ylabel("cumulative score behind the best single model")
-    ax.set_title(f"LLMRouter nine models, stream of {result['n_stream']}, lam {result['config']['lam']:g}, "
+    models = "LLMRouter nine models" if result["config"].get("root") is None else f"{len(result['models'])} models"
+    ax.set_title(f"{models}, stream of {result['n_stream']}, lam {result['config']['lam']:g}, "
                  f"seed {result['config']['seed']}: regret vs best single in hindsight ({result['best_single']}); "
                  "below 0: ahead of it", fontsize=8)
     ax.grid(alpha=0.3)

@@ -42,14 +42,14 @@ def bench_route(
         None, "--models", help="2: RouteLLM's MMLU pair (APGR); table (or 9, llmrouter-9): a table of priced models "
         "scored per prompt, k-fold CV: LLMRouter's nine bundled, or yours with --data. Default: table when --data "
         "holds models.json, else 2."),
-    folds: int = typer.Option(5, min=2, help="Folds of the nine-model cross-validation."),
-    max_folds: Optional[int] = typer.Option(None, min=1, help="Nine models: run only the first folds of the split."),
-    output_tokens: int = typer.Option(256, min=0, help="Nine models: expected completion tokens per call "
+    folds: int = typer.Option(5, min=2, help="Folds of the table's cross-validation."),
+    max_folds: Optional[int] = typer.Option(None, min=1, help="Table: run only the first folds of the split."),
+    output_tokens: int = typer.Option(256, min=0, help="Table: expected completion tokens per call "
                                                        "(priced with the prompt's)."),
-    confidence: float = typer.Option(1.0, min=0.0, help="Nine models: z of the 'confident' rule."),
+    confidence: float = typer.Option(1.0, min=0.0, help="Table: z of the 'confident' rule."),
     independent: bool = typer.Option(True, "--independent/--no-independent",
-                                     help="Nine models: also run independent per-model heads."),
-    latency_prompts: int = typer.Option(200, min=0, help="Nine models: unseen prompts timed one per route() call."),
+                                     help="Table: also run independent per-model heads."),
+    latency_prompts: int = typer.Option(200, min=0, help="Table: unseen prompts timed one per route() call."),
     cost: list[str] = typer.Option(EXAMPLE_COSTS, "--cost", metavar="MODEL=PRICE",
                                    help="Price per call of a model (repeat per model). The defaults are example "
                                         "prices in the ratio of RouteLLM's quoted per-token prices."),
@@ -70,16 +70,22 @@ def bench_route(
     cache_dir: Path = typer.Option(Path(".preroll-cache"), help="On-disk embedding cache."),
     head: str = typer.Option("auto", help="Router head: auto (the router's recommended head, now ensemble), joint, ensemble, logistic or knn."),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the MLP router baseline."),
-    out: Path = typer.Option(Path("runs/bench-route"), help="Output folder for results.json and frontier.png."),
-    stream: bool = typer.Option(False, "--stream", help="Instead: replay LLMRouter's nine models as a stream "
-                                "under bandit feedback from an empty history (explore router vs full information, "
-                                "epsilon-greedy, LinUCB, best single in hindsight); --seed/--repeats set the streams."),
+    out: Path = typer.Option(Path("runs/bench-route"), help="Output folder (results*.json and a PNG; named for the run: results.json for the MMLU pair, "
+                              "results-nine.json for the nine bundled models, results-table.json for yours)."),
+    stream: bool = typer.Option(False, "--stream", help="Instead: replay the table (yours with --data, else "
+                                "LLMRouter's nine) as a stream under bandit feedback from an empty history (explore "
+                                "router vs full information, epsilon-greedy and LinUCB on --encoder's parts that "
+                                "need no fit, else hashed n-grams, best single in hindsight); --seed/--repeats set "
+                                "the streams."),
     lam: float = typer.Option(0.0, min=0.0, help="--stream: the utility rule's lam."),
     holdout: float = typer.Option(0.2, min=0.01, max=0.9, help="--stream: share of prompts held out for the "
                                                                "frozen evaluation."),
     batch: int = typer.Option(16, min=1, help="--stream: requests decided before their outcomes come back."),
     max_share: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="--stream: cap on the share of explored "
                                                                           "decisions (default: ExploreSettings')."),
+    anneal_after: Optional[int] = typer.Option(None, min=0, help="--stream: decisions after which the cap on "
+                                               "explored decisions anneals to max_share * sqrt(anneal_after * "
+                                               "decisions); 0: a flat cap (default: ExploreSettings')."),
     full_info: bool = typer.Option(True, "--full-info/--no-full-info", help="--stream: also replay the "
                                                                            "full-information router (slow: its refits)."),
     budget_per_1k: Optional[float] = typer.Option(None, min=0.0, help="--stream: at most this extra spend over the "
@@ -114,8 +120,8 @@ def bench_route(
         bench_stream(data=data, seeds=list(range(seed, seed + repeats)), max_prompts=QUICK_PROMPTS if quick and
                      max_prompts is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
                      output_tokens=output_tokens, lam=lam, holdout=holdout, batch=batch,
-                     explore={k: v for k, v in (("max_share", max_share), ("budget_per_1k", budget_per_1k))
-                              if v is not None}, full_info=full_info)
+                     explore=_explore_settings(max_share=max_share, budget_per_1k=budget_per_1k,
+                                               anneal_after=anneal_after), full_info=full_info)
         return None
     from preroll.cli import bench_route_shift as shift
 
@@ -191,6 +197,16 @@ def bench_route(
     console.print(f"wrote {out / 'results.json'} and {png}")
 
 
+def _explore_settings(*, max_share: Optional[float], budget_per_1k: Optional[float],
+                      anneal_after: Optional[int]) -> dict:
+    """The ``ExploreSettings`` fields the --stream flags set (the rest keep their defaults); ``--anneal-after 0``
+    is the settings' ``anneal_after=None``, the flat cap."""
+    explore: dict = {k: v for k, v in (("max_share", max_share), ("budget_per_1k", budget_per_1k)) if v is not None}
+    if anneal_after is not None:
+        explore["anneal_after"] = anneal_after or None
+    return explore
+
+
 def _table_or_pair(models: Optional[str], data: Optional[Path]) -> str:
     """``"table"`` (priced models scored per prompt) or ``"2"`` (the MMLU pair); a user's folder with a
     ``models.json`` is a table unless ``--models 2`` says otherwise."""
@@ -239,7 +255,7 @@ def _curve(kind: str, cfg, fractions: list[float], out: Path, data: Optional[Pat
     config["encoder"] = cfg.encoder if isinstance(cfg.encoder, str) else type(cfg.encoder).__name__
     config["fractions"] = fractions
     result = rl.curve_result(points, metric, config)
-    stem = "learning-curve-nine" if kind == "nine" else "learning-curve"
+    stem = f"learning-curve-{table_stem(data)}" if kind == "nine" else "learning-curve"
     atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=1))
     png = rl.plot_curve(result, out / f"{stem}.png")
     fmt = (lambda v: f"{v:+.2f}") if kind == "nine" else (lambda v: f"{v:.3f}")
@@ -279,18 +295,27 @@ def _bench_nine(*, data, folds, seed, max_prompts, encoder, cache_dir, out, outp
     if fractions is not None:
         return _curve("nine", cfg, fractions, out, data)
 
+    stem = table_stem(data)
+    path = out / f"results-{stem}.json"
+
     def save(partial):  # after every fold, so a long run leaves its finished folds behind
-        atomic_write_text(out / "results-nine.json", json.dumps(partial, indent=1))
-        console.print(f"[dim]saved {len(partial['folds'])} fold(s) to {out / 'results-nine.json'}[/dim]")
+        atomic_write_text(path, json.dumps(partial, indent=1))
+        console.print(f"[dim]saved {len(partial['folds'])} fold(s) to {path}[/dim]")
 
     result = run_multi_bench(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"), checkpoint=save)
-    png = plot_multi_frontier(result, out / "frontier-nine.png")
+    png = plot_multi_frontier(result, out / f"frontier-{stem}.png")
     print_nine(result, console)
-    console.print(f"wrote {out / 'results-nine.json'} and {png}")
+    console.print(f"wrote {path} and {png}")
+
+
+def table_stem(data: Optional[Path]) -> str:
+    """The output names' tag of a table run: ``nine`` for LLMRouter's nine bundled models (the names docs and
+    results already cite), ``table`` for a user's own table (``--data``), whatever its number of models."""
+    return "nine" if data is None else "table"
 
 
 def print_nine(result, console) -> None:
-    """The nine-model tables from a result (also a saved ``results-nine.json``)."""
+    """The table benchmark's tables from a result (also a saved ``results-nine.json`` / ``results-table.json``)."""
     from rich.table import Table
 
     best_q = [f["best_single_quality"] for f in result["folds"]]

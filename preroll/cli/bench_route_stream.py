@@ -1,4 +1,5 @@
-"""``preroll bench route --stream``: live routing under bandit feedback from an empty history (LLMRouter's nine)."""
+"""``preroll bench route --stream``: live routing under bandit feedback from an empty history (a table of priced
+models: LLMRouter's nine or a user's own)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 
 def bench_stream(*, data, seeds: list[int], max_prompts, encoder: str, cache_dir, out: Path, output_tokens: int,
-                 lam: float, holdout: float, batch: int, explore: dict[str, Any], baseline_encoder: str = "minilm",
+                 lam: float, holdout: float, batch: int, explore: dict[str, Any], baseline_encoder: str | None = None,
                  full_info: bool = True, last: int = 3000) -> list[dict[str, Any]]:
     import json
 
