@@ -104,17 +104,21 @@ class PrerollDriver:
     config: :class:`PrerollVerlConfig`.
     seed: seed of the pool shuffles (verl's ``data.seed``).
     group_size: verl's ``rollout.n``: the book scores prompts for this group size (None: the settings' own).
+    prepare: embed the dataset and build the neighbour graph now (when the trainer is built, not inside the first
+    step). False when a saved book is about to replace this one (a resume): the saved graph is loaded instead of
+    built (minutes at a million prompts); call :meth:`prepare` once the book is final.
     """
 
     def __init__(self, prompts: Sequence[str], config: PrerollVerlConfig | None = None, *, seed: int = 0,
                  book: PromptBook | None = None, embeddings: np.ndarray | None = None,
-                 group_size: int | None = None) -> None:
+                 group_size: int | None = None, prepare: bool = True) -> None:
         self.config = config or PrerollVerlConfig()
         if book is None:
-            # Embeddings and the neighbour graph now, when the trainer is built, not inside the first step.
             settings = self.config.online_settings(group_size=group_size,
                                                    seed=seed if group_size is not None else None)
-            book = PromptBook(prompts, settings=settings, embeddings=embeddings).prepare()
+            book = PromptBook(prompts, settings=settings, embeddings=embeddings)
+            if prepare:
+                book.prepare()
         self.book = book
         self.walker = PoolWalker(len(self.book), seed=seed)
         self.uid_positions: dict[str, int] = {}
@@ -181,6 +185,10 @@ class PrerollDriver:
         for uid in done:
             self.uid_positions.pop(uid, None)
         return metrics
+
+    def prepare(self) -> None:
+        """Embeddings and the neighbour graph of the book now (nothing to do when a loaded book brought its graph)."""
+        self.book.prepare()
 
     # -- persistence ----------------------------------------------------------------------------
 
