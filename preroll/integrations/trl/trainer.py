@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from preroll.integrations.core import PoolStream, prompt_text, trainer_book_settings
@@ -55,6 +56,17 @@ class GenerationChoice:
     indices: np.ndarray
     reason: np.ndarray
     p_success: np.ndarray
+
+
+class _PrepareBook(TrainerCallback):
+    """Builds the book's embeddings and neighbour graph at the start of ``train``: after a resume has loaded the
+    saved book (and its graph), before the first step. Nothing to do when the loaded book brought its graph."""
+
+    def __init__(self, trainer: "PrerollGRPOTrainer") -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.preroll_book.prepare()
 
 
 def _dataset_prompts(train_dataset, id_column: str, explicit_id_column: bool = False
@@ -138,7 +150,10 @@ class PrerollGRPOTrainer(GRPOTrainer):
             where = f"train_dataset column {self.preroll_settings.id_column!r}" if exc.field == "ids" else "train_dataset"
             row = f" row {exc.index}" if exc.index is not None else ""
             raise PrerollTRLError(f"{where}{row}: {exc.reason}") from None
-        self.preroll_book.prepare()   # embed the dataset and build the neighbour graph now, not in the first step
+        # The embeddings and the neighbour graph are built when training starts (_PrepareBook), not here: a resume
+        # loads the saved book, graph included, after the constructor, and building first would be wasted
+        # (minutes at a million prompts).
+        self.add_callback(_PrepareBook(self))
         self.preroll_prompts_per_batch = n_prompts
         self.preroll_pool = PoolStream(len(prompts), book_settings.pool_factor * n_prompts, book_settings.seed)
         self.preroll_log: deque[GenerationChoice] = deque(maxlen=self.preroll_settings.log_size)
