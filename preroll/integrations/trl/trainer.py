@@ -40,7 +40,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from preroll.integrations.core import PoolStream, prompt_text, trainer_book_settings
-from preroll.integrations.core.store import load_state, save_state
+from preroll.integrations.core.store import RemoteGraph, load_state, save_state
 from preroll.integrations.trl.errors import PrerollTRLError
 from preroll.integrations.trl.rewards import check_weights, groups_for_book, weighted_rewards
 from preroll.integrations.trl.settings import PrerollTRLSettings, make_trl_settings
@@ -154,6 +154,7 @@ class PrerollGRPOTrainer(GRPOTrainer):
         # loads the saved book, graph included, after the constructor, and building first would be wasted
         # (minutes at a million prompts).
         self.add_callback(_PrepareBook(self))
+        self._preroll_remote_graph = RemoteGraph()    # saves to URLs copy the graph file the last one put there
         self.preroll_prompts_per_batch = n_prompts
         self.preroll_pool = PoolStream(len(prompts), book_settings.pool_factor * n_prompts, book_settings.seed)
         self.preroll_log: deque[GenerationChoice] = deque(maxlen=self.preroll_settings.log_size)
@@ -236,7 +237,8 @@ class PrerollGRPOTrainer(GRPOTrainer):
     def preroll_save(self, folder: str | os.PathLike) -> None:
         """Write the book and the pool position into ``folder`` (a local path or any fsspec URL)."""
         save_state(folder, self.preroll_book, self.preroll_pool.state_dict(),
-                   book_file=self.preroll_settings.book_file, pool_file=self.preroll_settings.pool_file)
+                   book_file=self.preroll_settings.book_file, pool_file=self.preroll_settings.pool_file,
+                   graph=self._preroll_remote_graph)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

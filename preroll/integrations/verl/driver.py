@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from preroll.integrations.core import MIN_GROUP_SIZE, trainer_book_settings
-from preroll.integrations.core.store import Uploader, load_state, save_state
+from preroll.integrations.core.store import RemoteGraph, Uploader, load_state, save_state
 from preroll.integrations.verl.outcomes import StepOutcomes, outcomes_from_trajectories
 from preroll.integrations.verl.plan import PoolWalker, RolloutPlan, plan_allocate, plan_select
 from preroll.online import OnlineSettings, PromptBook
@@ -122,6 +122,7 @@ class PrerollDriver:
         self.book = book
         self.walker = PoolWalker(len(self.book), seed=seed)
         self.uid_positions: dict[str, int] = {}
+        self.remote_graph = RemoteGraph()    # where remote saves put the graph: later ones copy it there
         self.last_plan_: RolloutPlan | None = None
         self.plan_seconds_ = 0.0
 
@@ -196,7 +197,8 @@ class PrerollDriver:
         """Book (``preroll_book.npz``) and pool state (``preroll_pool.json``) into ``folder``: a local path (each
         file written atomically) or any fsspec URL (``upload`` replaces fsspec, e.g. verl's hdfs copy)."""
         state = {"walker": self.walker.state_dict(), "uid_positions": self.uid_positions}
-        save_state(folder, self.book, state, book_file=BOOK_FILE, pool_file=POOL_FILE, upload=upload)
+        save_state(folder, self.book, state, book_file=BOOK_FILE, pool_file=POOL_FILE, upload=upload,
+                   graph=self.remote_graph)
 
     def load(self, folder: str | os.PathLike) -> bool:
         """Restore what :meth:`save` wrote in ``folder`` (local path or fsspec URL); False when it holds no book."""

@@ -88,10 +88,11 @@ def trajectory_scores(batch_meta) -> tuple[list[str], np.ndarray]:
 
 
 def remote_upload(local: str, url: str) -> None:
-    """Copy a finished local file to a remote folder the way verl copies its own checkpoints.
+    """Copy a finished local file (or a file already in the same store, by URL) to a remote folder the way verl
+    copies its own checkpoints.
 
     ``hdfs://`` goes through verl's ``hdfs_io`` (the ``hdfs`` command line, as
-    verl's checkpoint managers do); any other URL through fsspec.
+    verl's checkpoint managers do: ``-put``, or ``-cp`` from an ``hdfs://`` source); any other URL through fsspec.
     """
     if url.startswith("hdfs://"):
         from verl.utils import hdfs_io
