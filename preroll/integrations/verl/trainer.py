@@ -143,7 +143,7 @@ class PrerollPPOTrainer(PPOTrainerSync):
     def _preroll_resume_folder(self) -> str | None:
         """The checkpoint folder verl's ``_load_checkpoint`` will resume from (its own rules), or None."""
         trainer = self.config.trainer
-        if trainer.resume_mode == "auto":
+        if trainer.resume_mode == "auto" and trainer.get("default_local_dir", None):
             from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 
             folder = find_latest_ckpt_path(os.path.abspath(trainer.default_local_dir))
