@@ -134,3 +134,67 @@ def test_verl_settings_are_typed_and_group_size_is_the_trainers_n():
         PrerollDriver(PROMPTS, config, group_size=1)
     with pytest.raises(OnlineInputError, match=r"min_rollouts"):
         PrerollVerlConfig.parse({"mode": "allocate", "min_rollouts": 1})
+
+
+def test_remote_saves_upload_the_graph_once_and_copy_it_into_later_folders(tmp_path, monkeypatch, caplog):
+    """The graph-beside form remotely: the first save uploads the graph file, later folders get it by a copy
+    inside the store (a URL source, not a local file); files arrive graph, book, pool; a resume downloads the
+    graph instead of building it; a copy that fails (the earlier folder gone) falls back to an upload."""
+    fsspec = pytest.importorskip("fsspec")
+    import preroll.online.book as book_module
+    from preroll.integrations.core.store import RemoteGraph, fsspec_upload
+
+    fs = fsspec.filesystem("memory")
+    uploads: list[tuple[str, str]] = []
+
+    def upload(source, url):
+        uploads.append((source, url))
+        fsspec_upload(source, url)
+
+    book = PromptBook(PROMPTS, settings=OnlineSettings(encoder="lexical")).prepare()
+    book.record(0, [0, 1, 2], [[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    graph = RemoteGraph()
+    save_state("memory://graphs/run/global_step_1", book, {"position": 1}, book_file="b.npz", pool_file="p.json",
+               upload=upload, graph=graph)
+    name = book.graph_name("b.npz")
+    assert name is not None and name.startswith("b.npz.graph-")
+    assert [u for _, u in uploads] == [f"memory://graphs/run/global_step_1/{f}" for f in (name, "b.npz", "p.json")]
+    assert not is_remote(uploads[0][0])                        # the graph's bytes: uploaded once
+    book.save(tmp_path / "local" / "b.npz")                    # as a trainer's local checkpoint does first
+    book.record(1, [3], [[1.0, 0.0]])
+    uploads.clear()
+    save_state("memory://graphs/run/global_step_2", book, {"position": 2}, book_file="b.npz", pool_file="p.json",
+               upload=upload, graph=graph)
+    assert uploads[0] == (f"memory://graphs/run/global_step_1/{name}", f"memory://graphs/run/global_step_2/{name}")
+    assert [u for _, u in uploads[1:]] == [f"memory://graphs/run/global_step_2/{f}" for f in ("b.npz", "p.json")]
+
+    builds: list[int] = []
+    build = book_module.neighbour_graph
+    monkeypatch.setattr(book_module, "neighbour_graph", lambda *a, **k: builds.append(1) or build(*a, **k))
+    loaded, pool = load_state("memory://graphs/run/global_step_2", PromptBook(PROMPTS, settings={"encoder": "lexical"}),
+                              book_file="b.npz", pool_file="p.json")
+    assert pool == {"position": 2} and loaded.stats() == book.stats()
+    np.testing.assert_array_equal(loaded._graph[0], book._graph[0])
+    loaded.refit()
+    assert builds == []
+
+    fs.rm("/graphs/run/global_step_2", recursive=True)           # the folder the next copy would read
+    uploads.clear()
+    with caplog.at_level("WARNING"):
+        save_state("memory://graphs/run/global_step_3", book, {"position": 3}, book_file="b.npz",
+                   pool_file="p.json", upload=upload, graph=graph)
+    assert "uploading it" in caplog.text
+    assert not is_remote(uploads[-3][0]) and uploads[-3][1] == f"memory://graphs/run/global_step_3/{name}"
+    assert fs.exists(f"/graphs/run/global_step_3/{name}") and graph.url.endswith(f"global_step_3/{name}")
+
+
+def test_a_remote_book_in_the_single_file_form_still_loads(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    book = PromptBook(PROMPTS, settings=OnlineSettings(encoder="lexical")).prepare()
+    book.record(0, [0, 1], [[1.0, 0.0], [0.0, 0.0]])
+    fs = fsspec.filesystem("memory")
+    fs.put_file(str(book.save(tmp_path / "b.npz", graph_beside=False)), "/single/b.npz")
+    loaded, pool = load_state("memory://single", PromptBook(PROMPTS, settings={"encoder": "lexical"}),
+                              book_file="b.npz", pool_file="p.json")
+    assert pool is None and loaded.stats() == book.stats()
+    np.testing.assert_array_equal(loaded._graph[1], book._graph[1])

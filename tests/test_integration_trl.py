@@ -145,14 +145,22 @@ def test_one_choice_per_generation_batch_when_generations_are_reused_or_split(tm
 
 
 @pytest.mark.parametrize("selection", ["value", "coverage"])
-def test_resume_gives_the_same_next_choices(tmp_path, selection):
+def test_resume_gives_the_same_next_choices(tmp_path, selection, monkeypatch):
+    import preroll.online.book as book_module
+
+    graphs = []     # neighbour graphs built: one for the fresh run, none for the resume (the saved one is loaded)
+    build = book_module.neighbour_graph
+    monkeypatch.setattr(book_module, "neighbour_graph", lambda *a, **k: graphs.append(1) or build(*a, **k))
     book = OnlineSettings(selection=selection)
     full = trainer(tmp_path / "a", max_steps=3, save_strategy="steps", save_steps=2, preroll=book)
     full.train()
+    assert len(graphs) == 1
     ckpt = tmp_path / "a" / "out" / "checkpoint-2"
     assert (ckpt / "preroll_book.npz").exists() and (ckpt / "preroll_pool.json").exists()
     resumed = trainer(tmp_path / "b", max_steps=3, preroll=book)
     resumed.train(resume_from_checkpoint=str(ckpt))
+    assert len(graphs) == 1
+    np.testing.assert_array_equal(resumed.preroll_book._graph[0], full.preroll_book._graph[0])
     a = {c.step: c for c in full.preroll_log}
     b = {c.step: c for c in resumed.preroll_log}
     assert sorted(b) == [2]

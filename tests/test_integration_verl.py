@@ -258,6 +258,25 @@ def test_legacy_sampler_resume_builds_one_book_and_reads_the_warm_start_once(dat
     assert list(resumed.driver.plan(4, 1).indices) == list(sampler.driver.plan(4, 1).indices)
 
 
+def test_legacy_sampler_resume_builds_no_neighbour_graph(dataset, parquet, monkeypatch):
+    """The graph is built at the first batch, not in the constructor: a resumed sampler (constructed, then
+    restored from a state holding the graph) never builds one; a fresh one builds it once."""
+    builds = _count_graph_builds(monkeypatch)
+    config = data_config(parquet, train_batch_size=4,
+                         sampler={"preroll": {"settings": {**SETTINGS, "encoder": "lexical"}}})
+    sampler = PrerollCurriculumSampler(data_source=dataset, data_config=config)
+    first = [i for _, i in zip(range(4), iter(sampler))]
+    assert len(builds) == 1 and len(set(first)) == 4
+    sampler.driver.book.record(1, first[:2], [[1.0, 0.0], [1.0, 1.0]])
+    state = sampler.state_dict()
+    resumed = PrerollCurriculumSampler(data_source=dataset, data_config=config)
+    resumed.load_state_dict(state)
+    nxt = [i for _, i in zip(range(4), iter(resumed))]
+    assert len(builds) == 1
+    assert np.array_equal(resumed.driver.book._graph[0], sampler.driver.book._graph[0])
+    assert nxt == [i for _, i in zip(range(4), iter(sampler))]
+
+
 def test_legacy_sampler_refuses_per_prompt_n(dataset, parquet):
     config = data_config(parquet, sampler={"preroll": {"mode": "allocate"}})
     with pytest.raises(OnlineInputError, match=r"data\.sampler\.preroll\.mode"):
@@ -371,6 +390,81 @@ def test_checkpoint_through_verls_save_and_resume(parquet, tmp_path):
     assert fresh.preroll.walker.state_dict() == trainer.preroll.walker.state_dict()
     assert fresh.preroll.uid_positions == trainer.preroll.uid_positions
     assert list(fresh.preroll.plan(8, 4).indices) == list(trainer.preroll.plan(8, 4).indices)
+
+
+def _count_graph_builds(monkeypatch) -> list[int]:
+    import preroll.online.book as book_module
+
+    builds: list[int] = []
+    build = book_module.neighbour_graph
+    monkeypatch.setattr(book_module, "neighbour_graph", lambda *a, **k: builds.append(1) or build(*a, **k))
+    return builds
+
+
+class _Actor:
+    """The FSDP worker group's place in verl's _save_checkpoint / _load_checkpoint."""
+
+    def save_checkpoint(self, *args, **kwargs):
+        pass
+
+    def load_checkpoint(self, *args, **kwargs):
+        pass
+
+
+def test_resume_loads_the_saved_book_and_graph_instead_of_building_them(parquet, tmp_path, monkeypatch):
+    """A trainer that resumes (verl's resume_mode auto or resume_path) or starts from book_path reads the saved
+    book, neighbour graph included, when it is built: no embedding and no graph build (minutes at 1M prompts)."""
+    builds = _count_graph_builds(monkeypatch)
+    lexical = {**SETTINGS, "encoder": "lexical"}
+    cfg = verl_config(parquet, tmp_path, {"settings": lexical}, adv_estimator="grpo")
+    cfg.trainer.resume_mode = "auto"
+    trainer = bare_trainer(cfg)                      # nothing to resume: the book is built, once
+    trainer.actor_rollout_wg = _Actor()
+    trainer._load_checkpoint()
+    assert len(builds) == 1 and trainer.preroll.book._graph is not None
+    trainer._next_train_batch()
+    trainer.preroll.book.record(1, [0, 1, 2], [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    trainer.global_steps = 2
+    trainer._save_checkpoint()
+    saved = trainer.preroll.book.stats()
+    folder = Path(cfg.trainer.default_local_dir) / "global_step_2"
+
+    resumed = bare_trainer(cfg)                      # verl's init: _init_dataloader ... _load_checkpoint
+    resumed.actor_rollout_wg = _Actor()
+    resumed._load_checkpoint()
+    assert len(builds) == 1 and resumed.global_steps == 2
+    assert resumed.preroll.book.stats() == saved
+    assert np.array_equal(resumed.preroll.book._graph[0], trainer.preroll.book._graph[0])
+    assert list(resumed.preroll.plan(8, 4).indices) == list(trainer.preroll.plan(8, 4).indices)
+
+    cfg.trainer.resume_mode, cfg.trainer.resume_from_path = "resume_path", str(folder)
+    again = bare_trainer(cfg)
+    again.actor_rollout_wg = _Actor()
+    again._load_checkpoint()
+    assert len(builds) == 1 and again.global_steps == 2 and again.preroll.book.stats() == saved
+
+    started = bare_trainer(verl_config(parquet, tmp_path / "next", {"settings": lexical, "book_path": str(folder)}))
+    assert len(builds) == 1 and started.preroll.book.stats() == saved
+
+
+def test_resume_from_a_checkpoint_without_a_book_falls_back_to_book_path(parquet, tmp_path, monkeypatch, caplog):
+    builds = _count_graph_builds(monkeypatch)
+    lexical = {**SETTINGS, "encoder": "lexical"}
+    first = bare_trainer(verl_config(parquet, tmp_path / "first", {"settings": lexical}))
+    first.preroll.book.record(1, [0, 1], [[1.0, 0.0], [1.0, 1.0]])
+    first.preroll.save(tmp_path / "start")
+    cfg = verl_config(parquet, tmp_path, {"settings": lexical, "book_path": str(tmp_path / "start")},
+                      adv_estimator="grpo")
+    folder = Path(cfg.trainer.default_local_dir) / "global_step_4"
+    folder.mkdir(parents=True)                     # a checkpoint written without the preroll trainer
+    cfg.trainer.resume_mode, cfg.trainer.resume_from_path = "resume_path", str(folder)
+    trainer = bare_trainer(cfg)
+    trainer.actor_rollout_wg = _Actor()
+    with caplog.at_level("WARNING"):
+        trainer._load_checkpoint()
+    assert len(builds) == 1                         # the first trainer's; the second read book_path's graph
+    assert trainer.global_steps == 4 and trainer.preroll.book.stats() == first.preroll.book.stats()
+    assert "no preroll book in" in caplog.text and "starts from" in caplog.text
 
 
 def test_remote_checkpoint_mirror_and_resume_from_a_remote_book_path(parquet, tmp_path):

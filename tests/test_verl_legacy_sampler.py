@@ -52,3 +52,6 @@ def test_legacy_sampler_inside_verl_07_dataloader_fit_loop_and_checkpoint(tmp_pa
     # verl 0.7's _save_checkpoint / _load_checkpoint (data.pt through StatefulDataLoader) carry the book
     assert seen["restored_global_steps"] == 3
     assert seen["restored_history_equal"] and seen["restored_global_rate_equal"] and seen["resumed_batch_matches"]
+    # the sampler builds the neighbour graph at its first batch, so the resumed one (constructed by verl, then
+    # restored from data.pt before its first batch) reads the saved graph instead of building another
+    assert seen["graph_builds"] == [1, 1] and seen["restored_graph_equal"]

@@ -42,12 +42,17 @@ def legacy_trainer(cfg):
 
 
 def main(scratch: Path) -> dict:
+    import preroll.online.book as book_module
+
+    builds: list[int] = []            # neighbour graphs built (the book's lexical encoder needs one)
+    build = book_module.neighbour_graph
+    book_module.neighbour_graph = lambda *a, **k: builds.append(1) or build(*a, **k)
     parquet = write_parquet(scratch / "train.parquet")
     cfg = OmegaConf.load(Path(verl.__file__).parent / "trainer/config/_generated_ppo_trainer.yaml")
     OmegaConf.set_struct(cfg, False)
     cfg.data = OmegaConf.merge(cfg.data, data_config(parquet, train_batch_size=4, val_batch_size=4, sampler={
         "class_path": "pkg://preroll.integrations.verl.sampler", "class_name": "PrerollCurriculumSampler",
-        "preroll": {"pool_factor": 3, "settings": SETTINGS}}))
+        "preroll": {"pool_factor": 3, "settings": {**SETTINGS, "encoder": "lexical"}}}))
     cfg.trainer.default_local_dir, cfg.trainer.resume_mode = str(scratch / "ckpt"), "auto"
     trainer = legacy_trainer(cfg)
     sampler = trainer.train_dataloader.sampler
@@ -73,6 +78,7 @@ def main(scratch: Path) -> dict:
     seen["book"] = {"steps": stats.steps, "rows": stats.rows, "successes": float(hist["successes"].sum()),
                     "attempts": float(hist["attempts"].sum())}
     RayPPOTrainer._save_checkpoint(trainer)
+    seen["graph_builds"] = [len(builds)]
     next_batch = next(it)["index"].tolist()
 
     fresh = legacy_trainer(cfg)
@@ -81,6 +87,8 @@ def main(scratch: Path) -> dict:
     # StatefulDataLoader applies a loaded state when the next iterator starts (verl's fit loop does that)
     resumed = next(iter(fresh.train_dataloader))["index"].tolist()
     restored = fresh.train_dataloader.sampler.driver.book
+    seen["graph_builds"].append(len(builds))           # the resume read the saved graph: none built
+    seen["restored_graph_equal"] = bool(np.array_equal(restored._graph[0], sampler.driver.book._graph[0]))
     seen["restored_history_equal"] = all(np.array_equal(restored.history()[k], hist[k]) for k in hist)
     seen["restored_global_rate_equal"] = restored.stats().global_rate == stats.global_rate
     seen["resumed_batch_matches"] = resumed == next_batch

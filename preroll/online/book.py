@@ -745,7 +745,20 @@ class PromptBook:
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = _json_roundtrip(state["rng"])
 
-    def save(self, path: str | Path, *, graph_beside: bool = True) -> Path:
+    @property
+    def graph_file(self) -> Path | None:
+        """A local file holding the current neighbour graph (the last one saved or loaded), or None."""
+        return self._graph_file
+
+    def graph_name(self, path: str | Path) -> str | None:
+        """The name of the graph file a save of this book at ``path`` names (None without a graph)."""
+        if self._graph is None:
+            return None
+        if self._graph_sha256 is None:
+            self._graph_sha256 = _graph_digest(*self._graph)
+        return _graph_path(Path(path), self._graph_sha256).name
+
+    def save(self, path: str | Path, *, graph_beside: bool = True, write_graph: bool = True) -> Path:
         """Write the state to ``path`` (a versioned, uncompressed ``.npz``: saving sits on the training loop),
         atomically: a crash leaves the previous book loadable.
 
@@ -755,8 +768,10 @@ class PromptBook:
         checkpoint folder hard-links the graph file it last wrote (where the filesystem allows). The graph
         file is written before the book that names it, and older graph files of ``path`` are removed only
         after, so a crash at any point leaves a complete book. Copy both files to move a book;
-        ``graph_beside=False`` keeps the graph inside the one file (the format before; for a folder that is
-        uploaded file by file).
+        ``graph_beside=False`` keeps the graph inside the one file (the format before).
+        ``write_graph=False`` names the graph file (:meth:`graph_name`) without writing it or removing older
+        ones: the caller puts it there (a remote checkpoint copies the previous folder's file instead of
+        uploading it again).
         """
         path = Path(path)
         state = self._state(graph=not graph_beside)
@@ -765,11 +780,13 @@ class PromptBook:
         path.parent.mkdir(parents=True, exist_ok=True)
         graph_name = None
         if graph_beside and self._graph is not None:
-            graph_name = self._save_graph(path)
+            graph_name = self._save_graph(path) if write_graph else self.graph_name(path)
             meta["graph_sha256"] = self._graph_sha256   # the file's name follows from it and the book's name
         with atomic_open(path, "wb") as fh:
             # numpy's stub: a ** mapping might name allow_pickle; these keys are array names
             np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
+        if not write_graph:
+            return path
         # Graph files of earlier saves to this path: the book now in place names none of them.
         for stale in path.parent.glob(glob.escape(path.name + GRAPH_INFIX) + "*.npz"):
             if stale.name != graph_name:
@@ -807,6 +824,18 @@ class PromptBook:
         if graph_file is not None:   # verified against its digest: the next save need not write it again
             book._graph_sha256, book._graph_file = str(meta["graph_sha256"]), graph_file
         return book
+
+
+def saved_graph_name(path: str | Path) -> str | None:
+    """The name of the graph file the book saved at ``path`` keeps beside it (None: no graph, or inside the
+    file); reads only the book's header."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            digest = json.loads(str(data["__meta__"])).get("graph_sha256")
+    except (OSError, ValueError, KeyError) as exc:
+        raise OnlineInputError(f"{path}: not a readable prompt book file ({exc})", field="path") from None
+    return None if digest is None else _graph_path(path, str(digest)).name
 
 
 def _graph_digest(index: np.ndarray, similarity: np.ndarray) -> str:

@@ -5,21 +5,43 @@ each step to ``trainer.default_hdfs_dir``), and a book left behind on a local
 disk is lost with the machine. Local folders are written atomically (a crash
 leaves the previous file); a remote file is written from a complete local copy
 in one upload (``put_file``) and read back the same way.
+
+A remote folder holds the book in the graph-beside form (the book, and its
+neighbour graph in ``<book>.graph-<sha>.npz``): the graph (256 MB at a million
+prompts, computed once) is uploaded once per run, and each later checkpoint
+folder gets it by a copy inside the store (:class:`RemoteGraph` remembers where
+it went) instead of another upload of the same bytes. Every folder stays whole
+on its own, and files arrive in the order graph, book, pool: a folder with a
+pool file has its book, and a book its graph.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from preroll.online import PromptBook
+from preroll.online.book import saved_graph_name
 from preroll.outputs import atomic_write_text
 
-#: ``copy(local_file, remote_url)``: how a finished local file reaches a remote folder (default: fsspec).
+logger = logging.getLogger(__name__)
+
+#: ``copy(source, remote_url)``: how a finished local file, or a file already in the same store (a URL),
+#: reaches a remote folder (default: fsspec).
 Uploader = Callable[[str, str], None]
+
+
+@dataclass
+class RemoteGraph:
+    """Where the last remote save put the book's graph file (its name holds the graph's digest)."""
+
+    name: str | None = None
+    url: str | None = None
 
 
 def is_remote(folder: str | os.PathLike) -> bool:
@@ -39,16 +61,21 @@ def _fs(url: str):
     return fsspec.core.url_to_fs(url)
 
 
-def fsspec_upload(local: str, url: str) -> None:
+def fsspec_upload(source: str, url: str) -> None:
+    """Copy a local file, or a file of the same store (a URL: copied inside the store, not through here), to ``url``."""
     fs, path = _fs(url)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.put_file(local, path)
+    if is_remote(source):
+        fs.copy(_fs(source)[1], path)
+    else:
+        fs.put_file(source, path)
 
 
 def save_state(folder: str | os.PathLike, book: PromptBook, pool_state: dict, *, book_file: str, pool_file: str,
-               upload: Uploader | None = None) -> None:
+               upload: Uploader | None = None, graph: RemoteGraph | None = None) -> None:
     """Write ``book_file`` (the book) and ``pool_file`` (JSON) into ``folder``; a remote folder gets both through
-    ``upload`` (fsspec by default)."""
+    ``upload`` (fsspec by default), and the book's graph file too: copied from ``graph.url`` inside the store when
+    the previous remote save put the same graph there, else uploaded (``graph`` is updated)."""
     if not is_remote(folder):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -57,10 +84,33 @@ def save_state(folder: str | os.PathLike, book: PromptBook, pool_state: dict, *,
         return
     upload = upload or fsspec_upload
     with tempfile.TemporaryDirectory(prefix="preroll-ckpt-") as tmp:
-        book.save(Path(tmp) / book_file, graph_beside=False)   # one file to upload: the graph inside it
+        local = Path(tmp) / book_file
+        name = book.graph_name(local)
+        source = book.graph_file
+        if name is not None and source is not None and source.is_file():
+            book.save(local, write_graph=False)   # the graph is in a local file already: no copy of it here
+        else:
+            book.save(local)
+            source = Path(tmp) / name if name is not None else None
         (Path(tmp) / pool_file).write_text(json.dumps(pool_state))
-        for name in (book_file, pool_file):     # the pool last: a folder with a pool file has its book
-            upload(str(Path(tmp) / name), join(folder, name))
+        if name is not None and source is not None:
+            _put_graph(str(source), join(folder, name), name, upload, graph)
+        for file in (book_file, pool_file):     # the pool last: a folder with a pool file has its book
+            upload(str(Path(tmp) / file), join(folder, file))
+
+
+def _put_graph(source: str, url: str, name: str, upload: Uploader, graph: RemoteGraph | None) -> None:
+    """The graph file at ``url``: a copy inside the store of the one the last save put there, else an upload."""
+    if graph is not None and graph.name == name and graph.url is not None and graph.url != url:
+        try:
+            upload(graph.url, url)
+            graph.url = url
+            return
+        except Exception as exc:   # noqa: BLE001  (the earlier folder may be gone; any store error: upload instead)
+            logger.warning("could not copy %s to %s inside the store (%s); uploading it", graph.url, url, exc)
+    upload(source, url)
+    if graph is not None:
+        graph.name, graph.url = name, url
 
 
 def has_state(folder: str | os.PathLike, *, book_file: str) -> bool:
@@ -82,6 +132,11 @@ def load_state(folder: str | os.PathLike, book: PromptBook, *, book_file: str,
     with tempfile.TemporaryDirectory(prefix="preroll-ckpt-") as tmp:
         fs, path = _fs(join(folder, book_file))
         fs.get_file(path, str(Path(tmp) / book_file))
+        graph_name = saved_graph_name(Path(tmp) / book_file)
+        if graph_name is not None:     # the graph-beside form; a missing graph file is rebuilt (PromptBook.load)
+            fs, path = _fs(join(folder, graph_name))
+            if fs.exists(path):
+                fs.get_file(path, str(Path(tmp) / graph_name))
         loaded = PromptBook.load(Path(tmp) / book_file, book.prompts, book.ids, embeddings=book._embeddings)
         fs, path = _fs(join(folder, pool_file))
         pool = json.loads(fs.cat_file(path)) if fs.exists(path) else None

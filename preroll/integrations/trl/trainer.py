@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from preroll.integrations.core import PoolStream, prompt_text, trainer_book_settings
-from preroll.integrations.core.store import load_state, save_state
+from preroll.integrations.core.store import RemoteGraph, load_state, save_state
 from preroll.integrations.trl.errors import PrerollTRLError
 from preroll.integrations.trl.rewards import check_weights, groups_for_book, weighted_rewards
 from preroll.integrations.trl.settings import PrerollTRLSettings, make_trl_settings
@@ -55,6 +56,17 @@ class GenerationChoice:
     indices: np.ndarray
     reason: np.ndarray
     p_success: np.ndarray
+
+
+class _PrepareBook(TrainerCallback):
+    """Builds the book's embeddings and neighbour graph at the start of ``train``: after a resume has loaded the
+    saved book (and its graph), before the first step. Nothing to do when the loaded book brought its graph."""
+
+    def __init__(self, trainer: "PrerollGRPOTrainer") -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.preroll_book.prepare()
 
 
 def _dataset_prompts(train_dataset, id_column: str, explicit_id_column: bool = False
@@ -138,7 +150,11 @@ class PrerollGRPOTrainer(GRPOTrainer):
             where = f"train_dataset column {self.preroll_settings.id_column!r}" if exc.field == "ids" else "train_dataset"
             row = f" row {exc.index}" if exc.index is not None else ""
             raise PrerollTRLError(f"{where}{row}: {exc.reason}") from None
-        self.preroll_book.prepare()   # embed the dataset and build the neighbour graph now, not in the first step
+        # The embeddings and the neighbour graph are built when training starts (_PrepareBook), not here: a resume
+        # loads the saved book, graph included, after the constructor, and building first would be wasted
+        # (minutes at a million prompts).
+        self.add_callback(_PrepareBook(self))
+        self._preroll_remote_graph = RemoteGraph()    # saves to URLs copy the graph file the last one put there
         self.preroll_prompts_per_batch = n_prompts
         self.preroll_pool = PoolStream(len(prompts), book_settings.pool_factor * n_prompts, book_settings.seed)
         self.preroll_log: deque[GenerationChoice] = deque(maxlen=self.preroll_settings.log_size)
@@ -221,7 +237,8 @@ class PrerollGRPOTrainer(GRPOTrainer):
     def preroll_save(self, folder: str | os.PathLike) -> None:
         """Write the book and the pool position into ``folder`` (a local path or any fsspec URL)."""
         save_state(folder, self.preroll_book, self.preroll_pool.state_dict(),
-                   book_file=self.preroll_settings.book_file, pool_file=self.preroll_settings.pool_file)
+                   book_file=self.preroll_settings.book_file, pool_file=self.preroll_settings.pool_file,
+                   graph=self._preroll_remote_graph)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

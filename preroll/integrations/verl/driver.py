@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from preroll.integrations.core import MIN_GROUP_SIZE, trainer_book_settings
-from preroll.integrations.core.store import Uploader, load_state, save_state
+from preroll.integrations.core.store import RemoteGraph, Uploader, load_state, save_state
 from preroll.integrations.verl.outcomes import StepOutcomes, outcomes_from_trajectories
 from preroll.integrations.verl.plan import PoolWalker, RolloutPlan, plan_allocate, plan_select
 from preroll.online import OnlineSettings, PromptBook
@@ -104,20 +104,25 @@ class PrerollDriver:
     config: :class:`PrerollVerlConfig`.
     seed: seed of the pool shuffles (verl's ``data.seed``).
     group_size: verl's ``rollout.n``: the book scores prompts for this group size (None: the settings' own).
+    prepare: embed the dataset and build the neighbour graph now (when the trainer is built, not inside the first
+    step). False when a saved book is about to replace this one (a resume): the saved graph is loaded instead of
+    built (minutes at a million prompts); call :meth:`prepare` once the book is final.
     """
 
     def __init__(self, prompts: Sequence[str], config: PrerollVerlConfig | None = None, *, seed: int = 0,
                  book: PromptBook | None = None, embeddings: np.ndarray | None = None,
-                 group_size: int | None = None) -> None:
+                 group_size: int | None = None, prepare: bool = True) -> None:
         self.config = config or PrerollVerlConfig()
         if book is None:
-            # Embeddings and the neighbour graph now, when the trainer is built, not inside the first step.
             settings = self.config.online_settings(group_size=group_size,
                                                    seed=seed if group_size is not None else None)
-            book = PromptBook(prompts, settings=settings, embeddings=embeddings).prepare()
+            book = PromptBook(prompts, settings=settings, embeddings=embeddings)
+            if prepare:
+                book.prepare()
         self.book = book
         self.walker = PoolWalker(len(self.book), seed=seed)
         self.uid_positions: dict[str, int] = {}
+        self.remote_graph = RemoteGraph()    # where remote saves put the graph: later ones copy it there
         self.last_plan_: RolloutPlan | None = None
         self.plan_seconds_ = 0.0
 
@@ -182,13 +187,18 @@ class PrerollDriver:
             self.uid_positions.pop(uid, None)
         return metrics
 
+    def prepare(self) -> None:
+        """Embeddings and the neighbour graph of the book now (nothing to do when a loaded book brought its graph)."""
+        self.book.prepare()
+
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, folder: str | os.PathLike, *, upload: Uploader | None = None) -> None:
         """Book (``preroll_book.npz``) and pool state (``preroll_pool.json``) into ``folder``: a local path (each
         file written atomically) or any fsspec URL (``upload`` replaces fsspec, e.g. verl's hdfs copy)."""
         state = {"walker": self.walker.state_dict(), "uid_positions": self.uid_positions}
-        save_state(folder, self.book, state, book_file=BOOK_FILE, pool_file=POOL_FILE, upload=upload)
+        save_state(folder, self.book, state, book_file=BOOK_FILE, pool_file=POOL_FILE, upload=upload,
+                   graph=self.remote_graph)
 
     def load(self, folder: str | os.PathLike) -> bool:
         """Restore what :meth:`save` wrote in ``folder`` (local path or fsspec URL); False when it holds no book."""

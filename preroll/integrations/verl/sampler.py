@@ -58,7 +58,10 @@ class PrerollCurriculumSampler(_Base):
             raise OnlineInputError("the training data has no extra_info column; set extra_info.index to a unique "
                                    "id per row", field="data.train_files")
         self.index_positions = index_positions(frame["extra_info"])
-        self.driver = PrerollDriver(prompts, self.config, seed=int(_get(data_config, "seed", None) or 0))
+        # The neighbour graph is built on the first batch, not here: StatefulDataLoader resumes a sampler by
+        # constructing it and then restoring a state that holds the graph (load_state_dict, before any batch).
+        self.driver = PrerollDriver(prompts, self.config, seed=int(_get(data_config, "seed", None) or 0),
+                                    prepare=False)
         self.step_ = 0
         self.metrics_: dict[str, float] = {}
 
@@ -66,6 +69,7 @@ class PrerollCurriculumSampler(_Base):
         return (len(self.data_source) // self.batch_size) * self.batch_size
 
     def __iter__(self):
+        self.driver.prepare()       # runs at the first batch (a generator), after any restore
         for _ in range(len(self.data_source) // self.batch_size):
             yield from (int(i) for i in self.driver.plan(self.batch_size, 1).indices)
 

@@ -41,7 +41,8 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync  # noqa: E402
 from verl.utils import tensordict_utils as tu  # noqa: E402
 from verl.utils.dataset.rl_dataset import collate_fn  # noqa: E402
 
-from preroll.integrations.verl.driver import CONFIG_PATH, PrerollDriver, PrerollVerlConfig  # noqa: E402
+from preroll.integrations.core.store import has_state  # noqa: E402
+from preroll.integrations.verl.driver import BOOK_FILE, CONFIG_PATH, PrerollDriver, PrerollVerlConfig  # noqa: E402
 from preroll.integrations.verl.outcomes import sequence_scores  # noqa: E402
 from preroll.integrations.verl.plan import RolloutPlan, message_text  # noqa: E402
 from preroll.online.errors import OnlineInputError  # noqa: E402
@@ -87,10 +88,11 @@ def trajectory_scores(batch_meta) -> tuple[list[str], np.ndarray]:
 
 
 def remote_upload(local: str, url: str) -> None:
-    """Copy a finished local file to a remote folder the way verl copies its own checkpoints.
+    """Copy a finished local file (or a file already in the same store, by URL) to a remote folder the way verl
+    copies its own checkpoints.
 
     ``hdfs://`` goes through verl's ``hdfs_io`` (the ``hdfs`` command line, as
-    verl's checkpoint managers do); any other URL through fsspec.
+    verl's checkpoint managers do: ``-put``, or ``-cp`` from an ``hdfs://`` source); any other URL through fsspec.
     """
     if url.startswith("hdfs://"):
         from verl.utils import hdfs_io
@@ -123,15 +125,40 @@ class PrerollPPOTrainer(PPOTrainerSync):
 
     def _init_dataloader(self):
         super()._init_dataloader()
-        book_path = self.preroll_config.book_path
+        # The book a resume or ``book_path`` starts from is loaded instead of built: building embeds the dataset
+        # and computes the neighbour graph (minutes at a million prompts), which the saved book holds already.
+        start = self._preroll_start_folder()
         self.preroll = PrerollDriver(dataset_prompts(self.train_dataset), self.preroll_config,
                                      seed=int(self.config.data.get("seed", None) or 0),
-                                     group_size=int(self.config.actor_rollout_ref.rollout.n))
-        if book_path:
-            if not self.preroll.load(book_path):
-                raise OnlineInputError(f"{book_path}: holds no preroll book", field=f"{CONFIG_PATH}.book_path")
+                                     group_size=int(self.config.actor_rollout_ref.rollout.n), prepare=start is None)
+        self._preroll_loaded_from: str | None = None
+        if start is not None:
+            if not self.preroll.load(start):
+                raise OnlineInputError(f"{start}: holds no preroll book", field=f"{CONFIG_PATH}.book_path")
+            self._preroll_loaded_from = start
+            self.preroll.prepare()        # nothing to do unless the saved graph file was missing
         self._preroll_batch_prompts: int | None = None
         self._preroll_metrics: dict[str, float] = {}
+
+    def _preroll_resume_folder(self) -> str | None:
+        """The checkpoint folder verl's ``_load_checkpoint`` will resume from (its own rules), or None."""
+        trainer = self.config.trainer
+        if trainer.resume_mode == "auto" and trainer.get("default_local_dir", None):
+            from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+
+            folder = find_latest_ckpt_path(os.path.abspath(trainer.default_local_dir))
+        elif trainer.resume_mode == "resume_path" and isinstance(trainer.resume_from_path, str):
+            folder = trainer.resume_from_path
+        else:
+            return None
+        return os.path.abspath(folder) if folder else None
+
+    def _preroll_start_folder(self) -> str | None:
+        """Where the book starts from: the checkpoint being resumed when it holds a book, else ``book_path``."""
+        resume = self._preroll_resume_folder()
+        if resume is not None and has_state(resume, book_file=BOOK_FILE):
+            return resume
+        return self.preroll_config.book_path or None
 
     # -- before rollout ---------------------------------------------------------------------------
 
@@ -178,5 +205,12 @@ class PrerollPPOTrainer(PPOTrainerSync):
         else:
             folder = os.path.abspath(os.path.join(self.config.trainer.default_local_dir,
                                                   f"global_step_{self.global_steps}"))
-        if not self.preroll.load(folder):
+        if folder == self._preroll_loaded_from:     # read when the trainer was built
+            return
+        if self.preroll.load(folder):
+            self._preroll_loaded_from = folder
+            self.preroll.prepare()
+        elif self._preroll_loaded_from is None:
             logger.warning("no preroll book in %s: the prompt book starts empty", folder)
+        else:
+            logger.warning("no preroll book in %s: the prompt book starts from %s", folder, self._preroll_loaded_from)
