@@ -161,6 +161,15 @@ CALIB_CANDIDATES: dict[str, Candidate] = {
     "ensemble w2:1+guard0.1 z0.5": Candidate(("logistic", "knn"), 0.1, weights=(2.0, 1.0), z=0.5),
 }
 
+#: Calibration round, second stage (added after the first stage's numbers were read, under the same
+#: :data:`CALIB_RULE`, which compares each candidate with the default alone): the kNN part recalibrated per
+#: model on the history by leave-one-out (:func:`knn_recalibration`; needs folds fitted with it).
+CALIB_LOO_CANDIDATES: dict[str, Candidate] = {
+    "ensemble+guard0.1 (default)": Candidate(("logistic", "knn"), 0.1),
+    "ensemble knn-loo-shrink+guard0.1": Candidate(("logistic", "knn-loo-shrink"), 0.1),
+    "ensemble knn-loo-platt+guard0.1": Candidate(("logistic", "knn-loo-platt"), 0.1),
+}
+
 
 #: The RouterDC-like set: the nine's 7-9B models (one fixed set on every fold).
 SMALL_MODELS = ("llama3-chatqa-1.5-8b", "qwen2.5-7b-instruct", "mistral-7b-instruct-v0.3", "gemma-2-9b-it",
@@ -206,6 +215,7 @@ def fold_parts(data, specs, fold: rs.ShiftFold, encoder, task_labels: np.ndarray
         P["knn200"][:, j] = knn._rates(idx, sim, knn.s_, knn.a_, knn.g_, knn.base_, zeros)
         conc["knn200"][j] = knn.concentration_
         S[:, j], A[:, j] = knn.s_, knn.a_
+    out.update(knn_recalibration(H, S, A, [head.heads_[1] for head in r.heads_]))
     base = S.sum(0) / A.sum(0)
     for K in TOPIC_KS:
         t = topic_parts(H, Q, S, A, base, K)
@@ -224,6 +234,49 @@ def fold_parts(data, specs, fold: rs.ShiftFold, encoder, task_labels: np.ndarray
                hist_mean=np.nanmean(data.scores[tr], axis=0), task=task_labels[te], rows=te,
                fit_s=np.array(fit_s), total_s=np.array(time.perf_counter() - t0))
     return out
+
+
+SHRINK_GRID = np.linspace(0.0, 1.5, 31)
+
+
+def knn_recalibration(H: np.ndarray, S: np.ndarray, A: np.ndarray, knns: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Per-model recalibration of the kNN part, fitted on the history by leave-one-out (calibration round).
+
+    Each history prompt's kNN rate from the other history prompts (the head's own ``k``, weights and prior;
+    one neighbour search serves every model); then, per model, by binomial log-loss on those rates:
+    ``knn_shrink_fit`` the fraction ``t`` of the rate's deviation from the model's base rate to keep
+    (:data:`SHRINK_GRID`), and ``knn_platt`` the ``(a, b)`` of ``sigmoid(a + b * logit(rate))``.
+    """
+    from scipy.optimize import minimize
+
+    from preroll.heads.knn import nearest
+    from preroll.heads.selection import binomial_log_loss
+
+    n, m = S.shape
+    kmax = max(int(k.k_) for k in knns)
+    idx, sim = nearest(H, H, min(kmax + 1, n), return_similarity=True)
+    own = idx == np.arange(n)[:, None]
+    own[~own.any(axis=1), -1] = True                       # self not among the nearest (ties): drop the farthest
+    keep = ~own
+    idx = idx[keep].reshape(n, -1)
+    sim = sim[keep].reshape(n, -1)
+    zeros = np.zeros(n, dtype=int)
+    shrink, platt, loo = np.empty(m), np.empty((m, 2)), np.empty((n, m))
+    for j, knn in enumerate(knns):
+        k = int(knn.k_)
+        r = knn._rates(idx[:, :k], sim[:, :k], S[:, j], A[:, j], zeros, knn.base_, zeros)
+        loo[:, j] = r
+        base = float(knn.base_[0])
+        loss = [binomial_log_loss(S[:, j], A[:, j], base + t * (r - base)).sum() for t in SHRINK_GRID]
+        shrink[j] = SHRINK_GRID[int(np.argmin(loss))]
+        x = np.log(r / (1 - r))
+
+        def nll(ab: np.ndarray, x: np.ndarray = x, j: int = j) -> float:
+            q = 1 / (1 + np.exp(-(ab[0] + ab[1] * x)))
+            return float(binomial_log_loss(S[:, j], A[:, j], q).sum())
+
+        platt[j] = minimize(nll, np.array([0.0, 1.0]), method="Nelder-Mead").x
+    return {"knn_shrink_fit": shrink, "knn_platt": platt, "knn_k": np.array([int(k.k_) for k in knns])}
 
 
 def topic_parts(H: np.ndarray, Q: np.ndarray, S: np.ndarray, A: np.ndarray, base: np.ndarray, K: int
@@ -370,9 +423,17 @@ def belief(f: dict[str, np.ndarray], parts: Sequence[str], gate: str | None = No
     def mean_of(p: str) -> np.ndarray:
         if p == "knn" and knn_shrink != 1.0:
             return f["base_rate"] + knn_shrink * (f["p_knn"] - f["base_rate"])
+        if p == "knn-loo-shrink":                     # per-model factor fitted on the history (leave-one-out)
+            return np.clip(f["base_rate"] + f["knn_shrink_fit"] * (f["p_knn"] - f["base_rate"]), 1e-4, 1 - 1e-4)
+        if p == "knn-loo-platt":
+            x = np.log(f["p_knn"] / (1 - f["p_knn"]))
+            return np.clip(1 / (1 + np.exp(-(f["knn_platt"][:, 0] + f["knn_platt"][:, 1] * x))), 1e-4, 1 - 1e-4)
         return f[f"p_{p}"]
 
-    preds = [BetaPrediction.from_mean_concentration(mean_of(p), np.broadcast_to(f[f"c_{p}"], f[f"p_{p}"].shape))
+    def conc_of(p: str) -> np.ndarray:
+        return f["c_knn" if p.startswith("knn-loo") else f"c_{p}"]
+
+    preds = [BetaPrediction.from_mean_concentration(mean_of(p), np.broadcast_to(conc_of(p), f["p_knn"].shape))
              for p in parts]
     n = len(f["Y"])
     w = np.stack([(1.0 if weights is None else float(weights[i]))
@@ -592,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     e.add_argument("dirs", nargs="+", type=Path)
     e.add_argument("--seeds", default=None)
     e.add_argument("--json", type=Path, default=None)
-    e.add_argument("--round", choices=("third", "calib"), default="third",
+    e.add_argument("--round", choices=("third", "calib", "calib-loo"), default="third",
                    help="candidates and rule: the third round's (gated topic rates) or the calibration round's")
     a = ap.parse_args(argv)
     if a.cmd == "fit":
@@ -608,12 +669,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         keep = {int(s) for s in a.seeds.split(",")}
         runs = {k: v for k, v in runs.items() if k[1] in keep}
     names = json.loads((a.dirs[0] / "models.json").read_text())
-    if a.round == "calib":
-        res = evaluate(runs, names, CALIB_CANDIDATES)
-        res["ece"] = candidate_ece(runs, CALIB_CANDIDATES)
+    if a.round.startswith("calib"):
+        cands = CALIB_CANDIDATES if a.round == "calib" else CALIB_LOO_CANDIDATES
+        res = evaluate(runs, names, cands)
+        res["ece"] = candidate_ece(runs, cands)
         print_report(res)
         _print_ece(res["ece"])
-        print(f"\nchoice by the calibration rule: {choose_calib(res['summary'], CALIB_CANDIDATES)}")
+        print(f"\nchoice by the calibration rule: {choose_calib(res['summary'], cands)}")
         if a.json:
             a.json.write_text(json.dumps(res, indent=1))
         return

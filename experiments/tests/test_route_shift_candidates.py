@@ -164,3 +164,23 @@ def test_calibration_rule():
     # cheaper by less than 3 points: stays; a "never" median never qualifies
     assert rc.choose_calib(summ(default=(-0.05, 0.40), a=(-0.05, 0.38), b=(-0.05, np.inf)), cands) == "default"
     assert rc.choose_calib(summ(default=(-0.05, np.inf), a=(-0.05, np.inf), b=(-0.04, 0.9)), cands) == "b"
+
+
+def test_knn_recalibration_is_leave_one_out(small):
+    from preroll.heads.knn import KNNBetaHead, unit_rows
+
+    rng = np.random.default_rng(0)
+    H = unit_rows(rng.normal(size=(120, 8)))
+    S = rng.integers(0, 2, size=(120, 2)).astype(float)
+    A = np.ones_like(S)
+    knns = [KNNBetaHead(k=10).fit(H, S[:, j], A[:, j]) for j in range(2)]
+    out = rc.knn_recalibration(H, S, A, knns)
+    assert out["knn_shrink_fit"].shape == (2,) and np.isin(out["knn_shrink_fit"], rc.SHRINK_GRID).all()
+    # outcomes that are pure noise leave nothing to keep, so the fitted factor is small -- unless a prompt's
+    # own outcome leaked into its rate (k = 10 with itself among them: the rate tracks the outcome, factor > 1)
+    assert (out["knn_shrink_fit"] <= 0.5).all()
+    _, _, _, parts = small
+    assert {"knn_shrink_fit", "knn_platt", "knn_k"} <= set(parts)
+    cand = rc.CALIB_LOO_CANDIDATES["ensemble knn-loo-shrink+guard0.1"]
+    p = rc.belief(parts, cand.parts).p_success
+    assert p.shape == parts["Y"].shape and np.all((p > 0) & (p < 1))
