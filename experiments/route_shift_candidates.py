@@ -62,6 +62,18 @@ seeds 505 and 606 stay unread until the choice is committed; then the default an
 (Second round's rule: the same without the nine-mean condition, default ensemble + guard 0.25, held-out
 seeds 303 and 404, since read.)"""
 
+CALIB_RULE = """\
+Calibration round (unequal part weights, a shrunk kNN part, the guard's z below 1), fixed before any of its
+candidates' numbers was read. Runs: model sets nine and small, protocols random, cluster5, cluster10, reweight,
+selection fold seeds 0, 1, 5 (the second round's saved fits, augmented). A candidate replaces the default
+(ensemble + guard 0.1, z = 1) only if (1) its worst gain at lam = 0 over those 24 runs is not below the
+default's worst by more than 0.25 points AND (2) its median nine-model cost to match the best single model
+(over the 12 nine-model runs; "never" counts as above every price) is lower than the default's by at least 3
+percentage points. Among the candidates that qualify, those whose median cost to match is within 3 points of
+the lowest tie, and the tie goes to the simplest (fewest parts, then fewest settings changed from the default,
+then the lower median cost to match). Fold seeds 707 and 808 are evaluated once, after the choice is committed:
+the default against the choice, with the nine-model cost to match."""
+
 SELECTION_SEEDS = (0, 1, 5)
 HELD_OUT_SEEDS = (505, 606)           # 303 and 404 were read in the second round
 TOPIC_KS = (10, 20, 40)
@@ -90,10 +102,20 @@ class Candidate:
     guard: float | None = None
     baseline: bool = False
     gate: str | None = None
+    weights: tuple[float, ...] | None = None     # per part (None: equal); calibration round
+    knn_shrink: float = 1.0                       # kNN part's deviation from the model's base rate kept (1: as fitted)
+    z: float = 1.0                                # the guard's confident rule on far queries
 
     def __post_init__(self) -> None:
         if self.gate is not None and self.gate not in GATES:
             raise ValueError(f"unknown gate {self.gate!r}")
+        if self.weights is not None and len(self.weights) != len(self.parts):
+            raise ValueError("one weight per part")
+
+    @property
+    def settings_changed(self) -> int:
+        """Settings that differ from the default's (equal weights, kNN as fitted, z = 1)."""
+        return int(self.weights is not None) + int(self.knn_shrink != 1.0) + int(self.z != 1.0)
 
     @property
     def complexity(self) -> tuple[int, int, int]:
@@ -122,6 +144,31 @@ CANDIDATES: dict[str, Candidate] = {
     "topics20-best": Candidate(("topics20",), baseline=True),
 }
 MODEL_SETS = ("nine", "small")
+
+#: Calibration round: the default first (the rule compares against it), then cheaper-to-trust beliefs.
+#: ``w`` weighs logistic:kNN; ``shrink`` keeps that fraction of the kNN rate's deviation from the model's
+#: history base rate (one fixed factor: the saved fits hold no out-of-fold kNN rates of the history, so a
+#: per-model factor fitted there would need a refit of every fold); ``z`` is the guard's confident rule.
+CALIB_CANDIDATES: dict[str, Candidate] = {
+    "ensemble+guard0.1 (default)": Candidate(("logistic", "knn"), 0.1),
+    "logistic+guard0.1": Candidate(("logistic",), 0.1),
+    "ensemble w2:1+guard0.1": Candidate(("logistic", "knn"), 0.1, weights=(2.0, 1.0)),
+    "ensemble w3:1+guard0.1": Candidate(("logistic", "knn"), 0.1, weights=(3.0, 1.0)),
+    "ensemble knn-shrink0.5+guard0.1": Candidate(("logistic", "knn"), 0.1, knn_shrink=0.5),
+    "ensemble knn-shrink0.75+guard0.1": Candidate(("logistic", "knn"), 0.1, knn_shrink=0.75),
+    "ensemble+guard0.1 z0.5": Candidate(("logistic", "knn"), 0.1, z=0.5),
+    "ensemble+guard0.1 z0.25": Candidate(("logistic", "knn"), 0.1, z=0.25),
+    "ensemble w2:1+guard0.1 z0.5": Candidate(("logistic", "knn"), 0.1, weights=(2.0, 1.0), z=0.5),
+}
+
+#: Calibration round, second stage (added after the first stage's numbers were read, under the same
+#: :data:`CALIB_RULE`, which compares each candidate with the default alone): the kNN part recalibrated per
+#: model on the history by leave-one-out (:func:`knn_recalibration`; needs folds fitted with it).
+CALIB_LOO_CANDIDATES: dict[str, Candidate] = {
+    "ensemble+guard0.1 (default)": Candidate(("logistic", "knn"), 0.1),
+    "ensemble knn-loo-shrink+guard0.1": Candidate(("logistic", "knn-loo-shrink"), 0.1),
+    "ensemble knn-loo-platt+guard0.1": Candidate(("logistic", "knn-loo-platt"), 0.1),
+}
 
 
 #: The RouterDC-like set: the nine's 7-9B models (one fixed set on every fold).
@@ -168,6 +215,7 @@ def fold_parts(data, specs, fold: rs.ShiftFold, encoder, task_labels: np.ndarray
         P["knn200"][:, j] = knn._rates(idx, sim, knn.s_, knn.a_, knn.g_, knn.base_, zeros)
         conc["knn200"][j] = knn.concentration_
         S[:, j], A[:, j] = knn.s_, knn.a_
+    out.update(knn_recalibration(H, S, A, [head.heads_[1] for head in r.heads_]))
     base = S.sum(0) / A.sum(0)
     for K in TOPIC_KS:
         t = topic_parts(H, Q, S, A, base, K)
@@ -186,6 +234,49 @@ def fold_parts(data, specs, fold: rs.ShiftFold, encoder, task_labels: np.ndarray
                hist_mean=np.nanmean(data.scores[tr], axis=0), task=task_labels[te], rows=te,
                fit_s=np.array(fit_s), total_s=np.array(time.perf_counter() - t0))
     return out
+
+
+SHRINK_GRID = np.linspace(0.0, 1.5, 31)
+
+
+def knn_recalibration(H: np.ndarray, S: np.ndarray, A: np.ndarray, knns: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Per-model recalibration of the kNN part, fitted on the history by leave-one-out (calibration round).
+
+    Each history prompt's kNN rate from the other history prompts (the head's own ``k``, weights and prior;
+    one neighbour search serves every model); then, per model, by binomial log-loss on those rates:
+    ``knn_shrink_fit`` the fraction ``t`` of the rate's deviation from the model's base rate to keep
+    (:data:`SHRINK_GRID`), and ``knn_platt`` the ``(a, b)`` of ``sigmoid(a + b * logit(rate))``.
+    """
+    from scipy.optimize import minimize
+
+    from preroll.heads.knn import nearest
+    from preroll.heads.selection import binomial_log_loss
+
+    n, m = S.shape
+    kmax = max(int(k.k_) for k in knns)
+    idx, sim = nearest(H, H, min(kmax + 1, n), return_similarity=True)
+    own = idx == np.arange(n)[:, None]
+    own[~own.any(axis=1), -1] = True                       # self not among the nearest (ties): drop the farthest
+    keep = ~own
+    idx = idx[keep].reshape(n, -1)
+    sim = sim[keep].reshape(n, -1)
+    zeros = np.zeros(n, dtype=int)
+    shrink, platt, loo = np.empty(m), np.empty((m, 2)), np.empty((n, m))
+    for j, knn in enumerate(knns):
+        k = int(knn.k_)
+        r = knn._rates(idx[:, :k], sim[:, :k], S[:, j], A[:, j], zeros, knn.base_, zeros)
+        loo[:, j] = r
+        base = float(knn.base_[0])
+        loss = [binomial_log_loss(S[:, j], A[:, j], base + t * (r - base)).sum() for t in SHRINK_GRID]
+        shrink[j] = SHRINK_GRID[int(np.argmin(loss))]
+        x = np.log(r / (1 - r))
+
+        def nll(ab: np.ndarray, x: np.ndarray = x, j: int = j) -> float:
+            q = 1 / (1 + np.exp(-(ab[0] + ab[1] * x)))
+            return float(binomial_log_loss(S[:, j], A[:, j], q).sum())
+
+        platt[j] = minimize(nll, np.array([0.0, 1.0]), method="Nelder-Mead").x
+    return {"knn_shrink_fit": shrink, "knn_platt": platt, "knn_k": np.array([int(k.k_) for k in knns])}
 
 
 def topic_parts(H: np.ndarray, Q: np.ndarray, S: np.ndarray, A: np.ndarray, base: np.ndarray, K: int
@@ -318,19 +409,36 @@ def gate_weight(f: dict[str, np.ndarray], gate: str, part: str) -> np.ndarray:
     return np.clip((f["sim"] - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
 
 
-def belief(f: dict[str, np.ndarray], parts: Sequence[str], gate: str | None = None):
+def belief(f: dict[str, np.ndarray], parts: Sequence[str], gate: str | None = None,
+           weights: Sequence[float] | None = None, knn_shrink: float = 1.0):
     """The mixture of the parts' Beta beliefs, held to the history's evidence (as the Router does).
 
-    Equal weights, except that a ``gate`` weighs each topic part per query (:func:`gate_weight`).
+    Equal weights, except that a ``gate`` weighs each topic part per query (:func:`gate_weight`), and
+    ``weights`` (one per part) weigh the parts unequally. ``knn_shrink``: the kNN part keeps that fraction of
+    its deviation from each model's history base rate.
     """
     from preroll.beliefs import BetaPrediction
     from preroll.heads.humble import Evidence, humble
 
-    preds = [BetaPrediction.from_mean_concentration(f[f"p_{p}"], np.broadcast_to(f[f"c_{p}"], f[f"p_{p}"].shape))
+    def mean_of(p: str) -> np.ndarray:
+        if p == "knn" and knn_shrink != 1.0:
+            return f["base_rate"] + knn_shrink * (f["p_knn"] - f["base_rate"])
+        if p == "knn-loo-shrink":                     # per-model factor fitted on the history (leave-one-out)
+            return np.clip(f["base_rate"] + f["knn_shrink_fit"] * (f["p_knn"] - f["base_rate"]), 1e-4, 1 - 1e-4)
+        if p == "knn-loo-platt":
+            x = np.log(f["p_knn"] / (1 - f["p_knn"]))
+            return np.clip(1 / (1 + np.exp(-(f["knn_platt"][:, 0] + f["knn_platt"][:, 1] * x))), 1e-4, 1 - 1e-4)
+        return f[f"p_{p}"]
+
+    def conc_of(p: str) -> np.ndarray:
+        return f["c_knn" if p.startswith("knn-loo") else f"c_{p}"]
+
+    preds = [BetaPrediction.from_mean_concentration(mean_of(p), np.broadcast_to(conc_of(p), f["p_knn"].shape))
              for p in parts]
     n = len(f["Y"])
-    w = np.stack([gate_weight(f, gate, p) if gate is not None and p.startswith("topics") else np.ones(n)
-                  for p in parts])[:, :, None]                               # (parts, rows, 1)
+    w = np.stack([(1.0 if weights is None else float(weights[i]))
+                  * (gate_weight(f, gate, p) if gate is not None and p.startswith("topics") else np.ones(n))
+                  for i, p in enumerate(parts)])[:, :, None]                 # (parts, rows, 1)
     w = w / w.sum(axis=0, keepdims=True)
     mean = (w * np.stack([b.p_success for b in preds])).sum(axis=0)
     second = (w * np.stack([b.var + b.p_success ** 2 for b in preds])).sum(axis=0)
@@ -342,7 +450,7 @@ def candidate_picks(f: dict[str, np.ndarray], cand: Candidate, cols: np.ndarray,
     """Chosen column (index into ``cols``) per test row at each ``lam`` of ``grid``."""
     from preroll.route import rules
 
-    b = belief(f, cand.parts, cand.gate)
+    b = belief(f, cand.parts, cand.gate, cand.weights, cand.knn_shrink)
     P = np.clip(b.p_success[:, cols], 0, 1)
     sd = b.std[:, cols]
     C = f["C"][:, cols]
@@ -354,7 +462,7 @@ def candidate_picks(f: dict[str, np.ndarray], cand: Candidate, cols: np.ndarray,
             out.append(plain)
             continue
         d = rules.default_model(f["base_rate"][cols], f["mean_cost"][cols], float(lam))
-        conf = rules.rank_confident(P, sd, C, float(lam), d, z=1.0)[:, 0]
+        conf = rules.rank_confident(P, sd, C, float(lam), d, z=cand.z)[:, 0]
         out.append(np.where(far, conf, plain))
     return out
 
@@ -396,7 +504,8 @@ def evaluate(runs: dict[tuple[str, int], list[dict[str, np.ndarray]]], names: Se
             C = np.concatenate([f["C"][:, cols] for f in folds])
             best = np.concatenate([np.full(len(f["Y"]), int(np.nanargmax(f["hist_mean"][cols]))) for f in folds])
             graded = rs.graded_rows(Y)
-            P0 = np.concatenate([belief(f, candidates[default].parts, candidates[default].gate).p_success[:, cols]
+            c0 = candidates[default]
+            P0 = np.concatenate([belief(f, c0.parts, c0.gate, c0.weights, c0.knn_shrink).p_success[:, cols]
                                  for f in folds])
             grid = rules.default_grid("utility", P0, C, n=grid_n)
             rows = np.arange(len(Y))
@@ -434,6 +543,7 @@ def summarise(table: list[dict[str, Any]], candidates: dict[str, Candidate]) -> 
                     "mean_nine": float(np.mean([v for k, v in g.items() if k.startswith("nine")])),
                     "mean_small": float(np.mean([v for k, v in g.items() if k.startswith("small")])),
                     "worst_ctm_nine": None if any(c is None for c in ctm) else max(ctm),
+                    "median_ctm_nine": float(np.median([np.inf if c is None else c for c in ctm])),
                     "top_share_mean": float(np.mean([e["methods"][name]["top_share"] for e in table]))})
     return out
 
@@ -451,6 +561,22 @@ def choose(summary: list[dict[str, Any]], candidates: dict[str, Candidate], bar:
     return min(tied, key=lambda n: (candidates[n].complexity, -by[n]["worst"]))
 
 
+def choose_calib(summary: list[dict[str, Any]], candidates: dict[str, Candidate],
+                 gain_bar: float = 0.0025, cost_bar: float = 0.03) -> str:
+    """:data:`CALIB_RULE` applied to a summary (fractions: ``gain_bar`` 0.0025 is a quarter point, ``cost_bar``
+    0.03 three points of the best single model's price)."""
+    default = next(iter(candidates))
+    by = {e["name"]: e for e in summary if not e["baseline"]}
+    d = by[default]
+    ok = [n for n, e in by.items() if n != default and e["worst"] >= d["worst"] - gain_bar
+          and np.isfinite(e["median_ctm_nine"]) and e["median_ctm_nine"] <= d["median_ctm_nine"] - cost_bar]
+    if not ok:
+        return default
+    low = min(by[n]["median_ctm_nine"] for n in ok)
+    tied = [n for n in ok if by[n]["median_ctm_nine"] <= low + cost_bar]
+    return min(tied, key=lambda n: (len(candidates[n].parts), candidates[n].settings_changed, by[n]["median_ctm_nine"]))
+
+
 def part_ece(runs: dict[tuple[str, int], list[dict[str, np.ndarray]]],
              beliefs: Sequence[tuple[str, ...]] = (("logistic", "knn"), ("logistic", "knn", "topics20"), ("logistic",),
                                                    ("knn",), ("knn200",), ("topics20",))) -> dict[str, dict[str, float]]:
@@ -461,6 +587,19 @@ def part_ece(runs: dict[tuple[str, int], list[dict[str, np.ndarray]]],
         for parts in beliefs:
             P = np.concatenate([belief(f, parts).p_success for f in folds])
             out.setdefault("+".join(parts), {})[f"{proto}/s{seed}"] = float(np.mean(
+                [rs.expected_calibration_error(P[:, j], Y[:, j]) for j in range(Y.shape[1])]))
+    return out
+
+
+def candidate_ece(runs: dict[tuple[str, int], list[dict[str, np.ndarray]]],
+                  candidates: dict[str, Candidate]) -> dict[str, dict[str, float]]:
+    """Per-model ECE (mean over the nine models) of each candidate's belief, per (protocol, seed)."""
+    out: dict[str, dict[str, float]] = {}
+    for (proto, seed), folds in sorted(runs.items()):
+        Y = np.concatenate([f["Y"] for f in folds])
+        for name, c in candidates.items():
+            P = np.concatenate([belief(f, c.parts, c.gate, c.weights, c.knn_shrink).p_success for f in folds])
+            out.setdefault(name, {})[f"{proto}/s{seed}"] = float(np.mean(
                 [rs.expected_calibration_error(P[:, j], Y[:, j]) for j in range(Y.shape[1])]))
     return out
 
@@ -479,9 +618,18 @@ def print_report(res: dict[str, Any]) -> None:
           "mean top share")
     for s in sorted(res["summary"], key=lambda s: -s["worst"]):
         w = "never" if s["worst_ctm_nine"] is None else f"{100 * s['worst_ctm_nine']:.0f}%"
+        med = "never" if not np.isfinite(s["median_ctm_nine"]) else f"{100 * s['median_ctm_nine']:.1f}%"
         print(f"  {s['name']:32s} {100 * s['worst']:+6.2f} ({s['worst_run']}) / {100 * s['mean']:+5.2f};  "
               f"{100 * s['worst_nine']:+6.2f} / {100 * s['mean_nine']:+5.2f};  {100 * s['worst_small']:+6.2f} / "
-              f"{100 * s['mean_small']:+5.2f};  {w};  {100 * s['top_share_mean']:.0f}%")
+              f"{100 * s['mean_small']:+5.2f};  {w};  median ctm nine {med};  {100 * s['top_share_mean']:.0f}%")
+
+
+def _print_ece(ece: dict[str, dict[str, float]]) -> None:
+    print("\nper-model ECE (mean over the nine models), topics known (random, reweight) / held out (cluster):")
+    for name, per in ece.items():
+        known = [v for k, v in per.items() if k.startswith(("random", "reweight"))]
+        out = [v for k, v in per.items() if k.startswith("cluster")]
+        print(f"  {name:32s} {np.mean(known) if known else float('nan'):.3f} / {np.mean(out) if out else float('nan'):.3f}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -505,6 +653,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     e.add_argument("dirs", nargs="+", type=Path)
     e.add_argument("--seeds", default=None)
     e.add_argument("--json", type=Path, default=None)
+    e.add_argument("--round", choices=("third", "calib", "calib-loo"), default="third",
+                   help="candidates and rule: the third round's (gated topic rates) or the calibration round's")
     a = ap.parse_args(argv)
     if a.cmd == "fit":
         run_parts(None, a.out, [int(s) for s in a.seeds.split(",")], rs.check_protocols(a.protocols.split(",")),
@@ -518,14 +668,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.seeds:
         keep = {int(s) for s in a.seeds.split(",")}
         runs = {k: v for k, v in runs.items() if k[1] in keep}
-    res = evaluate(runs, json.loads((a.dirs[0] / "models.json").read_text()))
+    names = json.loads((a.dirs[0] / "models.json").read_text())
+    if a.round.startswith("calib"):
+        cands = CALIB_CANDIDATES if a.round == "calib" else CALIB_LOO_CANDIDATES
+        res = evaluate(runs, names, cands)
+        res["ece"] = candidate_ece(runs, cands)
+        print_report(res)
+        _print_ece(res["ece"])
+        print(f"\nchoice by the calibration rule: {choose_calib(res['summary'], cands)}")
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=1))
+        return
+    res = evaluate(runs, names)
     res["ece"] = part_ece(runs)
     print_report(res)
-    print("\nper-model ECE (mean over the nine models), topics known (random, reweight) / held out (cluster):")
-    for name, per in res["ece"].items():
-        known = [v for k, v in per.items() if k.startswith(("random", "reweight"))]
-        out = [v for k, v in per.items() if k.startswith("cluster")]
-        print(f"  {name:24s} {np.mean(known) if known else float('nan'):.3f} / {np.mean(out) if out else float('nan'):.3f}")
+    _print_ece(res["ece"])
     print(f"\nchoice by the selection rule: {choose(res['summary'], CANDIDATES)}")
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))

@@ -126,3 +126,61 @@ def test_task_oracle_is_each_topics_best():
     Y = np.array([[1, 0], [1, 0], [0, 1], [0, 1.0]])
     assert rc.task_oracle(Y, np.array([0, 0, 1, 1])).tolist() == [0, 0, 1, 1]
     assert rc.task_oracle(Y, np.zeros(4, int)).tolist() == [0, 0, 0, 0]
+
+
+def test_calibration_candidates_weights_shrink_and_z(small):
+    _, specs, _, parts = small
+    cols = np.arange(len(specs))
+    eq = rc.belief(parts, ("logistic", "knn")).p_success
+    # weights 1:0 is the logistic part alone; shrink 0 puts the kNN part at the model's base rate
+    assert rc.belief(parts, ("logistic", "knn"), weights=(1.0, 0.0)).p_success == pytest.approx(
+        rc.belief(parts, ("logistic",)).p_success, abs=1e-9)
+    flat = rc.belief(parts, ("knn",), knn_shrink=0.0).p_success
+    assert np.allclose(flat, flat[0], atol=0.05)          # base rate (then held to evidence): one value per model
+    assert not np.allclose(rc.belief(parts, ("logistic", "knn"), weights=(3.0, 1.0)).p_success, eq)
+    # z = 0 on far queries is the plain utility choice; a huge z never leaves the default there
+    plain = rc.candidate_picks(parts, rc.Candidate(("logistic", "knn")), cols, [0.0])[0]
+    z0 = rc.candidate_picks(parts, rc.Candidate(("logistic", "knn"), 0.1, z=0.0), cols, [0.0])[0]
+    assert (plain == z0).all()
+    far = parts["sim"] < parts["far_below_0.1"]
+    big = rc.candidate_picks(parts, rc.Candidate(("logistic", "knn"), 0.1, z=1e6), cols, [0.0])[0]
+    from preroll.route import rules
+    d = rules.default_model(parts["base_rate"], parts["mean_cost"], 0.0)
+    assert (big[far] == d).all()
+
+
+def test_calibration_rule():
+    cands = {"default": rc.Candidate(("logistic", "knn"), 0.1),
+             "a": rc.Candidate(("logistic", "knn"), 0.1, z=0.5),
+             "b": rc.Candidate(("logistic", "knn"), 0.1, weights=(2.0, 1.0), z=0.5)}
+
+    def summ(**kw):
+        return [{"name": n, "baseline": False, "worst": w, "median_ctm_nine": c} for n, (w, c) in kw.items()]
+
+    # cheaper by 3 points and not worse by more than a quarter point: replaces; both qualify and tie -> simpler
+    assert rc.choose_calib(summ(default=(-0.05, 0.40), a=(-0.052, 0.36), b=(-0.051, 0.34)), cands) == "a"
+    # the worst case drops by more than a quarter point: stays
+    assert rc.choose_calib(summ(default=(-0.05, 0.40), a=(-0.0526, 0.30), b=(-0.06, 0.2)), cands) == "default"
+    # cheaper by less than 3 points: stays; a "never" median never qualifies
+    assert rc.choose_calib(summ(default=(-0.05, 0.40), a=(-0.05, 0.38), b=(-0.05, np.inf)), cands) == "default"
+    assert rc.choose_calib(summ(default=(-0.05, np.inf), a=(-0.05, np.inf), b=(-0.04, 0.9)), cands) == "b"
+
+
+def test_knn_recalibration_is_leave_one_out(small):
+    from preroll.heads.knn import KNNBetaHead, unit_rows
+
+    rng = np.random.default_rng(0)
+    H = unit_rows(rng.normal(size=(120, 8)))
+    S = rng.integers(0, 2, size=(120, 2)).astype(float)
+    A = np.ones_like(S)
+    knns = [KNNBetaHead(k=10).fit(H, S[:, j], A[:, j]) for j in range(2)]
+    out = rc.knn_recalibration(H, S, A, knns)
+    assert out["knn_shrink_fit"].shape == (2,) and np.isin(out["knn_shrink_fit"], rc.SHRINK_GRID).all()
+    # outcomes that are pure noise leave nothing to keep, so the fitted factor is small -- unless a prompt's
+    # own outcome leaked into its rate (k = 10 with itself among them: the rate tracks the outcome, factor > 1)
+    assert (out["knn_shrink_fit"] <= 0.5).all()
+    _, _, _, parts = small
+    assert {"knn_shrink_fit", "knn_platt", "knn_k"} <= set(parts)
+    cand = rc.CALIB_LOO_CANDIDATES["ensemble knn-loo-shrink+guard0.1"]
+    p = rc.belief(parts, cand.parts).p_success
+    assert p.shape == parts["Y"].shape and np.all((p > 0) & (p < 1))
