@@ -16,52 +16,36 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from preroll.cli.main import app
+from cli_helpers import one_line_error, run_cli, write_jsonl
 
-runner = CliRunner()
 
 HISTORY = [{"prompt": f"problem {i}: compute {i} * {i % 7}", "successes": i % 3, "attempts": 3} for i in range(24)]
 
 
-def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
-def _run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert not (result.exception and not isinstance(result.exception, SystemExit)), repr(result.exception)
-    return result.exit_code, result.output
 
 
-def _one_line_error(code, text, *needles):
-    assert code == 2, text
-    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in text, text
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
 def ctx(tmp_path):
-    return _jsonl(tmp_path / "h.jsonl", HISTORY)
+    return write_jsonl(tmp_path / "h.jsonl", HISTORY)
 
 
 @pytest.fixture
 def q(tmp_path):
-    return _jsonl(tmp_path / "q.jsonl", [{"prompt": "what is 1 + 1?"}])
+    return write_jsonl(tmp_path / "q.jsonl", [{"prompt": "what is 1 + 1?"}])
 
 
 def _predict(tmp_path, ctx, q, *extra):
-    return _run("predict", "--context", ctx, "--prompts", q, "--out", tmp_path / "out.jsonl", *extra)
+    return run_cli("predict", "--context", ctx, "--prompts", q, "--out", tmp_path / "out.jsonl", *extra)
 
 
 def test_one_row_history_with_the_lexical_encoder(tmp_path, q):
-    one = _jsonl(tmp_path / "one.jsonl", HISTORY[:1])
-    _one_line_error(*_predict(tmp_path, one, q, "--encoder", "lexical"), "at least 2 prompts")
+    one = write_jsonl(tmp_path / "one.jsonl", HISTORY[:1])
+    one_line_error(*_predict(tmp_path, one, q, "--encoder", "lexical"), "at least 2 prompts")
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -71,10 +55,10 @@ def test_one_row_history_with_the_lexical_encoder(tmp_path, q):
     (("--encoder", "stats", "--by-policy", "--head", "tabpfn"), "--head"),
 ])
 def test_bad_model_options_fail_before_any_work(tmp_path, ctx, q, args, needle):
-    _one_line_error(*_predict(tmp_path, ctx, q, *args), needle)
-    code, text = _run("fit", "--context", ctx, "--save", tmp_path / "m", *[a for a in args if a != "--by-policy"])
+    one_line_error(*_predict(tmp_path, ctx, q, *args), needle)
+    code, text = run_cli("fit", "--context", ctx, "--save", tmp_path / "m", *[a for a in args if a != "--by-policy"])
     if "--by-policy" not in args:
-        _one_line_error(code, text, needle)
+        one_line_error(code, text, needle)
         assert not (tmp_path / "m").exists()
 
 
@@ -85,10 +69,10 @@ def test_bad_model_options_fail_before_any_work(tmp_path, ctx, q, args, needle):
 def test_jsonl_rows_python_cannot_hold(tmp_path, ctx, line, needle):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(line + "\n")
-    _one_line_error(*_predict(tmp_path, ctx, bad, "--encoder", "stats"), "bad.jsonl, line 1", needle)
+    one_line_error(*_predict(tmp_path, ctx, bad, "--encoder", "stats"), "bad.jsonl, line 1", needle)
     hist = tmp_path / "badh.jsonl"
     hist.write_text(json.dumps(HISTORY[0]) + "\n" + line.replace('"x"', '"y", "successes": 1, "attempts": 1') + "\n")
-    _one_line_error(*_predict(tmp_path, hist, ctx, "--encoder", "stats"), "badh.jsonl, line 2")
+    one_line_error(*_predict(tmp_path, hist, ctx, "--encoder", "stats"), "badh.jsonl, line 2")
 
 
 def test_a_long_csv_prompt_is_read(tmp_path, ctx):
@@ -104,7 +88,7 @@ def test_a_long_csv_prompt_is_read(tmp_path, ctx):
 def test_a_non_finite_query_field_is_refused_before_the_fit(tmp_path, ctx, value):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x", "v": ' + value + "}\n")
-    _one_line_error(*_predict(tmp_path, ctx, bad, "--encoder", "stats"), "bad.jsonl, line 1", "'v'", "finite")
+    one_line_error(*_predict(tmp_path, ctx, bad, "--encoder", "stats"), "bad.jsonl, line 1", "'v'", "finite")
 
 
 @pytest.mark.parametrize("column", [
@@ -115,19 +99,19 @@ def test_a_non_finite_query_field_is_refused_before_the_fit(tmp_path, ctx, value
 def test_parquet_query_columns_json_cannot_hold_are_refused_before_the_fit(tmp_path, ctx, column):
     pool = tmp_path / "q.parquet"
     pq.write_table(pa.table({"prompt": ["a", "b", "c"], "odd": column}), pool)
-    _one_line_error(*_predict(tmp_path, ctx, pool, "--encoder", "stats"), "q.parquet, line 1", "'odd'")
+    one_line_error(*_predict(tmp_path, ctx, pool, "--encoder", "stats"), "q.parquet, line 1", "'odd'")
     assert "context:" not in _predict(tmp_path, ctx, pool, "--encoder", "stats")[1]  # nothing was fitted
 
 
 @pytest.mark.parametrize("limit", ["0", "-5"])
 def test_eval_refuses_a_limit_below_one(tmp_path, limit):
-    code, text = _run("eval", "--limit", limit, "--out", tmp_path / "ev")
+    code, text = run_cli("eval", "--limit", limit, "--out", tmp_path / "ev")
     assert code == 2 and "--limit" in text and "Traceback" not in text
     assert not (tmp_path / "ev").exists()
 
 
 def _model(tmp_path, ctx):
-    code, text = _run("fit", "--context", ctx, "--save", tmp_path / "m", "--encoder", "stats")
+    code, text = run_cli("fit", "--context", ctx, "--save", tmp_path / "m", "--encoder", "stats")
     assert code == 0, text
     return tmp_path / "m"
 
@@ -135,7 +119,7 @@ def _model(tmp_path, ctx):
 def test_score_keep_nested_300_deep(tmp_path, ctx, q):
     model = _model(tmp_path, ctx)
     keep = "(" * 300 + "p_success > 0.1" + ")" * 300
-    _one_line_error(*_run("score", "--model", model, "--input", q, "--out", tmp_path / "o", "--keep", keep,
+    one_line_error(*run_cli("score", "--model", model, "--input", q, "--out", tmp_path / "o", "--keep", keep,
                           "--no-progress"), "--keep")
 
 
@@ -143,12 +127,12 @@ def test_score_a_damaged_model_with_workers(tmp_path, ctx, q):
     model = _model(tmp_path, ctx)
     state = model / "state.pkl"
     state.write_bytes(state.read_bytes()[:-50])
-    _one_line_error(*_run("score", "--model", model, "--input", q, "--out", tmp_path / "o", "--workers", "2",
+    one_line_error(*run_cli("score", "--model", model, "--input", q, "--out", tmp_path / "o", "--workers", "2",
                           "--no-progress"), "state.pkl")
     manifest = json.loads((model / "manifest.json").read_text())
     del manifest["encoder"]
     (model / "manifest.json").write_text(json.dumps(manifest))
-    _one_line_error(*_run("score", "--model", model, "--input", q, "--out", tmp_path / "o", "--workers", "2",
+    one_line_error(*run_cli("score", "--model", model, "--input", q, "--out", tmp_path / "o", "--workers", "2",
                           "--no-progress"), "manifest.json", "encoder")
 
 
@@ -156,7 +140,7 @@ def test_score_jsonl_output_never_holds_a_bare_nan(tmp_path, ctx):
     model = _model(tmp_path, ctx)
     pool = tmp_path / "pool.jsonl"
     pool.write_text('{"prompt": "a", "v": NaN, "w": [Infinity, 1]}\n{"prompt": "b", "v": 2}\n')
-    code, text = _run("score", "--model", model, "--input", pool, "--out", tmp_path / "o", "--format", "jsonl",
+    code, text = run_cli("score", "--model", model, "--input", pool, "--out", tmp_path / "o", "--format", "jsonl",
                       "--no-progress", "--workers", "1")
     assert code == 0, text
     lines = [ln for p in sorted((tmp_path / "o").glob("part-*.jsonl")) for ln in p.read_text().splitlines()]
@@ -170,7 +154,7 @@ def test_a_history_above_the_row_limit_is_refused_before_any_work(tmp_path, q, s
     rows = HISTORY * 3
     path = tmp_path / f"h{suffix}"
     if suffix == ".jsonl":
-        _jsonl(path, rows)
+        write_jsonl(path, rows)
     elif suffix == ".csv":
         with path.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -178,17 +162,17 @@ def test_a_history_above_the_row_limit_is_refused_before_any_work(tmp_path, q, s
             w.writerows(rows)
     else:
         pq.write_table(pa.Table.from_pylist(rows), path)
-    line = _one_line_error(*_run("fit", "--context", path, "--save", tmp_path / "m", "--encoder", "stats",
+    line = one_line_error(*run_cli("fit", "--context", path, "--save", tmp_path / "m", "--encoder", "stats",
                                  "--max-history-rows", "50"), "72 rows", "--max-history-rows")
     assert "context:" not in line and not (tmp_path / "m").exists()
-    _one_line_error(*_predict(tmp_path, path, q, "--encoder", "stats", "--max-history-rows", "50"), "72 rows")
+    one_line_error(*_predict(tmp_path, path, q, "--encoder", "stats", "--max-history-rows", "50"), "72 rows")
     code, text = _predict(tmp_path, path, q, "--encoder", "stats", "--max-history-rows", "0")
     assert code == 0, text
 
 
 def test_by_policy_gp_head_on_a_policy_with_one_prompt(tmp_path, q):
     """The GP head started its length-scale at the median of no distances (NaN) and sklearn raised."""
-    hist = _jsonl(tmp_path / "h.jsonl", [{"prompt": "same", "successes": i % 2, "attempts": 1,
+    hist = write_jsonl(tmp_path / "h.jsonl", [{"prompt": "same", "successes": i % 2, "attempts": 1,
                                           "policy": "ab"[i % 2]} for i in range(2)])
     code, text = _predict(tmp_path, hist, q, "--encoder", "stats", "--by-policy", "--head", "gp")
     assert code == 0, text
@@ -199,9 +183,9 @@ def test_by_policy_gp_head_on_a_policy_with_one_prompt(tmp_path, q):
 def test_score_parquet_output_of_an_empty_object_field(tmp_path, ctx):
     """Found by the fuzzer: a JSONL field holding {} became a child-less struct Parquet cannot write."""
     model = _model(tmp_path, ctx)
-    pool = _jsonl(tmp_path / "pool.jsonl", [{"prompt": "what is 2 + 2?", "meta": {}}])
-    _one_line_error(*_run("score", "--model", model, "--input", pool, "--out", tmp_path / "o", "--no-progress",
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"prompt": "what is 2 + 2?", "meta": {}}])
+    one_line_error(*run_cli("score", "--model", model, "--input", pool, "--out", tmp_path / "o", "--no-progress",
                           "--workers", "1"), "pool.jsonl, line 1", "--format jsonl")
-    code, text = _run("score", "--model", model, "--input", pool, "--out", tmp_path / "o2", "--no-progress",
+    code, text = run_cli("score", "--model", model, "--input", pool, "--out", tmp_path / "o2", "--no-progress",
                       "--workers", "1", "--format", "jsonl")
     assert code == 0, text

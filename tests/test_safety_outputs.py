@@ -13,6 +13,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
+from cli_helpers import one_line_error, run_cli, write_jsonl
 from preroll.cli.main import app
 from preroll.model.persist import MANIFEST as MODEL_MANIFEST
 from preroll.score.state import MANIFEST
@@ -26,40 +27,27 @@ def _history(n: int = 24, policies=("a",)) -> list[dict]:
             for pol in policies for i in range(n)]
 
 
-def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
-def _run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
 
 
-def _one_line_error(code, text, *needles):
-    assert code == 2, text
-    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in text, text
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
 def ctx(tmp_path):
-    return _jsonl(tmp_path / "h.jsonl", _history())
+    return write_jsonl(tmp_path / "h.jsonl", _history())
 
 
 @pytest.fixture
 def model(tmp_path, ctx):
-    code, text = _run("fit", "--context", ctx, "--save", tmp_path / "model", "--encoder", "stats")
+    code, text = run_cli("fit", "--context", ctx, "--save", tmp_path / "model", "--encoder", "stats")
     assert code == 0, text
     return tmp_path / "model"
 
 
 @pytest.fixture
 def pool(tmp_path):
-    return _jsonl(tmp_path / "pool.jsonl", [{"prompt": f"what is {i} + {i}?", "k": i} for i in range(30)])
+    return write_jsonl(tmp_path / "pool.jsonl", [{"prompt": f"what is {i} + {i}?", "k": i} for i in range(30)])
 
 
 # -- fit --force --------------------------------------------------------------------------------------
@@ -69,8 +57,8 @@ def test_fit_force_never_empties_a_users_folder(tmp_path, ctx):
     (user / "sub").mkdir(parents=True)
     (user / "notes.txt").write_text("mine")
     (user / "sub" / "data.csv").write_text("a,b\n")
-    code, text = _run("fit", "--context", ctx, "--save", user, "--encoder", "stats", "--force")
-    _one_line_error(code, text, "not a preroll model folder")
+    code, text = run_cli("fit", "--context", ctx, "--save", user, "--encoder", "stats", "--force")
+    one_line_error(code, text, "not a preroll model folder")
     assert (user / "notes.txt").read_text() == "mine" and (user / "sub" / "data.csv").exists()
 
 
@@ -79,8 +67,8 @@ def test_fit_force_replaces_only_the_models_own_files(tmp_path, ctx, model):
     (model / "extra").mkdir()
     (model / "extra" / "x.bin").write_bytes(b"\0\1")
     before = json.loads((model / MODEL_MANIFEST).read_text())["model_id"]
-    other = _jsonl(tmp_path / "h2.jsonl", _history(30))
-    code, text = _run("fit", "--context", other, "--save", model, "--encoder", "stats", "--force")
+    other = write_jsonl(tmp_path / "h2.jsonl", _history(30))
+    code, text = run_cli("fit", "--context", other, "--save", model, "--encoder", "stats", "--force")
     assert code == 0, text
     assert json.loads((model / MODEL_MANIFEST).read_text())["model_id"] != before
     assert (model / "README.md").read_text() == "my notes on this model" and (model / "extra" / "x.bin").exists()
@@ -90,15 +78,15 @@ def test_fit_force_replaces_only_the_models_own_files(tmp_path, ctx, model):
 def test_fit_force_refuses_a_file_target(tmp_path, ctx):
     target = tmp_path / "keep.txt"
     target.write_text("mine")
-    code, text = _run("fit", "--context", ctx, "--save", target, "--encoder", "stats", "--force")
-    _one_line_error(code, text, "not a folder")
+    code, text = run_cli("fit", "--context", ctx, "--save", target, "--encoder", "stats", "--force")
+    one_line_error(code, text, "not a folder")
     assert target.read_text() == "mine"
 
 
 # -- score --force and the manifest -------------------------------------------------------------------
 
 def _scored(model, pool, out):
-    code, text = _run("score", "--model", model, "--input", pool, "--out", out, "--format", "jsonl",
+    code, text = run_cli("score", "--model", model, "--input", pool, "--out", out, "--format", "jsonl",
                       "--no-progress", "--workers", "1")
     assert code == 0, text
     return json.loads((out / MANIFEST).read_text())
@@ -148,9 +136,9 @@ def test_a_damaged_manifest_is_one_line_and_deletes_nothing(tmp_path, model, poo
     (out / MANIFEST).write_text(json.dumps(manifest))
     before = sorted(p.name for p in out.rglob("*"))
     for flag in ("--force", "--resume"):
-        code, text = _run("score", "--model", model, "--input", pool, "--out", out, "--format", "jsonl",
+        code, text = run_cli("score", "--model", model, "--input", pool, "--out", out, "--format", "jsonl",
                           "--no-progress", flag, "--workers", "1")
-        _one_line_error(code, text, "manifest")
+        one_line_error(code, text, "manifest")
     assert sorted(p.name for p in out.rglob("*")) == before
 
 
@@ -158,7 +146,7 @@ def test_score_force_removes_the_earlier_runs_files_and_keeps_strangers(tmp_path
     out = tmp_path / "out"
     _scored(model, pool, out)
     (out / "part-user-notes.txt").write_text("mine")  # not a name preroll writes or recorded
-    code, text = _run("score", "--model", model, "--input", pool, "--out", out, "--format", "parquet",
+    code, text = run_cli("score", "--model", model, "--input", pool, "--out", out, "--format", "parquet",
                       "--no-progress", "--force", "--workers", "1")
     assert code == 0, text
     assert not list(out.glob("part-*.jsonl")) and list(out.glob("part-*.parquet"))
@@ -166,34 +154,34 @@ def test_score_force_removes_the_earlier_runs_files_and_keeps_strangers(tmp_path
 
 
 def test_a_failed_start_does_not_block_the_corrected_command(tmp_path, pool):
-    two = _jsonl(tmp_path / "two.jsonl", _history(policies=("a", "b")))
-    code, text = _run("fit", "--context", two, "--save", tmp_path / "m2", "--encoder", "stats")
+    two = write_jsonl(tmp_path / "two.jsonl", _history(policies=("a", "b")))
+    code, text = run_cli("fit", "--context", two, "--save", tmp_path / "m2", "--encoder", "stats")
     assert code == 0, text
     out = tmp_path / "out"
     base = ["score", "--model", tmp_path / "m2", "--input", pool, "--out", out, "--no-progress", "--workers", "1"]
-    code, text = _run(*base)
-    line = _one_line_error(code, text, "--policy", "a, b")
+    code, text = run_cli(*base)
+    line = one_line_error(code, text, "--policy", "a, b")
     assert "policy=" not in line
-    code, text = _run(*base, "--policy", "zzz")
-    _one_line_error(code, text, "--policy", "zzz")
-    code, text = _run(*base, "--policy", "b")
+    code, text = run_cli(*base, "--policy", "zzz")
+    one_line_error(code, text, "--policy", "zzz")
+    code, text = run_cli(*base, "--policy", "b")
     assert code == 0, text
     # A start that fails after the output was opened (a bad row in the first chunk) blocks nothing either.
-    bad = _jsonl(tmp_path / "bad.jsonl", [{"prompt": ""}])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": ""}])
     out2 = tmp_path / "out2"
-    code, text = _run("score", "--model", tmp_path / "m2", "--input", bad, "--out", out2, "--no-progress",
+    code, text = run_cli("score", "--model", tmp_path / "m2", "--input", bad, "--out", out2, "--no-progress",
                       "--policy", "a", "--workers", "1")
-    _one_line_error(code, text, "bad.jsonl")
-    code, text = _run("score", "--model", tmp_path / "m2", "--input", pool, "--out", out2, "--no-progress",
+    one_line_error(code, text, "bad.jsonl")
+    code, text = run_cli("score", "--model", tmp_path / "m2", "--input", pool, "--out", out2, "--no-progress",
                       "--policy", "b", "--workers", "1")
     assert code == 0, text
 
 
 def test_predict_names_the_cli_flag_for_a_missing_policy(tmp_path, pool):
-    two = _jsonl(tmp_path / "two.jsonl", _history(policies=("a", "b")))
-    code, text = _run("predict", "--context", two, "--prompts", pool, "--out", tmp_path / "p.jsonl",
+    two = write_jsonl(tmp_path / "two.jsonl", _history(policies=("a", "b")))
+    code, text = run_cli("predict", "--context", two, "--prompts", pool, "--out", tmp_path / "p.jsonl",
                       "--encoder", "stats")
-    line = _one_line_error(code, text, "--policy")
+    line = one_line_error(code, text, "--policy")
     assert "policy=" not in line
 
 
@@ -206,7 +194,7 @@ def test_score_reads_csv_pools_like_predict(tmp_path, model):
             w.writerow([f"what is {i},{i} + 1?\nsecond line", "csv"])
         w.writerow(["x" * 200_000, "long"])  # beyond the csv module's default field limit
     out = tmp_path / "out"
-    code, text = _run("score", "--model", model, "--input", pool, "--out", out, "--format", "jsonl",
+    code, text = run_cli("score", "--model", model, "--input", pool, "--out", out, "--format", "jsonl",
                       "--no-progress", "--workers", "1")
     assert code == 0, text
     rows = [json.loads(x) for p in sorted(out.glob("part-*.jsonl")) for x in p.read_text().splitlines()]
@@ -214,7 +202,7 @@ def test_score_reads_csv_pools_like_predict(tmp_path, model):
     assert len(rows[-1]["prompt"]) == 200_000
     semi = tmp_path / "semi.csv"
     semi.write_text("prompt;level\r\nwhat is 1+1;3\r\n", encoding="utf-8")
-    code, text = _run("score", "--model", model, "--input", semi, "--out", tmp_path / "o2", "--format", "jsonl",
+    code, text = run_cli("score", "--model", model, "--input", semi, "--out", tmp_path / "o2", "--format", "jsonl",
                       "--no-progress", "--workers", "1")
     assert code == 0, text
     rows = [json.loads(x) for p in sorted((tmp_path / "o2").glob("part-*.jsonl")) for x in p.read_text().splitlines()]
@@ -227,6 +215,6 @@ def test_an_output_is_never_renamed_over_a_device_or_fifo(tmp_path, ctx, pool):
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    code, text = _run("predict", "--context", ctx, "--prompts", pool, "--out", fifo, "--force", "--encoder", "stats")
-    _one_line_error(code, text, "not a regular file")
+    code, text = run_cli("predict", "--context", ctx, "--prompts", pool, "--out", fifo, "--force", "--encoder", "stats")
+    one_line_error(code, text, "not a regular file")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -12,6 +12,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
+from cli_helpers import one_line_error, run_cli, write_jsonl
 from preroll.cli.main import app
 from preroll.data import RecordError, load_queries, load_records
 from preroll.errors import ConfigError, InputError, NotFittedError, OutputError, PrerollError
@@ -26,30 +27,16 @@ HISTORY = [
 ]
 
 
-def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
-def _run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output  # stdout and stderr together
 
 
-def _one_line_error(code, text, *needles):
-    assert code == 2, text
-    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, text
-    assert "Traceback" not in text
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
 def files(tmp_path):
-    ctx = _jsonl(tmp_path / "history.jsonl", HISTORY)
-    q = _jsonl(tmp_path / "queries.jsonl", [{"prompt": "what is 7+1", "qid": 1}])
+    ctx = write_jsonl(tmp_path / "history.jsonl", HISTORY)
+    q = write_jsonl(tmp_path / "queries.jsonl", [{"prompt": "what is 7+1", "qid": 1}])
     return tmp_path, ctx, q
 
 
@@ -57,7 +44,7 @@ def files(tmp_path):
 
 def test_predict_on_a_history_without_step_or_policy(files):
     tmp, ctx, q = files
-    code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", tmp / "p.jsonl", "--encoder", "lexical")
+    code, text = run_cli("predict", "--context", ctx, "--prompts", q, "--out", tmp / "p.jsonl", "--encoder", "lexical")
     assert code == 0, text
     row = json.loads((tmp / "p.jsonl").read_text())
     assert row["qid"] == 1 and 0 < row["p_success"] < 1
@@ -69,10 +56,10 @@ def test_predict_by_policy_scores_every_policy_with_partial_histories(tmp_path):
             for i in range(8) for topic, policy, rate in (("algebra", "small", 0.2), ("algebra", "large", 0.9),
                                                           ("poetry", "small", 0.7))]
     rows += [{"prompt": f"geometry question {i}", "policy": "large", "success_rate": 0.8} for i in range(4)]
-    ctx = _jsonl(tmp_path / "h.jsonl", rows)
-    q = _jsonl(tmp_path / "q.jsonl", [{"prompt": "algebra question 99", "qid": "a"},
+    ctx = write_jsonl(tmp_path / "h.jsonl", rows)
+    q = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "algebra question 99", "qid": "a"},
                                       {"prompt": "poetry question 99", "qid": "b"}])
-    code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", tmp_path / "p.jsonl", "--by-policy",
+    code, text = run_cli("predict", "--context", ctx, "--prompts", q, "--out", tmp_path / "p.jsonl", "--by-policy",
                       "--encoder", "lexical")
     assert code == 0, text
     out = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
@@ -82,16 +69,16 @@ def test_predict_by_policy_scores_every_policy_with_partial_histories(tmp_path):
         assert all(0 < v < 1 for v in r["p_success"].values())
         assert r["best_policy"] == max(r["p_success"], key=r["p_success"].get)
     assert out[0]["p_success"]["large"] > out[0]["p_success"]["small"]
-    single = _jsonl(tmp_path / "one.jsonl", [{"prompt": "x", "policy": "small", "success_rate": 0.5},
+    single = write_jsonl(tmp_path / "one.jsonl", [{"prompt": "x", "policy": "small", "success_rate": 0.5},
                                              {"prompt": "y", "policy": "small", "success_rate": 0.1}])
-    _one_line_error(*_run("predict", "--context", single, "--prompts", q, "--out", tmp_path / "p2.jsonl",
+    one_line_error(*run_cli("predict", "--context", single, "--prompts", q, "--out", tmp_path / "p2.jsonl",
                           "--by-policy", "--encoder", "lexical"), "at least two policies")
 
 
 def test_out_equal_to_context_is_refused_and_the_history_survives(files):
     tmp, ctx, q = files
     before = ctx.read_bytes()
-    _one_line_error(*_run("predict", "--context", ctx, "--prompts", q, "--out", ctx, "--encoder", "lexical"),
+    one_line_error(*run_cli("predict", "--context", ctx, "--prompts", q, "--out", ctx, "--encoder", "lexical"),
                     "would overwrite the input")
     assert ctx.read_bytes() == before
 
@@ -100,7 +87,7 @@ def test_out_through_a_symlink_to_the_history_is_refused(files):
     tmp, ctx, q = files
     link = tmp / "link.jsonl"
     os.symlink(ctx, link)
-    _one_line_error(*_run("predict", "--context", ctx, "--prompts", q, "--out", link, "--force",
+    one_line_error(*run_cli("predict", "--context", ctx, "--prompts", q, "--out", link, "--force",
                           "--encoder", "lexical"), "would overwrite the input")
 
 
@@ -108,17 +95,17 @@ def test_existing_out_needs_force(files):
     tmp, ctx, q = files
     out = tmp / "p.jsonl"
     out.write_text("keep me\n")
-    _one_line_error(*_run("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical"),
+    one_line_error(*run_cli("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical"),
                     "already exists", "--force")
     assert out.read_text() == "keep me\n"
-    code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical", "--force")
+    code, text = run_cli("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical", "--force")
     assert code == 0, text and json.loads(out.read_text())["qid"] == 1
 
 
 def test_out_in_a_missing_folder_is_created(files):
     tmp, ctx, q = files
     out = tmp / "new" / "dir" / "p.jsonl"
-    code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical")
+    code, text = run_cli("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical")
     assert code == 0, text and out.exists()
 
 
@@ -128,17 +115,17 @@ def test_out_gets_the_permissions_of_an_ordinary_file(files):
     old = os.umask(0o022)
     try:
         out = tmp / "p.jsonl"
-        code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical")
+        code, text = run_cli("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical")
         assert code == 0, text
         assert out.stat().st_mode & 0o777 == 0o644
         os.chmod(out, 0o640)  # a replaced output keeps the mode its owner gave it
-        code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical",
+        code, text = run_cli("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical",
                           "--force")
         assert code == 0, text
         assert out.stat().st_mode & 0o777 == 0o640
         os.umask(0o077)
         fresh = tmp / "private.jsonl"
-        assert _run("predict", "--context", ctx, "--prompts", q, "--out", fresh, "--encoder", "lexical")[0] == 0
+        assert run_cli("predict", "--context", ctx, "--prompts", q, "--out", fresh, "--encoder", "lexical")[0] == 0
         assert fresh.stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
@@ -146,21 +133,21 @@ def test_out_gets_the_permissions_of_an_ordinary_file(files):
 
 def test_out_under_a_file_fails_before_any_work(files):
     tmp, ctx, q = files
-    _one_line_error(*_run("predict", "--context", ctx, "--prompts", q, "--out", ctx / "p.jsonl",
+    one_line_error(*run_cli("predict", "--context", ctx, "--prompts", q, "--out", ctx / "p.jsonl",
                           "--encoder", "lexical"), "--out")
 
 
 def test_reward_range_with_equal_ends(files):
     tmp, ctx, q = files
-    h = _jsonl(tmp / "r.jsonl", [{"prompt": "a b", "reward": 1}])
-    _one_line_error(*_run("predict", "--context", h, "--prompts", q, "--out", tmp / "p.jsonl",
+    h = write_jsonl(tmp / "r.jsonl", [{"prompt": "a b", "reward": 1}])
+    one_line_error(*run_cli("predict", "--context", h, "--prompts", q, "--out", tmp / "p.jsonl",
                           "--reward-range", "1", "1"), "--reward-range", "low < high")
 
 
 def test_step_beyond_the_history_names_the_step_used(files):
     tmp, ctx, q = files
-    h = _jsonl(tmp / "s.jsonl", [{**r, "step": 10 if i % 2 else 20} for i, r in enumerate(HISTORY)])
-    code, text = _run("predict", "--context", h, "--prompts", q, "--out", tmp / "p.jsonl", "--encoder", "lexical",
+    h = write_jsonl(tmp / "s.jsonl", [{**r, "step": 10 if i % 2 else 20} for i, r in enumerate(HISTORY)])
+    code, text = run_cli("predict", "--context", h, "--prompts", q, "--out", tmp / "p.jsonl", "--encoder", "lexical",
                       "--step", "256")
     assert code == 0, text
     assert "step 256 is not in the history" in text and "step 20" in text
@@ -168,7 +155,7 @@ def test_step_beyond_the_history_names_the_step_used(files):
 
 def test_unknown_policy_is_one_line(files):
     tmp, ctx, q = files
-    _one_line_error(*_run("predict", "--context", ctx, "--prompts", q, "--out", tmp / "p.jsonl",
+    one_line_error(*run_cli("predict", "--context", ctx, "--prompts", q, "--out", tmp / "p.jsonl",
                           "--encoder", "lexical", "--policy", "nope"), "no history for policy")
 
 
@@ -199,18 +186,18 @@ def test_csv_non_finite_step(tmp_path, cell):
 
 
 def test_huge_step_is_refused_with_its_field(tmp_path):
-    p = _jsonl(tmp_path / "h.jsonl", [{"prompt": "q", "step": 1e20, "success_rate": 0.5}])
+    p = write_jsonl(tmp_path / "h.jsonl", [{"prompt": "q", "step": 1e20, "success_rate": 0.5}])
     with pytest.raises(RecordError) as e:
         load_records(p)
     assert e.value.field == "step"
 
 
 def test_weight_scales_the_evidence(tmp_path):
-    p = _jsonl(tmp_path / "h.jsonl", [{"prompt": "q", "successes": 3, "attempts": 4, "weight": 2}])
+    p = write_jsonl(tmp_path / "h.jsonl", [{"prompt": "q", "successes": 3, "attempts": 4, "weight": 2}])
     (rec,) = load_records(p)
     assert (rec.successes, rec.attempts) == (6, 8)
     with pytest.raises(RecordError) as e:
-        load_records(_jsonl(tmp_path / "z.jsonl", [{"prompt": "q", "success_rate": 1, "weight": 0}]))
+        load_records(write_jsonl(tmp_path / "z.jsonl", [{"prompt": "q", "success_rate": 1, "weight": 0}]))
     assert e.value.field == "weight"
 
 
@@ -224,10 +211,10 @@ def test_query_infinity_is_refused_not_written_as_bare_nan(tmp_path):
 
 def test_prompt_with_line_separator_round_trips(files):
     tmp, ctx, _ = files
-    q = _jsonl(tmp / "q2.jsonl", [{"prompt": "first\u2028second"}, {"prompt": "third\u2029"}])
+    q = write_jsonl(tmp / "q2.jsonl", [{"prompt": "first\u2028second"}, {"prompt": "third\u2029"}])
     assert [r["prompt"] for r in load_queries(q)] == ["first\u2028second", "third\u2029"]
     out = tmp / "p.jsonl"
-    code, text = _run("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical")
+    code, text = run_cli("predict", "--context", ctx, "--prompts", q, "--out", out, "--encoder", "lexical")
     assert code == 0, text
     assert [r["prompt"] for r in load_queries(out)] == ["first\u2028second", "third\u2029"]
 
@@ -244,39 +231,39 @@ def test_excel_csv_with_bom(tmp_path):
 def test_feedback_twice_is_refused_unless_again(files):
     tmp, ctx, _ = files
     store = tmp / "store.db"
-    code, text = _run("feedback", ctx, "--model", "m", "--store", store)
+    code, text = run_cli("feedback", ctx, "--model", "m", "--store", store)
     assert code == 0, text
-    _one_line_error(*_run("feedback", ctx, "--model", "m", "--store", store), "already in", "--again")
-    code, text = _run("feedback", ctx, "--model", "m", "--store", store, "--again")
+    one_line_error(*run_cli("feedback", ctx, "--model", "m", "--store", store), "already in", "--again")
+    code, text = run_cli("feedback", ctx, "--model", "m", "--store", store, "--again")
     assert code == 0 and "history now 8" in text
 
 
 def test_feedback_empty_model(files):
     tmp, ctx, _ = files
-    _one_line_error(*_run("feedback", ctx, "--model", "", "--store", tmp / "s.db"), "--model")
+    one_line_error(*run_cli("feedback", ctx, "--model", "", "--store", tmp / "s.db"), "--model")
 
 
 def test_feedback_non_sqlite_store(files):
     tmp, ctx, _ = files
     bad = tmp / "notes.db"
     bad.write_text("this is not a database " * 100)
-    _one_line_error(*_run("feedback", ctx, "--model", "m", "--store", bad), str(bad))
+    one_line_error(*run_cli("feedback", ctx, "--model", "m", "--store", bad), str(bad))
 
 
 def test_feedback_store_equal_to_the_file(files):
     tmp, ctx, _ = files
     before = ctx.read_bytes()
-    _one_line_error(*_run("feedback", ctx, "--model", "m", "--store", ctx), "would overwrite the input")
+    one_line_error(*run_cli("feedback", ctx, "--model", "m", "--store", ctx), "would overwrite the input")
     assert ctx.read_bytes() == before
 
 
 def test_feedback_huge_step(tmp_path):
-    h = _jsonl(tmp_path / "h.jsonl", [{"prompt": "q", "step": 1e20, "success_rate": 0.5}])
-    _one_line_error(*_run("feedback", h, "--model", "m", "--store", tmp_path / "s.db"), "step")
+    h = write_jsonl(tmp_path / "h.jsonl", [{"prompt": "q", "step": 1e20, "success_rate": 0.5}])
+    one_line_error(*run_cli("feedback", h, "--model", "m", "--store", tmp_path / "s.db"), "step")
 
 
 def test_eval_missing_data_is_one_line(tmp_path):
-    _one_line_error(*_run("eval", "--data", tmp_path / "nowhere", "--out", tmp_path / "o"), "nowhere")
+    one_line_error(*run_cli("eval", "--data", tmp_path / "nowhere", "--out", tmp_path / "o"), "nowhere")
 
 
 # -- the error family ----------------------------------------------------------------------------
@@ -315,5 +302,5 @@ def test_install_hint_keeps_its_brackets(files):
     except ImportError:
         pass
     tmp, ctx, q = files
-    _one_line_error(*_run("predict", "--context", ctx, "--prompts", q, "--out", tmp / "p.jsonl",
+    one_line_error(*run_cli("predict", "--context", ctx, "--prompts", q, "--out", tmp / "p.jsonl",
                           "--encoder", "lexical", "--head", "tabpfn"), "pip install 'preroll[tabpfn]'")
