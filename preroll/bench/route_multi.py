@@ -1,4 +1,5 @@
-"""The N-model routing benchmark: k-fold CV on LLMRouter's nine priced models.
+"""The N-model routing benchmark: k-fold CV on a table of priced models (any number: LLMRouter's nine bundled
+ones, or a user's own table from ``preroll bench route --data DIR``).
 
 Protocol. Prompts are split into ``folds`` folds (identical texts never
 straddle two). On each fold the router and every baseline see only the other

@@ -244,7 +244,7 @@ def _curve(kind: str, cfg, fractions: list[float], out: Path, data: Optional[Pat
     console = Console(width=None if Console().is_terminal else 160)
     progress = lambda msg: console.print(f"[dim]{msg}[/dim]")  # noqa: E731
     if kind == "nine":
-        points = rl.nine_model_curve(cfg, fractions, progress)
+        points = rl.table_curve(cfg, fractions, progress)
         metric, what = "gain over the best single model at lam = 0 (points)", "fold"
         config = asdict(cfg)
     else:
