@@ -81,6 +81,7 @@ def main() -> None:
             assert driver.book.stats() == expected and driver.book._graph is not None
             rows.append((name, wall, cpu))
         uploaded = remote_bytes(fresh, Path(tmp))
+        resumed = resumed_bytes(prompts, config, Path(tmp))
     print(f"prompts {len(prompts):,}, encoder {args.encoder}, history {expected.rows:,} rows; "
           f"load average (1 min) {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"| {'what':38s} | wall s | CPU s |")
@@ -91,6 +92,9 @@ def main() -> None:
     print(f"bytes uploaded per remote checkpoint (fsspec memory://): single file (before) {single / 2**20:.1f} MB; "
           f"graph beside (now) {first / 2**20:.1f} MB the first time, {later / 2**20:.1f} MB after (the graph "
           "copied inside the store)")
+    written, sent = resumed
+    print(f"first local + remote save after a resume from mem://: graph bytes written locally "
+          f"{written / 2**20:.1f} MB, bytes uploaded {sent / 2**20:.1f} MB")
 
 
 def remote_bytes(driver: PrerollDriver, tmp: Path) -> tuple[int, int, int]:
@@ -111,6 +115,36 @@ def remote_bytes(driver: PrerollDriver, tmp: Path) -> tuple[int, int, int]:
     driver.save(tmp / "local" / "global_step_2")
     driver.save("memory://bench/global_step_2", upload=upload)
     return single + len(json.dumps(driver.walker.state_dict())), first, sum(sent)
+
+
+def resumed_bytes(prompts: list[str], config: PrerollVerlConfig, tmp: Path) -> tuple[int, int]:
+    """Graph bytes written to local files, and bytes sent from local files, by the first local and remote save
+    (verl's order) of a driver resumed from the remote checkpoint ``remote_bytes`` wrote last."""
+    from preroll.integrations.core.store import fsspec_upload, is_remote
+
+    written = sent = 0
+    savez = np.savez
+
+    def counting_savez(fh, *args, **arrays):
+        nonlocal written
+        start = fh.tell()
+        savez(fh, *args, **arrays)
+        written += fh.tell() - start if "index" in arrays else 0     # a graph file
+
+    def upload(source: str, url: str) -> None:
+        nonlocal sent
+        sent += 0 if is_remote(source) else os.path.getsize(source)
+        fsspec_upload(source, url)
+
+    driver = PrerollDriver(prompts, config, group_size=8, prepare=False)
+    assert driver.load("memory://bench/global_step_2")
+    np.savez = counting_savez
+    try:
+        driver.save(tmp / "resumed" / "global_step_3")
+        driver.save("memory://bench/global_step_3", upload=upload)
+    finally:
+        np.savez = savez
+    return written, sent
 
 
 if __name__ == "__main__":

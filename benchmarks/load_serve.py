@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,32 +39,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import yaml
+from _procs import free_port, stop, wait_up
 
 from preroll.bench.mmlu import load_mmlu
 
 
 #: The environment variable the proxy reads its bearer token from (the token itself is never in the file).
 TOKEN_ENV = "PREROLL_LOAD_TOKEN"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with status {proc.returncode} before answering {url}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{what} did not answer {url} within {timeout:.0f}s")
 
 
 def pct(values, q) -> float:
@@ -237,14 +217,14 @@ def main(argv: list[str] | None = None) -> int:
                 procs.append(subprocess.Popen([sys.executable, "-m", "preroll.serve.testing", "--name",
                                                f"fake-{name}", "--port", port], stdout=logs, stderr=logs, env=env))
             for (name, port), proc in zip(ports.items(), procs):
-                wait_until_up(f"http://127.0.0.1:{port}/v1/models", proc, 60, f"fake backend {name}")
+                wait_up(f"http://127.0.0.1:{port}/v1/models", proc, 60, f"fake backend {name}")
             proxy_port = free_port()
             t0 = time.perf_counter()
             proxy = subprocess.Popen([sys.executable, "-m", "preroll.cli.main", "serve", "--config", str(config_path),
                                       "--port", str(proxy_port)], stdout=logs, stderr=logs, env=env)
             procs.append(proxy)
             base = f"http://127.0.0.1:{proxy_port}"
-            wait_until_up(f"{base}/health", proxy, args.startup_timeout, "proxy")
+            wait_up(f"{base}/health", proxy, args.startup_timeout, "proxy")
             print(f"proxy up in {time.perf_counter() - t0:.1f}s (history import, embedding, fit)")
             load_before = os.getloadavg()[0]
             sequential, loaded, wall, pinned, pinned_wall = asyncio.run(
@@ -256,13 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write((workdir / "server.log").read_text()[-4000:])
             raise
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
             logs.close()
         if args.json:
             args.json.write_text(json.dumps({"sequential": sequential, "load": loaded, "wall_s": wall,

@@ -19,39 +19,18 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import yaml
+from _procs import free_port, stop, wait_up
 
 MATH = [f"math question {i}: add {i} and {i + 3} then multiply" for i in range(30)]
 HISTORY = [f"history question {i}: which emperor ruled rome in year {100 + i}" for i in range(30)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not up after {timeout:g}s")
 
 
 async def load(base: str, round_no: int, workers: int, acked: list[str], stop: asyncio.Event) -> int:
@@ -114,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, port in ports.items():
                 procs.append(subprocess.Popen([sys.executable, "-m", "preroll.serve.testing", "--name", name,
                                                "--port", port], stdout=logs, stderr=logs, env=env))
-                wait_up(f"http://127.0.0.1:{port}/v1/models", procs[-1], 60)
+                wait_up(f"http://127.0.0.1:{port}/v1/models", procs[-1], 60, f"fake backend {name}")
             for name, pairs in (("small", [(p, 1) for p in MATH] + [(p, 0) for p in HISTORY]),
                                 ("large", [(p, 1) for p in MATH + HISTORY])):
                 (root / f"{name}.jsonl").write_text("".join(
@@ -130,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 server = subprocess.Popen([sys.executable, "-m", "preroll.cli.main", "serve", "--config",
                                            str(root / "serve.yaml"), "--port", str(port)],
                                           stdout=logs, stderr=logs, env=env)
-                wait_up(f"http://127.0.0.1:{port}/health", server, args.startup_timeout)
+                procs.append(server)             # stopped at the end if a round fails before its kill
+                wait_up(f"http://127.0.0.1:{port}/health", server, args.startup_timeout, "preroll serve")
                 acked: list[str] = []
                 kill_after = random.uniform(args.min_s, args.max_s)
 
@@ -144,13 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 lost = sum(p not in stored for p in acked)
                 rows.append((round_no, round(kill_after, 2), sent, len(acked), len(stored), lost, integrity))
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
             logs.close()
     print(f"{'round':>5} {'kill at s':>9} {'sent':>6} {'acked':>6} {'stored':>6} {'lost':>5} integrity")
     for row in rows:

@@ -43,13 +43,19 @@ def test_a_users_table_is_routed_with_its_own_models_and_prices(tmp_path, llmrou
     assert sorted(p.name for p in out.iterdir()) == ["frontier-table.png", "results-table.json"]
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")   # one fold of 120 prompts leaves topics without a held-out row
 def test_the_bundled_nine_keep_their_output_names(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["bench", "route", "--models", "table", "--max-prompts", "120", *ARGS,
                                       "--max-folds", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["frontier-nine.png", "results-nine.json"]
-    assert len(json.loads((out / "results-nine.json").read_text())["models"]) == 9
+    saved = json.loads((out / "results-nine.json").read_text())
+    assert len(saved["models"]) == 9
+    topics = saved["topics"]
+    shown = [r["topic"] for r in topics["rows"][:-1]]
+    assert sorted(shown + topics["no_held_out"]) == list(range(topics["n_topics"]))
+    assert all(r["n"] > 0 for r in topics["rows"]) and topics["rows"][-1]["n"] == 60   # one fold of two
 
 
 def test_a_users_learning_curve_is_named_for_a_table(tmp_path, llmrouter):

@@ -4,12 +4,15 @@ for object storage)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from preroll.integrations.core import PoolStream, prompt_text, trainer_book_settings
 from preroll.integrations.core.store import is_remote, load_state, save_state
 from preroll.online import OnlineSettings, PromptBook
+from preroll.online.book import GRAPH_INFIX
 from preroll.online.errors import OnlineInputError
 
 PROMPTS = [f"Compute {i} times {i + 3}." for i in range(40)]
@@ -198,3 +201,86 @@ def test_a_remote_book_in_the_single_file_form_still_loads(tmp_path):
                               book_file="b.npz", pool_file="p.json")
     assert pool is None and loaded.stats() == book.stats()
     np.testing.assert_array_equal(loaded._graph[1], book._graph[1])
+
+
+def _counting_graph_io(monkeypatch):
+    """Bytes of graph files written locally and bytes sent from local files to the store, counted as they happen."""
+    from preroll.integrations.core.store import fsspec_upload
+
+    counts = {"graph_written": 0, "graph_uploaded": 0, "uploaded": 0}
+    savez = np.savez
+
+    def counting_savez(fh, *args, **arrays):
+        start = fh.tell()
+        savez(fh, *args, **arrays)
+        if "index" in arrays:                                   # a graph file (a book file holds no "index")
+            counts["graph_written"] += fh.tell() - start
+
+    def upload(source, url):
+        sent = 0 if is_remote(source) else os.path.getsize(source)    # a URL: a copy inside the store
+        counts["uploaded"] += sent
+        counts["graph_uploaded"] += sent if GRAPH_INFIX in url else 0
+        fsspec_upload(source, url)
+
+    monkeypatch.setattr(np, "savez", counting_savez)
+    return counts, upload
+
+
+def test_the_saves_after_a_remote_resume_link_and_copy_the_downloaded_graph_instead_of_writing_it(tmp_path,
+                                                                                                   monkeypatch):
+    """A trainer resumed from a remote checkpoint saves locally, then remotely (verl's order): the local save
+    hard-links the graph file the resume downloaded, the remote one copies it inside the store from the folder
+    it was read from; neither writes or uploads the graph's bytes again, and every outcome and the graph load
+    back from both folders."""
+    pytest.importorskip("fsspec")
+    from preroll.integrations.verl import PrerollDriver, PrerollVerlConfig
+
+    config = PrerollVerlConfig(settings={"encoder": "lexical", "seed": 0})
+    first = PrerollDriver(PROMPTS, config, group_size=2)
+    first.book.record(0, [0, 1, 2], [[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    first.save("memory://resume/global_step_1")
+    counts, upload = _counting_graph_io(monkeypatch)
+
+    driver = PrerollDriver(PROMPTS, config, group_size=2, prepare=False)
+    assert driver.load("memory://resume/global_step_1")
+    downloaded = driver.book.graph_file                         # a local copy of the graph, kept after the load
+    driver.book.record(1, [3, 4], [[1.0, 0.0], [0.0, 1.0]])
+    local = tmp_path / "global_step_2"
+    driver.save(local)
+    driver.save("memory://resume/global_step_2", upload=upload)
+    assert counts["graph_written"] == 0                         # linked, not written
+    assert counts["graph_uploaded"] == 0 < counts["uploaded"]   # the book and the pool; the graph copied in the store
+    assert downloaded is not None and not downloaded.parent.exists()   # the download is let go once a local file holds it
+
+    for folder in (local, "memory://resume/global_step_2"):
+        again = PrerollDriver(PROMPTS, config, group_size=2, prepare=False)
+        assert again.load(folder) and again.book.graph_file is not None
+        assert again.book.stats() == driver.book.stats()
+        np.testing.assert_array_equal(again.book.history()["successes"], driver.book.history()["successes"])
+        np.testing.assert_array_equal(again.book._graph[0], first.book._graph[0])
+
+
+def test_a_remote_only_run_after_a_resume_never_writes_the_graph_locally(monkeypatch):
+    """Saves to URLs only: the resumed book's graph reaches each new folder by a copy inside the store, and no
+    save writes it to a local scratch file first; the download is removed with its book."""
+    pytest.importorskip("fsspec")
+    import gc
+
+    from preroll.integrations.verl import PrerollDriver, PrerollVerlConfig
+
+    config = PrerollVerlConfig(settings={"encoder": "lexical", "seed": 0})
+    first = PrerollDriver(PROMPTS, config, group_size=2)
+    first.save("memory://remote-only/global_step_1")
+    counts, upload = _counting_graph_io(monkeypatch)
+    driver = PrerollDriver(PROMPTS, config, group_size=2, prepare=False)
+    assert driver.load("memory://remote-only/global_step_1")
+    for step in (2, 3):
+        driver.book.record(step, [step], [[1.0, 0.0]])
+        driver.save(f"memory://remote-only/global_step_{step}", upload=upload)
+    assert counts["graph_written"] == counts["graph_uploaded"] == 0 < counts["uploaded"]
+    again = PrerollDriver(PROMPTS, config, group_size=2, prepare=False)
+    assert again.load("memory://remote-only/global_step_3") and again.book.stats() == driver.book.stats()
+    downloaded = driver.book.graph_file.parent
+    del driver
+    gc.collect()
+    assert not downloaded.exists()

@@ -283,3 +283,25 @@ def test_trunk_prediction_in_numpy_matches_the_torch_network():
     with torch.no_grad():
         ref = torch.sigmoid(net.module_(torch.as_tensor(X))).numpy()
     assert np.allclose(net.predict(X), ref, atol=1e-5)
+
+
+def test_topic_table_gives_no_row_to_a_topic_with_no_held_out_prompt_and_nan_to_an_unscored_mean():
+    """Topic 2 has no prompt in the held-out fold: it is listed, not averaged over zero rows (numpy's "Mean of
+    empty slice"); a topic whose held-out rows have no score for the router's pick reports NaN for that mean."""
+    import warnings
+
+    from preroll.bench.route_multi import MultiBenchConfig, topic_table
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    Y = np.array([[1.0, 0.0], [0.0, 1.0], [np.nan, 1.0], [np.nan, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 0.0],
+                  [0.5, 1.0]])
+    pick = np.zeros(len(Y), int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        table = topic_table(labels, Y, [np.array([0, 1, 2, 3])], pick, pick, pick, ["a", "b"],
+                            MultiBenchConfig(topics=3))
+    rows = {r["topic"]: r for r in table["rows"]}
+    assert table["no_held_out"] == [2] and list(rows) == [0, 1, "all"]
+    assert rows[0]["n"] == 2 and rows[0]["router"] == 0.5 and rows[0]["oracle"] == 1.0
+    assert np.isnan(rows[1]["router"]) and rows[1]["oracle"] == 0.5 and np.isnan(rows[1]["se"])
+    assert rows["all"]["n"] == 4 and rows["all"]["router"] == 0.5

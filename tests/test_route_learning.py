@@ -48,14 +48,14 @@ def test_trend_is_the_slope_per_doubling_of_the_fold_means():
     assert rl.per_doubling([p for p in pts if p.fraction == 1.0]) is None
 
 
-def test_nine_model_curve_refits_on_nested_shares_of_each_fold(tmp_path):
+def test_table_curve_refits_on_nested_shares_of_each_fold(tmp_path):
     from preroll.bench.llmrouter import load_llmrouter
     from preroll.bench.route_multi import MultiBenchConfig, fold_indices
 
     data = load_llmrouter()
     prompts = [data.prompts[i] for i in np.sort(np.random.default_rng(0).permutation(len(data))[:240])]
     cfg = MultiBenchConfig(folds=3, max_folds=2, max_prompts=240, encoder=HashingEncoder())
-    pts = rl.nine_model_curve(cfg, [1.0, 0.5])
+    pts = rl.table_curve(cfg, [1.0, 0.5])
     assert [(p.fold, p.fraction) for p in pts] == [(0, 0.5), (0, 1.0), (1, 0.5), (1, 1.0)]
     full = {p.fold: p.n_history for p in pts if p.fraction == 1.0}
     half = {p.fold: p.n_history for p in pts if p.fraction == 0.5}

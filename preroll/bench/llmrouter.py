@@ -1,4 +1,7 @@
-"""Loader for LLMRouter's per-prompt scores of nine priced open models (bundled data ``llmrouter-9``).
+"""Loader of a routing table: per-prompt graded scores of any number of priced models, in LLMRouter's layout.
+
+The bundled table (``llmrouter-9``) is LLMRouter's nine priced open models; a user's own table in the same
+layout (``preroll bench route --data DIR``) loads the same way, with its own models and prices.
 
 Layout (see ``preroll/datasets/README.md``): ``train.jsonl`` rows ``{"id", "prompt",
 "scores": {model: graded score in [0, 1]}}`` and ``models.json``

@@ -7,8 +7,9 @@ answers that with the benchmarks' own protocol: the evaluation prompts stay fixe
 nested random subsets of its history (each smaller history is part of every larger one, so the fractions differ
 in size only), and the same baselines are measured on the same subsets.
 
-* Nine models (``nine_model_curve``): per fold of the k-fold CV, the router's quality at ``lam = 0`` minus the
-  best single model's (that model chosen on the same subset), in points; the kNN router beside it.
+* A table of priced models (``table_curve``: LLMRouter's nine bundled ones, or a user's own with any number of
+  models): per fold of the k-fold CV, the router's quality at ``lam = 0`` minus the best single model's (that
+  model chosen on the same subset), in points; the kNN router beside it.
 * The MMLU pair (``pair_curve``): per split, APGR of the router's gain rule and of the kNN router.
 
 ``per_doubling`` fits the mean over folds against ``log2`` of the history size (least squares); its slope is
@@ -35,7 +36,7 @@ class CurvePoint:
     fold: int
     fraction: float
     n_history: int
-    router: float          # nine models: gain over the best single model at lam = 0, points; pair: APGR
+    router: float          # a table: gain over the best single model at lam = 0, points; pair: APGR
     knn: float             # the same for the kNN router (k by inner CV)
     fit_s: float
 
@@ -68,9 +69,10 @@ def nested_subsets(rows: np.ndarray, fractions: Sequence[float], seed: int) -> l
     return [np.sort(order[:max(1, int(round(f * len(order))))]) for f in fractions]
 
 
-def nine_model_curve(cfg, fractions: Sequence[float],
+def table_curve(cfg, fractions: Sequence[float],
                      progress: Callable[[str], None] = lambda s: None) -> list[CurvePoint]:
-    """The nine-model benchmark's folds (``cfg``: a ``MultiBenchConfig``), refitted on shares of each history."""
+    """The table benchmark's folds (``cfg``: a ``MultiBenchConfig``; its ``root`` is the table, LLMRouter's nine
+    when None), refitted on shares of each history."""
     import time
 
     from preroll.bench.llmrouter import load_llmrouter

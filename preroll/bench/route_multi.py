@@ -1,4 +1,5 @@
-"""The N-model routing benchmark: k-fold CV on LLMRouter's nine priced models.
+"""The N-model routing benchmark: k-fold CV on a table of priced models (any number: LLMRouter's nine bundled
+ones, or a user's own table from ``preroll bench route --data DIR``).
 
 Protocol. Prompts are split into ``folds`` folds (identical texts never
 straddle two). On each fold the router and every baseline see only the other
@@ -284,7 +285,11 @@ def latency_summary(times_ms) -> dict[str, float]:
 
 def topic_table(labels, Y, tests, router_pick, conf_pick, best_pick, names, cfg) -> dict[str, Any]:
     """Per topic (``labels``: KMeans cluster of every prompt's embedding): router vs the topic's best model on the
-    training folds, over the held-out rows of the folds in ``tests``."""
+    training folds, over the held-out rows of the folds in ``tests``.
+
+    A topic none of whose prompts is held out yet (a small table, or the first of several folds) has nothing to
+    compare: it gets no row and is listed in ``no_held_out``. A mean over rows none of which has a score is NaN.
+    """
     done = np.concatenate(tests)
     topic_pick = np.full(len(Y), -1)
     for te in tests:
@@ -299,19 +304,31 @@ def topic_table(labels, Y, tests, router_pick, conf_pick, best_pick, names, cfg)
            "topic_best": Y[rows, topic_pick], "best_single": Y[rows, best_pick[done]],
            "oracle": np.nanmax(Y, axis=1)}
     out = []
-    for t in range(cfg.topics + 1):
-        sel = labels == t if t < cfg.topics else np.ones(len(Y), bool)
+    empty = [t for t in range(cfg.topics) if not np.any(labels == t)]
+    for t in [t for t in range(cfg.topics) if t not in empty] + ["all"]:
+        sel = labels == t if t != "all" else np.ones(len(Y), bool)
         d = got["router"][sel] - got["topic_best"][sel]
         dc = got["confident"][sel] - got["topic_best"][sel]
         top = np.bincount(topic_pick[sel], minlength=len(names)).argmax()
-        out.append({"topic": t if t < cfg.topics else "all", "n": int(sel.sum()),
-                    **{k: float(np.nanmean(v[sel])) for k, v in got.items()},
-                    "router_minus_topic_best": float(np.nanmean(d)),
-                    "se": float(np.nanstd(d) / math.sqrt(max(sel.sum(), 1))),
-                    "confident_minus_topic_best": float(np.nanmean(dc)),
-                    "se_confident": float(np.nanstd(dc) / math.sqrt(max(sel.sum(), 1))),
+        out.append({"topic": t, "n": int(sel.sum()),
+                    **{k: _scored_mean(v[sel]) for k, v in got.items()},
+                    "router_minus_topic_best": _scored_mean(d), "se": _scored_se(d, int(sel.sum())),
+                    "confident_minus_topic_best": _scored_mean(dc), "se_confident": _scored_se(dc, int(sel.sum())),
                     "topic_best_model": names[int(top)]})
-    return {"n_topics": cfg.topics, "rows": out}
+    return {"n_topics": cfg.topics, "rows": out, "no_held_out": empty}
+
+
+def _scored_mean(values: np.ndarray) -> float:
+    """Mean over the rows that have a score (NaN: a model without a score on that prompt); NaN when none has."""
+    scored = values[~np.isnan(values)]
+    return float(scored.mean()) if scored.size else math.nan
+
+
+def _scored_se(values: np.ndarray, n: int) -> float:
+    """Standard error of :func:`_scored_mean` as the table has always reported it (spread over the scored rows,
+    divided by the root of the topic's rows); NaN when no row has a score."""
+    scored = values[~np.isnan(values)]
+    return float(scored.std() / math.sqrt(max(n, 1))) if scored.size else math.nan
 
 
 _KEYS = ("quality_at_zero", "aiq", "cost_to_match", "mean_cost_at_zero", "fit_s", "decide_ms")

@@ -1,4 +1,7 @@
-"""The nine-model routing benchmark under shift: every protocol of :mod:`preroll.bench.route_shift`, several heads.
+"""The table routing benchmark under shift: every protocol of :mod:`preroll.bench.route_shift`, several heads.
+
+The table is LLMRouter's nine bundled models or a user's own (``preroll bench route --data DIR``, any number of
+priced models, :func:`preroll.bench.llmrouter.load_llmrouter`).
 
 Per fold the router is fitted twice (``head="joint"`` and ``head="ensemble"``);
 the ``average`` head's belief is their moment-matched mixture

@@ -244,7 +244,7 @@ def _curve(kind: str, cfg, fractions: list[float], out: Path, data: Optional[Pat
     console = Console(width=None if Console().is_terminal else 160)
     progress = lambda msg: console.print(f"[dim]{msg}[/dim]")  # noqa: E731
     if kind == "nine":
-        points = rl.nine_model_curve(cfg, fractions, progress)
+        points = rl.table_curve(cfg, fractions, progress)
         metric, what = "gain over the best single model at lam = 0 (points)", "fold"
         config = asdict(cfg)
     else:
@@ -360,6 +360,9 @@ def print_nine(result, console) -> None:
                    f"{100 * r['confident_minus_topic_best']:+.1f} ± {100 * r['se_confident']:.1f}",
                    f"{r['oracle']:.3f}")
     console.print(tt)
+    if result["topics"].get("no_held_out"):
+        console.print("topics with no held-out prompt (no row): "
+                      + ", ".join(str(t) for t in result["topics"]["no_held_out"]))
     if result["latency_ms"]:
         lat = result["latency_ms"]
         console.print(f"route() one unseen prompt per call, fold-0 router ({lat['n']} prompts): "

@@ -747,7 +747,10 @@ class PromptBook:
 
     @property
     def graph_file(self) -> Path | None:
-        """A local file holding the current neighbour graph (the last one saved or loaded), or None."""
+        """A local file holding the current neighbour graph (the last one saved or loaded), or None (none yet,
+        or that file has since been removed: a rotated-out checkpoint)."""
+        if self._graph_file is not None and not self._graph_file.is_file():
+            self._graph_file = None
         return self._graph_file
 
     def graph_name(self, path: str | Path) -> str | None:
@@ -793,16 +796,29 @@ class PromptBook:
                 stale.unlink(missing_ok=True)
         return path
 
-    def _save_graph(self, path: Path) -> str:
-        """The name of the graph's file beside ``path``, written (or hard-linked) only if it is not there yet."""
+    def write_graph(self, path: str | Path) -> Path | None:
+        """Put the graph file a save of this book at ``path`` names beside ``path`` (written or hard-linked, as
+        :meth:`save` does), and return it; None without a graph. The book does not keep it as its graph file:
+        this is for a caller that moves the file on (a remote checkpoint uploads it from a scratch folder)."""
+        if self._graph is None:
+            return None
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.with_name(self._save_graph(path, keep=False))
+
+    def _save_graph(self, path: Path, *, keep: bool = True) -> str:
+        """The name of the graph's file beside ``path``, written (or hard-linked) only if it is not there yet;
+        ``keep``: it becomes the book's graph file (the one later saves link from)."""
         assert self._graph is not None   # save() asks only when there is a graph
         if self._graph_sha256 is None:
             self._graph_sha256 = _graph_digest(*self._graph)
         target = _graph_path(path, self._graph_sha256)
-        if not target.is_file() and not (self._graph_file is not None and _link(self._graph_file, target)):
+        source = self.graph_file
+        if not target.is_file() and not (source is not None and _link(source, target)):
             with atomic_open(target, "wb") as fh:
                 np.savez(fh, index=self._graph[0], similarity=self._graph[1])
-        self._graph_file = target
+        if keep:
+            self._graph_file = target
         return target.name
 
     @classmethod

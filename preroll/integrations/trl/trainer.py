@@ -250,7 +250,7 @@ class PrerollGRPOTrainer(GRPOTrainer):
         this trainer."""
         names = dict(book_file=self.preroll_settings.book_file, pool_file=self.preroll_settings.pool_file)
         try:
-            loaded = load_state(checkpoint, self.preroll_book, **names)
+            loaded = load_state(checkpoint, self.preroll_book, **names, graph=self._preroll_remote_graph)
             if loaded is None or loaded[1] is None:
                 raise PrerollTRLError(f"{checkpoint}: no {names['book_file']} / {names['pool_file']} in this "
                                       "checkpoint (not written by PrerollGRPOTrainer?): resuming would restart the "

@@ -202,7 +202,7 @@ class PrerollDriver:
 
     def load(self, folder: str | os.PathLike) -> bool:
         """Restore what :meth:`save` wrote in ``folder`` (local path or fsspec URL); False when it holds no book."""
-        loaded = load_state(folder, self.book, book_file=BOOK_FILE, pool_file=POOL_FILE)
+        loaded = load_state(folder, self.book, book_file=BOOK_FILE, pool_file=POOL_FILE, graph=self.remote_graph)
         if loaded is None:
             return False
         self.book, state = loaded
