@@ -114,8 +114,11 @@ def test_stream_on_a_users_table_gives_the_baselines_the_chosen_encoder(tmp_path
     assert any(r["method"].startswith("LinUCB") for r in saved["rows"])
 
 
-@pytest.mark.parametrize(("flag", "anneal_after"), [("40", 40), ("0", None)])
-def test_stream_anneal_after_reaches_the_routers_settings(tmp_path, llmrouter, monkeypatch, flag, anneal_after):
+@pytest.mark.parametrize(("flag", "value", "field", "expected"),
+                         [("--anneal-after", "40", "anneal_after", 40), ("--anneal-after", "0", "anneal_after", None),
+                          ("--contenders-z", "1.5", "contenders_z", 1.5),
+                          ("--contenders-z", "-1", "contenders_z", None)])
+def test_stream_flags_reach_the_routers_settings(tmp_path, llmrouter, monkeypatch, flag, value, field, expected):
     import preroll.route as route
 
     routers = []
@@ -128,13 +131,13 @@ def test_stream_anneal_after_reaches_the_routers_settings(tmp_path, llmrouter, m
     monkeypatch.setattr(route, "Router", Recording)
     table = user_table(tmp_path / "mine", llmrouter)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *STREAM, "--anneal-after", flag,
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *STREAM, flag, value,
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     explorers = [r.explore for r in routers if r.explore]
-    assert len(explorers) == 1 and explorers[0].anneal_after == anneal_after
+    assert len(explorers) == 1 and getattr(explorers[0], field) == expected
     saved = json.loads((out / "results-stream-seed0.json").read_text())
-    assert saved["info"]["explore router"]["settings"]["anneal_after"] == anneal_after
+    assert saved["info"]["explore router"]["settings"][field] == expected
 
 
 def test_stream_anneal_after_is_validated(tmp_path):

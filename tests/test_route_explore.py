@@ -287,3 +287,35 @@ def test_careful_greedy_is_the_confident_rule():
     got = [d.model for d in careful.route(prompts, explore=False)]
     assert got == [d.model for d in confident.route(prompts)]
     assert got != [d.model for d in utility.route(prompts)]   # the two rules differ on these prompts
+
+
+def _counted_state(contenders_z, counts):
+    state = ExploreState(ExploreSettings(seed=0, max_share=1.0, contenders_z=contenders_z), ["strong", "near", "weak"])
+    state.counts[:] = counts
+    return state
+
+
+def test_contenders_leave_a_model_clearly_worse_on_average_unexplored():
+    """Flat per-prompt beliefs would let Thompson pick any model; the contender test keeps the weak one out."""
+    n = 5_000
+    belief = BetaPrediction(np.ones((n, 3)), np.ones((n, 3)))
+    C = np.zeros((n, 3))
+    greedy = np.zeros(n, dtype=int)
+    counts = [[240.0, 160.0], [11.0, 9.0], [80.0, 320.0]]   # means 0.6 (400 outcomes), 0.55 (20), 0.2 (400)
+
+    def picks(z):
+        chosen, _ = _counted_state(z, counts).choose(belief, C, greedy, 0.0, np.ones(3, bool), True)
+        return np.bincount(chosen, minlength=3)
+
+    with_test, without = picks(2.0), picks(None)
+    assert with_test[2] == 0 and with_test[1] > 0   # thinly observed 'near' stays a contender
+    assert without[2] > 0
+
+
+def test_contenders_compare_utilities_at_the_decision_lam():
+    state = _counted_state(1.0, [[300.0, 100.0], [200.0, 200.0], [100.0, 300.0]])  # means 0.75, 0.5, 0.25
+    keep = np.ones(3, bool)
+    C = np.tile([1.0, 0.0, 0.0], (4, 1))
+    assert state.contenders(C, 0.0, keep).tolist() == [True, False, False]
+    assert state.contenders(C, 0.5, keep).tolist() == [False, True, False]   # 0.75 - 0.5 < 0.5
+    assert state.contenders(C, 0.0, np.array([False, True, True])).tolist() == [False, True, False]

@@ -259,7 +259,8 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
         rows_out.append({"method": label, "quality": float(got.mean()), "cost": float(Cs[r, p].mean()),
                          "quality_last": float(got[tail].mean()),
                          "vs_best_single_last": float(got[tail].mean() - Ys[tail, best_tail].mean()),
-                         "cost_last": float(Cs[tail, p[tail]].mean())})
+                         "cost_last": float(Cs[tail, p[tail]].mean()),
+                         "picks": {names[j]: int(c) for j, c in enumerate(np.bincount(p, minlength=m)) if c}})
         curves[label] = np.cumsum(Ys[r, best] - got)[::max(1, n // 400)].tolist()
     hr = np.arange(len(held_idx))
     best_held = int(np.argmax(Yh.mean(axis=0) - cfg.lam * Ch.mean(axis=0)))
@@ -268,7 +269,8 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
               "best_single_in_hindsight": names[best_held], "best_single_quality": float(Yh[:, best_held].mean()),
               "best_on_stream": names[best], "best_on_stream_quality": float(Yh[:, best].mean()),
               "best_on_stream_cost": float(Ch[:, best].mean()),
-              "vs_best_single": float(Yh[hr, frozen_pick].mean() - Yh[:, best_held].mean())}
+              "vs_best_single": float(Yh[hr, frozen_pick].mean() - Yh[:, best_held].mean()),
+              "picks": {names[j]: int(c) for j, c in enumerate(np.bincount(frozen_pick, minlength=m)) if c}}
     if full_pick is not None:
         frozen["full_information_router"] = float(Yh[hr, full_frozen_pick].mean())
     return {"config": {**asdict(cfg), "encoder": cfg.encoder if isinstance(cfg.encoder, str) else

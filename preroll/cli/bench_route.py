@@ -86,6 +86,9 @@ def bench_route(
     anneal_after: Optional[int] = typer.Option(None, min=0, help="--stream: decisions after which the cap on "
                                                "explored decisions anneals to max_share * sqrt(anneal_after * "
                                                "decisions); 0: a flat cap (default: ExploreSettings')."),
+    contenders_z: Optional[float] = typer.Option(
+        None, help="--stream: explore only models whose mean utility so far is within this many standard errors "
+                   "of the best's; negative: explore every model (default: ExploreSettings')."),
     full_info: bool = typer.Option(True, "--full-info/--no-full-info", help="--stream: also replay the "
                                                                            "full-information router (slow: its refits)."),
     budget_per_1k: Optional[float] = typer.Option(None, min=0.0, help="--stream: at most this extra spend over the "
@@ -121,7 +124,8 @@ def bench_route(
                      max_prompts is None else max_prompts, encoder=encoder, cache_dir=cache_dir, out=out,
                      output_tokens=output_tokens, lam=lam, holdout=holdout, batch=batch,
                      explore=_explore_settings(max_share=max_share, budget_per_1k=budget_per_1k,
-                                               anneal_after=anneal_after), full_info=full_info)
+                                               anneal_after=anneal_after, contenders_z=contenders_z),
+                     full_info=full_info)
         return None
     from preroll.cli import bench_route_shift as shift
 
@@ -198,12 +202,14 @@ def bench_route(
 
 
 def _explore_settings(*, max_share: Optional[float], budget_per_1k: Optional[float],
-                      anneal_after: Optional[int]) -> dict:
+                      anneal_after: Optional[int], contenders_z: Optional[float] = None) -> dict:
     """The ``ExploreSettings`` fields the --stream flags set (the rest keep their defaults); ``--anneal-after 0``
-    is the settings' ``anneal_after=None``, the flat cap."""
+    is the settings' ``anneal_after=None`` (the flat cap), a negative ``--contenders-z`` its ``None`` (no test)."""
     explore: dict = {k: v for k, v in (("max_share", max_share), ("budget_per_1k", budget_per_1k)) if v is not None}
     if anneal_after is not None:
         explore["anneal_after"] = anneal_after or None
+    if contenders_z is not None:
+        explore["contenders_z"] = contenders_z if contenders_z >= 0 else None
     return explore
 
 

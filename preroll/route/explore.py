@@ -72,7 +72,7 @@ class ExploreSettings(BaseModel):
                              description="Most explored decisions (differing from the greedy choice), as a "
                                          "share of all decisions so far.")
     anneal_after: int | None = Field(
-        default=500, ge=1,
+        default=1000, ge=1,
         description="After this many decisions the cap shrinks: explored decisions at most max_share * "
                     "sqrt(anneal_after * decisions) (a share falling as 1/sqrt(decisions)); null: a flat cap.")
     budget_per_1k: float | None = Field(
@@ -90,6 +90,10 @@ class ExploreSettings(BaseModel):
     prior_beta: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     exclude_z: float = Field(default=1.0, ge=0, allow_inf_nan=False,
                              description="Standard deviations of the lam-aware exclusion's bounds.")
+    contenders_z: float | None = Field(
+        default=2.0, ge=0, allow_inf_nan=False,
+        description="Explore only contenders: models whose mean utility over all their outcomes so far, plus "
+                    "contenders_z standard errors, reaches the best model's minus as many; null: every model.")
     careful: bool = Field(
         default=False,
         description="Greedy choice by the 'confident' rule on every prompt when the router's rule is 'utility': "
@@ -327,6 +331,8 @@ class ExploreState:
             hopeless = allowed & (hi < best_lo)
             ledger.excluded += int(hopeless.sum())
             allowed &= ~hopeless
+        if s.contenders_z is not None:
+            allowed &= self.contenders(C, lam_, keep)[None, :]
         allowed[np.arange(n), greedy] = True
         ts = np.argmax(np.where(allowed, U, -np.inf), axis=1)
         for i in range(n):
@@ -345,6 +351,18 @@ class ExploreState:
             ledger.decisions += 1
             ledger.greedy_cost += float(C[i, g])
         return chosen, explored
+
+    def contenders(self, C: np.ndarray, lam: float, keep: np.ndarray) -> np.ndarray:
+        """Models whose mean utility over all their outcomes is within ``contenders_z`` s.e. of the best's."""
+        s = self.settings
+        a = s.prior_alpha + self.counts[:, 0]
+        b = s.prior_beta + self.counts[:, 1]
+        mu = a / (a + b)
+        se = np.sqrt(mu * (1.0 - mu) / (a + b + 1.0))
+        u = mu - lam * C.mean(axis=0)
+        z = float(s.contenders_z or 0.0)
+        best_lo = float(np.max(np.where(keep, u - z * se, -np.inf)))
+        return np.asarray(keep, bool) & (u + z * se >= best_lo)
 
     # ----------------------------------------------------------------- observe
 
