@@ -428,7 +428,7 @@ def on_fit(router, histories) -> bool:
         from preroll.route.router import Router
 
         specs = router._specs()
-        sub = Router(models=[specs[j] for j in present], encoder=router.encoder, head=router.head,
+        sub = Router(models=[specs[j] for j in present], encoder=router.encoder, head=router.resolved_head(),
                      rule=router.rule, lam=router.lam, threshold=router.threshold, cache_dir=router.cache_dir,
                      confidence=router.confidence, margin=router.margin, guard=router.guard)
         sub.fit({st.names[j]: histories[st.names[j]] for j in present})
