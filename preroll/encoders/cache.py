@@ -10,6 +10,14 @@ Storage is one SQLite file (standard library, transactional): a crash in the
 middle of a write loses at most that batch, never what was stored before, and
 several processes may read and write it at once (WAL mode). A bounded
 in-memory layer answers repeated prompts without touching SQLite.
+
+Every new vector is still committed at once; only the WAL checkpoint (copying
+the log into the database file, with an fsync) runs on a background thread of
+its own connection instead of inside whichever commit crossed SQLite's
+threshold. Measured: that commit took 15-85 ms, once in about 200 writes, where
+a commit takes 0.04 ms, and on a router that writes one vector per new prompt it
+landed on a request. Nothing waits in memory for the thread: a crash loses no
+vector (a checkpoint not yet run is redone from the log at the next open).
 """
 
 from __future__ import annotations
@@ -43,6 +51,59 @@ CREATE TABLE IF NOT EXISTS vectors (
 """
 #: SQLite's default limit on bound parameters is 999 on old builds; stay under it.
 _QUERY_CHUNK = 900
+#: Vectors written between two background checkpoints (SQLite's own default, 1,000 log pages, came to
+#: about 200 vectors of 384 floats).
+CHECKPOINT_EVERY = 200
+
+
+class _Checkpointer:
+    """A daemon thread with its own connection that runs a passive WAL checkpoint when asked.
+
+    Passive: it copies what no reader still needs and never blocks a writer or a reader, so a commit
+    on the request path does not wait for it. It holds no reference to the encoder, so an encoder
+    that is dropped is collected (and closes it).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs = 0  # checkpoints done (for tests and diagnostics)
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="preroll-cache-checkpoint", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def request(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        """Let the thread finish its checkpoint, if one runs, and end (without waiting for it: a close
+        at interpreter exit must not block)."""
+        self._stop = True
+        self._wake.set()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
+        except (sqlite3.DatabaseError, OSError) as exc:  # pragma: no cover - the request path opened it
+            _log.warning("embedding cache %s: no background checkpoints (%s)", self.path, exc)
+            return
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.runs += 1
+                except sqlite3.DatabaseError as exc:
+                    _log.warning("embedding cache %s: checkpoint failed (%s); retried later", self.path, exc)
+        finally:
+            conn.close()
 
 
 def default_cache_dir() -> Path:
@@ -90,6 +151,7 @@ class CachedEncoder(Encoder):
                 conn = sqlite3.connect(path, timeout=60.0, check_same_thread=False, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on _Checkpointer's thread
                 conn.execute(_SCHEMA)
             except (sqlite3.DatabaseError, OSError) as exc:
                 raise EmbeddingCacheError(
@@ -98,10 +160,27 @@ class CachedEncoder(Encoder):
             self._conn: sqlite3.Connection | None = conn
             self._lock = threading.Lock()
             self._memory: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+            self._written = 0
+            self._checkpointer: _Checkpointer | None = None
         return conn, self._lock, self._memory
 
+    def _wrote(self, n: int) -> None:
+        """Count committed vectors; past ``CHECKPOINT_EVERY``, ask the background thread for a checkpoint
+        (started on the first one, so a short-lived encoder never starts it). Called under the lock."""
+        self._written += n
+        if self._written < CHECKPOINT_EVERY:
+            return
+        self._written = 0
+        if self._checkpointer is None or not self._checkpointer.alive:  # not started yet, or lost in a fork
+            self._checkpointer = _Checkpointer(self.path)
+        self._checkpointer.request()
+
     def close(self) -> None:
-        """Close the SQLite connection (reopened on next use)."""
+        """Close the SQLite connection and stop the checkpoint thread (both restart on next use)."""
+        checkpointer = getattr(self, "_checkpointer", None)
+        if checkpointer is not None:
+            checkpointer.close()
+            self._checkpointer = None
         conn = getattr(self, "_conn", None)
         if conn is not None:
             conn.close()
@@ -115,7 +194,8 @@ class CachedEncoder(Encoder):
 
     def __getstate__(self) -> dict:
         # A connection cannot cross processes; the copy reopens its own.
-        return {k: v for k, v in self.__dict__.items() if k not in {"_conn", "_lock", "_memory"}}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in {"_conn", "_lock", "_memory", "_written", "_checkpointer"}}
 
     # -- encoder interface ----------------------------------------------------------
 
@@ -192,6 +272,7 @@ class CachedEncoder(Encoder):
                     if conn.in_transaction:  # SQLITE_FULL has already rolled back; a 2nd ROLLBACK would raise
                         conn.execute("ROLLBACK")
                     raise
+                self._wrote(len(rows))
             except sqlite3.OperationalError as exc:
                 # Disk full, an I/O error, a lock held too long: the vectors are right, only keeping them
                 # failed. A cache is a shortcut, so the caller (a live router among them) gets its answer.

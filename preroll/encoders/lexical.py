@@ -98,10 +98,20 @@ class LexicalEncoder(Encoder):
         texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim_), dtype=np.float32)
+        from scipy import sparse
+        from sklearn import config_context
         from sklearn.preprocessing import normalize
 
-        vectors = np.asarray(self.tfidf_.transform(texts).astype(np.float32) @ self.projection_)
-        return np.ascontiguousarray(normalize(vectors, norm="l2"), dtype=np.float32)
+        # ``tfidf_.transform(texts)`` without FeatureUnion's per-call joblib dispatch, and with the
+        # vectorizers' checks of their fixed parameters and of finite counts skipped (scikit-learn's switches;
+        # TF-IDF weights of text are finite, the parameters were checked at fit): a third of a one-prompt
+        # encoding. The blocks are stacked as FeatureUnion stacks them, so the vectors are the same to the
+        # bit. They must be: a router's fitted belief spreads react to the last bit of a feature
+        # (tests/test_route_shared_search.py).
+        with config_context(assume_finite=True, skip_parameter_validation=True):
+            blocks = [vectorizer.transform(texts) for _, vectorizer in self.tfidf_.transformer_list]
+            vectors = np.asarray(sparse.hstack(blocks).tocsr().astype(np.float32) @ self.projection_)
+            return np.ascontiguousarray(normalize(vectors, norm="l2"), dtype=np.float32)
 
     def __repr__(self) -> str:
         return f"LexicalEncoder(n_components={self.n_components}, max_features={self.max_features})"

@@ -31,10 +31,29 @@ class EnsembleHead(BaseEstimator):
         self.heads_ = [clone(h).fit(X, successes, attempts, groups=groups) for h in heads]
         return self
 
-    def predict(self, X, groups=None) -> BetaPrediction:
+    def predict(self, X, groups=None, *, similarity=None, check_input: bool = True) -> BetaPrediction:
+        """The mixture's Beta belief per row of ``X``.
+
+        ``similarity`` and ``check_input`` go to the parts that take them (the kNN head its similarity to the
+        history, see :meth:`~preroll.heads.knn.KNNBetaHead.predict`); other parts get ``X`` alone.
+        """
         check_fitted(self, "heads_")
-        preds = [h.predict(X, groups=groups) for h in self.heads_]
+        preds = [h.predict(X, groups=groups, **_options(h, similarity, check_input)) for h in self.heads_]
         means = np.stack([p.p_success for p in preds])
         second = np.stack([p.var + p.p_success ** 2 for p in preds]).mean(axis=0)
         mean = means.mean(axis=0)
         return BetaPrediction.from_mean_var(mean, second - mean ** 2)
+
+
+def _options(head, similarity, check_input: bool) -> dict:
+    """The fast-path keywords ``head.predict`` understands (preroll's own heads); none for any other head."""
+    from preroll.heads.knn import KNNBetaHead
+    from preroll.heads.logistic import LogisticHead
+
+    if similarity is None and check_input:
+        return {}
+    if isinstance(head, (KNNBetaHead, EnsembleHead)):
+        return {"similarity": similarity, "check_input": check_input}
+    if isinstance(head, LogisticHead):
+        return {"check_input": check_input}
+    return {}

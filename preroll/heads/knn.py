@@ -49,13 +49,18 @@ def nearest(Q: np.ndarray, H: np.ndarray, k: int, chunk: int = 1024, *, return_s
     out = np.empty((len(Q), k), dtype=np.int64)
     sim = np.empty((len(Q), k), dtype=np.float32)
     for start in range(0, len(Q), chunk):
-        S = Q[start:start + chunk] @ H.T
-        top = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < len(H) else np.broadcast_to(np.arange(len(H)), S.shape)
-        top_sim = np.take_along_axis(S, top, axis=1)
-        order = np.argsort(-top_sim, axis=1, kind="stable")
-        out[start:start + chunk] = np.take_along_axis(top, order, axis=1)
-        sim[start:start + chunk] = np.take_along_axis(top_sim, order, axis=1)
+        out[start:start + chunk], sim[start:start + chunk] = top_k(Q[start:start + chunk] @ H.T, k)
     return (out, sim) if return_similarity else out
+
+
+def top_k(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the similarity block ``S`` (queries x history), the ``k`` most similar columns, nearest first,
+    and their similarities: the partial sort of :func:`nearest`, for a caller that already holds ``S``."""
+    k = min(k, S.shape[1])
+    top = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < S.shape[1] else np.broadcast_to(np.arange(S.shape[1]), S.shape)
+    top_sim = np.take_along_axis(S, top, axis=1)
+    order = np.argsort(-top_sim, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sim, order, axis=1)
 
 
 class KNNBetaHead(BaseEstimator):
@@ -111,11 +116,25 @@ class KNNBetaHead(BaseEstimator):
         self.base_ = self._base_rates(s, a, g, self.n_groups_)
         return self
 
-    def predict(self, X, groups=None) -> BetaPrediction:
+    def predict(self, X, groups=None, *, similarity=None, check_input: bool = True) -> BetaPrediction:
+        """Beta belief per row of ``X``.
+
+        ``similarity``: the rows' cosine similarities to the fitted history (``unit(X) @ X_.T``, queries x
+        history), when the caller has them already: a router whose nine heads share one history computes
+        that product once instead of nine times (each reads the whole history from memory). ``check_input=False``
+        skips the input validation for a caller that validated ``X`` once for several heads (scikit-learn's
+        trees have the same switch).
+        """
         check_fitted(self, "X_")
-        Q = unit_rows(check_array(X, dtype=float))
-        q = check_groups(groups, len(Q), self.n_groups_)
-        q = np.zeros(len(Q), int) if q is None else q
-        idx, sim = nearest(Q, self.X_, self.k_, return_similarity=True)
+        X = check_array(X, dtype=float) if check_input else X
+        q = check_groups(groups, len(X), self.n_groups_)
+        q = np.zeros(len(X), int) if q is None else q
+        if similarity is None:
+            idx, sim = nearest(unit_rows(X), self.X_, self.k_, return_similarity=True)
+        else:
+            similarity = np.asarray(similarity, dtype=np.float32)
+            if similarity.shape != (len(X), len(self.X_)):
+                raise ValueError(f"similarity has shape {similarity.shape}, expected {(len(X), len(self.X_))}")
+            idx, sim = top_k(similarity, self.k_)
         mean = self._rates(idx, sim, self.s_, self.a_, self.g_, self.base_, q)
         return BetaPrediction.from_mean_concentration(mean, np.full(len(mean), self.concentration_))

@@ -74,9 +74,11 @@ class LogisticHead(BaseEstimator):
         self.model_ = _fit_binomial_logistic(Z, s, a, self.C_)
         return self
 
-    def predict(self, X, groups=None) -> BetaPrediction:
+    def predict(self, X, groups=None, *, check_input: bool = True) -> BetaPrediction:
+        """Beta belief per row of ``X``; ``check_input=False`` skips the input validation for a caller that
+        validated ``X`` once for several heads (it cost more than the product when a router scores one prompt)."""
         check_fitted(self, "model_")
-        X = check_array(X, dtype=float)
+        X = check_array(X, dtype=float) if check_input else X
         Z = with_group_block(X, check_groups(groups, len(X), self.n_groups_), self.n_groups_, self.group_scale)
         mean = _proba(self.model_, Z)
         return BetaPrediction.from_mean_concentration(mean, np.full(len(mean), self.concentration_))

@@ -50,6 +50,10 @@ from preroll.route.depth import DepthGuard, average_beliefs, far_threshold, max_
 from preroll.route import explore as _explore
 from preroll.route.explore import ObserveReport, resolve_settings
 from sklearn.base import clone
+from sklearn.utils.validation import check_array
+from preroll.heads.ensemble import EnsembleHead
+from preroll.heads.knn import KNNBetaHead
+from preroll.heads.logistic import LogisticHead
 from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
                                  estimate_tokens)
 
@@ -301,6 +305,7 @@ class Router:
         self.far_below_ = far_threshold(X_all, guard) if guard is not None else None
         self.joint_ = None
         self.heads_ = None
+        self.head_rows_ = self.neighbour_X_ = None
         head = self.resolved_head()
         if isinstance(head, JointSuccessModel) or head in ("joint", "average"):
             model = head if isinstance(head, JointSuccessModel) else JointSuccessModel()
@@ -315,9 +320,15 @@ class Router:
         except ValueError as exc:
             raise RouteConfigError(str(exc), field="head") from None
         self.heads_ = []
+        rows = []
         for j, name in enumerate(names):
             seen = np.flatnonzero(A[:, j] > 0)
             self.heads_.append(make_head(head).fit(X_all[seen], S[seen, j], A[seen, j]))
+            rows.append(None if len(seen) == len(all_prompts) else seen)
+        if any(isinstance(h, _SHARED_SEARCH) for h in self.heads_):
+            # One neighbour search for all heads (see _head_beliefs): their histories are rows of this one.
+            self.head_rows_ = rows
+            self.neighbour_X_ = self.history_X_ if self.history_X_ is not None else unit(X_all)
         return self
 
     def resolved_head(self) -> Any:
@@ -359,12 +370,17 @@ class Router:
         that all agree, stays near its prior with a wide spread, whatever its head says.
         """
         self._fitted()
-        X = np.asarray(X, dtype=np.float32)
+        return self._belief_and_far(np.asarray(X, dtype=np.float32), far=False)[0]
+
+    def _belief_and_far(self, X: np.ndarray, *, far: bool) -> tuple[BetaPrediction, np.ndarray | None]:
+        """:meth:`predict_beta_embeddings` and, with ``far``, :meth:`far_from_history`, from one pass over the
+        history where the heads allow it (:meth:`_head_beliefs`)."""
         joint = self.joint_.predict(X) if self.joint_ is not None else None
+        far_flags = None
         if self.heads_ is None:
             belief = joint
         else:
-            preds = [h.predict(X) for h in self.heads_]
+            preds, far_flags = self._head_beliefs(X, far=far)
             if all(isinstance(p, BetaPrediction) for p in preds):
                 heads = BetaPrediction(np.stack([p.alpha for p in preds], axis=1),
                                        np.stack([p.beta for p in preds], axis=1))
@@ -372,8 +388,42 @@ class Router:
                 P = np.clip(np.stack([_success(p) for p in preds], axis=1), 0.0, 1.0)
                 heads = BetaPrediction.from_mean_concentration(P, np.full(P.shape, 2.0))
             belief = heads if joint is None else average_beliefs(joint, heads)
+        if far and far_flags is None:
+            far_flags = self.far_from_history(X)
         evidence = getattr(self, "evidence_", None)  # None: a router fitted before evidence was kept
-        return belief if evidence is None else humble(belief, evidence)
+        return (belief if evidence is None else humble(belief, evidence)), far_flags
+
+    def _head_beliefs(self, X: np.ndarray, *, far: bool) -> tuple[list[Any], np.ndarray | None]:
+        """Each head's prediction on ``X`` and, with ``far`` and the guard on, the far flags.
+
+        Why one search: the kNN part of each of the nine default heads multiplies the query by its
+        model's history, and on LLMRouter's 4,486 prompts the nine histories are the same rows, so a
+        decision read the same 11.6 MB matrix from memory nine times (about 5 ms of a 6 ms decision on
+        this machine), and the guard a tenth time. Here the query's similarities to the shared history
+        (``neighbour_X_``) are computed once, each head takes its model's columns of them
+        (``head_rows_``), and ``X`` is validated once for all heads. The numbers are the per-head path's
+        (tested); a custom head, or a router fitted before this existed, takes that path.
+        """
+        rows = getattr(self, "head_rows_", None)
+        H = getattr(self, "neighbour_X_", None)
+        if rows is None or H is None:
+            return [h.predict(X) for h in self.heads_], (self.far_from_history(X) if far else None)
+        X = check_array(X, dtype=np.float32)  # once, for every head
+        Q = unit(X)
+        guard_on = far and getattr(self, "history_X_", None) is not None
+        chunks: list[list[Any]] = []
+        top = np.empty(len(X), dtype=np.float32)
+        for s in range(0, len(X), _QUERY_CHUNK):
+            Xc = X[s:s + _QUERY_CHUNK]
+            S = Q[s:s + _QUERY_CHUNK] @ H.T
+            if guard_on:
+                top[s:s + _QUERY_CHUNK] = S.max(axis=1)
+            chunks.append([_predict_shared(h, Xc, S if r is None else S[:, r]) for h, r in zip(self.heads_, rows)])
+        preds = chunks[0] if len(chunks) == 1 else [_concat_predictions([c[j] for c in chunks])
+                                                    for j in range(len(self.heads_))]
+        if not far:
+            return preds, None
+        return preds, (top < self.far_below_ if guard_on else np.zeros(len(X), dtype=bool))
 
     def predict_beta(self, prompts: Sequence[str]) -> BetaPrediction:
         """Beta belief over each model's success on each prompt (mean = :meth:`predict_proba`)."""
@@ -437,9 +487,9 @@ class Router:
         keep = self._keep(exclude)
         prompts = _check_prompts(prompts)
         X = self.embed(prompts)
-        belief = self.predict_beta_embeddings(X)
+        belief, far = self._belief_and_far(X, far=True)
         C = self.costs(prompts, n_tokens)
-        return self._decide(belief, C, rule, param, keep, far=self.far_from_history(X))
+        return self._decide(belief, C, rule, param, keep, far=far)
 
     def observe(self, prompts: Sequence[str] | str, models: Sequence[str] | str, outcomes: Any, *,
                 refit: bool | None = None) -> ObserveReport:
@@ -470,9 +520,8 @@ class Router:
         self._fitted()
         rule, param = self._rule_param(rule, lam, threshold)
         keep = self._keep(exclude)
-        belief = self.predict_beta_embeddings(X)
-        return self._decide(belief, self.costs(list(prompts), n_tokens), rule, param, keep,
-                            far=self.far_from_history(X))
+        belief, far = self._belief_and_far(np.asarray(X, dtype=np.float32), far=True)
+        return self._decide(belief, self.costs(list(prompts), n_tokens), rule, param, keep, far=far)
 
     def rank_models(self, belief: BetaPrediction, C: np.ndarray, rule: str, param: float,
                     cols: np.ndarray | None = None, far: np.ndarray | None = None) -> np.ndarray:
@@ -561,6 +610,28 @@ def points_from_picks(picks: Sequence[np.ndarray], C: np.ndarray, Y: np.ndarray,
                                  share={names[j]: float(counts[j]) for j in range(m)},
                                  strong_share=float(counts[strong])))
     return pts
+
+
+#: Query rows per similarity block of the shared neighbour search (as in ``preroll.heads.knn.nearest``).
+_QUERY_CHUNK = 1024
+#: Heads that take a precomputed similarity to their history (``predict(X, similarity=..., check_input=...)``).
+_SHARED_SEARCH = (EnsembleHead, KNNBetaHead)
+
+
+def _predict_shared(head: Any, X: np.ndarray, similarity: np.ndarray) -> Any:
+    """``head.predict(X)``, handing preroll's own heads the similarity block and skipping their input check."""
+    if isinstance(head, _SHARED_SEARCH):
+        return head.predict(X, similarity=similarity, check_input=False)
+    if isinstance(head, LogisticHead):
+        return head.predict(X, check_input=False)
+    return head.predict(X)
+
+
+def _concat_predictions(parts: Sequence[Any]) -> Any:
+    """One head's predictions on consecutive query blocks, joined."""
+    if all(isinstance(p, BetaPrediction) for p in parts):
+        return BetaPrediction(np.concatenate([p.alpha for p in parts]), np.concatenate([p.beta for p in parts]))
+    return np.concatenate([_success(p) for p in parts])
 
 
 def _success(prediction) -> np.ndarray:
