@@ -90,8 +90,10 @@ def test_one_search_gives_the_per_head_beliefs_and_decisions(data, guard, monkey
 
 def test_exploration_draws_the_same_decisions(data):
     settings = ExploreSettings(first_refit=10 ** 9)  # no refit: the per-head router stays on its path
-    router = _fit(data, explore=settings)
-    old = _fit(data, explore=settings)  # same fit, same random stream
+    # head named: "auto" is the joint model when exploring, which has no per-model heads to share a search
+    router = _fit(data, explore=settings, head="ensemble")
+    old = _fit(data, explore=settings, head="ensemble")  # same fit, same random stream
+    assert router.head_rows_ is not None
     old.head_rows_ = None
     prompts = _queries(data)
     new_d, old_d = [], []

@@ -48,6 +48,7 @@ class StreamBenchConfig:
     holdout: float = 0.2                  # share of unique prompts held out for the frozen evaluation
     max_prompts: int | None = None
     encoder: Any = "minilm+lexical+stats"
+    head: Any = "auto"                    # the explore and full-information routers' head
     cache_dir: str | None = None
     output_tokens: int = 256
     lam: float = 0.0
@@ -153,7 +154,7 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
     info: dict[str, Any] = {}
 
     # -- the explore router -------------------------------------------------------------------------
-    router = Router(specs, encoder=encoder, lam=cfg.lam, explore=settings)
+    router = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam, explore=settings)
     pick = np.zeros(n, dtype=int)
     explored = np.zeros(n, dtype=bool)
     route_s = observe_s = 0.0
@@ -213,11 +214,11 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
                 full_pick[rows] = [names.index(d.model) for d in full.route([prompts[i] for i in rows])]
             done = int(rows[-1]) + 1
             if due(done, fitted_at):
-                full = Router(specs, encoder=encoder, lam=cfg.lam).fit(data.histories(order[:done]))
+                full = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam).fit(data.histories(order[:done]))
                 fitted_at = done
         picks["full-information router"] = full_pick
         info["full-information router"] = {"seconds": time.perf_counter() - t_start}
-        full_frozen = Router(specs, encoder=encoder, lam=cfg.lam).fit(data.histories(order))
+        full_frozen = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam).fit(data.histories(order))
         full_frozen_pick = np.array([names.index(d.model) for d in full_frozen.route(held_prompts)])
 
     # -- baselines ----------------------------------------------------------------------------------

@@ -28,6 +28,13 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   ``exclude_z = 1`` also keeps the draws among contenders: with 2, Thompson
   left the greedy choice on 47% of a stream's decisions and lost 2.3 points
   more over its last 3,000 (docs/route.md).
+* **Contenders.** With ``contenders_z`` set (default 2), a model is explored only
+  while its mean utility over all its outcomes, plus ``contenders_z`` standard
+  errors, reaches the best model's minus as many. Thompson leaves the greedy
+  choice where the greedy model's draw is low, on hard prompts, so explored
+  models' histories are biased down; draws spent on models clearly worse on
+  average add to that bias and teach the router little (RESULTS.md, "Live
+  routing, third round").
 * **Bounded.** A decision is *explored* when it differs from the greedy one.
   At every prefix of the stream, explored decisions are at most ``max_share``
   of all decisions (after ``anneal_after`` decisions, at most ``max_share *
@@ -421,7 +428,7 @@ def on_fit(router, histories) -> bool:
         from preroll.route.router import Router
 
         specs = router._specs()
-        sub = Router(models=[specs[j] for j in present], encoder=router.encoder, head=router.head,
+        sub = Router(models=[specs[j] for j in present], encoder=router.encoder, head=router.resolved_head(),
                      rule=router.rule, lam=router.lam, threshold=router.threshold, cache_dir=router.cache_dir,
                      confidence=router.confidence, margin=router.margin, guard=router.guard)
         sub.fit({st.names[j]: histories[st.names[j]] for j in present})
