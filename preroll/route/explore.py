@@ -6,7 +6,7 @@ choosing, so its beliefs about that model freeze wherever they were. This
 module makes :class:`~preroll.route.Router` explore, within bounds:
 
 * **Beliefs.** Between full fits, the fitted router's Beta belief per
-  (prompt, model) -- its own head (by default the per-model ensemble heads),
+  (prompt, model) -- its own head (``head="auto"``: the joint model when exploring),
   refitted on the accumulated bandit
   histories when due -- is updated by a cheap online correction: every
   outcome observed since the last fit adds pseudo-counts to the beliefs of
