@@ -23,12 +23,7 @@ DEFAULT_HEAD = "logistic"
 #: available: ``"logistic"``, ``"ensemble"`` (logistic + kNN), ``"knn"``, ``"gp"``, ``"tabpfn"`` for
 #: the value model (:func:`preroll.heads.make_head`), ``"joint"`` (one jointly fitted model of all
 #: candidates) or any of the value model's heads (one copy per candidate) for the router.
-#: ``"router_explore"``: a router learning from bandit feedback (``explore=`` on) fits the joint model, which
-#: compares candidates on the same neighbouring prompts; per-model heads fitted on bandit histories follow each
-#: model's biased base rate (explored models are tried on hard prompts) and lock in on one model (RESULTS.md,
-#: "Live routing, third round"). Offline, on full labels, the shift protocols chose the ensemble.
-AUTO_HEAD = {"value_model": DEFAULT_HEAD, "router": "ensemble",  # router: chosen on shift protocols (RESULTS.md)
-             "router_explore": "joint"}
+AUTO_HEAD = {"value_model": DEFAULT_HEAD, "router": "ensemble"}  # router: chosen on shift protocols (RESULTS.md)
 
 #: The router's out-of-depth guard (:class:`preroll.route.depth.DepthGuard`, on by default): a query is far when
 #: its highest similarity to the history lies below this quantile of the history's own. Chosen by the worst

@@ -117,7 +117,7 @@ def test_stream_on_a_users_table_gives_the_baselines_the_chosen_encoder(tmp_path
 @pytest.mark.parametrize(("flag", "value", "field", "expected"),
                          [("--anneal-after", "40", "anneal_after", 40), ("--anneal-after", "0", "anneal_after", None),
                           ("--contenders-z", "1.5", "contenders_z", 1.5),
-                          ("--contenders-z", "-1", "contenders_z", None)])
+                          ("--contenders-z", "-1", "contenders_z", None), ("--head", "joint", "head", "joint")])
 def test_stream_flags_reach_the_routers_settings(tmp_path, llmrouter, monkeypatch, flag, value, field, expected):
     import preroll.route as route
 
@@ -134,9 +134,12 @@ def test_stream_flags_reach_the_routers_settings(tmp_path, llmrouter, monkeypatc
     result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *STREAM, flag, value,
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
-    explorers = [r.explore for r in routers if r.explore]
-    assert len(explorers) == 1 and getattr(explorers[0], field) == expected
+    explorers = [r for r in routers if r.explore]
     saved = json.loads((out / "results-stream-seed0.json").read_text())
+    if field == "head":   # the explore and full-information routers' head
+        assert len(explorers) == 1 and explorers[0].head == expected and saved["config"]["head"] == expected
+        return
+    assert len(explorers) == 1 and getattr(explorers[0].explore, field) == expected
     assert saved["info"]["explore router"]["settings"][field] == expected
 
 

@@ -53,9 +53,8 @@ def test_explore_routes_before_any_history():
 def test_explore_false_is_the_non_exploring_router():
     rng = np.random.default_rng(0)
     hist = _histories(rng)
-    plain = Router(_specs(), encoder="lexical", head="ensemble", lam=0.2).fit(hist)
-    exploring = Router(_specs(), encoder="lexical", head="ensemble", lam=0.2,
-                       explore=ExploreSettings(seed=1, max_share=1.0)).fit(hist)
+    plain = Router(_specs(), encoder="lexical", lam=0.2).fit(hist)
+    exploring = Router(_specs(), encoder="lexical", lam=0.2, explore=ExploreSettings(seed=1, max_share=1.0)).fit(hist)
     prompts = _prompts(np.random.default_rng(1), 40)
     a, b = plain.route(prompts), exploring.route(prompts, explore=False)
     assert [d.model for d in a] == [d.model for d in b]
@@ -282,10 +281,9 @@ def test_careful_greedy_is_the_confident_rule():
     rng = np.random.default_rng(9)
     hist = _histories(rng, 40)
     prompts = _prompts(np.random.default_rng(10), 60)
-    careful = Router(_specs(), encoder="lexical", head="ensemble", lam=0.2,
-                     explore=ExploreSettings(careful=True)).fit(hist)
-    confident = Router(_specs(), encoder="lexical", head="ensemble", lam=0.2, rule="confident").fit(hist)
-    utility = Router(_specs(), encoder="lexical", head="ensemble", lam=0.2).fit(hist)
+    careful = Router(_specs(), encoder="lexical", lam=0.2, explore=ExploreSettings(careful=True)).fit(hist)
+    confident = Router(_specs(), encoder="lexical", lam=0.2, rule="confident").fit(hist)
+    utility = Router(_specs(), encoder="lexical", lam=0.2).fit(hist)
     got = [d.model for d in careful.route(prompts, explore=False)]
     assert got == [d.model for d in confident.route(prompts)]
     assert got != [d.model for d in utility.route(prompts)]   # the two rules differ on these prompts
@@ -321,14 +319,3 @@ def test_contenders_compare_utilities_at_the_decision_lam():
     assert state.contenders(C, 0.0, keep).tolist() == [True, False, False]
     assert state.contenders(C, 0.5, keep).tolist() == [False, True, False]   # 0.75 - 0.5 < 0.5
     assert state.contenders(C, 0.0, np.array([False, True, True])).tolist() == [False, True, False]
-
-
-def test_auto_head_is_the_joint_model_when_exploring():
-    """Bandit histories bias per-model heads; an exploring router's "auto" fits the joint model instead."""
-    hist = _histories(np.random.default_rng(6))
-    exploring = Router(_specs(), encoder="lexical", lam=0.2, explore=True).fit(hist)
-    plain = Router(_specs(), encoder="lexical", lam=0.2).fit(hist)
-    assert exploring.resolved_head() == "joint" and exploring.joint_ is not None and exploring.heads_ is None
-    assert plain.resolved_head() == "ensemble" and plain.joint_ is None and len(plain.heads_) == 3
-    chosen = Router(_specs(), encoder="lexical", head="ensemble", lam=0.2, explore=True).fit(hist)
-    assert chosen.joint_ is None                               # a head named by the user is kept

@@ -125,7 +125,7 @@ def bench_route(
                      output_tokens=output_tokens, lam=lam, holdout=holdout, batch=batch,
                      explore=_explore_settings(max_share=max_share, budget_per_1k=budget_per_1k,
                                                anneal_after=anneal_after, contenders_z=contenders_z),
-                     full_info=full_info)
+                     full_info=full_info, head=head)
         return None
     from preroll.cli import bench_route_shift as shift
 

@@ -9,7 +9,7 @@ from typing import Any
 
 def bench_stream(*, data, seeds: list[int], max_prompts, encoder: str, cache_dir, out: Path, output_tokens: int,
                  lam: float, holdout: float, batch: int, explore: dict[str, Any], baseline_encoder: str | None = None,
-                 full_info: bool = True, last: int = 3000) -> list[dict[str, Any]]:
+                 full_info: bool = True, last: int = 3000, head: str = "auto") -> list[dict[str, Any]]:
     import json
 
     from rich.console import Console
@@ -28,7 +28,7 @@ def bench_stream(*, data, seeds: list[int], max_prompts, encoder: str, cache_dir
         cfg = StreamBenchConfig(root=None if data is None else str(data), seed=seed, holdout=holdout,
                                 max_prompts=max_prompts, encoder=encoder, cache_dir=str(cache_dir),
                                 output_tokens=output_tokens, lam=lam, batch=batch, last=last, explore=dict(explore),
-                                baseline_encoder=baseline_encoder, full_info=full_info)
+                                baseline_encoder=baseline_encoder, full_info=full_info, head=head)
         def progress(msg: str, seed: int = seed) -> None:
             console.print(f"[dim]seed {seed}: {msg}[/dim]")
 

@@ -6,7 +6,7 @@ choosing, so its beliefs about that model freeze wherever they were. This
 module makes :class:`~preroll.route.Router` explore, within bounds:
 
 * **Beliefs.** Between full fits, the fitted router's Beta belief per
-  (prompt, model) -- its own head (``head="auto"``: the joint model when exploring),
+  (prompt, model) -- its own head (by default the per-model ensemble heads),
   refitted on the accumulated bandit
   histories when due -- is updated by a cheap online correction: every
   outcome observed since the last fit adds pseudo-counts to the beliefs of
@@ -428,7 +428,7 @@ def on_fit(router, histories) -> bool:
         from preroll.route.router import Router
 
         specs = router._specs()
-        sub = Router(models=[specs[j] for j in present], encoder=router.encoder, head=router.resolved_head(),
+        sub = Router(models=[specs[j] for j in present], encoder=router.encoder, head=router.head,
                      rule=router.rule, lam=router.lam, threshold=router.threshold, cache_dir=router.cache_dir,
                      confidence=router.confidence, margin=router.margin, guard=router.guard)
         sub.fit({st.names[j]: histories[st.names[j]] for j in present})

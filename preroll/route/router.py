@@ -81,12 +81,7 @@ class Router:
         :mod:`preroll.encoders.concat`), or an
         :class:`~preroll.encoders.base.Encoder` instance. Shared by all models.
     head:
-        ``"auto"`` (default) is ``"ensemble"`` -- or ``"joint"`` when the
-        router explores (``explore=`` on): heads fitted per model on bandit
-        histories follow each model's biased base rate (explored models are
-        tried on hard prompts) and lock in on one model, while the joint model
-        compares candidates on the same neighbouring prompts (RESULTS.md,
-        "Live routing, third round"). ``"ensemble"``: independent per-model heads,
+        ``"auto"`` (default) is ``"ensemble"``: independent per-model heads,
         each the mean of a logistic and a kNN head (the value model's,
         :mod:`preroll.heads`). Why: defaults are chosen by the worst case over
         shift protocols (whole topics held out, reweighted topic mixes) and
@@ -306,7 +301,7 @@ class Router:
         self.joint_ = None
         self.heads_ = None
         self.head_rows_ = self.neighbour_X_ = None
-        head = self.resolved_head()
+        head = DEFAULT_HEAD if isinstance(self.head, str) and self.head == "auto" else self.head
         if isinstance(head, JointSuccessModel) or head in ("joint", "average"):
             model = head if isinstance(head, JointSuccessModel) else JointSuccessModel()
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -330,12 +325,6 @@ class Router:
             self.head_rows_ = rows
             self.neighbour_X_ = self.history_X_ if self.history_X_ is not None else unit(X_all)
         return self
-
-    def resolved_head(self) -> Any:
-        """The head a fit uses: ``"auto"`` is the ensemble, or the joint model when the router explores."""
-        if not (isinstance(self.head, str) and self.head == "auto"):
-            return self.head
-        return AUTO_HEAD["router_explore"] if resolve_settings(self.explore) is not None else DEFAULT_HEAD
 
     def _resolve_encoder(self):
         from preroll.encoders import get_encoder
