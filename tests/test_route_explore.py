@@ -319,3 +319,22 @@ def test_contenders_compare_utilities_at_the_decision_lam():
     assert state.contenders(C, 0.0, keep).tolist() == [True, False, False]
     assert state.contenders(C, 0.5, keep).tolist() == [False, True, False]   # 0.75 - 0.5 < 0.5
     assert state.contenders(C, 0.0, np.array([False, True, True])).tolist() == [False, True, False]
+
+
+def test_exploring_decisions_read_the_guards_far_flags():
+    """The explore path ranks with the guard's far flags (from the router's one pass over its history)."""
+    hist = _histories(np.random.default_rng(7))
+    router = Router(_specs(), encoder="lexical", lam=0.2, explore=True).fit(hist)
+    prompts = _prompts(np.random.default_rng(8), 6) + ["zzqx vvbn kkpw", "qqq jjj xxx www"]
+    seen = []
+    rank = router.rank_models
+
+    def recording(*args, far=None, **kwargs):
+        seen.append(far)
+        return rank(*args, far=far, **kwargs)
+
+    router.rank_models = recording
+    router.route(prompts)
+    expected = router.far_from_history(router.embed(prompts))
+    assert expected.any() and not expected.all()
+    assert len(seen) == 1 and seen[0] is not None and np.array_equal(seen[0], expected)

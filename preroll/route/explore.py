@@ -262,18 +262,20 @@ class ExploreState:
         return self.view().encode(prompts)
 
     def base_belief(self, router, X: np.ndarray):
-        """``(alpha, beta)`` arrays (n, m) before the online correction."""
+        """``(alpha, beta)`` arrays (n, m) before the online correction, and the guard's far flags of a fitted
+        router (``None`` without a fit): both from the router's one pass over its history."""
         n, m = len(X), len(self.names)
         if _is_fitted(router):
-            b = router.predict_beta_embeddings(X)
-            return np.array(b.alpha, float), np.array(b.beta, float)
+            router._fitted()
+            b, far = router._belief_and_far(np.asarray(X, dtype=np.float32), far=True)
+            return np.array(b.alpha, float), np.array(b.beta, float), far
         s = self.settings
         alpha = np.broadcast_to(s.prior_alpha + self.counts[:, 0], (n, m)).copy()
         beta = np.broadcast_to(s.prior_beta + self.counts[:, 1], (n, m)).copy()
         if self.partial is not None:
             b = self.partial.predict_beta_embeddings(X)
             alpha[:, self.partial_cols], beta[:, self.partial_cols] = b.alpha, b.beta
-        return alpha, beta
+        return alpha, beta, None
 
     def correct(self, alpha: np.ndarray, beta: np.ndarray, X: np.ndarray) -> None:
         """Add the kNN-Beta pseudo-counts of the outcomes observed since the last fit (in place)."""
@@ -294,11 +296,12 @@ class ExploreState:
         np.add.at(beta, (rows, cols), w * (1.0 - y))
 
     def belief(self, router, prompts: list[str]):
-        """The corrected Beta belief of every model on ``prompts``, and the embeddings (remembered for observe)."""
+        """The corrected Beta belief of every model on ``prompts``, the embeddings (remembered for observe), and
+        the far flags of a fitted router's guard (``None`` without a fit)."""
         from preroll.beliefs import BetaPrediction
 
         raw = self.embed(router, prompts)
-        alpha, beta = self.base_belief(router, raw)
+        alpha, beta, far = self.base_belief(router, raw)
         X = _unit(raw)
         self.correct(alpha, beta, X)
         for p, x in zip(prompts, X):
@@ -306,7 +309,7 @@ class ExploreState:
             self.recent.move_to_end(p)
         while len(self.recent) > 4096:
             self.recent.popitem(last=False)
-        return BetaPrediction(alpha, beta), X
+        return BetaPrediction(alpha, beta), X, far
 
     # --------------------------------------------------------------- decisions
 
@@ -456,7 +459,7 @@ def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_to
     keep = _rules.eligible(names, exclude)
     prompts = _check_prompts(prompts)
     with st.lock:
-        belief, X = st.belief(router, prompts)
+        belief, X, far = st.belief(router, prompts)
         C = router.costs(prompts, n_tokens)
         P = np.clip(belief.p_success, 0.0, 1.0)
         cols = np.flatnonzero(keep)
@@ -466,7 +469,7 @@ def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_to
             raise RouteError(f"the 'gain' rule routes between exactly two models ({len(cols)} eligible)")
         if _is_fitted(router):
             ranked_by = "confident" if st.settings.careful and rule == "utility" else rule
-            order = router.rank_models(belief, C, ranked_by, param, cols, far=router.far_from_history(X))
+            order = router.rank_models(belief, C, ranked_by, param, cols, far=far)
         else:  # no base rates yet: the 'confident' rule's default is undefined, rank by utility
             r = "utility" if rule == "confident" else rule
             order = cols[_rules.rank(r, P[:, cols], C[:, cols], param)]
