@@ -38,15 +38,18 @@ class EnsembleHead(BaseEstimator):
         history, see :meth:`~preroll.heads.knn.KNNBetaHead.predict`); other parts get ``X`` alone.
         """
         check_fitted(self, "heads_")
-        preds = [h.predict(X, groups=groups, **_options(h, similarity, check_input)) for h in self.heads_]
+        preds = [h.predict(X, groups=groups, **predict_options(h, similarity, check_input)) for h in self.heads_]
         means = np.stack([p.p_success for p in preds])
         second = np.stack([p.var + p.p_success ** 2 for p in preds]).mean(axis=0)
         mean = means.mean(axis=0)
         return BetaPrediction.from_mean_var(mean, second - mean ** 2)
 
 
-def _options(head, similarity, check_input: bool) -> dict:
-    """The fast-path keywords ``head.predict`` understands (preroll's own heads); none for any other head."""
+def predict_options(head, similarity, check_input: bool) -> dict:
+    """The fast-path keywords ``head.predict`` understands (preroll's own heads); none for any other head.
+
+    One table for every caller that hands heads a precomputed similarity or skips their input check (this
+    mixture's parts, and the router's shared neighbour search)."""
     from preroll.heads.knn import KNNBetaHead
     from preroll.heads.logistic import LogisticHead
 

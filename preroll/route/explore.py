@@ -266,7 +266,6 @@ class ExploreState:
         router (``None`` without a fit): both from the router's one pass over its history."""
         n, m = len(X), len(self.names)
         if _is_fitted(router):
-            router._fitted()
             b, far = router._belief_and_far(np.asarray(X, dtype=np.float32), far=True)
             return np.array(b.alpha, float), np.array(b.beta, float), far
         s = self.settings

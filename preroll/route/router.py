@@ -51,9 +51,8 @@ from preroll.route import explore as _explore
 from preroll.route.explore import ObserveReport, resolve_settings
 from sklearn.base import clone
 from sklearn.utils.validation import check_array
-from preroll.heads.ensemble import EnsembleHead
+from preroll.heads.ensemble import EnsembleHead, predict_options
 from preroll.heads.knn import KNNBetaHead
-from preroll.heads.logistic import LogisticHead
 from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision, RouterConfig,
                                  estimate_tokens)
 
@@ -407,7 +406,8 @@ class Router:
             S = Q[s:s + _QUERY_CHUNK] @ H.T
             if guard_on:
                 top[s:s + _QUERY_CHUNK] = S.max(axis=1)
-            chunks.append([_predict_shared(h, Xc, S if r is None else S[:, r]) for h, r in zip(self.heads_, rows)])
+            chunks.append([h.predict(Xc, **predict_options(h, S if r is None else S[:, r], False))
+                           for h, r in zip(self.heads_, rows)])
         preds = chunks[0] if len(chunks) == 1 else [_concat_predictions([c[j] for c in chunks])
                                                     for j in range(len(self.heads_))]
         if not far:
@@ -605,15 +605,6 @@ def points_from_picks(picks: Sequence[np.ndarray], C: np.ndarray, Y: np.ndarray,
 _QUERY_CHUNK = 1024
 #: Heads that take a precomputed similarity to their history (``predict(X, similarity=..., check_input=...)``).
 _SHARED_SEARCH = (EnsembleHead, KNNBetaHead)
-
-
-def _predict_shared(head: Any, X: np.ndarray, similarity: np.ndarray) -> Any:
-    """``head.predict(X)``, handing preroll's own heads the similarity block and skipping their input check."""
-    if isinstance(head, _SHARED_SEARCH):
-        return head.predict(X, similarity=similarity, check_input=False)
-    if isinstance(head, LogisticHead):
-        return head.predict(X, check_input=False)
-    return head.predict(X)
 
 
 def _concat_predictions(parts: Sequence[Any]) -> Any:
