@@ -90,7 +90,8 @@ if explore:
         a_, b_ = np.array(b.alpha), np.array(b.beta)
         t0 = time.perf_counter()
         st_.correct(a_, b_, Xu[i:i + 1])
-        st_.choose(type(b)(a_, b_), C[i:i + 1], np.argmax(a_ / (a_ + b_), axis=1), 0.0, np.ones(len(names), bool), True)
+        st_.choose(type(b)(a_, b_), C[i:i + 1], np.argmax(a_ / (a_ + b_), axis=1), 0.0, np.ones(len(names), bool), True,
+                   prompts[i:i + 1])
         over.append((time.perf_counter() - t0) * 1000)
     print(f"explore overhead per decision ({st_.buffer.n} outcomes in the online correction): "
           f"{percentiles(latency_summary(over[WARM_UP:]))}")

@@ -24,6 +24,10 @@ from preroll.route.explore import ExploreState
 TOPICS = ["math sum add numbers", "poem rhyme verse", "code python function", "history rome emperor"]
 
 
+def _names(n):
+    return [f"prompt {i}" for i in range(n)]
+
+
 def _prompts(rng, n):
     return [f"{TOPICS[rng.integers(len(TOPICS))]} item {rng.integers(10_000)}" for _ in range(n)]
 
@@ -118,8 +122,8 @@ def test_hopeless_dear_model_is_never_explored():
     greedy = np.zeros(n, dtype=int)
 
     def dear_picks(z):
-        state = ExploreState(ExploreSettings(seed=0, max_share=1.0, exclude_z=z), ["cheap", "dear"])
-        chosen, _ = state.choose(belief, C, greedy, 0.6, np.array([True, True]), True)
+        state = ExploreState(ExploreSettings(seed=0, max_share=1.0, exclude_z=z, warmup=None), ["cheap", "dear"])
+        chosen = state.choose(belief, C, greedy, 0.6, np.array([True, True]), True, _names(len(C))).columns
         return int((chosen == 1).sum()), state.ledger.excluded
 
     picks, excluded = dear_picks(2.0)
@@ -143,30 +147,37 @@ def test_hopeless_dear_model_is_never_chosen_on_a_stream():
 
 @settings(max_examples=25, deadline=None)
 @given(max_share=st.floats(0.0, 1.0), budget=st.one_of(st.none(), st.floats(0.0, 50.0)),
-       seed=st.integers(0, 10_000), batch=st.integers(1, 9))
-def test_share_cap_and_budget_hold_at_every_prefix(max_share, budget, seed, batch):
+       seed=st.integers(0, 10_000), batch=st.integers(1, 9), warmup=st.one_of(st.none(), st.integers(1, 30)))
+def test_share_cap_and_budget_hold_at_every_prefix(max_share, budget, seed, batch, warmup):
+    """The budget holds over every decision; the share cap over those the warm-up did not make."""
     rng = np.random.default_rng(seed)
     m = 4
-    state = ExploreState(ExploreSettings(seed=seed, max_share=max_share, budget_per_1k=budget), list("abcd"))
-    explored_total = extra = 0.0
+    state = ExploreState(ExploreSettings(seed=seed, max_share=max_share, budget_per_1k=budget, warmup=warmup),
+                         list("abcd"))
+    explored_total = thompson = extra = 0.0
     for step in range(40):
         alpha = rng.uniform(0.5, 5.0, (batch, m))
         beta = rng.uniform(0.5, 5.0, (batch, m))
         C = rng.uniform(0.0, 0.2, (batch, m))
         greedy = np.argmax(alpha / (alpha + beta), axis=1)
         before = state.ledger.decisions
-        chosen, explored = state.choose(BetaPrediction(alpha, beta), C, greedy, 0.1, np.ones(m, bool), True)
+        got = state.choose(BetaPrediction(alpha, beta), C, greedy, 0.1, np.ones(m, bool), True,
+                           [f"p{step}-{i}" for i in range(batch)])
+        chosen, explored = got.columns, got.explored
         rows = np.arange(batch)
         for i in rows:  # replay the decisions one by one: the bounds hold after each of them
             explored_total += explored[i]
+            thompson += explored[i] and not got.warmup[i]
             extra += C[i, chosen[i]] - C[i, greedy[i]]
             k = before + i + 1
-            assert explored_total <= max_share * k + 1e-9
+            assert thompson <= max_share * k + 1e-9
             if budget is not None:
                 assert extra <= budget * k / 1000.0 + 1e-9
         assert np.all(chosen[~explored] == greedy[~explored])
     assert state.ledger.explored == explored_total
     assert state.ledger.extra_cost == pytest.approx(extra)
+    assert state.ledger.warmup <= (0 if warmup is None else warmup * m)   # no outcomes came back: each model's
+    assert state.ledger.explored - state.ledger.warmup_explored == thompson   # warm-up draws stop at warmup
 
 
 def test_share_cap_holds_on_a_router_stream():
@@ -197,7 +208,7 @@ def test_stream_bench_small_run(llmrouter, tmp_path):
     )
 
     res = run_stream_bench(StreamBenchConfig(max_prompts=300, encoder="lexical", baseline_encoder="hashed", last=100,
-                                             full_info=False, explore={"first_refit": 64}))
+                                             full_info=False, explore={"first_refit": 64, "warmup": 20}))
     names = [r["method"] for r in res["rows"]]
     assert names[0] == "explore router" and any(n.startswith("LinUCB") for n in names)
     assert any(n.startswith("epsilon-greedy") for n in names)
@@ -205,7 +216,8 @@ def test_stream_bench_small_run(llmrouter, tmp_path):
     assert all(r["quality"] <= best["quality"] + 0.3 for r in res["rows"])  # scores of real picks, in [0, 1]
     info = res["info"]["explore router"]
     assert info["decisions"] == res["n_stream"] == 240 and info["observed"] == 240 and info["refits"] == 2
-    assert 0 < info["explored_share"] <= 0.25
+    assert 0 < info["explored"] - info["warmup_explored"] <= 0.25 * 240   # the share cap: decisions after warm-up
+    assert 0 < info["warmup"] <= 20 * len(res["models"])
     assert 0 <= res["frozen"]["router"] <= 1 and res["frozen"]["n"] == 60
     assert plot_regret(res, tmp_path / "regret.png").stat().st_size > 0
 
@@ -224,7 +236,8 @@ def test_stream_cli_writes_table_json_and_png(llmrouter, tmp_path):
     assert "explore router" in res.output and "LinUCB" in res.output and "frozen" in res.output
     result = json.loads((out / "results-stream-seed0.json").read_text())
     assert result["info"]["explore router"]["settings"]["max_share"] == 0.2
-    assert result["info"]["explore router"]["explored_share"] <= 0.2
+    info = result["info"]["explore router"]
+    assert info["explored"] - info["warmup_explored"] <= 0.2 * info["decisions"]
     assert result["info"]["explore router"]["extra_cost_per_1k"] <= 0.05 + 1e-12
     assert (out / "regret-seed0.png").stat().st_size > 10_000
 
@@ -233,15 +246,16 @@ def test_annealed_cap_shrinks_the_explored_share():
     """anneal_after: explored decisions stay within max_share * sqrt(anneal_after * decisions) at every prefix."""
     rng = np.random.default_rng(7)
     m, batch = 3, 8
-    flat = ExploreState(ExploreSettings(seed=1, max_share=0.5, anneal_after=None), list("abc"))
-    annealed = ExploreState(ExploreSettings(seed=1, max_share=0.5, anneal_after=40), list("abc"))
+    flat = ExploreState(ExploreSettings(seed=1, max_share=0.5, anneal_after=None, warmup=None), list("abc"))
+    annealed = ExploreState(ExploreSettings(seed=1, max_share=0.5, anneal_after=40, warmup=None), list("abc"))
     counts = {id(flat): [], id(annealed): []}
     for _ in range(150):
         alpha, beta = rng.uniform(1.0, 3.0, (batch, m)), rng.uniform(1.0, 3.0, (batch, m))  # wide: always tempted
         C = np.zeros((batch, m))
         greedy = np.argmax(alpha / (alpha + beta), axis=1)
         for state in (flat, annealed):
-            _, explored = state.choose(BetaPrediction(alpha, beta), C, greedy, 0.0, np.ones(m, bool), True)
+            explored = state.choose(BetaPrediction(alpha, beta), C, greedy, 0.0, np.ones(m, bool), True,
+                                    _names(len(C))).explored
             counts[id(state)].append(int(explored.sum()))
     n = 150 * batch
     cum = np.cumsum(counts[id(annealed)])
@@ -290,7 +304,8 @@ def test_careful_greedy_is_the_confident_rule():
 
 
 def _counted_state(contenders_z, counts):
-    state = ExploreState(ExploreSettings(seed=0, max_share=1.0, contenders_z=contenders_z), ["strong", "near", "weak"])
+    state = ExploreState(ExploreSettings(seed=0, max_share=1.0, contenders_z=contenders_z, warmup=None),
+                         ["strong", "near", "weak"])
     state.counts[:] = counts
     return state
 
@@ -304,7 +319,7 @@ def test_contenders_leave_a_model_clearly_worse_on_average_unexplored():
     counts = [[240.0, 160.0], [11.0, 9.0], [80.0, 320.0]]   # means 0.6 (400 outcomes), 0.55 (20), 0.2 (400)
 
     def picks(z):
-        chosen, _ = _counted_state(z, counts).choose(belief, C, greedy, 0.0, np.ones(3, bool), True)
+        chosen = _counted_state(z, counts).choose(belief, C, greedy, 0.0, np.ones(3, bool), True, _names(n)).columns
         return np.bincount(chosen, minlength=3)
 
     with_test, without = picks(2.0), picks(None)

@@ -17,6 +17,17 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   with that model's own outcomes, and prompts are compared through a view
   that needs no fit (hashed character n-grams), so a router with exploration
   on routes before it has any history.
+* **Warm-up.** With ``warmup`` set (default 100), the first decisions are
+  blind to the prompt: each goes to the model still in the running with the
+  fewest warm-up decisions, until every such model has ``warmup`` outcomes
+  from them. A model drops out once its mean utility over those outcomes,
+  plus ``contenders_z`` standard errors, is below the best model's minus as
+  many (successive elimination; never before 30 outcomes, unless its price
+  alone rules it out), and Thompson then explores only the models left. Why:
+  Thompson explores where the greedy model's draw is low, on hard prompts, so
+  the outcomes it gathers understate every explored model and the greedy
+  router can lock in on a worse one; outcomes of decisions that did not look
+  at the prompt are unbiased (RESULTS.md, "Live routing, fourth round").
 * **Thompson sampling.** One success rate is drawn per (prompt, model) from
   that belief plus the prior's pseudo-counts (a fitted belief centred on a
   base rate from four failures must not rule a model out for good); the model with the best sampled utility ``theta - lam * cost``
@@ -28,7 +39,7 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   ``exclude_z = 1`` also keeps the draws among contenders: with 2, Thompson
   left the greedy choice on 47% of a stream's decisions and lost 2.3 points
   more over its last 3,000 (docs/route.md).
-* **Contenders.** With ``contenders_z`` set (default 2), a model is explored only
+* **Contenders.** Without a warm-up and with ``contenders_z`` set (default 2), a model is explored only
   while its mean utility over all its outcomes, plus ``contenders_z`` standard
   errors, reaches the best model's minus as many. Thompson leaves the greedy
   choice where the greedy model's draw is low, on hard prompts, so explored
@@ -36,8 +47,9 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   average add to that bias and teach the router little (RESULTS.md, "Live
   routing, third round").
 * **Bounded.** A decision is *explored* when it differs from the greedy one.
-  At every prefix of the stream, explored decisions are at most ``max_share``
-  of all decisions (after ``anneal_after`` decisions, at most ``max_share *
+  The warm-up makes at most ``warmup`` decisions per model (within the budget below). At every prefix
+  of the stream, the other
+  explored decisions are at most ``max_share`` of all decisions (after ``anneal_after`` decisions, at most ``max_share *
   sqrt(anneal_after * decisions)``: the beliefs' spread is a prompt's success
   rate's, which does not shrink with evidence, so Thompson's appetite for
   exploring would not fall by itself), and with ``budget_per_1k`` set, the extra spend over the
@@ -76,8 +88,8 @@ class ExploreSettings(BaseModel):
 
     seed: int | None = Field(default=0, description="Seed of the Thompson draws; null: fresh entropy.")
     max_share: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False,
-                             description="Most explored decisions (differing from the greedy choice), as a "
-                                         "share of all decisions so far.")
+                             description="Most explored decisions (differing from the greedy choice) outside the "
+                                         "warm-up, as a share of all decisions so far.")
     anneal_after: int | None = Field(
         default=1000, ge=1,
         description="After this many decisions the cap shrinks: explored decisions at most max_share * "
@@ -101,6 +113,12 @@ class ExploreSettings(BaseModel):
         default=2.0, ge=0, allow_inf_nan=False,
         description="Explore only contenders: models whose mean utility over all their outcomes so far, plus "
                     "contenders_z standard errors, reaches the best model's minus as many; null: every model.")
+    warmup: int | None = Field(
+        default=100, ge=1,
+        description="Elimination warm-up: before Thompson sampling, route uniformly at random among the models "
+                    "still in the running until each has this many such outcomes; a model drops out once its "
+                    "mean utility on them, plus contenders_z standard errors, is below the best model's minus as "
+                    "many. Thompson then explores only the models left. Null: no warm-up.")
     careful: bool = Field(
         default=False,
         description="Greedy choice by the 'confident' rule on every prompt when the router's rule is 'utility': "
@@ -150,6 +168,8 @@ class ExploreLedger:
     extra_cost: float = 0.0           # net: sum of cost(chosen) - cost(greedy)
     greedy_cost: float = 0.0          # sum of cost(greedy) over all decisions
     capped: int = 0                   # explorations refused by the share cap or the budget
+    warmup: int = 0                   # decisions made by the elimination warm-up (blind to the prompt)
+    warmup_explored: int = 0          # of which differed from the greedy choice (outside the share cap)
     excluded: int = 0                 # (prompt, model) pairs left out as hopeless at the decision's lam
     observed: int = 0
     refits: int = 0
@@ -161,9 +181,20 @@ class ExploreLedger:
         return {"decisions": self.decisions, "explored": self.explored,
                 "explored_share": self.explored / n, "extra_cost": self.extra_cost,
                 "extra_cost_per_1k": 1000.0 * self.extra_cost / n, "greedy_cost": self.greedy_cost,
-                "capped": self.capped, "excluded": self.excluded, "observed": self.observed,
+                "capped": self.capped, "warmup": self.warmup,
+                "warmup_explored": self.warmup_explored, "excluded": self.excluded, "observed": self.observed,
                 "refits": self.refits, "refit_s": round(self.refit_s, 3),
                 "observe_ms_mean": 1000.0 * self.observe_s / max(self.observed, 1)}
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Per prompt of a batch: the chosen model's column, whether it left the greedy choice, whether the
+    warm-up made it (a warm-up decision is bounded by ``warmup``, not by the share cap)."""
+
+    columns: np.ndarray
+    explored: np.ndarray
+    warmup: np.ndarray
 
 
 class ObserveReport(BaseModel):
@@ -214,6 +245,53 @@ class _Buffer:
         self.n += k
 
 
+MIN_TO_RULE_OUT = 30   # warm-up outcomes a model needs before the elimination may drop it
+
+
+class Warmup:
+    """The elimination warm-up's tally: outcomes of decisions drawn independently of the prompt.
+
+    Thompson explores a model where the greedy model's draw is low, on hard
+    prompts, so every explored model's own outcomes understate it. Decisions
+    made without looking at the prompt give each model an unbiased mean, so
+    models can be ruled out (successive elimination) on evidence that
+    selection has not bent.
+    """
+
+    def __init__(self, m: int) -> None:
+        self.sums = np.zeros((m, 2))              # per model: successes, outcomes (warm-up decisions only)
+        self.pending: dict[tuple[str, int], int] = {}   # (prompt, column) -> warm-up decisions awaiting outcome
+        self.n_pending = np.zeros(m)
+        self.cost_sum = np.zeros(m)
+        self.cost_n = 0
+
+    def running(self, z: float, lam: float, keep: np.ndarray) -> np.ndarray:
+        """Models not ruled out: mean utility + ``z`` s.e. reaches the best model's mean utility - ``z`` s.e."""
+        a, n = 1.0 + self.sums[:, 0], 2.0 + self.sums[:, 1]
+        mu = a / n
+        se = np.sqrt(mu * (1.0 - mu) / (n + 1.0))
+        price = lam * self.cost_sum / max(self.cost_n, 1)
+        u = mu - price
+        best_lo = float(np.max(np.where(keep, u - z * se, -np.inf)))
+        # Too few outcomes to rule a model out on its mean: the normal bounds are loose at a handful, and the
+        # test is repeated at every decision (with 8 outcomes the best of nine models was ruled out on a real
+        # stream). Its price alone may: a model that could not catch up even if it always succeeded.
+        young = (self.sums[:, 1] < MIN_TO_RULE_OUT) & (1.0 - price >= best_lo)
+        return np.asarray(keep, bool) & ((u + z * se >= best_lo) | young)
+
+    def observed(self, prompt: str, j: int, y: float) -> None:
+        key = (prompt, int(j))
+        left = self.pending.get(key)
+        if left is None:
+            return
+        if left <= 1:
+            del self.pending[key]
+        else:
+            self.pending[key] = left - 1
+        self.n_pending[j] -= 1
+        self.sums[j] += (y, 1.0)
+
+
 def _unit(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, np.float32)
     norm = np.linalg.norm(X, axis=1, keepdims=True)
@@ -241,6 +319,7 @@ class ExploreState:
         self.partial: Any = None        # a Router over the models with history, when some have none
         self.partial_cols: np.ndarray | None = None
         self.counts = np.zeros((len(names), 2))   # per model, successes and failures observed (prior phase)
+        self.warm = Warmup(len(names))
         self.buffer = _Buffer()
         self.recent: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
         self._view: HashedView | None = None
@@ -313,8 +392,9 @@ class ExploreState:
     # --------------------------------------------------------------- decisions
 
     def choose(self, belief, C: np.ndarray, greedy: np.ndarray, lam: float | None, keep: np.ndarray,
-               explore: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Per prompt, the chosen column and whether it was explored (Thompson within the bounds)."""
+               explore: bool, prompts: Sequence[str]) -> Choices:
+        """Per prompt, the chosen column and whether it was explored (the warm-up, then Thompson within the
+        bounds). ``prompts`` name the decisions, so that their outcomes can be matched to the warm-up's."""
         s = self.settings
         # Draws and bounds read the belief plus the prior's pseudo-counts: a fitted belief is centred on each
         # model's base rate, and a base rate from a handful of outcomes (0 of 4) must not rule a model out.
@@ -324,11 +404,12 @@ class ExploreState:
         n, m = P.shape
         chosen = greedy.copy()
         explored = np.zeros(n, dtype=bool)
+        warmed = np.zeros(n, dtype=bool)
         ledger = self.ledger
         if not explore:
             ledger.decisions += n
             ledger.greedy_cost += float(C[np.arange(n), greedy].sum())
-            return chosen, explored
+            return Choices(chosen, explored, warmed)
         theta = self.rng.beta(a, b)
         lam_ = 0.0 if lam is None else float(lam)
         U = theta - lam_ * C
@@ -340,15 +421,48 @@ class ExploreState:
             hopeless = allowed & (hi < best_lo)
             ledger.excluded += int(hopeless.sum())
             allowed &= ~hopeless
-        if s.contenders_z is not None:
+        warm = None
+        if s.warmup is not None:
+            w = self.warm
+            w.cost_sum += C.sum(axis=0)
+            w.cost_n += n
+            running = w.running(float(s.contenders_z or 0.0), lam_, keep)
+            allowed &= running[None, :]
+            # Blind to the prompt, so not the per-prompt hopeless test: the elimination is the warm-up's lam test.
+            warm = np.broadcast_to(running & (w.sums[:, 1] + w.n_pending < s.warmup), (n, m)).copy()
+        elif s.contenders_z is not None:
             allowed &= self.contenders(C, lam_, keep)[None, :]
         allowed[np.arange(n), greedy] = True
         ts = np.argmax(np.where(allowed, U, -np.inf), axis=1)
         for i in range(n):
             g, t = int(greedy[i]), int(ts[i])
+            if warm is not None and warm[i].any():
+                # Warm-up: the running model with the fewest warm-up decisions (ties at random), whatever the prompt.
+                w = self.warm
+                load = np.where(warm[i], w.sums[:, 1] + w.n_pending, np.inf)
+                least = np.flatnonzero(load == load.min())
+                t = int(least[self.rng.integers(len(least))])
+                delta = float(C[i, t] - C[i, g])
+                if s.budget_per_1k is None or \
+                        ledger.extra_cost + delta <= s.budget_per_1k * (ledger.decisions + 1) / 1000.0 + 1e-12:
+                    key = (prompts[i], t)
+                    w.pending[key] = w.pending.get(key, 0) + 1
+                    w.n_pending[t] += 1
+                    warm &= (w.sums[:, 1] + w.n_pending < s.warmup)[None, :]
+                    chosen[i], warmed[i] = t, True
+                    ledger.warmup += 1
+                    if t != g:
+                        explored[i] = True
+                        ledger.explored += 1
+                        ledger.warmup_explored += 1
+                        ledger.extra_cost += delta
+                    ledger.decisions += 1
+                    ledger.greedy_cost += float(C[i, g])
+                    continue
+                t = int(ts[i])
             if t != g:
                 delta = float(C[i, t] - C[i, g])
-                ok = ledger.explored + 1 <= s.share_cap(ledger.decisions + 1) + 1e-9
+                ok = ledger.explored - ledger.warmup_explored + 1 <= s.share_cap(ledger.decisions + 1) + 1e-9
                 if ok and s.budget_per_1k is not None:
                     ok = ledger.extra_cost + delta <= s.budget_per_1k * (ledger.decisions + 1) / 1000.0 + 1e-12
                 if ok:
@@ -359,7 +473,7 @@ class ExploreState:
                     ledger.capped += 1
             ledger.decisions += 1
             ledger.greedy_cost += float(C[i, g])
-        return chosen, explored
+        return Choices(chosen, explored, warmed)
 
     def contenders(self, C: np.ndarray, lam: float, keep: np.ndarray) -> np.ndarray:
         """Models whose mean utility over all their outcomes is within ``contenders_z`` s.e. of the best's."""
@@ -414,6 +528,7 @@ def on_fit(router, histories) -> bool:
         st.observed = {n: [] for n in st.names}
         st.n_observed = st.fitted_at = 0
         st.counts[:] = 0.0
+        st.warm = Warmup(len(st.names))
         for j, n in enumerate(st.names):
             for r in st.base[n]:
                 st.counts[j] += (r.successes, r.attempts - r.successes)
@@ -473,7 +588,8 @@ def route(router, prompts, *, explore: bool, rule, lam, threshold, exclude, n_to
             r = "utility" if rule == "confident" else rule
             order = cols[_rules.rank(r, P[:, cols], C[:, cols], param)]
         lam_for = param if rule in ("utility", "confident") else None
-        chosen, explored = st.choose(belief, C, order[:, 0], lam_for, keep, explore)
+        picked = st.choose(belief, C, order[:, 0], lam_for, keep, explore, prompts)
+        chosen, explored = picked.columns, picked.explored
     out = []
     for i in range(len(prompts)):
         rest = [names[j] for j in order[i] if j != chosen[i]]
@@ -519,6 +635,7 @@ def observe(router, prompts, models, outcomes, *, refit: bool | None = None) -> 
         for p, m, v, jj in zip(prompts, models, y, j):
             st.observed[m].append(Outcome(prompt=p, successes=float(v), attempts=1.0, policy=m))
             st.counts[jj] += (v, 1.0 - v)
+            st.warm.observed(p, int(jj), float(v))
         st.n_observed += len(prompts)
         st.ledger.observed += len(prompts)
         st.ledger.observe_s += time.perf_counter() - t0
@@ -563,7 +680,7 @@ def carry_over(old, new) -> None:
         return
     sn = state(new)
     with so.lock:
-        sn.ledger, sn.rng = so.ledger, so.rng
+        sn.ledger, sn.rng, sn.warm = so.ledger, so.rng, so.warm
         held = {(r.prompt, n) for n in sn.names for r in sn.base.get(n, [])}
         late = [(r.prompt, n, r.successes / r.attempts) for n in so.names if n in sn.names
                 for r in so.observed[n] if (r.prompt, n) not in held]
@@ -575,4 +692,4 @@ def carry_over(old, new) -> None:
         sn.ledger.observed -= len(late)
 
 
-__all__ = ["ExploreLedger", "ExploreSettings", "ExploreState", "HashedView", "ObserveReport", "resolve_settings"]
+__all__ = ["Choices", "ExploreLedger", "ExploreSettings", "ExploreState", "HashedView", "ObserveReport", "resolve_settings"]
