@@ -23,7 +23,9 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   from them. A model drops out once its mean utility over those outcomes,
   plus ``contenders_z`` standard errors, is below the best model's minus as
   many (successive elimination; never before 30 outcomes, unless its price
-  alone rules it out), and Thompson then explores only the models left. Why:
+  alone rules it out), and Thompson then explores only the models left.
+  Outcomes in the histories given to :meth:`Router.fit` count toward it (they
+  were not chosen by this router's draws). Why:
   Thompson explores where the greedy model's draw is low, on hard prompts, so
   the outcomes it gathers understate every explored model and the greedy
   router can lock in on a worse one; outcomes of decisions that did not look
@@ -532,6 +534,8 @@ def on_fit(router, histories) -> bool:
         for j, n in enumerate(st.names):
             for r in st.base[n]:
                 st.counts[j] += (r.successes, r.attempts - r.successes)
+                # The user's own histories were not chosen by this router's draws: they count toward the warm-up.
+                st.warm.sums[j] += (r.successes / r.attempts, 1.0)
     missing = [n for n in st.names if not (histories.get(n) if hasattr(histories, "get") else None)]
     st.partial, st.partial_cols = None, None
     _new_phase(st)
