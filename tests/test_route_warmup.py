@@ -106,3 +106,20 @@ def test_warmup_never_tries_a_model_its_price_rules_out():
     chosen = _stream(router, lambda m, p: float(rng.random() < 0.9), 120, 1, batch=4)
     assert "gold" not in chosen                       # 1 - 0.05 * 50 < 0: hopeless at this lam, whatever it scores
     assert router.explore_state_.warm.sums[2, 1] == 0 and router.explore_state_.warm.sums[:2, 1].sum() == 80
+
+
+def test_a_users_histories_count_toward_the_warmup():
+    rng = np.random.default_rng(6)
+
+    def hist(n):
+        return {m: [{"prompt": p, "success_rate": float(rng.random() < 0.6)} for p in _prompts(rng, n)]
+                for m in ("a", "b", "c")}
+
+    full = Router(_specs(), encoder="lexical", lam=0.0, explore=ExploreSettings(warmup=50, seed=0)).fit(hist(60))
+    ps = _prompts(rng, 40)
+    full.route(ps)
+    assert full.explore_stats()["warmup"] == 0          # 60 outcomes each already: nothing to warm up
+    thin = Router(_specs(), encoder="lexical", lam=0.0, explore=ExploreSettings(warmup=50, seed=0)).fit(hist(45))
+    thin.route(ps)
+    assert thin.explore_stats()["warmup"] == 15          # 5 more decisions per model
+    assert thin.explore_state_.warm.n_pending.tolist() == [5.0, 5.0, 5.0]

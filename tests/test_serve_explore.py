@@ -101,7 +101,7 @@ def test_exploring_server_routes_from_priors_and_learns_from_feedback(tmp_path, 
         ex = stats["explore"]
         assert ex["observed"] == 60 and ex["decisions"] == 42
         assert 0 < ex["explored"] <= ex["decisions"] and ex["extra_cost"] != 0
-        assert set(ex) >= {"explored_share", "extra_cost_per_1k", "greedy_cost"}
+        assert set(ex) >= {"explored_share", "extra_cost_per_1k", "greedy_cost", "warmup", "warmup_explored"}
 
 
 def test_refit_keeps_the_exploration_ledger(tmp_path, urls):

@@ -23,7 +23,9 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   from them. A model drops out once its mean utility over those outcomes,
   plus ``contenders_z`` standard errors, is below the best model's minus as
   many (successive elimination; never before 30 outcomes, unless its price
-  alone rules it out), and Thompson then explores only the models left. Why:
+  alone rules it out), and Thompson then explores only the models left.
+  Outcomes in the histories given to :meth:`Router.fit` count toward it (they
+  were not chosen by this router's draws). Why:
   Thompson explores where the greedy model's draw is low, on hard prompts, so
   the outcomes it gathers understate every explored model and the greedy
   router can lock in on a worse one; outcomes of decisions that did not look
@@ -279,6 +281,22 @@ class Warmup:
         young = (self.sums[:, 1] < MIN_TO_RULE_OUT) & (1.0 - price >= best_lo)
         return np.asarray(keep, bool) & ((u + z * se >= best_lo) | young)
 
+    def load(self) -> np.ndarray:
+        """Per model, warm-up decisions so far: outcomes back plus those awaited."""
+        return self.sums[:, 1] + self.n_pending
+
+    def pick(self, open_: np.ndarray, rng: np.random.Generator) -> int:
+        """The open model with the fewest warm-up decisions (ties at random): a choice blind to the prompt."""
+        load = np.where(open_, self.load(), np.inf)
+        least = np.flatnonzero(load == load.min())
+        return int(least[rng.integers(len(least))])
+
+    def sent(self, prompt: str, j: int) -> None:
+        """A warm-up decision sent ``prompt`` to column ``j``: its outcome is awaited."""
+        key = (prompt, int(j))
+        self.pending[key] = self.pending.get(key, 0) + 1
+        self.n_pending[j] += 1
+
     def observed(self, prompt: str, j: int, y: float) -> None:
         key = (prompt, int(j))
         left = self.pending.get(key)
@@ -421,7 +439,7 @@ class ExploreState:
             hopeless = allowed & (hi < best_lo)
             ledger.excluded += int(hopeless.sum())
             allowed &= ~hopeless
-        warm = None
+        open_ = np.zeros(m, dtype=bool)   # models the warm-up still owes decisions to
         if s.warmup is not None:
             w = self.warm
             w.cost_sum += C.sum(axis=0)
@@ -429,51 +447,44 @@ class ExploreState:
             running = w.running(float(s.contenders_z or 0.0), lam_, keep)
             allowed &= running[None, :]
             # Blind to the prompt, so not the per-prompt hopeless test: the elimination is the warm-up's lam test.
-            warm = np.broadcast_to(running & (w.sums[:, 1] + w.n_pending < s.warmup), (n, m)).copy()
+            open_ = running & (w.load() < s.warmup)
         elif s.contenders_z is not None:
             allowed &= self.contenders(C, lam_, keep)[None, :]
         allowed[np.arange(n), greedy] = True
         ts = np.argmax(np.where(allowed, U, -np.inf), axis=1)
         for i in range(n):
             g, t = int(greedy[i]), int(ts[i])
-            if warm is not None and warm[i].any():
-                # Warm-up: the running model with the fewest warm-up decisions (ties at random), whatever the prompt.
-                w = self.warm
-                load = np.where(warm[i], w.sums[:, 1] + w.n_pending, np.inf)
-                least = np.flatnonzero(load == load.min())
-                t = int(least[self.rng.integers(len(least))])
-                delta = float(C[i, t] - C[i, g])
-                if s.budget_per_1k is None or \
-                        ledger.extra_cost + delta <= s.budget_per_1k * (ledger.decisions + 1) / 1000.0 + 1e-12:
-                    key = (prompts[i], t)
-                    w.pending[key] = w.pending.get(key, 0) + 1
-                    w.n_pending[t] += 1
-                    warm &= (w.sums[:, 1] + w.n_pending < s.warmup)[None, :]
-                    chosen[i], warmed[i] = t, True
+            if open_.any():
+                t_warm = self.warm.pick(open_, self.rng)
+                if self._within_budget(float(C[i, t_warm] - C[i, g])):
+                    self.warm.sent(prompts[i], t_warm)
+                    open_ &= self.warm.load() < s.warmup
+                    warmed[i] = True
                     ledger.warmup += 1
-                    if t != g:
-                        explored[i] = True
-                        ledger.explored += 1
-                        ledger.warmup_explored += 1
-                        ledger.extra_cost += delta
-                    ledger.decisions += 1
-                    ledger.greedy_cost += float(C[i, g])
+                    ledger.warmup_explored += t_warm != g
+                    self._decide(i, g, t_warm, C, chosen, explored)
                     continue
-                t = int(ts[i])
-            if t != g:
-                delta = float(C[i, t] - C[i, g])
-                ok = ledger.explored - ledger.warmup_explored + 1 <= s.share_cap(ledger.decisions + 1) + 1e-9
-                if ok and s.budget_per_1k is not None:
-                    ok = ledger.extra_cost + delta <= s.budget_per_1k * (ledger.decisions + 1) / 1000.0 + 1e-12
-                if ok:
-                    chosen[i], explored[i] = t, True
-                    ledger.explored += 1
-                    ledger.extra_cost += delta
-                else:
-                    ledger.capped += 1
-            ledger.decisions += 1
-            ledger.greedy_cost += float(C[i, g])
+            ok = t == g or (ledger.explored - ledger.warmup_explored + 1 <= s.share_cap(ledger.decisions + 1) + 1e-9
+                            and self._within_budget(float(C[i, t] - C[i, g])))
+            ledger.capped += not ok
+            self._decide(i, g, t if ok else g, C, chosen, explored)
         return Choices(chosen, explored, warmed)
+
+    def _within_budget(self, delta: float) -> bool:
+        """Whether ``delta`` more spend over the greedy choice keeps to ``budget_per_1k`` at the next decision."""
+        s, ledger = self.settings, self.ledger
+        return s.budget_per_1k is None or \
+            ledger.extra_cost + delta <= s.budget_per_1k * (ledger.decisions + 1) / 1000.0 + 1e-12
+
+    def _decide(self, i: int, g: int, t: int, C: np.ndarray, chosen: np.ndarray, explored: np.ndarray) -> None:
+        """Record decision ``i``: column ``t`` where the greedy choice was ``g``."""
+        ledger = self.ledger
+        if t != g:
+            chosen[i], explored[i] = t, True
+            ledger.explored += 1
+            ledger.extra_cost += float(C[i, t] - C[i, g])
+        ledger.decisions += 1
+        ledger.greedy_cost += float(C[i, g])
 
     def contenders(self, C: np.ndarray, lam: float, keep: np.ndarray) -> np.ndarray:
         """Models whose mean utility over all their outcomes is within ``contenders_z`` s.e. of the best's."""
@@ -532,6 +543,8 @@ def on_fit(router, histories) -> bool:
         for j, n in enumerate(st.names):
             for r in st.base[n]:
                 st.counts[j] += (r.successes, r.attempts - r.successes)
+                # The user's own histories were not chosen by this router's draws: they count toward the warm-up.
+                st.warm.sums[j] += (r.successes / r.attempts, 1.0)
     missing = [n for n in st.names if not (histories.get(n) if hasattr(histories, "get") else None)]
     st.partial, st.partial_cols = None, None
     _new_phase(st)
