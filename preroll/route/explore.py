@@ -117,10 +117,11 @@ class ExploreSettings(BaseModel):
                     "contenders_z standard errors, reaches the best model's minus as many; null: every model.")
     warmup: int | None = Field(
         default=100, ge=1,
-        description="Elimination warm-up: before Thompson sampling, route uniformly at random among the models "
-                    "still in the running until each has this many such outcomes; a model drops out once its "
-                    "mean utility on them, plus contenders_z standard errors, is below the best model's minus as "
-                    "many. Thompson then explores only the models left. Null: no warm-up.")
+        description="Elimination warm-up: before Thompson sampling, send each decision, blind to the prompt, to "
+                    "the model still in the running with the fewest warm-up decisions, until each has this many "
+                    "outcomes from them or from its fit history; a model drops out once its mean utility on "
+                    "them, plus contenders_z standard errors, is below the best model's minus as many. Thompson "
+                    "then explores only the models left. Null: no warm-up.")
     careful: bool = Field(
         default=False,
         description="Greedy choice by the 'confident' rule on every prompt when the router's rule is 'utility': "
@@ -298,6 +299,7 @@ class Warmup:
         self.n_pending[j] += 1
 
     def observed(self, prompt: str, j: int, y: float) -> None:
+        """An outcome came back: it counts if a warm-up decision sent ``prompt`` to column ``j`` (once each)."""
         key = (prompt, int(j))
         left = self.pending.get(key)
         if left is None:
