@@ -123,3 +123,24 @@ def test_a_users_histories_count_toward_the_warmup():
     thin.route(ps)
     assert thin.explore_stats()["warmup"] == 15          # 5 more decisions per model
     assert thin.explore_state_.warm.n_pending.tolist() == [5.0, 5.0, 5.0]
+
+
+def test_the_elimination_is_the_documented_bound():
+    """Beta(1, 1) means over the warm-up outcomes, s.e. sqrt(mu (1 - mu) / (n + 3)), utility = mean - lam * price."""
+    from preroll.route.explore import Warmup
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        m = 4
+        n = rng.integers(MIN_TO_RULE_OUT, 300, m).astype(float)
+        s = np.floor(rng.uniform(0, 1, m) * (n + 1))
+        cost = rng.uniform(0, 0.01, m)
+        lam, z = float(rng.choice([0.0, 5.0])), float(rng.choice([1.0, 2.0]))
+        w = Warmup(m)
+        w.sums[:] = np.stack([s, n], axis=1)
+        w.cost_sum, w.cost_n = cost * 10, 10
+        mu = (1 + s) / (2 + n)
+        se = np.sqrt(mu * (1 - mu) / (n + 3))
+        u = mu - lam * cost
+        expected = u + z * se >= np.max(u - z * se)
+        assert w.running(z, lam, np.ones(m, bool)).tolist() == expected.tolist()

@@ -251,6 +251,19 @@ class _Buffer:
 MIN_TO_RULE_OUT = 30   # warm-up outcomes a model needs before the elimination may drop it
 
 
+def _reaching_the_best(a: np.ndarray, b: np.ndarray, price: np.ndarray, z: float,
+                       keep: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per model, from Beta(a, b) counts of its outcomes: whether its mean utility plus ``z`` standard errors
+    reaches the best kept model's mean utility minus as many; and that best lower bound.
+
+    The one bound of both eliminations (the warm-up's and, without one, the contender test's)."""
+    mu = a / (a + b)
+    se = np.sqrt(mu * (1.0 - mu) / (a + b + 1.0))
+    u = mu - price
+    best_lo = float(np.max(np.where(keep, u - z * se, -np.inf)))
+    return np.asarray(keep, bool) & (u + z * se >= best_lo), best_lo
+
+
 class Warmup:
     """The elimination warm-up's tally: outcomes of decisions drawn independently of the prompt.
 
@@ -270,17 +283,14 @@ class Warmup:
 
     def running(self, z: float, lam: float, keep: np.ndarray) -> np.ndarray:
         """Models not ruled out: mean utility + ``z`` s.e. reaches the best model's mean utility - ``z`` s.e."""
-        a, n = 1.0 + self.sums[:, 0], 2.0 + self.sums[:, 1]
-        mu = a / n
-        se = np.sqrt(mu * (1.0 - mu) / (n + 1.0))
         price = lam * self.cost_sum / max(self.cost_n, 1)
-        u = mu - price
-        best_lo = float(np.max(np.where(keep, u - z * se, -np.inf)))
+        successes, outcomes = self.sums[:, 0], self.sums[:, 1]
+        reach, best_lo = _reaching_the_best(1.0 + successes, 1.0 + outcomes - successes, price, z, keep)
         # Too few outcomes to rule a model out on its mean: the normal bounds are loose at a handful, and the
         # test is repeated at every decision (with 8 outcomes the best of nine models was ruled out on a real
         # stream). Its price alone may: a model that could not catch up even if it always succeeded.
         young = (self.sums[:, 1] < MIN_TO_RULE_OUT) & (1.0 - price >= best_lo)
-        return np.asarray(keep, bool) & ((u + z * se >= best_lo) | young)
+        return np.asarray(keep, bool) & (reach | young)
 
     def load(self) -> np.ndarray:
         """Per model, warm-up decisions so far: outcomes back plus those awaited."""
@@ -491,14 +501,8 @@ class ExploreState:
     def contenders(self, C: np.ndarray, lam: float, keep: np.ndarray) -> np.ndarray:
         """Models whose mean utility over all their outcomes is within ``contenders_z`` s.e. of the best's."""
         s = self.settings
-        a = s.prior_alpha + self.counts[:, 0]
-        b = s.prior_beta + self.counts[:, 1]
-        mu = a / (a + b)
-        se = np.sqrt(mu * (1.0 - mu) / (a + b + 1.0))
-        u = mu - lam * C.mean(axis=0)
-        z = float(s.contenders_z or 0.0)
-        best_lo = float(np.max(np.where(keep, u - z * se, -np.inf)))
-        return np.asarray(keep, bool) & (u + z * se >= best_lo)
+        return _reaching_the_best(s.prior_alpha + self.counts[:, 0], s.prior_beta + self.counts[:, 1],
+                                  lam * C.mean(axis=0), float(s.contenders_z or 0.0), keep)[0]
 
     # ----------------------------------------------------------------- observe
 
