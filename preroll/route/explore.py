@@ -113,8 +113,9 @@ class ExploreSettings(BaseModel):
                              description="Standard deviations of the lam-aware exclusion's bounds.")
     contenders_z: float | None = Field(
         default=2.0, ge=0, allow_inf_nan=False,
-        description="Explore only contenders: models whose mean utility over all their outcomes so far, plus "
-                    "contenders_z standard errors, reaches the best model's minus as many; null: every model.")
+        description="Standard errors of the warm-up's elimination; without a warm-up, explore only contenders: "
+                    "models whose mean utility over all their outcomes so far, plus contenders_z standard errors, "
+                    "reaches the best model's minus as many; null: every model (and a warm-up rules out on the means alone).")
     warmup: int | None = Field(
         default=100, ge=1,
         description="Elimination warm-up: before Thompson sampling, send each decision, blind to the prompt, to "
