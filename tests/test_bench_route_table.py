@@ -147,3 +147,19 @@ def test_stream_flags_reach_the_routers_settings(tmp_path, llmrouter, monkeypatc
 def test_stream_anneal_after_is_validated(tmp_path):
     result = CliRunner().invoke(app, ["bench", "route", *STREAM, "--anneal-after", "-1", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "Traceback" not in result.output and "--anneal-after" in result.output
+
+
+@pytest.mark.parametrize("explore", [[], ["--warmup", "0", "--max-share", "0"]])
+def test_stream_splits_the_last_requests_into_what_was_learnt_and_what_exploring_cost(tmp_path, llmrouter, explore):
+    table = user_table(tmp_path / "mine", llmrouter)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *STREAM, *explore, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results-stream-seed0.json").read_text())
+    row = next(r for r in saved["rows"] if r["method"] == "explore router")
+    assert saved["greedy_quality_last"] - saved["explore_cost_last"] == pytest.approx(row["quality_last"])
+    if explore:   # nothing explored: the greedy choices are the choices
+        assert saved["explored_last_share"] == 0.0 and saved["explore_cost_last"] == 0.0
+    else:   # exploring moved some requests off the greedy choice, and that changed what they scored
+        assert saved["explored_last_share"] > 0.0 and saved["explore_cost_last"] != 0.0
+    assert "its greedy choices" in " ".join(result.output.split())

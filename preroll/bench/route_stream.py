@@ -156,6 +156,7 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
     # -- the explore router -------------------------------------------------------------------------
     router = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam, explore=settings)
     pick = np.zeros(n, dtype=int)
+    greedy = np.zeros(n, dtype=int)      # what the router would have chosen without exploring
     explored = np.zeros(n, dtype=bool)
     route_s = observe_s = 0.0
     t_start = time.perf_counter()
@@ -166,6 +167,8 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
         route_s += time.perf_counter() - t0
         pick[rows] = [names.index(d.model) for d in ds]
         explored[rows] = [d.explored for d in ds]
+        # An explored decision's fallbacks are the greedy ranking without the chosen model: the first is greedy.
+        greedy[rows] = [names.index(d.fallback[0] if d.explored else d.model) for d in ds]
         t0 = time.perf_counter()
         report = router.observe(batch_prompts, [d.model for d in ds], Ys[rows, pick[rows]])
         if not report.refitted:
@@ -280,7 +283,11 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
             "best_single_last": names[best_tail], "best_single_last_quality": float(Ys[tail, best_tail].mean()),
             "rows": rows_out, "frozen": frozen, "info": info,
             "regret_curves": {"step": max(1, n // 400), "curves": curves},
-            "explored_last_share": float(explored[tail].mean())}
+            "explored_last_share": float(explored[tail].mean()),
+            # Where the explore router's points on the last requests go: its greedy choices' quality there
+            # (what it had learnt) and what exploring cost on top (greedy minus chosen, per request).
+            "greedy_quality_last": float(Ys[tail, greedy[tail]].mean()),
+            "explore_cost_last": float(Ys[tail, greedy[tail]].mean() - Ys[tail, pick[tail]].mean())}
 
 
 def plot_regret(result: dict[str, Any], path: str | Path) -> Path:

@@ -64,6 +64,11 @@ def print_stream(result: dict[str, Any], console) -> None:
                   f"{e['refits']} refits ({e['refit_s']:.0f} s); route {e['route_ms_per_prompt']:.2f} ms/prompt, "
                   f"observe {e['observe_ms_per_outcome_incremental']:.3f} ms/outcome incremental "
                   f"({e['observe_ms_per_outcome_with_refits']:.1f} with inline refits)")
+    if "greedy_quality_last" in result:
+        g = result["greedy_quality_last"] - result["best_single_last_quality"]
+        console.print(f"explore router on the last {last}: its greedy choices {result['greedy_quality_last']:.4f} "
+                      f"({100 * g:+.2f} points vs best single: what it learnt); exploring cost "
+                      f"{100 * result['explore_cost_last']:+.2f} points there")
     f = result["frozen"]
     line = (f"frozen, {f['n']} held-out prompts, greedy: router {f['router']:.4f} vs best single in hindsight "
             f"{f['best_single_in_hindsight']} {f['best_single_quality']:.4f} ({100 * f['vs_best_single']:+.2f} "
