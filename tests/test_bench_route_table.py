@@ -118,7 +118,8 @@ def test_stream_on_a_users_table_gives_the_baselines_the_chosen_encoder(tmp_path
                          [("--anneal-after", "40", "anneal_after", 40), ("--anneal-after", "0", "anneal_after", None),
                           ("--contenders-z", "1.5", "contenders_z", 1.5),
                           ("--contenders-z", "-1", "contenders_z", None), ("--head", "joint", "head", "joint"),
-                          ("--warmup", "150", "warmup", 150), ("--warmup", "0", "warmup", None)])
+                          ("--warmup", "150", "warmup", 150), ("--warmup", "0", "warmup", None),
+                          ("--max-gap", "512", "max_gap", 512), ("--max-gap", "0", "max_gap", None)])
 def test_stream_flags_reach_the_routers_settings(tmp_path, llmrouter, monkeypatch, flag, value, field, expected):
     import preroll.route as route
 

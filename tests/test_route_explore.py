@@ -279,6 +279,9 @@ def test_refit_schedule_doubling_with_a_gap_cap():
     assert points(ExploreSettings(first_refit=8)) == [8, 16, 32, 64]
     assert points(ExploreSettings(first_refit=8, max_gap=16)) == [8, 16, 32, 48, 64, 80, 96]
     assert points(ExploreSettings(first_refit=30, refit=25)) == [30, 55, 80]
+    # The defaults: doubling from 32, then at least every 1,024 outcomes; null: doubling without a cap.
+    assert points(ExploreSettings(), 5000)[-6:] == [256, 512, 1024, 2048, 3072, 4096]
+    assert points(ExploreSettings(max_gap=None), 5000)[-3:] == [1024, 2048, 4096]
     with pytest.raises(ValueError):
         ExploreSettings(max_gap=0)
     router = Router(_specs(), encoder="lexical", lam=0.0, explore=ExploreSettings(first_refit=8, max_gap=16))

@@ -92,6 +92,9 @@ def bench_route(
     warmup: Optional[int] = typer.Option(
         None, min=0, help="--stream: elimination warm-up: decisions blind to the prompt among the models still in "
                           "the running until each has this many outcomes; 0: none (default: ExploreSettings')."),
+    max_gap: Optional[int] = typer.Option(
+        None, min=0, help="--stream: at most this many outcomes between two refits of the explore router; 0: "
+                          "refits at doublings only (default: ExploreSettings')."),
     full_info: bool = typer.Option(True, "--full-info/--no-full-info", help="--stream: also replay the "
                                                                            "full-information router (slow: its refits)."),
     budget_per_1k: Optional[float] = typer.Option(None, min=0.0, help="--stream: at most this extra spend over the "
@@ -128,7 +131,7 @@ def bench_route(
                      output_tokens=output_tokens, lam=lam, holdout=holdout, batch=batch,
                      explore=_explore_settings(max_share=max_share, budget_per_1k=budget_per_1k,
                                                anneal_after=anneal_after, contenders_z=contenders_z,
-                                               warmup=warmup),
+                                               warmup=warmup, max_gap=max_gap),
                      full_info=full_info, head=head)
         return None
     from preroll.cli import bench_route_shift as shift
@@ -207,10 +210,11 @@ def bench_route(
 
 def _explore_settings(*, max_share: Optional[float], budget_per_1k: Optional[float],
                       anneal_after: Optional[int], contenders_z: Optional[float] = None,
-                      warmup: Optional[int] = None) -> dict:
+                      warmup: Optional[int] = None, max_gap: Optional[int] = None) -> dict:
     """The ``ExploreSettings`` fields the --stream flags set (the rest keep their defaults); ``--anneal-after 0``
-    is the settings' ``anneal_after=None`` (the flat cap), ``--warmup 0`` its ``warmup=None`` (no warm-up), a
-    negative ``--contenders-z`` its ``None`` (no test)."""
+    is the settings' ``anneal_after=None`` (the flat cap), ``--warmup 0`` its ``warmup=None`` (no warm-up),
+    ``--max-gap 0`` its ``max_gap=None`` (refits at doublings only), a negative ``--contenders-z`` its ``None``
+    (no test)."""
     explore: dict = {k: v for k, v in (("max_share", max_share), ("budget_per_1k", budget_per_1k)) if v is not None}
     if anneal_after is not None:
         explore["anneal_after"] = anneal_after or None
@@ -218,6 +222,8 @@ def _explore_settings(*, max_share: Optional[float], budget_per_1k: Optional[flo
         explore["contenders_z"] = contenders_z if contenders_z >= 0 else None
     if warmup is not None:
         explore["warmup"] = warmup or None
+    if max_gap is not None:
+        explore["max_gap"] = max_gap or None
     return explore
 
 

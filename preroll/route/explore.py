@@ -105,8 +105,11 @@ class ExploreSettings(BaseModel):
                                         "time the count doubles) or every N outcomes.")
     first_refit: int = Field(default=32, ge=1, description="Outcomes before the first full fit.")
     max_gap: int | None = Field(
-        default=None, ge=1, description="With refit='doubling': at most this many outcomes between two refits "
-                                        "(doubling until the gap reaches it, then every max_gap); null: no cap.")
+        default=1024, ge=1,
+        description="With refit='doubling': at most this many outcomes between two refits (doubling until the "
+                    "gap reaches it, then every max_gap); null: no cap. Why a cap: with doubling alone, traffic "
+                    "whose mix moves after 3,000 outcomes waits until 4,096 for a refit, and the heads keep "
+                    "routing the new topics by the old ones.")
     prior_alpha: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     prior_beta: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     exclude_z: float = Field(default=1.0, ge=0, allow_inf_nan=False,

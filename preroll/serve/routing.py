@@ -163,8 +163,8 @@ class RoutingService:
     def _refit_wanted(self) -> bool:
         """Enough new outcomes for a refit (under ``self._lock``).
 
-        With exploration on, the router's own schedule (``explore.refit``: doubling from ``first_refit`` by
-        default) decides, counted over every outcome it observed since the server started; without,
+        With exploration on, the router's own schedule (``explore.refit``: doubling from ``first_refit``, at
+        least every ``max_gap`` outcomes, by default) decides, counted over every outcome it observed since the server started; without,
         ``router.refit_every`` stored outcomes.
         """
         if self._exploring():
