@@ -266,6 +266,7 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
                          "cost_last": float(Cs[tail, p[tail]].mean()),
                          "picks": {names[j]: int(c) for j, c in enumerate(np.bincount(p, minlength=m)) if c}})
         curves[label] = np.cumsum(Ys[r, best] - got)[::max(1, n // 400)].tolist()
+    greedy_last = float(Ys[tail, greedy[tail]].mean())
     hr = np.arange(len(held_idx))
     best_held = int(np.argmax(Yh.mean(axis=0) - cfg.lam * Ch.mean(axis=0)))
     frozen = {"n": len(held_idx), "router": float(Yh[hr, frozen_pick].mean()),
@@ -286,8 +287,8 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
             "explored_last_share": float(explored[tail].mean()),
             # Where the explore router's points on the last requests go: its greedy choices' quality there
             # (what it had learnt) and what exploring cost on top (greedy minus chosen, per request).
-            "greedy_quality_last": float(Ys[tail, greedy[tail]].mean()),
-            "explore_cost_last": float(Ys[tail, greedy[tail]].mean() - Ys[tail, pick[tail]].mean())}
+            "greedy_quality_last": greedy_last,
+            "explore_cost_last": greedy_last - float(Ys[tail, pick[tail]].mean())}
 
 
 def plot_regret(result: dict[str, Any], path: str | Path) -> Path:

@@ -164,8 +164,8 @@ class RoutingService:
         """Enough new outcomes for a refit (under ``self._lock``).
 
         With exploration on, the router's own schedule (``explore.refit``: doubling from ``first_refit``, at
-        least every ``max_gap`` outcomes, by default) decides, counted over every outcome it observed since the server started; without,
-        ``router.refit_every`` stored outcomes.
+        least every ``max_gap`` outcomes, by default) decides, counted over every outcome it observed since
+        the server started; without, ``router.refit_every`` stored outcomes.
         """
         if self._exploring():
             return self.router is not None and self.router.refit_due
