@@ -293,7 +293,7 @@ class Warmup:
         # Too few outcomes to rule a model out on its mean: the normal bounds are loose at a handful, and the
         # test is repeated at every decision (with 8 outcomes the best of nine models was ruled out on a real
         # stream). Its price alone may: a model that could not catch up even if it always succeeded.
-        young = (self.sums[:, 1] < MIN_TO_RULE_OUT) & (1.0 - price >= best_lo)
+        young = (outcomes < MIN_TO_RULE_OUT) & (1.0 - price >= best_lo)
         return np.asarray(keep, bool) & (reach | young)
 
     def load(self) -> np.ndarray:
