@@ -46,6 +46,7 @@ from preroll.beliefs import BetaPrediction
 from preroll.heads import make_head
 from preroll.heads.humble import Evidence, humble
 from preroll.route.joint import JointSuccessModel
+from preroll.route.pooled import SharedDifficultyKNN
 from preroll.route.depth import DepthGuard, average_beliefs, far_threshold, max_similarity, unit
 from preroll.route import explore as _explore
 from preroll.route.explore import ObserveReport, resolve_settings
@@ -93,7 +94,10 @@ class Router:
         model of all candidates (:class:`~preroll.route.joint.JointSuccessModel`;
         an instance may be passed to set its parameters), the default until
         the shift protocols. ``"average"``: both, their beliefs mixed
-        (:func:`~preroll.route.depth.average_beliefs`). Or ``"logistic"``,
+        (:func:`~preroll.route.depth.average_beliefs`). ``"difficulty"``: neighbour rates over a prompt
+        difficulty shared by every model (:class:`~preroll.route.pooled.SharedDifficultyKNN`), which reads a
+        bandit history without the bias of where each model was tried; level with the default on live
+        streams, 0.4 points behind it on full labels (RESULTS.md). Or ``"logistic"``,
         ``"knn"``, ``"gp"``, or a head object (``fit(X, successes, attempts)``,
         ``predict(X)`` returning a :class:`~preroll.heads.BetaPrediction` or
         probabilities), one copy per model.
@@ -301,8 +305,9 @@ class Router:
         self.heads_ = None
         self.head_rows_ = self.neighbour_X_ = None
         head = DEFAULT_HEAD if isinstance(self.head, str) and self.head == "auto" else self.head
-        if isinstance(head, JointSuccessModel) or head in ("joint", "average"):
-            model = head if isinstance(head, JointSuccessModel) else JointSuccessModel()
+        if isinstance(head, (JointSuccessModel, SharedDifficultyKNN)) or head in ("joint", "average", "difficulty"):
+            model = head if not isinstance(head, str) else (
+                SharedDifficultyKNN() if head == "difficulty" else JointSuccessModel())
             with np.errstate(invalid="ignore", divide="ignore"):
                 rates = np.where(A > 0, S / np.where(A > 0, A, 1.0), np.nan)
             self.joint_ = clone(model).fit(X_all, rates, A)
@@ -485,8 +490,8 @@ class Router:
         """Learn from bandit feedback: ``outcomes[i]`` (success in [0, 1]) of ``models[i]`` on ``prompts[i]``.
 
         An incremental update (the online correction of
-        :mod:`preroll.route.explore`); a full refit on every history so far
-        when the settings' schedule says it is due -- unless ``refit=False``
+        :mod:`preroll.route.explore`); a full refit on the histories so far
+        (per model the newest ``max_history``) when the settings' schedule says it is due -- unless ``refit=False``
         (a server refits in the background; :attr:`refit_due` says when).
         """
         return _explore.observe(self, prompts, models, outcomes, refit=refit)
