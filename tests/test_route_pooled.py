@@ -89,3 +89,27 @@ def test_router_takes_head_difficulty_with_partial_histories():
                     encoder=Topics(), head="difficulty", lam=0.0, guard=False).fit(hist)
     picks = [d.model for d in router.route([f"topic {t} new" for t in range(4)])]
     assert picks == ["a", "a", "b", "b"]
+
+
+def test_auto_reads_a_bandit_log_with_the_shared_difficulty_model():
+    class Topics(Encoder):
+        name = "topics-auto"
+
+        def encode(self, prompts, **_):
+            return np.eye(4, dtype=np.float32)[[int(p.split()[1]) for p in prompts]]
+
+    rng = np.random.default_rng(4)
+    prompts = [f"topic {t} item {i}" for i, t in enumerate(rng.integers(0, 4, 300))]
+    specs = [ModelSpec(name=n, cost_per_call=1.0) for n in ("a", "b", "c")]
+    full = {n: [{"prompt": p, "success_rate": float(rng.random() < 0.5)} for p in prompts] for n in "abc"}
+    answered_by = rng.integers(0, 3, len(prompts))          # each request answered by one model, as live
+    log = {n: [{"prompt": p, "success_rate": float(rng.random() < 0.5)}
+               for p, k in zip(prompts, answered_by) if k == j] for j, n in enumerate("abc")}
+    on_full = Router(specs, encoder=Topics(), lam=0.0).fit(full)
+    assert not on_full.bandit_log_ and on_full.joint_ is None and len(on_full.heads_) == 3
+    on_log = Router(specs, encoder=Topics(), lam=0.0).fit(log)
+    assert on_log.bandit_log_ and isinstance(on_log.joint_, SharedDifficultyKNN) and on_log.heads_ is None
+    named = Router(specs, encoder=Topics(), lam=0.0, head="ensemble").fit(log)   # a named head is kept
+    assert named.bandit_log_ and named.joint_ is None
+    single = Router(specs[:1], encoder=Topics(), lam=0.0).fit({"a": log["a"]})  # one model: nothing to pool
+    assert not single.bandit_log_ and single.joint_ is None

@@ -6,8 +6,8 @@ choosing, so its beliefs about that model freeze wherever they were. This
 module makes :class:`~preroll.route.Router` explore, within bounds:
 
 * **Beliefs.** Between full fits, the fitted router's Beta belief per
-  (prompt, model) -- its own head (by default the per-model ensemble heads),
-  refitted on the accumulated bandit
+  (prompt, model) -- its own head (by default, on its bandit outcomes, the
+  shared-difficulty model of :mod:`preroll.route.pooled`), refitted on the accumulated bandit
   histories when due -- is updated by a cheap online correction: every
   outcome observed since the last fit adds pseudo-counts to the beliefs of
   prompts near it (a kNN-Beta update: the ``knn_k`` nearest observed prompts,

@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from preroll.data.errors import RecordError
-from preroll.defaults import AUTO_HEAD, DEFAULT_ENCODER
+from preroll.defaults import AUTO_HEAD, BANDIT_MODELS_PER_PROMPT, DEFAULT_ENCODER
 from preroll.data.records import Outcome, make_outcome
 from preroll.route import rules as _rules
 from preroll.validation import from_pydantic, switch_or_settings
@@ -83,7 +83,9 @@ class Router:
     head:
         ``"auto"`` (default) is ``"ensemble"``: independent per-model heads,
         each the mean of a logistic and a kNN head (the value model's,
-        :mod:`preroll.heads`). Why: defaults are chosen by the worst case over
+        :mod:`preroll.heads`); on a bandit log (prompts carrying, on average,
+        fewer than 1.5 models' outcomes, as a live router's own do) it is
+        ``"difficulty"`` (``bandit_log_`` says which). Why: defaults are chosen by the worst case over
         shift protocols (whole topics held out, reweighted topic mixes) and
         fold seeds, not by random folds. The joint model won random folds but
         lost most when the mix moved: worst gain over the best single model
@@ -96,8 +98,8 @@ class Router:
         the shift protocols. ``"average"``: both, their beliefs mixed
         (:func:`~preroll.route.depth.average_beliefs`). ``"difficulty"``: neighbour rates over a prompt
         difficulty shared by every model (:class:`~preroll.route.pooled.SharedDifficultyKNN`), which reads a
-        bandit history without the bias of where each model was tried; level with the default on live
-        streams, 0.4 points behind it on full labels (RESULTS.md). Or ``"logistic"``,
+        bandit history without the bias of where each model was tried; on live streams it lifted the worst
+        stream most, with full labels it was 0.4 points behind the ensemble (RESULTS.md). Or ``"logistic"``,
         ``"knn"``, ``"gp"``, or a head object (``fit(X, successes, attempts)``,
         ``predict(X)`` returning a :class:`~preroll.heads.BetaPrediction` or
         probabilities), one copy per model.
@@ -304,7 +306,12 @@ class Router:
         self.joint_ = None
         self.heads_ = None
         self.head_rows_ = self.neighbour_X_ = None
-        head = DEFAULT_HEAD if isinstance(self.head, str) and self.head == "auto" else self.head
+        # A bandit log (each prompt answered by about one model) is read by the shared-difficulty model under
+        # head="auto": where each model was tried biases per-model heads (preroll.route.pooled).
+        self.bandit_log_ = bool(len(names) > 1 and (A > 0).sum(axis=1).mean() < BANDIT_MODELS_PER_PROMPT)
+        head = self.head
+        if isinstance(head, str) and head == "auto":
+            head = AUTO_HEAD["router_bandit"] if self.bandit_log_ else DEFAULT_HEAD
         if isinstance(head, (JointSuccessModel, SharedDifficultyKNN)) or head in ("joint", "average", "difficulty"):
             model = head if not isinstance(head, str) else (
                 SharedDifficultyKNN() if head == "difficulty" else JointSuccessModel())
