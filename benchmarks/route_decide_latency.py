@@ -12,7 +12,11 @@ With ``--explore``: the same router with exploration on (``Router(explore=...)``
 ``route()`` end to end on unseen prompts, and ``observe`` per outcome right after its prompt was routed (the
 server's case: the embedding is remembered) and on prompts never routed (an encoder pass each).
 
-Usage: ``python benchmarks/route_decide_latency.py [ENCODER] [--explore]`` (default ``minilm+lexical+stats``). Run it with
+With ``--bandit-log``: the router is fitted on one outcome per training prompt, of a model drawn at random (a
+live router's kind of history), so ``head="auto"`` is the shared-difficulty model instead of the per-model heads.
+
+Usage: ``python benchmarks/route_decide_latency.py [ENCODER] [--explore] [--bandit-log]`` (default
+``minilm+lexical+stats``). Run it with
 ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`` on a quiet machine: percentiles on shared cores are noise.
 """
 
@@ -28,16 +32,23 @@ from preroll.encoders import get_encoder
 from preroll.route import ExploreSettings, Router
 
 N_PROMPTS, WARM_UP = 300, 20
-args = [a for a in sys.argv[1:] if a != "--explore"]
+args = [a for a in sys.argv[1:] if a not in ("--explore", "--bandit-log")]
 explore = "--explore" in sys.argv[1:]
+bandit_log = "--bandit-log" in sys.argv[1:]
 encoder = args[0] if args else "minilm+lexical+stats"
 
 data = load_llmrouter()
 test = fold_indices(data.prompts, 5, 0)[0]
 train = np.setdiff1d(np.arange(len(data)), test)
 settings = ExploreSettings(first_refit=10 ** 9) if explore else None  # refits are timed apart (background)
+histories = data.histories(train)
+if bandit_log:  # one outcome per prompt, of a model drawn at random
+    answered_by = np.random.default_rng(1).integers(0, len(data.models), len(train))
+    histories = {name: data.histories(train[answered_by == j])[name] for j, name in enumerate(data.models)}
 router = Router(models=data.model_specs(256), encoder=get_encoder(encoder), lam=0.0,
-                explore=settings).fit(data.histories(train))
+                explore=settings).fit(histories)
+print(f"head: {'difficulty' if getattr(router, 'joint_', None) is not None else 'ensemble'} "
+      f"(bandit log: {router.bandit_log_})")
 prompts = [data.prompts[i] for i in test[:N_PROMPTS]]
 X = router.embed(prompts)
 

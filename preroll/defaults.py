@@ -23,7 +23,14 @@ DEFAULT_HEAD = "logistic"
 #: available: ``"logistic"``, ``"ensemble"`` (logistic + kNN), ``"knn"``, ``"gp"``, ``"tabpfn"`` for
 #: the value model (:func:`preroll.heads.make_head`), ``"joint"`` (one jointly fitted model of all
 #: candidates) or any of the value model's heads (one copy per candidate) for the router.
-AUTO_HEAD = {"value_model": DEFAULT_HEAD, "router": "ensemble"}  # router: chosen on shift protocols (RESULTS.md)
+AUTO_HEAD = {"value_model": DEFAULT_HEAD, "router": "ensemble",  # router: chosen on shift protocols (RESULTS.md)
+             "router_bandit": "difficulty"}
+
+#: The router's ``head="auto"`` on a bandit log (a live router's own outcomes: each prompt answered by one model)
+#: is ``AUTO_HEAD["router_bandit"]``: a history counts as one when its prompts carry, on average, fewer than this
+#: many models' outcomes. On live streams the shared-difficulty model beat the per-model heads on the worst
+#: streams (RESULTS.md, "Live routing, sixth round"); with every model's label on every prompt it did not.
+BANDIT_MODELS_PER_PROMPT = 1.5
 
 #: The router's out-of-depth guard (:class:`preroll.route.depth.DepthGuard`, on by default): a query is far when
 #: its highest similarity to the history lies below this quantile of the history's own. Chosen by the worst

@@ -294,6 +294,33 @@ def test_refit_schedule_doubling_with_a_gap_cap():
     assert refits == [True, True, False, True, False, True]
 
 
+def test_refits_read_the_newest_outcomes_and_memory_stays_bounded():
+    # max_history 24: every refit fits each model on at most its 24 newest outcomes (fit history first, then
+    # observed ones), and observed outcomes older than that leave memory once twice as many have come.
+    rng = np.random.default_rng(11)
+    hist = _histories(rng, 20)
+    router = Router(_specs(), encoder="lexical", lam=0.0,
+                    explore=ExploreSettings(first_refit=16, refit=16, max_history=24, warmup=None)).fit(hist)
+    state = router.explore_state_
+    sent: dict[str, list[str]] = {"cheap": [], "mid": [], "dear": []}
+    for _ in range(8):
+        ps = _prompts(rng, 16)
+        ds = router.route(ps)
+        for p, d in zip(ps, ds):
+            sent[d.model].append(p)
+        router.observe(ps, [d.model for d in ds], rng.random(16))
+    assert router.explore_stats()["refits"] == 8
+    assert all(len(v) <= 2 * 24 for v in state.observed.values())
+    newest = state.histories()
+    for name in sent:
+        expected = ([r["prompt"] for r in hist[name]] + sent[name])[-24:]
+        assert [r.prompt for r in newest[name]] == expected
+        assert router.n_history_[name] == len(expected)     # the last refit read exactly that window
+    with pytest.raises(ValueError):
+        ExploreSettings(max_history=0)
+    assert ExploreSettings(max_history=None).max_history is None
+
+
 def test_careful_greedy_is_the_confident_rule():
     rng = np.random.default_rng(9)
     hist = _histories(rng, 40)

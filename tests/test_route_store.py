@@ -31,6 +31,10 @@ def test_add_and_read_back_in_order(tmp_path):
         assert store.count("small") == 7 and store.count() == 10
         assert store.records("small") == _outcomes("a", 5) + _outcomes("c", 2)
         assert store.records("unknown") == []
+        # a live router's window: the newest outcomes, still in the order they were added; nothing is deleted
+        assert store.records("small", newest=3) == _outcomes("a", 5)[-1:] + _outcomes("c", 2)
+        assert store.records("small", newest=100) == store.records("small")
+        assert store.count("small") == 7
 
 
 def test_bad_batch_stores_nothing(tmp_path):

@@ -72,6 +72,21 @@ def test_without_exploration_a_backend_without_history_is_refused(tmp_path, urls
         create_app(load_config(_config(tmp_path, urls, False)), encoder=HashingEncoder())
 
 
+def test_exploring_server_fits_on_the_newest_stored_outcomes(tmp_path, urls):
+    # explore.max_history bounds what every fit reads from the store (the newest outcomes per backend);
+    # the store keeps everything.
+    from preroll.serve.routing import build_router
+    from preroll.serve.store import HistoryStore
+
+    config = load_config(_config(tmp_path, urls, {"max_history": 12}, large_history=True))
+    with HistoryStore(tmp_path / "history.sqlite") as store:
+        for b in config.backends:
+            store.import_file(b.name, tmp_path / f"{b.name}.jsonl")
+        router, counts = build_router(config, store, encoder=HashingEncoder())
+        assert counts == {"small": 12, "large": 12} and store.count("small") == 30
+        assert [r.prompt for r in router.explore_state_.base["small"]] == MATH[-12:]
+
+
 def test_exploring_server_routes_from_priors_and_learns_from_feedback(tmp_path, urls):
     # first_refit beyond the test's 60 outcomes: what moves the belief is the incremental update, not a refit.
     config = load_config(_config(tmp_path, urls, {"max_share": 1.0, "seed": 0, "first_refit": 1000}))

@@ -36,9 +36,9 @@ def parse_ints(text: str | None, default: int, option: str) -> tuple[int, ...]:
 
 def parse_heads(text: str) -> tuple[str, ...]:
     heads = tuple(h.strip() for h in text.split(",") if h.strip())
-    bad = [h for h in heads if h not in ("joint", "ensemble", "logistic", "knn")]
+    bad = [h for h in heads if h not in ("joint", "ensemble", "logistic", "knn", "difficulty")]
     if not heads or bad:
-        raise typer.BadParameter(f"choose among joint, ensemble, logistic, knn (got {text!r}); the average of "
+        raise typer.BadParameter(f"choose among joint, ensemble, logistic, knn, difficulty (got {text!r}); the average of "
                                  "joint and ensemble is added when both run", param_hint="--heads")
     return heads
 

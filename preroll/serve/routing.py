@@ -57,9 +57,11 @@ def build_router(config: ServeConfig, store: HistoryStore, *, encoder=None):
     from preroll.route.explore import resolve_settings
 
     histories: dict[str, list[Outcome]] = {}
-    exploring = resolve_settings(config.router.explore) is not None
+    settings = resolve_settings(config.router.explore)
+    exploring = settings is not None
+    newest = settings.max_history if exploring else None  # a live router's refits read a bounded window
     for i, b in enumerate(config.backends):
-        records = store.records(b.name)
+        records = store.records(b.name, newest)
         n = config.limits.route_prefix_chars  # history is read as requests are: by the same prefix
         records = [r if len(r.prompt) <= n else r.model_copy(update={"prompt": r.prompt[:n]}) for r in records]
         if not records and not exploring:  # an exploring router starts from its prior and learns

@@ -235,12 +235,18 @@ class HistoryStore:
         with self._lock, self._unavailable():
             return self._conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
 
-    def records(self, model: str) -> list[Outcome]:
-        """``model``'s history in the order it was added (empty if unknown)."""
+    def records(self, model: str, newest: int | None = None) -> list[Outcome]:
+        """``model``'s history in the order it was added (empty if unknown); with ``newest``, only that many of
+        its most recent outcomes (the rest stay stored)."""
         with self._lock, self._unavailable():
-            rows = self._conn.execute(
-                "SELECT prompt, successes, attempts, policy, step, record_id FROM outcomes "
-                "WHERE model=? ORDER BY seq", (model,)).fetchall()
+            if newest is None:
+                rows = self._conn.execute(
+                    "SELECT prompt, successes, attempts, policy, step, record_id FROM outcomes "
+                    "WHERE model=? ORDER BY seq", (model,)).fetchall()
+            else:
+                rows = self._conn.execute(
+                    "SELECT prompt, successes, attempts, policy, step, record_id FROM outcomes "
+                    "WHERE model=? ORDER BY seq DESC LIMIT ?", (model, int(newest))).fetchall()[::-1]
         return [Outcome(prompt=p, successes=s, attempts=a, policy=pol, step=st, id=rid)
                 for p, s, a, pol, st, rid in rows]
 
