@@ -71,14 +71,16 @@ def test_refuses_a_model_without_outcomes_and_a_misshapen_table():
         SharedDifficultyKNN().fit(X, np.ones((19, 2)))
 
 
+class Topics(Encoder):
+    """Prompts ``topic <t> ...`` name their topic; the embedding is the topic's unit vector (no model download)."""
+
+    name = "test-topics"
+
+    def encode(self, prompts, **_):
+        return np.eye(4, dtype=np.float32)[[int(p.split()[1]) for p in prompts]]
+
+
 def test_router_takes_head_difficulty_with_partial_histories():
-    class Topics(Encoder):
-        """Prompts name their topic; the embedding is the topic's centre (no model download)."""
-        name = "topics"
-
-        def encode(self, prompts, **_):
-            return np.eye(4, dtype=np.float32)[[int(p.split()[1]) for p in prompts]]
-
     rng = np.random.default_rng(3)
     prompts = [f"topic {t} item {i}" for i, t in enumerate(rng.integers(0, 4, 400))]
     strong_on = {"a": {0, 1}, "b": {2, 3}}
@@ -92,12 +94,6 @@ def test_router_takes_head_difficulty_with_partial_histories():
 
 
 def test_auto_reads_a_bandit_log_with_the_shared_difficulty_model():
-    class Topics(Encoder):
-        name = "topics-auto"
-
-        def encode(self, prompts, **_):
-            return np.eye(4, dtype=np.float32)[[int(p.split()[1]) for p in prompts]]
-
     rng = np.random.default_rng(4)
     prompts = [f"topic {t} item {i}" for i, t in enumerate(rng.integers(0, 4, 300))]
     specs = [ModelSpec(name=n, cost_per_call=1.0) for n in ("a", "b", "c")]
