@@ -68,7 +68,7 @@ def bench_route(
     repeats: int = typer.Option(1, min=1, help="Independent splits (seed, seed+1, ...); mean and std reported."),
     encoder: str = typer.Option("minilm+lexical+stats", help="Encoder: minilm, lexical, stats, a sentence-transformers path, or several joined by + (e.g. minilm+lexical+stats)."),
     cache_dir: Path = typer.Option(Path(".preroll-cache"), help="On-disk embedding cache."),
-    head: str = typer.Option("auto", help="Router head: auto (the router's recommended head, now ensemble), joint, ensemble, logistic, knn or difficulty."),
+    head: str = typer.Option("auto", help="Router head: auto (the router's recommended head: ensemble, or difficulty on a bandit log), joint, ensemble, logistic, knn or difficulty."),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the MLP router baseline."),
     out: Path = typer.Option(Path("runs/bench-route"), help="Output folder (results*.json and a PNG; named for the run: results.json for the MMLU pair, "
                               "results-nine.json for the nine bundled models, results-table.json for yours)."),
