@@ -520,10 +520,14 @@ class ExploreState:
     def refit_due(self) -> bool:
         return self.settings.refit_due(self.n_observed, self.fitted_at)
 
+    def newest(self, records: list) -> list:
+        """The newest ``max_history`` of ``records`` (oldest first), or all of them without a cap."""
+        cap = self.settings.max_history
+        return records if cap is None else records[-cap:]
+
     def histories(self) -> dict[str, list]:
         """What a refit reads: per model, the fit history then the observed outcomes, the newest ``max_history``."""
-        cap = self.settings.max_history
-        return {name: (self.base[name] + self.observed[name])[-cap if cap else None:] for name in self.names}
+        return {name: self.newest(self.base[name] + self.observed[name]) for name in self.names}
 
     def keep_recent(self, name: str) -> None:
         """Drop ``name``'s observed outcomes older than the newest ``max_history`` (amortised: at twice that)."""
@@ -721,9 +725,8 @@ def carry_over(old, new) -> None:
     with so.lock:
         sn.ledger, sn.rng, sn.warm = so.ledger, so.rng, so.warm
         held = {(r.prompt, n) for n in sn.names for r in sn.base.get(n, [])}
-        cap = so.settings.max_history
         late = [(r.prompt, n, r.successes / r.attempts) for n in so.names if n in sn.names
-                for r in so.observed[n][-cap if cap else None:] if (r.prompt, n) not in held]
+                for r in so.newest(so.observed[n]) if (r.prompt, n) not in held]
         # The refit schedule continues where the live router stood: ``new`` was fitted on every outcome
         # observed so far but the late ones (else a doubling schedule would restart at first_refit).
         sn.n_observed = sn.fitted_at = max(so.n_observed - len(late), 0)

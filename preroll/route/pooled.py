@@ -60,11 +60,11 @@ class SharedDifficultyKNN(BaseEstimator):
     def _weights(self, sim: np.ndarray) -> np.ndarray:
         return np.clip(sim, 0.0, None) ** self.weight_power
 
-    def _pooled(self, idx, sim, num_rows, den_rows):
-        """``sum w * num / (sum w * den + prior)`` over each query's neighbours, and ``sum w * den``: the
-        attempts' worth of evidence behind it (a neighbour as similar as the prompt itself counts in full, one at
-        cosine 0.5 for 1/16 at ``weight_power`` 4; a count of neighbours would not see how far they are)."""
-        w = self._weights(sim)
+    def _pooled(self, idx, w, num_rows, den_rows):
+        """``sum w * num / (sum w * den + prior)`` over each query's neighbours (weights ``w`` from
+        :meth:`_weights`), and ``sum w * den``: the attempts' worth of evidence behind it (a neighbour as similar
+        as the prompt itself counts in full, one at cosine 0.5 for 1/16 at ``weight_power`` 4; a count of
+        neighbours would not see how far they are)."""
         evidence = (w * den_rows[idx]).sum(axis=1)
         return (w * num_rows[idx]).sum(axis=1) / (evidence + self.prior), evidence
 
@@ -83,13 +83,13 @@ class SharedDifficultyKNN(BaseEstimator):
         if n > 1:
             idx, sim = nearest(X, X, min(self.k + 1, n), return_similarity=True)
             keep = idx != np.arange(n)[:, None]
-            sim = np.where(keep, sim, 0.0)  # self gets weight 0 (max(0, 0) ** p)
+            w = self._weights(np.where(keep, sim, 0.0))  # self gets weight 0 (max(0, 0) ** p)
         row_w = W.sum(axis=1)
         b = (Yz * W).sum(axis=0) / W.sum(axis=0)
         d = np.zeros(n)
         for _ in range(max(1, int(self.iterations))):
             resid_rows = ((Yz - b) * W).sum(axis=1)
-            d = self._pooled(idx, sim, resid_rows, row_w)[0] if n > 1 else np.zeros(n)
+            d = self._pooled(idx, w, resid_rows, row_w)[0] if n > 1 else np.zeros(n)
             b = ((Yz - d[:, None]) * W).sum(axis=0) / W.sum(axis=0)
         self.X_ = X
         self.W_ = W
@@ -109,11 +109,11 @@ class SharedDifficultyKNN(BaseEstimator):
         for start in range(0, len(Q), 1024):
             S = Q[start:start + 1024] @ self.X_.T
             idx, sim = top_k(S, self.k)
-            d = self._pooled(idx, sim, self.resid_rows_, self.row_attempts_)[0]
+            d = self._pooled(idx, self._weights(sim), self.resid_rows_, self.row_attempts_)[0]
             rows = slice(start, start + len(S))
             for j, own in enumerate(self.model_rows_):
                 jdx, jsim = top_k(S[:, own], self.k)
-                e, evidence = self._pooled(jdx, jsim, self.excess_[own, j], self.W_[own, j])
+                e, evidence = self._pooled(jdx, self._weights(jsim), self.excess_[own, j], self.W_[own, j])
                 mean[rows, j] = self.offset_[j] + d + e
                 conc[rows, j] = evidence + self.prior
         return BetaPrediction.from_mean_concentration(np.clip(mean, _EPS, 1 - _EPS), conc)

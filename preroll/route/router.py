@@ -61,6 +61,9 @@ from preroll.route.specs import (RULES, FrontierPoint, ModelSpec, RouteDecision,
 #: defined once, in :data:`preroll.defaults.AUTO_HEAD`.
 DEFAULT_HEAD = AUTO_HEAD["router"]
 
+#: Heads that are one model of every candidate at once (``"average"`` adds the per-model heads to the joint model).
+_ALL_MODEL_HEADS = {"joint": JointSuccessModel, "average": JointSuccessModel, "difficulty": SharedDifficultyKNN}
+
 
 class Router:
     """Pick a model per prompt from per-model outcome histories and per-model prices.
@@ -312,9 +315,8 @@ class Router:
         head = self.head
         if isinstance(head, str) and head == "auto":
             head = AUTO_HEAD["router_bandit"] if self.bandit_log_ else DEFAULT_HEAD
-        if isinstance(head, (JointSuccessModel, SharedDifficultyKNN)) or head in ("joint", "average", "difficulty"):
-            model = head if not isinstance(head, str) else (
-                SharedDifficultyKNN() if head == "difficulty" else JointSuccessModel())
+        model = _ALL_MODEL_HEADS[head]() if isinstance(head, str) and head in _ALL_MODEL_HEADS else head
+        if isinstance(model, (JointSuccessModel, SharedDifficultyKNN)):
             with np.errstate(invalid="ignore", divide="ignore"):
                 rates = np.where(A > 0, S / np.where(A > 0, A, 1.0), np.nan)
             self.joint_ = clone(model).fit(X_all, rates, A)
