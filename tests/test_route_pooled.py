@@ -71,6 +71,62 @@ def test_refuses_a_model_without_outcomes_and_a_misshapen_table():
         SharedDifficultyKNN().fit(X, np.ones((19, 2)))
 
 
+
+def _greedy_log(n, rare, seed):
+    """A live router's log: model 0 answered almost everything, models 1.. only ``rare[j - 1]`` prompts each."""
+    rng, X, topic, ease = _topics(n=n, seed=seed)
+    answered_by = np.zeros(n, dtype=int)
+    slots = rng.permutation(n)
+    start = 0
+    for j, count in enumerate(rare, start=1):
+        answered_by[slots[start:start + count]] = j
+        start += count
+    Y = np.full((n, len(rare) + 1), np.nan)
+    Y[np.arange(n), answered_by] = (rng.random(n) < ease).astype(float)
+    return X, Y, topic, ease
+
+
+def test_a_reference_bounds_the_difficulty_search_and_keeps_its_reading():
+    # The first test's history four times over, the difficulty's searches reading a quarter of the rows: model
+    # 1, tried only on the hard topics, is still level with model 0, and every model's residual still reads
+    # all of its own rows.
+    rng, X, topic, ease = _topics(n=3600)
+    Y = (rng.random((len(X), 2)) < ease[:, None]).astype(float)
+    Y[topic >= 3, 1] = np.nan
+    model = SharedDifficultyKNN(k=50, max_reference=900).fit(X, Y)
+    assert len(np.unique(model.reference_)) == 900
+    assert [len(rows) for rows in model.model_rows_] == [3600, int((topic < 3).sum())]
+    assert abs(model.offset_[0] - model.offset_[1]) < 0.08
+    P = model.predict(X[topic == 5]).p_success
+    assert abs(P[:, 1].mean() - P[:, 0].mean()) < 0.1 and P[:, 1].mean() > 0.6
+
+
+def test_a_reference_row_is_not_its_own_neighbour():
+    # Four prompts with nothing in common (orthogonal embeddings): leave-one-out, no row has a neighbour, so
+    # every difficulty is 0 and what is left of each outcome is its distance from its model's offset.
+    Y = np.array([[1.0, np.nan], [0.0, np.nan], [np.nan, 1.0], [1.0, np.nan]])
+    model = SharedDifficultyKNN(k=3, max_reference=2).fit(np.eye(4), Y)
+    seen = ~np.isnan(Y)
+    assert np.allclose(model.excess_[seen], (Y - model.offset_)[seen])
+
+
+def test_a_reference_tracks_the_truth_as_the_whole_history_does():
+    X, Y, topic, ease = _greedy_log(4000, rare=(300,), seed=6)
+    fit, held = slice(0, 3500), slice(3500, None)
+    whole = SharedDifficultyKNN(k=50, max_reference=None).fit(X[fit], Y[fit]).predict(X[held])
+    thin = SharedDifficultyKNN(k=50, max_reference=875).fit(X[fit], Y[fit]).predict(X[held])
+    for j in (0, 1):
+        assert np.abs(thin.p_success[:, j] - ease[held]).mean() < np.abs(whole.p_success[:, j] - ease[held]).mean() + 0.02
+
+
+def test_a_history_within_the_reference_is_read_whole():
+    X, Y, _, _ = _greedy_log(600, rare=(30,), seed=7)
+    capped = SharedDifficultyKNN(k=50, max_reference=600).fit(X, Y).predict(X[:100])
+    whole = SharedDifficultyKNN(k=50, max_reference=None).fit(X, Y).predict(X[:100])
+    assert np.array_equal(capped.alpha, whole.alpha) and np.array_equal(capped.beta, whole.beta)
+    with pytest.raises(ValueError, match="max_reference"):
+        SharedDifficultyKNN(max_reference=0).fit(X, Y)
+
 class Topics(Encoder):
     """Prompts ``topic <t> ...`` name their topic; the embedding is the topic's unit vector (no model download)."""
 

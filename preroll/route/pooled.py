@@ -23,10 +23,21 @@ The belief per (prompt, model) is a Beta with that mean and concentration the mo
 prompt, each weighted as above, plus ``prior``: a model rarely tried near a prompt keeps a wide belief, which
 Thompson sampling and the spread-reading rules read.
 
+A long-lived router's history outgrows a search of every row against every row: the difficulty's
+leave-one-out search makes a fit ``n^2`` (at the refit window's 147,000 rows for nine models, six to ten
+minutes extrapolated). Past ``max_reference`` rows that search reads a seeded uniform sample of the rows
+instead, which bounds a fit at ``n * max_reference`` (36 s at 147,000 rows). The per-model residuals still
+read every row of their own: on the streams' logs, thinning them too cost a router most of its gain (a
+quarter of the rows kept: frozen +1.2 points against +2.4), thinning only the difficulty's search cost 0.2
+(RESULTS.md, "Live routing, seventh round"). So a decision still reads every row once (one prompt: 4 ms p50
+against 36,000 rows, 16 ms against 147,000; ``benchmarks/route_difficulty_scale.py``).
+
 Measured (RESULTS.md, "Live routing, sixth round"): as the explore router's own head on twelve never-run
 streams, +0.58 points over the best single model over the last 3,000 requests (above it on 11 of 12) and
 +2.29 frozen, against -0.05 and +1.63 for the per-model heads; with full labels 0.4 points behind them. So
 ``head="auto"`` is this model on a bandit log only (:data:`preroll.defaults.BANDIT_MODELS_PER_PROMPT`).
+``prior`` 1 rather than 2 ("seventh round"): on twelve more never-run streams +0.37 and +2.07 against -0.07
+and +1.45 (paired +0.44 and +0.62); a lighter shrinkage lets a model's own neighbours speak sooner.
 """
 
 from __future__ import annotations
@@ -48,14 +59,18 @@ class SharedDifficultyKNN(BaseEstimator):
     ``fit(X, Y, W=None)``: ``X`` (n, d) embeddings, ``Y`` (n, m) success rates in [0, 1] with ``NaN`` where a
     model has no outcome on a prompt, ``W`` (n, m) attempts behind each rate (default 1 where observed).
     ``predict(X)`` returns a :class:`BetaPrediction` whose arrays are (n, m), the interface of
-    :class:`preroll.route.joint.JointSuccessModel`.
+    :class:`preroll.route.joint.JointSuccessModel`. ``max_reference``: most rows the difficulty's neighbour
+    searches read (None: every row); ``random_state`` seeds which rows, when there are more.
     """
 
-    def __init__(self, k: int = 200, prior: float = 2.0, weight_power: float = 4.0, iterations: int = 4):
+    def __init__(self, k: int = 200, prior: float = 1.0, weight_power: float = 4.0, iterations: int = 4,
+                 max_reference: int | None = 16_384, random_state: int | None = 0):
         self.k = k
         self.prior = prior
         self.weight_power = weight_power
         self.iterations = iterations
+        self.max_reference = max_reference
+        self.random_state = random_state
 
     def _weights(self, sim: np.ndarray) -> np.ndarray:
         return np.clip(sim, 0.0, None) ** self.weight_power
@@ -68,6 +83,16 @@ class SharedDifficultyKNN(BaseEstimator):
         evidence = (w * den_rows[idx]).sum(axis=1)
         return (w * num_rows[idx]).sum(axis=1) / (evidence + self.prior), evidence
 
+    def _reference(self, n: int) -> np.ndarray | None:
+        """The rows the difficulty's neighbour searches read: None (every row) up to ``max_reference``, past it
+        a seeded uniform sample of that many (sorted)."""
+        cap = self.max_reference
+        if cap is None or n <= cap:
+            return None
+        if cap < 1:
+            raise ValueError(f"max_reference must be at least 1, got {cap}")
+        return np.sort(np.random.default_rng(self.random_state).choice(n, cap, replace=False))
+
     def fit(self, X, Y, W=None) -> "SharedDifficultyKNN":
         X = unit_rows(check_array(X, dtype=np.float32))
         Y = np.asarray(Y, dtype=float)
@@ -79,22 +104,25 @@ class SharedDifficultyKNN(BaseEstimator):
             raise ValueError("every model needs at least one observed outcome")
         Yz = np.where(seen, Y, 0.0)
         n = len(X)
+        ref = self._reference(n)
+        rows = np.arange(n) if ref is None else ref      # the difficulty's reference rows
         # The rows' leave-one-out neighbours do not change while b and d are refined: one search.
         if n > 1:
-            idx, sim = nearest(X, X, min(self.k + 1, n), return_similarity=True)
-            keep = idx != np.arange(n)[:, None]
+            idx, sim = nearest(X, X if ref is None else X[ref], min(self.k + 1, len(rows)), return_similarity=True)
+            keep = rows[idx] != np.arange(n)[:, None]
             w = self._weights(np.where(keep, sim, 0.0))  # self gets weight 0 (max(0, 0) ** p)
-        row_w = W.sum(axis=1)
+        row_w = W[rows].sum(axis=1)
         b = (Yz * W).sum(axis=0) / W.sum(axis=0)
         d = np.zeros(n)
         for _ in range(max(1, int(self.iterations))):
-            resid_rows = ((Yz - b) * W).sum(axis=1)
+            resid_rows = ((Yz[rows] - b) * W[rows]).sum(axis=1)
             d = self._pooled(idx, w, resid_rows, row_w)[0] if n > 1 else np.zeros(n)
             b = ((Yz - d[:, None]) * W).sum(axis=0) / W.sum(axis=0)
         self.X_ = X
         self.W_ = W
         self.offset_ = b
-        self.resid_rows_ = ((Yz - b) * W).sum(axis=1)    # the difficulty's evidence per history row
+        self.reference_ = ref
+        self.resid_rows_ = ((Yz[rows] - b) * W[rows]).sum(axis=1)  # the difficulty's evidence per reference row
         self.row_attempts_ = row_w
         self.excess_ = (Yz - b - d[:, None]) * W           # what is left per (row, model), attempt-weighted
         self.model_rows_ = [np.flatnonzero(W[:, j] > 0) for j in range(W.shape[1])]
@@ -106,9 +134,10 @@ class SharedDifficultyKNN(BaseEstimator):
         Q = unit_rows(check_array(X, dtype=np.float32))
         mean = np.empty((len(Q), self.n_models_))
         conc = np.empty_like(mean)
-        for start in range(0, len(Q), 1024):
-            S = Q[start:start + 1024] @ self.X_.T
-            idx, sim = top_k(S, self.k)
+        chunk = max(16, min(1024, 2 ** 24 // max(1, len(self.X_))))   # a similarity block of at most 64 MB
+        for start in range(0, len(Q), chunk):
+            S = Q[start:start + chunk] @ self.X_.T
+            idx, sim = top_k(S if self.reference_ is None else S[:, self.reference_], self.k)
             d = self._pooled(idx, self._weights(sim), self.resid_rows_, self.row_attempts_)[0]
             rows = slice(start, start + len(S))
             for j, own in enumerate(self.model_rows_):
