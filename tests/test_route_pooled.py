@@ -71,7 +71,6 @@ def test_refuses_a_model_without_outcomes_and_a_misshapen_table():
         SharedDifficultyKNN().fit(X, np.ones((19, 2)))
 
 
-
 def _greedy_log(n, rare, seed):
     """A live router's log: model 0 answered almost everything, models 1.. only ``rare[j - 1]`` prompts each."""
     rng, X, topic, ease = _topics(n=n, seed=seed)
@@ -126,6 +125,7 @@ def test_a_history_within_the_reference_is_read_whole():
     assert np.array_equal(capped.alpha, whole.alpha) and np.array_equal(capped.beta, whole.beta)
     with pytest.raises(ValueError, match="max_reference"):
         SharedDifficultyKNN(max_reference=0).fit(X, Y)
+
 
 class Topics(Encoder):
     """Prompts ``topic <t> ...`` name their topic; the embedding is the topic's unit vector (no model download)."""
