@@ -106,23 +106,24 @@ class SharedDifficultyKNN(BaseEstimator):
         n = len(X)
         ref = self._reference(n)
         rows = np.arange(n) if ref is None else ref      # the difficulty's reference rows
+        Yr, Wr = (Yz, W) if ref is None else (Yz[ref], W[ref])
         # The rows' leave-one-out neighbours do not change while b and d are refined: one search.
         if n > 1:
             idx, sim = nearest(X, X if ref is None else X[ref], min(self.k + 1, len(rows)), return_similarity=True)
             keep = rows[idx] != np.arange(n)[:, None]
             w = self._weights(np.where(keep, sim, 0.0))  # self gets weight 0 (max(0, 0) ** p)
-        row_w = W[rows].sum(axis=1)
+        row_w = Wr.sum(axis=1)
         b = (Yz * W).sum(axis=0) / W.sum(axis=0)
         d = np.zeros(n)
         for _ in range(max(1, int(self.iterations))):
-            resid_rows = ((Yz[rows] - b) * W[rows]).sum(axis=1)
+            resid_rows = ((Yr - b) * Wr).sum(axis=1)
             d = self._pooled(idx, w, resid_rows, row_w)[0] if n > 1 else np.zeros(n)
             b = ((Yz - d[:, None]) * W).sum(axis=0) / W.sum(axis=0)
         self.X_ = X
         self.W_ = W
         self.offset_ = b
         self.reference_ = ref
-        self.resid_rows_ = ((Yz[rows] - b) * W[rows]).sum(axis=1)  # the difficulty's evidence per reference row
+        self.resid_rows_ = ((Yr - b) * Wr).sum(axis=1)   # the difficulty's evidence per reference row
         self.row_attempts_ = row_w
         self.excess_ = (Yz - b - d[:, None]) * W           # what is left per (row, model), attempt-weighted
         self.model_rows_ = [np.flatnonzero(W[:, j] > 0) for j in range(W.shape[1])]
