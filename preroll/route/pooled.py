@@ -106,10 +106,10 @@ class SharedDifficultyKNN(BaseEstimator):
         n = len(X)
         ref = self._reference(n)
         rows = np.arange(n) if ref is None else ref      # the difficulty's reference rows
-        Yr, Wr = (Yz, W) if ref is None else (Yz[ref], W[ref])
+        Xr, Yr, Wr = (X, Yz, W) if ref is None else (X[ref], Yz[ref], W[ref])
         # The rows' leave-one-out neighbours do not change while b and d are refined: one search.
         if n > 1:
-            idx, sim = nearest(X, X if ref is None else X[ref], min(self.k + 1, len(rows)), return_similarity=True)
+            idx, sim = nearest(X, Xr, min(self.k + 1, len(rows)), return_similarity=True)
             keep = rows[idx] != np.arange(n)[:, None]
             w = self._weights(np.where(keep, sim, 0.0))  # self gets weight 0 (max(0, 0) ** p)
         row_w = Wr.sum(axis=1)
