@@ -102,7 +102,8 @@ class Router:
         (:func:`~preroll.route.depth.average_beliefs`). ``"difficulty"``: neighbour rates over a prompt
         difficulty shared by every model (:class:`~preroll.route.pooled.SharedDifficultyKNN`), which reads a
         bandit history without the bias of where each model was tried; on live streams it lifted the worst
-        stream most, with full labels it was 0.4 points behind the ensemble (RESULTS.md). Or ``"logistic"``,
+        stream most, with full labels it is behind the ensemble where whole topics are held out (RESULTS.md).
+        Or ``"logistic"``,
         ``"knn"``, ``"gp"``, or a head object (``fit(X, successes, attempts)``,
         ``predict(X)`` returning a :class:`~preroll.heads.BetaPrediction` or
         probabilities), one copy per model.
