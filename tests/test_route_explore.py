@@ -383,3 +383,39 @@ def test_exploring_decisions_read_the_guards_far_flags():
     expected = router.far_from_history(router.embed(prompts))
     assert expected.any() and not expected.all()
     assert len(seen) == 1 and seen[0] is not None and np.array_equal(seen[0], expected)
+
+
+def _explored_where(router, prompts):
+    """Per prompt: explored, and far from the router's history (by its guard)."""
+    far = router.far_from_history(router.embed(prompts))
+    decisions = router.route(prompts)
+    return np.array([d.explored for d in decisions]), far
+
+
+def test_a_router_fitted_on_labels_explores_only_far_from_them():
+    """Labels (several models per prompt) already judge the models near them: Thompson leaves the greedy choice
+    only on prompts the guard calls far; with ``explore_near_labels`` it explores near them too."""
+    hist = _histories(np.random.default_rng(7))
+    prompts = _prompts(np.random.default_rng(8), 30) * 4 + ["zzqx vvbn kkpw", "qqq jjj xxx www"] * 30
+    settings = {"seed": 3, "max_share": 1.0, "anneal_after": None, "warmup": None, "contenders_z": None}
+    router = Router(_specs(), encoder="lexical", lam=0.05, explore=ExploreSettings(**settings)).fit(hist)
+    assert not router.bandit_log_
+    explored, far = _explored_where(router, prompts)
+    assert far.any() and not far.all()
+    assert not explored[~far].any()
+    assert explored[far].any()
+    everywhere = Router(_specs(), encoder="lexical", lam=0.05,
+                        explore=ExploreSettings(**settings, explore_near_labels=True)).fit(hist)
+    assert _explored_where(everywhere, prompts)[0][~far].any()
+
+
+def test_a_router_fitted_on_a_bandit_log_explores_near_it():
+    """One model's outcome per prompt (a live router's own log) is not labels: exploration stays everywhere."""
+    rng = np.random.default_rng(7)
+    full = _histories(rng, n=90)
+    hist = {name: rows[j::3] for j, (name, rows) in enumerate(full.items())}
+    settings = ExploreSettings(seed=3, max_share=1.0, anneal_after=None, warmup=None, contenders_z=None)
+    router = Router(_specs(), encoder="lexical", lam=0.05, explore=settings).fit(hist)
+    assert router.bandit_log_
+    explored, far = _explored_where(router, _prompts(np.random.default_rng(8), 30) * 4)
+    assert explored[~far].any()

@@ -1,0 +1,159 @@
+"""A router fitted on labels of some topics, then live on traffic whose topic mix has moved.
+
+The setting a deployment starts from: a labelled table (every model's score on
+a set of prompts, like LLMRouter's train split) fits the router, and the
+traffic that follows is unlike it. Here the labelled history is drawn from
+three of five lexical k-means topics of LLMRouter's nine-model table; the
+traffic is the other two topics plus the rest of the three (about half new),
+replayed in batches of 16 under bandit feedback; a fifth of the traffic's
+prompts is held out for the frozen evaluation. Per stream seed, the variants:
+
+* ``offline``: the router fitted on the labels and never updated (how
+  offline-trained routers are deployed);
+* ``greedy``: the same router with ``explore=`` on, routing with
+  ``explore=False``: it learns only from the outcomes of its own greedy
+  choices;
+* ``explore``: ``explore=True`` with the defaults;
+* ``explore-everywhere``: ``explore=ExploreSettings(explore_near_labels=True)``,
+  Thompson sampling on every prompt (the behaviour before the eighth round).
+
+Reported, in points against the best single model in hindsight on the same
+requests: the whole stream (``all``), its last ``last`` requests, and the
+router refitted on everything it observed, greedy on the held-out prompts
+(``frozen``). RESULTS.md, "Live routing, eighth round".
+
+Run from the repository root: ``python -m experiments.route_warm_shift --seeds 4-11``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+VARIANTS = ("offline", "greedy", "explore", "explore-everywhere")
+
+
+@dataclass(frozen=True)
+class World:
+    """One stream seed's split: the labelled history's rows, the traffic's stream and held-out rows."""
+
+    history: np.ndarray
+    stream: np.ndarray
+    held: np.ndarray
+    new_topics: tuple[int, int]
+    new_share: float           # of the traffic's rows, the share from the two topics the history lacks
+
+
+def build_world(prompts: list[str], seed: int, *, history: int = 2500, topics: int = 5,
+                cache_dir: str | None = None) -> World:
+    """Lexical k-means topics; two of them (together 25-55% of the rows, drawn at random) are new to the history."""
+    from preroll.bench.route_shift import text_clusters, text_embeddings
+
+    rng = np.random.default_rng(1000 + seed)
+    uniq = list(dict.fromkeys(prompts))
+    labels_u = text_clusters(text_embeddings(prompts, "lexical", cache_dir), topics, seed)
+    at = {t: i for i, t in enumerate(uniq)}
+    labels = np.array([labels_u[at[p]] for p in prompts])
+    sizes = np.bincount(labels, minlength=topics) / len(prompts)
+    pairs = [(a, b) for a in range(topics) for b in range(a + 1, topics)]
+    fits = [p for p in pairs if 0.25 <= sizes[p[0]] + sizes[p[1]] <= 0.55]
+    # A small table may have no such pair: then the pair nearest 40% of the rows.
+    new = fits[rng.integers(len(fits))] if fits else min(pairs, key=lambda p: abs(sizes[p[0]] + sizes[p[1]] - 0.4))
+    is_new = np.isin(labels, new)
+    old = rng.permutation(np.flatnonzero(~is_new))
+    hist = old[:min(history, int(0.75 * len(old)))]
+    traffic = rng.permutation(np.concatenate([np.flatnonzero(is_new), old[len(hist):]]))
+    n_held = int(0.2 * len(traffic))
+    return World(hist, traffic[n_held:], traffic[:n_held], (int(new[0]), int(new[1])),
+                 float(is_new[traffic].mean()))
+
+
+def run_variant(data, world: World, variant: str, seed: int, *, encoder: Any, last: int = 1500,
+                batch: int = 16) -> dict[str, Any]:
+    """One variant on one world: points against the best single model in hindsight (all, last, frozen)."""
+    from preroll.route import ExploreSettings, Router
+    from preroll.route.explore import refit_now
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+    names, specs = data.models, data.model_specs(256)
+    Y = np.nan_to_num(data.scores, nan=0.0)
+    Ys, Yh = Y[world.stream], Y[world.held]
+    prompts = [data.prompts[i] for i in world.stream]
+    held = [data.prompts[i] for i in world.held]
+    n = len(prompts)
+    t0 = time.perf_counter()
+    stats: dict[str, Any] = {}
+    if variant == "offline":
+        router = Router(specs, encoder=encoder, lam=0.0).fit(data.histories(world.history))
+        pick = np.array([names.index(d.model) for d in router.route(prompts)])
+    else:
+        settings = ExploreSettings(seed=seed, explore_near_labels=variant == "explore-everywhere")
+        router = Router(specs, encoder=encoder, lam=0.0, explore=settings).fit(data.histories(world.history))
+        pick = np.zeros(n, dtype=int)
+        for s in range(0, n, batch):
+            rows = np.arange(s, min(s + batch, n))
+            ds = router.route([prompts[i] for i in rows], explore=False if variant == "greedy" else None)
+            pick[rows] = [names.index(d.model) for d in ds]
+            router.observe([prompts[i] for i in rows], [d.model for d in ds], Ys[rows, pick[rows]])
+        stats = router.explore_stats()
+        refit_now(router)
+    frozen = np.array([names.index(d.model) for d in router.route(held, explore=False)]) \
+        if variant != "offline" else np.array([names.index(d.model) for d in router.route(held)])
+    tail = np.arange(max(n - last, 0), n)
+    got = Ys[np.arange(n), pick]
+    return {"seed": seed, "variant": variant, "seconds": round(time.perf_counter() - t0, 1),
+            "new_topics": list(world.new_topics), "new_share": world.new_share,
+            "history": len(world.history), "stream": n, "held": len(world.held),
+            "all": 100 * float(got.mean() - Ys.mean(axis=0).max()),
+            "last": 100 * float(got[tail].mean() - Ys[tail].mean(axis=0).max()),
+            "frozen": 100 * float(Yh[np.arange(len(held)), frozen].mean() - Yh.mean(axis=0).max()),
+            "explored_share": stats.get("explored_share"),
+            "picks_last": np.bincount(pick[tail], minlength=len(names)).tolist()}
+
+
+def _seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="4-11", help="stream seeds, e.g. 4-11 or 0,2,5")
+    parser.add_argument("--variants", default="offline,explore,explore-everywhere")
+    parser.add_argument("--encoder", default="minilm+lexical+stats")
+    parser.add_argument("--out", default=None, help="append one JSON line per run to this file")
+    args = parser.parse_args(argv)
+    from preroll.bench.llmrouter import load_llmrouter
+    from preroll.encoders import get_encoder
+
+    data = load_llmrouter()
+    encoder = get_encoder(args.encoder)   # vectors cached under $PREROLL_CACHE
+    variants = args.variants.split(",")
+    rows = []
+    for seed in _seeds(args.seeds):
+        world = build_world(data.prompts, seed)
+        for v in variants:
+            res = run_variant(data, world, v, seed, encoder=encoder)
+            rows.append(res)
+            print(json.dumps(res), flush=True)
+            if args.out:
+                with open(args.out, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(res) + "\n")
+    print("\n| variant | all | last | frozen | worst last |\n|---|---|---|---|---|")
+    for v in variants:
+        got = [r for r in rows if r["variant"] == v]
+        print(f"| {v} | {np.mean([r['all'] for r in got]):+.2f} | {np.mean([r['last'] for r in got]):+.2f} | "
+              f"{np.mean([r['frozen'] for r in got]):+.2f} | {min(r['last'] for r in got):+.2f} |")
+
+
+if __name__ == "__main__":
+    main()
