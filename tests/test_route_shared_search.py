@@ -89,7 +89,9 @@ def test_one_search_gives_the_per_head_beliefs_and_decisions(data, guard, monkey
 
 
 def test_exploration_draws_the_same_decisions(data):
-    settings = ExploreSettings(first_refit=10 ** 9)  # no refit: the per-head router stays on its path
+    # No refit: the per-head router stays on its path. The history is labels, so near it a router explores
+    # only with explore_near_labels; on, so that the draws this test compares are made.
+    settings = ExploreSettings(first_refit=10 ** 9, explore_near_labels=True)
     # head named: "auto" is the joint model when exploring, which has no per-model heads to share a search
     router = _fit(data, explore=settings, head="ensemble")
     old = _fit(data, explore=settings, head="ensemble")  # same fit, same random stream
