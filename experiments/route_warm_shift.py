@@ -18,9 +18,9 @@ prompts is held out for the frozen evaluation. Per stream seed, the variants:
   Thompson sampling on every prompt (the behaviour before the eighth round).
 
 Reported, in points against the best single model in hindsight on the same
-requests: the whole stream (``all``), its last ``last`` requests, and the
-router refitted on everything it observed, greedy on the held-out prompts
-(``frozen``). RESULTS.md, "Live routing, eighth round".
+requests (of utility, score - ``lam`` * cost, with ``--lam``): the whole
+stream (``all``), its last ``last`` requests, and the router refitted on
+everything it observed, greedy on the held-out prompts (``frozen``). RESULTS.md, "Live routing, eighth round".
 
 Run from the repository root: ``python -m experiments.route_warm_shift --seeds 4-11``.
 """
@@ -74,8 +74,9 @@ def build_world(prompts: list[str], seed: int, *, history: int = 2500, topics: i
 
 
 def run_variant(data, world: World, variant: str, seed: int, *, encoder: Any, last: int = 1500,
-                batch: int = 16) -> dict[str, Any]:
-    """One variant on one world: points against the best single model in hindsight (all, last, frozen)."""
+                batch: int = 16, lam: float = 0.0) -> dict[str, Any]:
+    """One variant on one world: points of utility (score - ``lam`` * cost) against the best single model in
+    hindsight by utility (whole stream, last ``last``, frozen)."""
     from preroll.route import ExploreSettings, Router
     from preroll.route.explore import refit_now
 
@@ -83,31 +84,33 @@ def run_variant(data, world: World, variant: str, seed: int, *, encoder: Any, la
         raise ValueError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
     names, specs = data.models, data.model_specs(256)
     Y = np.nan_to_num(data.scores, nan=0.0)
-    Ys, Yh = Y[world.stream], Y[world.held]
+    U = Y - lam * Router(specs).costs(data.prompts)
+    Ys, Yh = U[world.stream], U[world.held]
     prompts = [data.prompts[i] for i in world.stream]
     held = [data.prompts[i] for i in world.held]
     n = len(prompts)
     t0 = time.perf_counter()
     stats: dict[str, Any] = {}
     if variant == "offline":
-        router = Router(specs, encoder=encoder, lam=0.0).fit(data.histories(world.history))
+        router = Router(specs, encoder=encoder, lam=lam).fit(data.histories(world.history))
         pick = np.array([names.index(d.model) for d in router.route(prompts)])
     else:
         settings = ExploreSettings(seed=seed, explore_near_labels=variant == "explore-everywhere")
-        router = Router(specs, encoder=encoder, lam=0.0, explore=settings).fit(data.histories(world.history))
+        router = Router(specs, encoder=encoder, lam=lam, explore=settings).fit(data.histories(world.history))
         pick = np.zeros(n, dtype=int)
         for s in range(0, n, batch):
             rows = np.arange(s, min(s + batch, n))
             ds = router.route([prompts[i] for i in rows], explore=False if variant == "greedy" else None)
             pick[rows] = [names.index(d.model) for d in ds]
-            router.observe([prompts[i] for i in rows], [d.model for d in ds], Ys[rows, pick[rows]])
+            # The router learns the score; the table reports utility.
+            router.observe([prompts[i] for i in rows], [d.model for d in ds], Y[world.stream[rows], pick[rows]])
         stats = router.explore_stats()
         refit_now(router)
     frozen = np.array([names.index(d.model) for d in router.route(held, explore=False)]) \
         if variant != "offline" else np.array([names.index(d.model) for d in router.route(held)])
     tail = np.arange(max(n - last, 0), n)
     got = Ys[np.arange(n), pick]
-    return {"seed": seed, "variant": variant, "seconds": round(time.perf_counter() - t0, 1),
+    return {"seed": seed, "variant": variant, "lam": lam, "seconds": round(time.perf_counter() - t0, 1),
             "new_topics": list(world.new_topics), "new_share": world.new_share,
             "history": len(world.history), "stream": n, "held": len(world.held),
             "all": 100 * float(got.mean() - Ys.mean(axis=0).max()),
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="4-11", help="stream seeds, e.g. 4-11 or 0,2,5")
     parser.add_argument("--variants", default="offline,explore,explore-everywhere")
     parser.add_argument("--encoder", default="minilm+lexical+stats")
+    parser.add_argument("--lam", type=float, default=0.0, help="price weight: utility = score - lam * cost")
     parser.add_argument("--out", default=None, help="append one JSON line per run to this file")
     args = parser.parse_args(argv)
     from preroll.bench.llmrouter import load_llmrouter
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in _seeds(args.seeds):
         world = build_world(data.prompts, seed)
         for v in variants:
-            res = run_variant(data, world, v, seed, encoder=encoder)
+            res = run_variant(data, world, v, seed, encoder=encoder, lam=args.lam)
             rows.append(res)
             print(json.dumps(res), flush=True)
             if args.out:

@@ -44,3 +44,14 @@ def test_variants_replay_the_stream(data):
         assert all(np.isfinite(r[k]) and -100 <= r[k] <= 100 for k in ("all", "last", "frozen"))
     with pytest.raises(ValueError, match="unknown variant"):
         ws.run_variant(data, small, "nope", 3, encoder="lexical")
+
+
+def test_points_are_of_utility_at_a_price_weight(data):
+    """At a price weight where cost outweighs any score, the router and the best single model by utility are
+    both the cheapest model: zero points; at ``lam = 0`` the same world is scored on quality alone."""
+    world = ws.build_world(data.prompts, 3, history=200)
+    small = ws.World(world.history[:120], world.stream[:96], world.held[:40], world.new_topics, world.new_share)
+    dear = ws.run_variant(data, small, "offline", 3, encoder="lexical", last=48, lam=1e6)
+    cheapest = min(range(len(data.models)), key=lambda j: data.prices[data.models[j]][0])
+    assert dear["lam"] == 1e6 and dear["picks_last"][cheapest] == 48
+    assert dear["all"] == pytest.approx(0.0, abs=1e-9) and dear["frozen"] == pytest.approx(0.0, abs=1e-9)
