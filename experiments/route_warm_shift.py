@@ -20,7 +20,8 @@ prompts is held out for the frozen evaluation. Per stream seed, the variants:
 Reported, in points against the best single model in hindsight on the same
 requests (of utility, score - ``lam`` * cost, with ``--lam``): the whole
 stream (``all``), its last ``last`` requests, and the router refitted on
-everything it observed, greedy on the held-out prompts (``frozen``). RESULTS.md, "Live routing, eighth round".
+everything it observed, greedy on the held-out prompts (``frozen``).
+RESULTS.md, "Live routing, eighth round".
 
 Run from the repository root: ``python -m experiments.route_warm_shift --seeds 4-11``.
 """
@@ -106,8 +107,7 @@ def run_variant(data, world: World, variant: str, seed: int, *, encoder: Any, la
             router.observe([prompts[i] for i in rows], [d.model for d in ds], Y[world.stream[rows], pick[rows]])
         stats = router.explore_stats()
         refit_now(router)
-    frozen = np.array([names.index(d.model) for d in router.route(held, explore=False)]) \
-        if variant != "offline" else np.array([names.index(d.model) for d in router.route(held)])
+    frozen = np.array([names.index(d.model) for d in router.route(held, explore=False)])
     tail = np.arange(max(n - last, 0), n)
     got = Ys[np.arange(n), pick]
     return {"seed": seed, "variant": variant, "lam": lam, "seconds": round(time.perf_counter() - t0, 1),
