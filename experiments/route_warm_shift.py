@@ -31,47 +31,23 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from preroll.bench.route_labels import LabelledSplit, labelled_split
+
 VARIANTS = ("offline", "greedy", "explore", "explore-everywhere")
 
 
-@dataclass(frozen=True)
-class World:
-    """One stream seed's split: the labelled history's rows, the traffic's stream and held-out rows."""
-
-    history: np.ndarray
-    stream: np.ndarray
-    held: np.ndarray
-    new_topics: tuple[int, int]
-    new_share: float           # of the traffic's rows, the share from the two topics the history lacks
+World = LabelledSplit   # one stream seed's split: labelled history, stream, held-out rows
 
 
 def build_world(prompts: list[str], seed: int, *, history: int = 2500, topics: int = 5,
                 cache_dir: str | None = None) -> World:
-    """Lexical k-means topics; two of them (together 25-55% of the rows, drawn at random) are new to the history."""
-    from preroll.bench.route_shift import text_clusters, text_embeddings
-
-    rng = np.random.default_rng(1000 + seed)
-    uniq = list(dict.fromkeys(prompts))
-    labels_u = text_clusters(text_embeddings(prompts, "lexical", cache_dir), topics, seed)
-    at = {t: i for i, t in enumerate(uniq)}
-    labels = np.array([labels_u[at[p]] for p in prompts])
-    sizes = np.bincount(labels, minlength=topics) / len(prompts)
-    pairs = [(a, b) for a in range(topics) for b in range(a + 1, topics)]
-    fits = [p for p in pairs if 0.25 <= sizes[p[0]] + sizes[p[1]] <= 0.55]
-    # A small table may have no such pair: then the pair nearest 40% of the rows.
-    new = fits[rng.integers(len(fits))] if fits else min(pairs, key=lambda p: abs(sizes[p[0]] + sizes[p[1]] - 0.4))
-    is_new = np.isin(labels, new)
-    old = rng.permutation(np.flatnonzero(~is_new))
-    hist = old[:min(history, int(0.75 * len(old)))]
-    traffic = rng.permutation(np.concatenate([np.flatnonzero(is_new), old[len(hist):]]))
-    n_held = int(0.2 * len(traffic))
-    return World(hist, traffic[n_held:], traffic[:n_held], (int(new[0]), int(new[1])),
-                 float(is_new[traffic].mean()))
+    """Lexical k-means topics; two of them (together 25-55% of the rows, drawn at random) are new to the history
+    (the split ``preroll bench route --stream --labels`` makes)."""
+    return labelled_split(prompts, seed, history=history, source="topics", topics=topics, cache_dir=cache_dir)
 
 
 def run_variant(data, world: World, variant: str, seed: int, *, encoder: Any, last: int = 1500,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from preroll.bench.route_labels import labelled_split
 from preroll.cli.main import app
 
 
@@ -164,3 +168,75 @@ def test_stream_splits_the_last_requests_into_what_was_learnt_and_what_exploring
     else:   # exploring moved some requests off the greedy choice, and that changed what they scored
         assert saved["explored_last_share"] > 0.0 and saved["explore_cost_last"] != 0.0
     assert "its greedy choices" in " ".join(result.output.split())
+
+
+# -- --stream --labels N: routers fitted on labels, then live on traffic unlike them --------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h", "ä\u200bö", "x y"]), min_size=4,
+                      max_size=40),
+       history=st.integers(1, 30), holdout=st.floats(0.0, 0.6), seed=st.integers(0, 5))
+def test_a_random_split_keeps_every_row_once_and_no_text_on_both_sides(texts, history, holdout, seed):
+    split = labelled_split(texts, seed, history=history, source="random", holdout=holdout)
+    parts = [split.history, split.stream, split.held]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(texts)))
+    labelled = {texts[i] for i in split.history}
+    assert not labelled & {texts[i] for i in np.concatenate([split.stream, split.held])}
+    assert len(labelled) <= min(history, int(0.75 * len(set(texts))))
+    assert split.new_topics == () and split.new_share == 0.0
+
+
+def test_a_topic_split_keeps_two_topics_out_of_the_labels(llmrouter):
+    from preroll.bench.llmrouter import load_llmrouter
+    from preroll.bench.route import random_subset
+    from preroll.bench.route_shift import text_clusters, text_embeddings
+
+    data = random_subset(load_llmrouter(None), 500, 0)
+    split = labelled_split(data.prompts, 2, history=150)
+    topic = np.asarray(text_clusters(text_embeddings(data.prompts, "lexical"), 5, 2))
+    at = {t: i for i, t in enumerate(dict.fromkeys(data.prompts))}
+    row_topic = np.array([topic[at[p]] for p in data.prompts])
+    assert len(split.history) == 150 and not np.isin(row_topic[split.history], split.new_topics).any()
+    traffic = np.concatenate([split.stream, split.held])
+    assert split.new_share == pytest.approx(np.isin(row_topic[traffic], split.new_topics).mean())
+    assert 0 < split.new_share < 1 and len(split.held) == int(0.2 * len(traffic))
+    with pytest.raises(ValueError, match="unknown label source"):
+        labelled_split(data.prompts, 2, source="clusters")
+
+
+def test_a_stream_from_labels_fits_every_method_on_them_first(llmrouter):
+    from preroll.bench.route_stream import LABELS_ONLY, StreamBenchConfig, run_stream_bench
+
+    res = run_stream_bench(StreamBenchConfig(max_prompts=400, encoder="lexical", baseline_encoder="hashed",
+                                             last=100, labels=150, explore={"first_refit": 64}))
+    assert res["labels"]["n"] == 150 and len(res["labels"]["new_topics"]) == 2
+    assert res["n_stream"] + res["frozen"]["n"] == 400 - 150
+    methods = [r["method"] for r in res["rows"]]
+    assert methods[:3] == ["explore router", LABELS_ONLY, "full-information router"]
+    info = res["info"]["explore router"]
+    # Fitted on labels: no blind warm-up over an empty history, and the refits read the labels too.
+    assert info["warmup_explored"] == 0 and info["decisions"] == res["n_stream"]
+    assert 0 <= res["frozen"]["labels_only_router"] <= 1
+    # Thompson without context starts from the labels' means: with 150 outcomes per model, a model far behind
+    # on them is never drawn (from flat priors, every model is tried).
+    thompson = next(r for r in res["rows"] if r["method"] == "Thompson without context")
+    assert len(thompson["picks"]) < len(res["models"])
+
+
+def test_the_cli_starts_a_stream_from_a_users_labels(tmp_path, llmrouter):
+    table = user_table(tmp_path / "mine", llmrouter, n_prompts=200)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "route", "--data", str(table), *STREAM, "--labels", "60",
+                                      "--labels-from", "random", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "from labels of 60 prompts" in result.output and "fitted on labels, never updated" in result.output
+    saved = json.loads((out / "results-stream-seed0.json").read_text())
+    assert saved["labels"] == {"n": 60, "from": "random", "new_topics": [], "new_share": 0.0}
+    assert saved["n_stream"] + saved["frozen"]["n"] == 140
+
+
+def test_an_unknown_label_source_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "route", *STREAM, "--labels", "60", "--labels-from", "clusters",
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "choose topics or random" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()

@@ -294,6 +294,22 @@ def test_refit_schedule_doubling_with_a_gap_cap():
     assert refits == [True, True, False, True, False, True]
 
 
+def test_the_doubling_counts_the_fit_history():
+    """A router fitted on 180 outcomes (60 prompts, three models) refits when the outcomes it observed reach
+    the history's size, not after ``first_refit`` of them: a refit reads the labels too."""
+    settings = ExploreSettings(first_refit=8, max_gap=None)
+    assert [k for k in range(1, 400) if settings.refit_due(k, 0, base=180)][:1] == [180]
+    assert settings.refit_due(180 + 360, 180, base=180) and not settings.refit_due(539, 180, base=180)
+    assert ExploreSettings(first_refit=8, max_gap=16).refit_due(16, 0, base=180)   # the cap still holds
+    router = Router(_specs(), encoder="lexical", lam=0.0, explore=settings).fit(_histories(np.random.default_rng(3)))
+    rng = np.random.default_rng(9)
+    reports = []
+    for _ in range(12):                      # 12 x 16 outcomes: the one refit comes once 180 are observed
+        ps = _prompts(rng, 16)
+        reports.append(router.observe(ps, [d.model for d in router.route(ps)], rng.random(16)))
+    assert [r.total for r in reports if r.refitted] == [192]
+
+
 def test_refits_read_the_newest_outcomes_and_memory_stays_bounded():
     # max_history 24: every refit fits each model on at most its 24 newest outcomes (fit history first, then
     # observed ones), and observed outcomes older than that leave memory once twice as many have come.

@@ -142,21 +142,45 @@ def _wait_for_refits(url, timeout=30.0):
     raise AssertionError("background refit did not finish")
 
 
+def _post_feedback(url, n):
+    fits = []
+    for i in range(n):
+        r = httpx.post(f"{url}/v1/feedback", timeout=10,
+                       json={"model": ["small", "large"][i % 2], "prompt": f"{MATH_Q} variant {i}",
+                             "success_rate": float(i % 3 == 0)})
+        assert r.status_code == 200, r.text
+        fits.append(_wait_for_refits(url)["fits"])
+    return fits
+
+
 def test_exploring_server_refits_on_the_routers_schedule(tmp_path, urls):
     """refit_every is 1000; the exploration settings' doubling schedule (4, 8, 16 outcomes) decides instead."""
-    config = load_config(_config(tmp_path, urls, {"max_share": 1.0, "first_refit": 4}, large_history=True))
-    fits = []
-    with serve_in_thread(create_app(config, encoder=HashingEncoder())) as url:
-        for i in range(14):
-            r = httpx.post(f"{url}/v1/feedback", timeout=10,
-                           json={"model": ["small", "large"][i % 2], "prompt": f"{MATH_Q} variant {i}",
-                                 "success_rate": float(i % 3 == 0)})
-            assert r.status_code == 200, r.text
-            fits.append(_wait_for_refits(url)["fits"])
+    path = _config(tmp_path, urls, {"max_share": 1.0, "first_refit": 4})
+    data = yaml.safe_load(path.read_text())
+    data["backends"][0]["history"] = []          # no history: the doubling counts the outcomes alone
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with serve_in_thread(create_app(load_config(path), encoder=HashingEncoder())) as url:
+        fits = _post_feedback(url, 14)
         assert fits[:3] == [1, 1, 1] and fits[3] == 2      # the first refit at 4 outcomes
         assert fits[6] == 2 and fits[7] == 3               # then at 8 (the count doubled)
         assert fits[-1] == 3                               # not again before 16 (the schedule did not restart)
         assert httpx.get(f"{url}/stats").json()["router"]["explore"]["observed"] == 14
+
+
+def test_exploring_server_with_histories_counts_them_in_the_doubling(tmp_path, urls):
+    """60 stored outcomes: a refit after 4 new ones would re-read them for little; the first is due at 60, or
+    at ``max_gap`` when that is smaller."""
+    config = load_config(_config(tmp_path, urls, {"max_share": 1.0, "first_refit": 4, "max_gap": None},
+                                 large_history=True))
+    with serve_in_thread(create_app(config, encoder=HashingEncoder())) as url:
+        assert _post_feedback(url, 14) == [1] * 14
+    capped = tmp_path / "capped"
+    capped.mkdir()
+    config = load_config(_config(capped, urls, {"max_share": 1.0, "first_refit": 4, "max_gap": 6},
+                                 large_history=True))
+    with serve_in_thread(create_app(config, encoder=HashingEncoder())) as url:
+        fits = _post_feedback(url, 14)
+        assert fits[4] == 1 and fits[5] == 2 and fits[11] == 3 and fits[-1] == 3
 
 
 def test_server_router_guard_setting(tmp_path, urls):

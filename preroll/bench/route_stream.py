@@ -4,7 +4,11 @@ Protocol (``preroll bench route --stream``). A share ``holdout`` of the unique
 prompts of a table of priced models (LLMRouter's nine, or a user's own) is held out first. The rest arrive in
 random order (``seed``), in batches of ``batch`` requests; every method starts
 from an empty history, chooses a model per request, and then learns only the
-score of the model it chose (bandit feedback). The same stream is replayed for:
+score of the model it chose (bandit feedback). With ``labels`` (``--labels N``),
+every method starts instead from every model's score on N prompts, and the
+traffic is unlike them (``labels_from="topics"``: two of five topics are absent
+from the labels; :mod:`preroll.bench.route_labels`); a router fitted on the
+labels and never updated is replayed beside them. The same stream is replayed for:
 
 * **explore router**: :class:`~preroll.route.Router` with ``explore=`` on
   (Thompson sampling on its Beta beliefs, online correction between refits,
@@ -61,6 +65,8 @@ class StreamBenchConfig:
     epsilon: float = 0.1
     linucb_alpha: float = 0.5
     ridge: float = 1.0
+    labels: int = 0                       # prompts whose every score fits the routers before the stream; 0: none
+    labels_from: str = "topics"           # "topics": labels from three of five topics, traffic adds two new ones
 
 
 class LinearBandit:
@@ -93,6 +99,9 @@ class LinearBandit:
             Ax = self.A_inv[j] @ x
             self.A_inv[j] -= np.outer(Ax, Ax) / (1.0 + x @ Ax)
             self.b[j] += v * x
+
+
+LABELS_ONLY = "fitted on labels, never updated"
 
 
 def baseline_features(encoder: Any) -> str:
@@ -136,8 +145,23 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
     names = data.models
     m = len(names)
     Y = np.nan_to_num(data.scores, nan=0.0)
-    stream_idx, held_idx = split_prompts(data.prompts, 1.0 - cfg.holdout, cfg.seed)
-    order = np.random.default_rng(cfg.seed).permutation(stream_idx)
+    hist_idx = np.zeros(0, dtype=int)
+    label_info: dict[str, Any] | None = None
+    if cfg.labels:
+        from preroll.bench.route_labels import labelled_split
+
+        split = labelled_split(data.prompts, cfg.seed, history=cfg.labels, source=cfg.labels_from,
+                               holdout=cfg.holdout, cache_dir=cfg.cache_dir)
+        hist_idx, order, held_idx = split.history, split.stream, split.held
+        label_info = {"n": len(hist_idx), "from": cfg.labels_from, "new_topics": list(split.new_topics),
+                      "new_share": split.new_share}
+        progress(f"labels: every model's score on {len(hist_idx)} prompts ({cfg.labels_from}"
+                 + (f"; {100 * split.new_share:.0f}% of the traffic from topics {split.new_topics}, absent from "
+                    "them)" if split.new_topics else ")"))
+    else:
+        stream_idx, held_idx = split_prompts(data.prompts, 1.0 - cfg.holdout, cfg.seed)
+        order = np.random.default_rng(cfg.seed).permutation(stream_idx)
+    labels = data.histories(hist_idx) if len(hist_idx) else None
     n = len(order)
     prompts = [data.prompts[i] for i in order]
     Ys = Y[order]
@@ -155,6 +179,8 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
 
     # -- the explore router -------------------------------------------------------------------------
     router = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam, explore=settings)
+    if labels is not None:
+        router.fit(labels)
     pick = np.zeros(n, dtype=int)
     greedy = np.zeros(n, dtype=int)      # what the router would have chosen without exploring
     explored = np.zeros(n, dtype=bool)
@@ -199,12 +225,20 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
              f"{Yh[np.arange(len(held_idx)), frozen_pick].mean():.4f} vs best single {Yh.mean(axis=0).max():.4f}; "
              f"explored {100 * stats['explored_share']:.1f}%")
 
+    # -- fitted on the labels and never updated (how offline-trained routers are deployed) -------------
+    labelled_frozen_pick = None
+    if labels is not None:
+        progress("router fitted on the labels, never updated")
+        fixed = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam).fit(labels)
+        picks[LABELS_ONLY] = np.array([names.index(d.model) for d in fixed.route(prompts)])
+        labelled_frozen_pick = np.array([names.index(d.model) for d in fixed.route(held_prompts)])
+
     # -- full information ---------------------------------------------------------------------------
     full_pick = None
     if cfg.full_info:
         progress("full-information router")
         due = settings.refit_due
-        full = None
+        full = None if labels is None else Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam).fit(labels)
         fitted_at = 0
         full_pick = np.zeros(n, dtype=int)
         t_start = time.perf_counter()
@@ -217,11 +251,13 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
                 full_pick[rows] = [names.index(d.model) for d in full.route([prompts[i] for i in rows])]
             done = int(rows[-1]) + 1
             if due(done, fitted_at):
-                full = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam).fit(data.histories(order[:done]))
+                full = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam).fit(
+                    data.histories(np.concatenate([hist_idx, order[:done]])))
                 fitted_at = done
         picks["full-information router"] = full_pick
         info["full-information router"] = {"seconds": time.perf_counter() - t_start}
-        full_frozen = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam).fit(data.histories(order))
+        full_frozen = Router(specs, encoder=encoder, head=cfg.head, lam=cfg.lam).fit(
+            data.histories(np.concatenate([hist_idx, order])))
         full_frozen_pick = np.array([names.index(d.model) for d in full_frozen.route(held_prompts)])
 
     # -- baselines ----------------------------------------------------------------------------------
@@ -230,10 +266,16 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
         info["baselines"] = {"features": features}
         progress(f"baselines on {features} features: epsilon-greedy, LinUCB, Thompson without context")
         F = _features(prompts, features, cfg.cache_dir)
+        # With labels, every baseline starts from them too: each labelled score is an observed outcome.
+        FL = _features([data.prompts[i] for i in hist_idx], features, cfg.cache_dir) if len(hist_idx) else None
+        seen = np.isfinite(data.scores[hist_idx])
         for label, kind in ((f"epsilon-greedy (eps {cfg.epsilon:g})", "epsilon"),
                             (f"LinUCB (alpha {cfg.linucb_alpha:g})", "linucb")):
             bandit = LinearBandit(m, F.shape[1], kind=kind, alpha=cfg.linucb_alpha, epsilon=cfg.epsilon,
                                   ridge=cfg.ridge, seed=cfg.seed)
+            if FL is not None:
+                for j in range(m):
+                    bandit.update(FL[seen[:, j]], np.full(int(seen[:, j].sum()), j), Y[hist_idx[seen[:, j]], j])
             p = np.zeros(n, dtype=int)
             for rows in batches:
                 p[rows] = bandit.choose(F[rows], Cs[rows], cfg.lam)
@@ -241,6 +283,8 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
             picks[label] = p
         rng = np.random.default_rng(cfg.seed)
         ab = np.ones((m, 2))
+        ab[:, 0] += np.where(seen, Y[hist_idx], 0.0).sum(axis=0)
+        ab[:, 1] += np.where(seen, 1.0 - Y[hist_idx], 0.0).sum(axis=0)
         p = np.zeros(n, dtype=int)
         for rows in batches:
             theta = rng.beta(ab[:, 0], ab[:, 1], size=(len(rows), m))
@@ -278,9 +322,11 @@ def run_stream_bench(cfg: StreamBenchConfig, progress: Callable[[str], None] = l
               "picks": {names[j]: int(c) for j, c in enumerate(np.bincount(frozen_pick, minlength=m)) if c}}
     if full_pick is not None:
         frozen["full_information_router"] = float(Yh[hr, full_frozen_pick].mean())
+    if labelled_frozen_pick is not None:
+        frozen["labels_only_router"] = float(Yh[hr, labelled_frozen_pick].mean())
     return {"config": {**asdict(cfg), "encoder": cfg.encoder if isinstance(cfg.encoder, str) else
                        type(cfg.encoder).__name__},
-            "models": names, "n_stream": n, "last": last, "best_single": names[best],
+            "models": names, "n_stream": n, "labels": label_info, "last": last, "best_single": names[best],
             "best_single_last": names[best_tail], "best_single_last_quality": float(Ys[tail, best_tail].mean()),
             "rows": rows_out, "frozen": frozen, "info": info,
             "regret_curves": {"step": max(1, n // 400), "curves": curves},
@@ -307,7 +353,8 @@ def plot_regret(result: dict[str, Any], path: str | Path) -> Path:
         ax.plot(x, cur, lw=1.8 if label.startswith(("explore", "full")) else 1.1, label=label)
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(result["n_stream"] - result["last"], color="grey", ls=":", lw=1)
-    ax.set_xlabel("requests served (bandit feedback from an empty history)")
+    start = "an empty history" if not result.get("labels") else f"labels of {result['labels']['n']} prompts"
+    ax.set_xlabel(f"requests served (bandit feedback from {start})")
     ax.set_ylabel("cumulative score behind the best single model")
     models = "LLMRouter nine models" if result["config"].get("root") is None else f"{len(result['models'])} models"
     ax.set_title(f"{models}, stream of {result['n_stream']}, lam {result['config']['lam']:g}, "

@@ -99,6 +99,13 @@ def bench_route(
                                                                            "full-information router (slow: its refits)."),
     budget_per_1k: Optional[float] = typer.Option(None, min=0.0, help="--stream: at most this extra spend over the "
                                                                      "greedy choices per 1,000 requests."),
+    labels: int = typer.Option(0, min=0, help="--stream: start every method from every model's score on this many "
+                                              "prompts (a router fitted on labels, then live) instead of an empty "
+                                              "history; a router fitted on them and never updated is replayed too."),
+    labels_from: str = typer.Option("topics", "--labels-from", metavar="topics|random",
+                                    help="--stream --labels: topics (the labels from three of five lexical k-means "
+                                         "topics; the traffic adds the other two: a mix unlike the labels) or "
+                                         "random (the traffic's mix is the labels')."),
     protocol: str = typer.Option(
         "random,cluster5,cluster10,reweight", "--protocol", metavar="P1,P2,...",
         help="Evaluation protocols: random (K-fold), cluster<K> (whole k-means clusters of the prompts held out; "
@@ -132,7 +139,7 @@ def bench_route(
                      explore=_explore_settings(max_share=max_share, budget_per_1k=budget_per_1k,
                                                anneal_after=anneal_after, contenders_z=contenders_z,
                                                warmup=warmup, max_gap=max_gap),
-                     full_info=full_info, head=head)
+                     full_info=full_info, head=head, labels=labels, labels_from=_labels_from(labels_from))
         return None
     from preroll.cli import bench_route_shift as shift
 
@@ -225,6 +232,14 @@ def _explore_settings(*, max_share: Optional[float], budget_per_1k: Optional[flo
     if max_gap is not None:
         explore["max_gap"] = max_gap or None
     return explore
+
+
+def _labels_from(value: str) -> str:
+    from preroll.bench.route_labels import LABEL_SOURCES
+
+    if value not in LABEL_SOURCES:
+        raise typer.BadParameter(f"choose {' or '.join(LABEL_SOURCES)}, got {value!r}", param_hint="--labels-from")
+    return value
 
 
 def _table_or_pair(models: Optional[str], data: Optional[Path]) -> str:

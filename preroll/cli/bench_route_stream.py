@@ -1,5 +1,5 @@
-"""``preroll bench route --stream``: live routing under bandit feedback from an empty history (a table of priced
-models: LLMRouter's nine or a user's own)."""
+"""``preroll bench route --stream``: live routing under bandit feedback from an empty history, or from labels
+with ``--labels`` (a table of priced models: LLMRouter's nine or a user's own)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 def bench_stream(*, data, seeds: list[int], max_prompts, encoder: str, cache_dir, out: Path, output_tokens: int,
                  lam: float, holdout: float, batch: int, explore: dict[str, Any], baseline_encoder: str | None = None,
-                 full_info: bool = True, last: int = 3000, head: str = "auto") -> list[dict[str, Any]]:
+                 full_info: bool = True, last: int = 3000, head: str = "auto", labels: int = 0,
+                 labels_from: str = "topics") -> list[dict[str, Any]]:
     import json
 
     from rich.console import Console
@@ -28,7 +29,8 @@ def bench_stream(*, data, seeds: list[int], max_prompts, encoder: str, cache_dir
         cfg = StreamBenchConfig(root=None if data is None else str(data), seed=seed, holdout=holdout,
                                 max_prompts=max_prompts, encoder=encoder, cache_dir=str(cache_dir),
                                 output_tokens=output_tokens, lam=lam, batch=batch, last=last, explore=dict(explore),
-                                baseline_encoder=baseline_encoder, full_info=full_info, head=head)
+                                baseline_encoder=baseline_encoder, full_info=full_info, head=head, labels=labels,
+                                labels_from=labels_from)
         def progress(msg: str, seed: int = seed) -> None:
             console.print(f"[dim]seed {seed}: {msg}[/dim]")
 
@@ -46,7 +48,7 @@ def print_stream(result: dict[str, Any], console) -> None:
     from rich.table import Table
 
     n, last = result["n_stream"], result["last"]
-    t = Table(title=f"Stream of {n} requests, bandit feedback from an empty history, lam {result['config']['lam']:g}, "
+    t = Table(title=f"Stream of {n} requests, bandit feedback from {start_of(result)}, lam {result['config']['lam']:g}, "
                     f"seed {result['config']['seed']}")
     for col in ("method", "quality (all)", "mean cost", f"quality (last {last})",
                 f"vs best single on last {last} (points)"):
@@ -75,4 +77,17 @@ def print_stream(result: dict[str, Any], console) -> None:
             f"points); best on stream {f['best_on_stream']} {f['best_on_stream_quality']:.4f}")
     if "full_information_router" in f:
         line += f"; full-information router {f['full_information_router']:.4f}"
+    if "labels_only_router" in f:
+        line += f"; fitted on labels, never updated {f['labels_only_router']:.4f}"
     console.print(line)
+
+
+def start_of(result: dict[str, Any]) -> str:
+    """What the stream's routers started from: an empty history, or labels (and how the traffic differs)."""
+    labels = result.get("labels")
+    if not labels:
+        return "an empty history"
+    text = f"labels of {labels['n']} prompts"
+    if labels["new_topics"]:
+        text += f" ({100 * labels['new_share']:.0f}% of the traffic from topics absent from them)"
+    return text
