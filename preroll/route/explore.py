@@ -63,9 +63,10 @@ module makes :class:`~preroll.route.Router` explore, within bounds:
   break either takes the greedy choice instead.
 * **Refits.** :meth:`Router.observe` is an O(d) append; a full refit of the
   router on the histories so far (per model the newest ``max_history``) runs when due
-  (``refit="doubling"``: at ``first_refit`` outcomes, then each time the history a refit reads, the fit's
-  histories plus the outcomes, doubles, at least every ``max_gap``; or every ``refit`` outcomes). A server passes ``refit=False`` and refits in the
-  background instead (``refit_due`` says when).
+  (``refit="doubling"``: at ``first_refit`` outcomes, then each time the history a
+  refit reads, the fit's histories plus the outcomes, doubles, at least every
+  ``max_gap``; or every ``refit`` outcomes). A server passes ``refit=False`` and
+  refits in the background instead (``refit_due`` says when).
 
 Why kNN-Beta for the online part: it needs no fit, its pseudo-counts are on
 the same scale as a kNN head's concentration (the neighbourhood's
