@@ -42,7 +42,7 @@ def create_app_backend(name):
     return create_fake_backend_app(FakeBackend(f"{name}-upstream"))
 
 
-def _config(tmp_path, urls, explore, *, large_history=False):
+def _config(tmp_path, urls, explore, *, large_history=False, small_history=True):
     (tmp_path / "small.jsonl").write_text("\n".join(json.dumps({"prompt": p, "successes": i % 2, "attempts": 1})
                                                      for i, p in enumerate(MATH)) + "\n")
     (tmp_path / "large.jsonl").write_text("\n".join(json.dumps({"prompt": p, "successes": 1, "attempts": 1})
@@ -50,7 +50,7 @@ def _config(tmp_path, urls, explore, *, large_history=False):
     data = {"store": "history.sqlite", "check_backends": False,
             "router": {"lam": 0.1, "refit_every": 1000, "explore": explore},
             "backends": [{"name": "small", "base_url": f"{urls['small']}/v1", "cost_per_call": 0.1,
-                          "history": ["small.jsonl"]},
+                          "history": ["small.jsonl"] if small_history else []},
                          {"name": "large", "base_url": f"{urls['large']}/v1", "cost_per_call": 1.0,
                           "history": ["large.jsonl"] if large_history else []}]}
     path = tmp_path / "serve.yaml"
@@ -155,11 +155,9 @@ def _post_feedback(url, n):
 
 def test_exploring_server_refits_on_the_routers_schedule(tmp_path, urls):
     """refit_every is 1000; the exploration settings' doubling schedule (4, 8, 16 outcomes) decides instead."""
-    path = _config(tmp_path, urls, {"max_share": 1.0, "first_refit": 4})
-    data = yaml.safe_load(path.read_text())
-    data["backends"][0]["history"] = []          # no history: the doubling counts the outcomes alone
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    with serve_in_thread(create_app(load_config(path), encoder=HashingEncoder())) as url:
+    # No history: the doubling counts the outcomes alone.
+    config = load_config(_config(tmp_path, urls, {"max_share": 1.0, "first_refit": 4}, small_history=False))
+    with serve_in_thread(create_app(config, encoder=HashingEncoder())) as url:
         fits = _post_feedback(url, 14)
         assert fits[:3] == [1, 1, 1] and fits[3] == 2      # the first refit at 4 outcomes
         assert fits[6] == 2 and fits[7] == 3               # then at 8 (the count doubled)
